@@ -1,0 +1,337 @@
+//! Client → server commands and their decoder.
+//!
+//! A text frame holds one JSON object or several separated by `\n`.
+//! [`decode_frame`] yields one result per non-empty line, so one bad line
+//! gets its own `error` and the others still run.
+//!
+//! Why fields are first read as raw JSON: a wrong-typed field must produce an
+//! error that *names the field*, and a reply must carry the command's `id`
+//! even when another field is bad. serde's derived errors do neither.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{ChannelName, ErrorCode, StreamPosition};
+
+/// One decoded command with the `id` the reply must carry.
+#[derive(Debug)]
+pub struct Request {
+    /// The client's id for this command; `None` only for `pong`.
+    pub id: Option<u64>,
+    /// What to do.
+    pub command: Command,
+}
+
+/// The commands of protocol v1.
+#[derive(Debug)]
+pub enum Command {
+    /// Opens the session; must come first.
+    Connect {
+        /// A JWT (checked once auth exists; ignored otherwise).
+        token: Option<String>,
+        /// Free-form client name/version, shown in presence.
+        client: Option<String>,
+    },
+    /// Subscribes to a channel, recovering from `since` when given.
+    Subscribe {
+        /// The channel.
+        channel: ChannelName,
+        /// The last position the client saw.
+        since: Option<StreamPosition>,
+        /// A subscribe token for private channels.
+        token: Option<String>,
+    },
+    /// Leaves a channel.
+    Unsubscribe {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// Publishes `data` (any JSON value, kept as its raw text) to a channel.
+    Publish {
+        /// The channel.
+        channel: ChannelName,
+        /// The JSON value as it arrived, whitespace trimmed.
+        data: Box<RawValue>,
+    },
+    /// Answers a server `ping`.
+    Pong,
+}
+
+/// A command that could not be decoded. `id` is set whenever the line had a
+/// readable integer `id`, so the client can match the error to its command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The command's id, when it could be read.
+    pub id: Option<u64>,
+    /// The stable error code.
+    pub code: ErrorCode,
+    /// What was wrong, naming the field.
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> DecodeError {
+        DecodeError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every field any command has, each as raw JSON so it can be typed and
+/// reported one by one. Unknown fields are ignored, for forward compatibility.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    client: Option<&'a RawValue>,
+}
+
+/// Splits a text frame on `\n` and decodes each non-blank line.
+pub fn decode_frame(text: &str) -> impl Iterator<Item = Result<Request, DecodeError>> + '_ {
+    text.split('\n')
+        .filter(|l| !l.trim().is_empty())
+        .map(decode_line)
+}
+
+/// Decodes one JSON object.
+pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
+    let trimmed = line.trim();
+    let env: Envelope = match serde_json::from_str(trimmed) {
+        Ok(env) => env,
+        Err(e) => {
+            // Tell "not JSON" apart from "JSON, but not an object".
+            return Err(if serde_json::from_str::<&RawValue>(trimmed).is_ok() {
+                DecodeError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    "a command must be a JSON object",
+                )
+            } else {
+                DecodeError::new(None, ErrorCode::BadJson, format!("invalid JSON: {e}"))
+            });
+        }
+    };
+    let id = match env.id {
+        None => None,
+        Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return Err(DecodeError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    format!(
+                        "field `id` must be a non-negative integer, got {}",
+                        raw.get()
+                    ),
+                ))
+            }
+        },
+    };
+    let op: String = required(id, "op", env.op)?;
+    let command = match op.as_str() {
+        "pong" => {
+            return Ok(Request {
+                id,
+                command: Command::Pong,
+            })
+        }
+        "connect" => Command::Connect {
+            token: optional(id, "token", env.token)?,
+            client: optional(id, "client", env.client)?,
+        },
+        "subscribe" => Command::Subscribe {
+            channel: channel(id, env.channel)?,
+            since: optional(id, "since", env.since)?,
+            token: optional(id, "token", env.token)?,
+        },
+        "unsubscribe" => Command::Unsubscribe {
+            channel: channel(id, env.channel)?,
+        },
+        "publish" => {
+            let channel = channel(id, env.channel)?;
+            let data = env.data.ok_or_else(|| {
+                DecodeError::new(id, ErrorCode::BadRequest, "field `data` is missing")
+            })?;
+            Command::Publish {
+                channel,
+                data: data.to_owned(),
+            }
+        }
+        other => {
+            return Err(DecodeError::new(
+                id,
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op {other:?}; known: connect, subscribe, unsubscribe, publish, pong"
+                ),
+            ))
+        }
+    };
+    if id.is_none() {
+        return Err(DecodeError::new(
+            None,
+            ErrorCode::BadRequest,
+            format!("field `id` is missing (op {op:?})"),
+        ));
+    }
+    Ok(Request { id, command })
+}
+
+fn required<T: for<'de> Deserialize<'de>>(
+    id: Option<u64>,
+    name: &str,
+    raw: Option<&RawValue>,
+) -> Result<T, DecodeError> {
+    match raw {
+        None => Err(DecodeError::new(
+            id,
+            ErrorCode::BadRequest,
+            format!("field `{name}` is missing"),
+        )),
+        Some(raw) => typed(id, name, raw),
+    }
+}
+
+fn optional<T: for<'de> Deserialize<'de>>(
+    id: Option<u64>,
+    name: &str,
+    raw: Option<&RawValue>,
+) -> Result<Option<T>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => typed(id, name, raw).map(Some),
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(
+    id: Option<u64>,
+    name: &str,
+    raw: &RawValue,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        DecodeError::new(
+            id,
+            ErrorCode::BadRequest,
+            format!("field `{name}` is invalid: {e}"),
+        )
+    })
+}
+
+fn channel(id: Option<u64>, raw: Option<&RawValue>) -> Result<ChannelName, DecodeError> {
+    let name: String = required(id, "channel", raw)?;
+    ChannelName::new(&name).map_err(|e| {
+        DecodeError::new(
+            id,
+            ErrorCode::InvalidChannel,
+            format!("field `channel`: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Epoch, Offset};
+
+    fn err(line: &str) -> DecodeError {
+        decode_line(line).unwrap_err()
+    }
+
+    #[test]
+    fn decodes_each_command() {
+        let r = decode_line(r#"{"id":1,"op":"connect","client":"t/1"}"#).unwrap();
+        assert_eq!(r.id, Some(1));
+        assert!(
+            matches!(r.command, Command::Connect { token: None, client: Some(ref c) } if c == "t/1")
+        );
+
+        let r = decode_line(
+            r#"{"id":2,"op":"subscribe","channel":"c","since":{"epoch":"e","offset":7}}"#,
+        )
+        .unwrap();
+        let want = StreamPosition {
+            epoch: Epoch::new("e"),
+            offset: Offset(7),
+        };
+        assert!(
+            matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None }
+            if channel.as_str() == "c" && *s == want)
+        );
+
+        let r =
+            decode_line(r#"{"id":3,"op":"publish","channel":"c","data": {"a": [1, 2]} }"#).unwrap();
+        match r.command {
+            Command::Publish { data, .. } => assert_eq!(data.get(), r#"{"a": [1, 2]}"#),
+            other => panic!("{other:?}"),
+        }
+
+        assert!(matches!(
+            decode_line(r#"{"op":"pong"}"#).unwrap().command,
+            Command::Pong
+        ));
+        assert!(matches!(
+            decode_line(r#"{"id":4,"op":"unsubscribe","channel":"c"}"#).unwrap().command,
+            Command::Unsubscribe { channel } if channel.as_str() == "c"
+        ));
+    }
+
+    #[test]
+    fn splits_frames_on_newlines() {
+        let frame =
+            "{\"id\":1,\"op\":\"connect\"}\n\n{\"id\":2,\"op\":\"nope\"}\n{\"op\":\"pong\"}\n";
+        let out: Vec<_> = decode_frame(frame).collect();
+        assert_eq!(out.len(), 3);
+        assert!(out[0].is_ok());
+        assert_eq!(out[1].as_ref().unwrap_err().code, ErrorCode::UnknownOp);
+        assert_eq!(out[1].as_ref().unwrap_err().id, Some(2));
+        assert!(out[2].is_ok());
+    }
+
+    #[test]
+    fn bad_input_gets_a_precise_error() {
+        assert_eq!(err("{nope").code, ErrorCode::BadJson);
+        assert_eq!(err("[1,2]").code, ErrorCode::BadRequest);
+        assert!(err("[1,2]").message.contains("object"));
+        assert_eq!(err("42").code, ErrorCode::BadRequest);
+        let e = err(r#"{"id":"x","op":"connect"}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None));
+        assert!(e.message.contains("`id`"));
+        let e = err(r#"{"id":5}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(5)));
+        assert!(e.message.contains("`op`"));
+        let e = err(r#"{"id":6,"op":"subscribe"}"#);
+        assert!(e.message.contains("`channel` is missing"), "{}", e.message);
+        let e = err(r#"{"id":7,"op":"subscribe","channel":5}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(7)));
+        assert!(e.message.contains("`channel` is invalid"), "{}", e.message);
+        let e = err(r#"{"id":8,"op":"subscribe","channel":""}"#);
+        assert_eq!(e.code, ErrorCode::InvalidChannel);
+        let long = format!(
+            r#"{{"id":9,"op":"subscribe","channel":"{}"}}"#,
+            "x".repeat(300)
+        );
+        assert_eq!(err(&long).code, ErrorCode::InvalidChannel);
+        let e = err(r#"{"id":10,"op":"subscribe","channel":"c","since":{"epoch":1}}"#);
+        assert!(e.message.contains("`since`"), "{}", e.message);
+        let e = err(r#"{"id":11,"op":"publish","channel":"c"}"#);
+        assert!(e.message.contains("`data` is missing"));
+        let e = err(r#"{"op":"connect"}"#);
+        assert!(e.message.contains("`id` is missing"));
+        let e = err(r#"{"id":12,"op":"fly"}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownOp, Some(12)));
+    }
+}

@@ -1,0 +1,134 @@
+//! Error codes carried by the `error` message and by HTTP API errors.
+//!
+//! Codes are stable strings: clients branch on them, so a code is never
+//! renamed, only added. `docs/PROTOCOL.md` lists them all; a test checks.
+
+use std::fmt;
+
+/// Why a command failed. The connection stays open after an `error` unless a
+/// `disconnect` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The frame or line was not valid JSON.
+    BadJson,
+    /// The JSON was valid but not an object, or a field is missing or has the wrong type.
+    BadRequest,
+    /// `op` names no command this server knows.
+    UnknownOp,
+    /// A command other than `connect` arrived before `connect`.
+    NotConnected,
+    /// `connect` arrived twice on one session.
+    AlreadyConnected,
+    /// The channel name is empty, too long or has characters outside the allowed set.
+    InvalidChannel,
+    /// `subscribe` for a channel this session is already subscribed to.
+    AlreadySubscribed,
+    /// `unsubscribe` for a channel this session is not subscribed to.
+    NotSubscribed,
+    /// The session reached its subscription limit.
+    TooManySubscriptions,
+    /// A publication's data exceeded the size limit.
+    MessageTooBig,
+    /// The broker could not complete the command; retrying may help.
+    BrokerUnavailable,
+    /// The server is shutting down; reconnect to another node.
+    ShuttingDown,
+    /// HTTP API: missing or wrong API key.
+    Unauthorized,
+    /// HTTP API: no such resource.
+    NotFound,
+    /// HTTP API: the method is not allowed on this path.
+    MethodNotAllowed,
+    /// HTTP API: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// The server hit an unexpected error.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the docs list them.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::NotConnected,
+        ErrorCode::AlreadyConnected,
+        ErrorCode::InvalidChannel,
+        ErrorCode::AlreadySubscribed,
+        ErrorCode::NotSubscribed,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::MessageTooBig,
+        ErrorCode::BrokerUnavailable,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::Internal,
+    ];
+
+    /// The string on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::NotConnected => "not_connected",
+            ErrorCode::AlreadyConnected => "already_connected",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::MessageTooBig => "message_too_big",
+            ErrorCode::BrokerUnavailable => "broker_unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// What the code means, for the docs.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "The frame or line is not valid JSON.",
+            ErrorCode::BadRequest => {
+                "Valid JSON, but not an object, or a field is missing or has the wrong type; the message names the field."
+            }
+            ErrorCode::UnknownOp => "`op` names no command this server knows.",
+            ErrorCode::NotConnected => "A command other than `connect` came before `connect`.",
+            ErrorCode::AlreadyConnected => "`connect` was sent twice on one session.",
+            ErrorCode::InvalidChannel => {
+                "The channel name is empty, longer than 255 bytes, or has a character outside `A-Z a-z 0-9 _ - : . @ / = , ; ! ~ + *`."
+            }
+            ErrorCode::AlreadySubscribed => "The session is already subscribed to the channel.",
+            ErrorCode::NotSubscribed => "The session is not subscribed to the channel.",
+            ErrorCode::TooManySubscriptions => "The session reached its subscription limit.",
+            ErrorCode::MessageTooBig => "The publication is larger than `max_message_size`.",
+            ErrorCode::BrokerUnavailable => "The broker could not complete the command; retry.",
+            ErrorCode::ShuttingDown => "The server is draining; reconnect (to another node).",
+            ErrorCode::Unauthorized => "HTTP API: missing or wrong `Authorization: Bearer` key.",
+            ErrorCode::NotFound => "HTTP API: no such path or resource.",
+            ErrorCode::MethodNotAllowed => "HTTP API: the method is not allowed on this path.",
+            ErrorCode::UnsupportedMediaType => "HTTP API: the body must be `application/json`.",
+            ErrorCode::Internal => "The server hit an unexpected error.",
+        }
+    }
+
+    /// The markdown table in `docs/PROTOCOL.md`.
+    pub fn markdown_table() -> String {
+        let mut out = String::from("| code | meaning |\n|---|---|\n");
+        for c in ErrorCode::ALL {
+            out.push_str(&format!("| `{}` | {} |\n", c.as_str(), c.meaning()));
+        }
+        out
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,24 @@
+//! The holdfast wire protocol v1: what crosses the wire and nothing else.
+//!
+//! This crate is pure: no sockets, no tasks, no clocks. The server, the Rust
+//! client, the doctor and the bench all encode and decode through it, so they
+//! cannot drift apart. See `docs/PROTOCOL.md` for the reference.
+
+mod channel;
+mod close;
+mod command;
+mod error;
+mod position;
+mod recovery;
+mod reply;
+
+pub use channel::{ChannelName, ChannelNameError, MAX_CHANNEL_LEN};
+pub use close::CloseCode;
+pub use command::{decode_frame, decode_line, Command, DecodeError, Request};
+pub use error::ErrorCode;
+pub use position::{Epoch, Offset, StreamPosition};
+pub use recovery::{plan_recovery, HistoryWindow, LossReason, Recovery};
+pub use reply::{encode_history, EncodedPublication, Reply};
+
+/// The WebSocket subprotocol of this version.
+pub const SUBPROTOCOL: &str = "holdfast.v1.json";

@@ -1,0 +1,222 @@
+//! Server → client messages and their encoder.
+//!
+//! Encoding happens once per message: a publication is encoded into
+//! [`EncodedPublication`] when it is published and the same bytes go to every
+//! subscriber and into history. Cold messages (replies, errors) go through
+//! serde; the hot one (`message`) is written by hand because the channel
+//! name never needs escaping and `data` is already JSON text.
+
+use bytes::Bytes;
+use serde::Serialize;
+use std::io::Write;
+use std::ops::Range;
+
+use crate::{ChannelName, Epoch, ErrorCode, Offset};
+
+/// Messages the server sends, except `message` (see [`EncodedPublication`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Reply<'a> {
+    /// `connect` accepted.
+    Connected {
+        /// The command's id.
+        id: u64,
+        /// The session id (unguessable).
+        session: &'a str,
+        /// How often the server sends `ping`.
+        ping_interval_ms: u64,
+        /// The node that owns the session.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<&'a str>,
+    },
+    /// `subscribe` accepted.
+    Subscribed {
+        /// The command's id.
+        id: u64,
+        /// The channel.
+        channel: &'a str,
+        /// The channel's epoch.
+        epoch: &'a str,
+        /// The channel's newest offset at subscribe time.
+        offset: Offset,
+        /// With `since`: whether every missed message follows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// `unsubscribe` done.
+    Unsubscribed {
+        /// The command's id.
+        id: u64,
+        /// The channel.
+        channel: &'a str,
+    },
+    /// `publish` done.
+    Published {
+        /// The command's id.
+        id: u64,
+        /// The channel.
+        channel: &'a str,
+        /// The epoch the offset belongs to.
+        epoch: &'a str,
+        /// The offset assigned to the publication.
+        offset: Offset,
+    },
+    /// Heartbeat; the client answers `pong`.
+    Ping,
+    /// A command failed.
+    Error {
+        /// The failed command's id, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable error code.
+        code: &'a str,
+        /// Human-readable explanation.
+        message: &'a str,
+    },
+    /// The server is about to close the connection.
+    Disconnect {
+        /// The close code (also used in the WebSocket close frame).
+        code: u16,
+        /// Why.
+        reason: &'a str,
+        /// Whether the client should reconnect.
+        reconnect: bool,
+        /// Wait this long before reconnecting.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reconnect_after_ms: Option<u64>,
+    },
+}
+
+impl Reply<'_> {
+    /// The reply as one JSON line (no trailing newline).
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("replies always serialize"))
+    }
+
+    /// An `error` reply.
+    pub fn error(id: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
+        Reply::Error {
+            id,
+            code: code.as_str(),
+            message,
+        }
+        .encode()
+    }
+}
+
+/// A publication encoded once as a `message` line, shared by every subscriber
+/// and by history. `data` is a range of `frame`, so history reads need no copy.
+#[derive(Clone, Debug)]
+pub struct EncodedPublication {
+    /// The channel's offset of this publication.
+    pub offset: Offset,
+    /// `{"op":"message","channel":…,"offset":…,"data":…}`.
+    pub frame: Bytes,
+    data: Range<usize>,
+}
+
+impl EncodedPublication {
+    /// Encodes a publication. `data` must be valid JSON text (it comes from a
+    /// parsed command or API body).
+    pub fn new(channel: &ChannelName, offset: Offset, data: &str) -> EncodedPublication {
+        let mut buf = Vec::with_capacity(48 + channel.as_str().len() + data.len());
+        buf.extend_from_slice(b"{\"op\":\"message\",\"channel\":\"");
+        buf.extend_from_slice(channel.as_str().as_bytes());
+        write!(buf, "\",\"offset\":{},\"data\":", offset.0).expect("writing to a Vec cannot fail");
+        let start = buf.len();
+        buf.extend_from_slice(data.as_bytes());
+        let end = buf.len();
+        buf.push(b'}');
+        EncodedPublication {
+            offset,
+            frame: Bytes::from(buf),
+            data: start..end,
+        }
+    }
+
+    /// The publication's data, as JSON text.
+    pub fn data(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.data.clone()]).expect("data was a str when encoded")
+    }
+}
+
+/// The body of `GET /api/history`.
+pub fn encode_history<'a>(
+    epoch: &Epoch,
+    offset: Offset,
+    messages: impl Iterator<Item = &'a EncodedPublication>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"epoch\":");
+    serde_json::to_writer(&mut out, epoch.as_str()).expect("writing to a Vec cannot fail");
+    write!(out, ",\"offset\":{},\"messages\":[", offset.0).expect("writing to a Vec cannot fail");
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write!(out, "{{\"offset\":{},\"data\":{}}}", m.offset.0, m.data())
+            .expect("writing to a Vec cannot fail");
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_frame_is_valid_json_with_the_raw_data() {
+        let ch = ChannelName::new("chat:1").unwrap();
+        let p = EncodedPublication::new(&ch, Offset(42), r#"{"text":"hi \"you\""}"#);
+        let v: serde_json::Value = serde_json::from_slice(&p.frame).unwrap();
+        assert_eq!(v["op"], "message");
+        assert_eq!(v["channel"], "chat:1");
+        assert_eq!(v["offset"], 42);
+        assert_eq!(v["data"]["text"], "hi \"you\"");
+        assert_eq!(p.data(), r#"{"text":"hi \"you\""}"#);
+    }
+
+    #[test]
+    fn golden_replies() {
+        assert_eq!(&Reply::Ping.encode()[..], br#"{"op":"ping"}"#);
+        assert_eq!(
+            &Reply::error(Some(3), ErrorCode::NotConnected, "send connect first")[..],
+            br#"{"op":"error","id":3,"code":"not_connected","message":"send connect first"}"#
+        );
+        let r = Reply::Subscribed {
+            id: 1,
+            channel: "c",
+            epoch: "e",
+            offset: Offset(0),
+            recovered: None,
+        };
+        assert_eq!(
+            &r.encode()[..],
+            br#"{"op":"subscribed","id":1,"channel":"c","epoch":"e","offset":0}"#
+        );
+        let d = Reply::Disconnect {
+            code: 1001,
+            reason: "restart",
+            reconnect: true,
+            reconnect_after_ms: Some(250),
+        };
+        assert_eq!(
+            &d.encode()[..],
+            br#"{"op":"disconnect","code":1001,"reason":"restart","reconnect":true,"reconnect_after_ms":250}"#
+        );
+    }
+
+    #[test]
+    fn history_body() {
+        let ch = ChannelName::new("c").unwrap();
+        let a = EncodedPublication::new(&ch, Offset(1), "1");
+        let b = EncodedPublication::new(&ch, Offset(2), r#""two""#);
+        let body = encode_history(&Epoch::new("e"), Offset(2), [&a, &b].into_iter());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"epoch":"e","offset":2,"messages":[{"offset":1,"data":1},{"offset":2,"data":"two"}]})
+        );
+    }
+}

@@ -1,1 +1,147 @@
-fn main() {}
+//! `holdfast`: the command-line entry point. Parses arguments and hands off
+//! to the library crates; no protocol logic lives here.
+
+mod config;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use holdfast_core::{MemoryBroker, Node};
+use holdfast_server::Metrics;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A real-time WebSocket gateway that survives production.
+#[derive(Parser)]
+#[command(name = "holdfast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded broker, demo page at /).
+    Serve(config::ServeArgs),
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Load-test a holdfast server (idle memory, fan-out latency).
+    Bench(holdfast_bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a TOML config file: unknown keys and bad values, with their line.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("holdfast: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match config::load_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Bench(args) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(holdfast_bench::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = args.resolve()?;
+    if cfg.broker != "memory" {
+        bail!(
+            "broker {:?} is not supported yet: use `memory` (the Redis broker is on the way)",
+            cfg.broker
+        );
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let broker = Arc::new(MemoryBroker::new(cfg.history));
+        let node = Arc::new(Node::new(broker, cfg.session, cfg.node_name));
+        print_banner(addr, &cfg.api_key);
+        holdfast_server::run(
+            listener,
+            node,
+            cfg.server,
+            Arc::new(Metrics::default()),
+            shutdown_signal(),
+        )
+        .await?;
+        tracing::info!("drained; bye");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool)) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "holdfast listening on http://{addr}");
+    let _ = writeln!(out, "  demo page   http://{addr}/");
+    let _ = writeln!(
+        out,
+        "  WebSocket   ws://{addr}/ws  (subprotocol holdfast.v1.json)"
+    );
+    if *generated {
+        let _ = writeln!(
+            out,
+            "  API key     {key}  (generated; set --api-key or HOLDFAST_API_KEY to keep one)"
+        );
+    } else {
+        let _ = writeln!(out, "  API key     (from your settings)");
+    }
+    let _ = writeln!(
+        out,
+        "try: curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n       -d '{{\"channel\":\"chat:lobby\",\"data\":{{\"text\":\"hello\"}}}}' http://{addr}/api/publish",
+        if *generated { key.as_str() } else { "$HOLDFAST_API_KEY" }
+    );
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

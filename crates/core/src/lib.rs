@@ -1,1 +1,27 @@
+//! The holdfast hub: channels, offsets and epochs, history, recovery,
+//! per-connection outboxes, the session state machine and the `Broker` trait
+//! with its in-memory implementation.
+//!
+//! No sockets, no HTTP, no JSON of its own (the wire format belongs to
+//! `holdfast-protocol`). Everything here is tested without a network.
 
+mod broker;
+mod heartbeat;
+mod history;
+mod memory;
+mod node;
+mod outbox;
+mod registry;
+mod session;
+
+pub use broker::{
+    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed,
+    SubscribedReply, Subscriber,
+};
+pub use heartbeat::{Beat, Heartbeat};
+pub use history::{ChannelHistory, HistoryLimits};
+pub use memory::{new_epoch, MemoryBroker};
+pub use node::{Node, SessionConfig};
+pub use outbox::{Batch, Disconnect, Outbox, Refused};
+pub use registry::{SessionRegistry, Target};
+pub use session::{FrameStats, Session};

@@ -1,1 +1,229 @@
+//! The holdfast gateway's network edges: the listener, the WebSocket
+//! upgrade, the HTTP API, `/metrics`, health checks and graceful drain.
+//!
+//! Everything protocol-shaped lives in `holdfast-core` and
+//! `holdfast-protocol`; this crate moves bytes between sockets and those.
+//! It receives an `Arc<dyn Broker>` inside a [`Node`] and never knows which
+//! broker it is.
+//!
+//! Entry point: [`run`], which takes an already-bound listener (tests bind
+//! port 0) and a shutdown future.
 
+mod api;
+mod drain;
+mod metrics;
+mod upgrade;
+mod ws;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use holdfast_core::Node;
+use hyper_util::rt::TokioIo;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+pub use drain::drain;
+pub use metrics::{Metrics, Transport};
+pub use upgrade::Endpoint;
+
+/// Settings of the network edge (session settings live in the [`Node`]).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The key backends present as `Authorization: Bearer <key>`.
+    pub api_key: String,
+    /// Largest WebSocket message and publication `data`, in bytes.
+    pub max_message_size: usize,
+    /// Over how long a graceful shutdown spreads its disconnects (and the
+    /// clients' reconnects).
+    pub drain_window: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            api_key: String::new(),
+            max_message_size: 64 * 1024,
+            drain_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    config: Arc<ServerConfig>,
+}
+
+/// Serves until `shutdown` completes, then drains: stops accepting, tells
+/// every client `disconnect` 1001 with a spread-out reconnect hint, closes
+/// them in batches over `drain_window`, and returns.
+pub async fn run(
+    listener: TcpListener,
+    node: Arc<Node>,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState {
+        node: node.clone(),
+        metrics,
+        config: Arc::new(config),
+    };
+    let drain_window = state.config.drain_window;
+    let app = router(state);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let sweeper = tokio::spawn({
+        let node = node.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                node.broker.sweep(Instant::now());
+            }
+        }
+    });
+    shutdown.await;
+    tracing::info!(sessions = node.sessions.len(), window = ?drain_window, "shutting down: draining clients");
+    node.start_draining();
+    let _ = stop_tx.send(true);
+    drain(&node, drain_window).await;
+    sweeper.abort();
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(Ok(result)) => result,
+        _ => Ok(()),
+    }
+}
+
+/// The routes. Public for tests that want the app without a listener.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/publish",
+            post(api::publish).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/broadcast",
+            post(api::broadcast).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/history",
+            get(api::history).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/presence",
+            get(api::presence).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/channels",
+            get(api::channels).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/disconnect",
+            post(api::disconnect).fallback(api::method_not_allowed),
+        )
+        .fallback(api::not_found);
+    Router::new()
+        .route("/", get(demo_page))
+        .route(
+            "/ws",
+            any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)),
+        )
+        .route(
+            "/echo",
+            any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    mut req: Request<Body>,
+    endpoint: Endpoint,
+) -> Response {
+    let accepted = match upgrade::check(&req, endpoint) {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
+    if state.node.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "this node is shutting down; reconnect\n",
+        )
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed after 101");
+                return;
+            }
+        };
+        let config = ws::ws_config(state.config.max_message_size);
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match endpoint {
+            Endpoint::Protocol => ws::serve_protocol(ws, state.node, state.metrics).await,
+            Endpoint::Echo => ws::serve_echo(ws, state.node, state.metrics).await,
+        }
+    });
+    upgrade::switching_protocols(&accepted)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.node.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining for shutdown\n",
+        )
+            .into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let channels = state.node.broker.channels().await.unwrap_or_default();
+    let subscriptions = channels.iter().map(|c| c.subscribers).sum();
+    let body = state.metrics.render(subscriptions, channels.len());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn demo_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../static/index.html"),
+    )
+        .into_response()
+}

@@ -1,0 +1,310 @@
+//! `holdfast serve` settings: flags, `HOLDFAST_*` environment twins, and a
+//! TOML file, in that order of precedence, then the defaults.
+//!
+//! Each setting is declared once, in [`ServeArgs`] (flag, env twin, help) and
+//! mirrored in [`FileConfig`] (file key), and the two are merged in
+//! [`ServeArgs::resolve`]. A test checks that every flag has a file key.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use holdfast_core::{HistoryLimits, SessionConfig};
+use holdfast_server::ServerConfig;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `holdfast serve`; each has an environment twin and a file key.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "HOLDFAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// API key for the HTTP API; generated and printed at start when unset.
+    #[arg(long, env = "HOLDFAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Broker: `memory` (embedded, default) or `redis://HOST:PORT/DB`.
+    #[arg(long, env = "HOLDFAST_BROKER")]
+    pub broker: Option<String>,
+    /// TOML file with any of these settings (flags and env override it).
+    #[arg(long, env = "HOLDFAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How often the server pings each client, e.g. `25s`.
+    #[arg(long, env = "HOLDFAST_PING_INTERVAL", value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// How long a client may stay silent after a ping, e.g. `10s`.
+    #[arg(long, env = "HOLDFAST_PONG_TIMEOUT", value_parser = parse_duration)]
+    pub pong_timeout: Option<Duration>,
+    /// Publications kept per channel for recovery (0 disables history).
+    #[arg(long, env = "HOLDFAST_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// Oldest publication kept per channel, e.g. `5m`.
+    #[arg(long, env = "HOLDFAST_HISTORY_TTL", value_parser = parse_duration)]
+    pub history_ttl: Option<Duration>,
+    /// Largest WebSocket message and publication, in bytes.
+    #[arg(long, env = "HOLDFAST_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Bytes queued for one client before it is dropped as a slow consumer.
+    #[arg(long, env = "HOLDFAST_OUTBOX_BYTES")]
+    pub outbox_bytes: Option<usize>,
+    /// Most channels one connection may subscribe to.
+    #[arg(long, env = "HOLDFAST_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Whether clients may publish over WebSocket (`true`/`false`).
+    #[arg(long, env = "HOLDFAST_ALLOW_CLIENT_PUBLISH")]
+    pub allow_client_publish: Option<bool>,
+    /// Window over which shutdown spreads disconnects and reconnect hints.
+    #[arg(long, env = "HOLDFAST_DRAIN_WINDOW", value_parser = parse_duration)]
+    pub drain_window: Option<Duration>,
+    /// Name of this node, sent to clients in `connected`.
+    #[arg(long, env = "HOLDFAST_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// The TOML file: the same settings as [`ServeArgs`], by the same names.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    api_key: Option<String>,
+    broker: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    ping_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pong_timeout: Option<Duration>,
+    history_size: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    history_ttl: Option<Duration>,
+    max_message_size: Option<usize>,
+    outbox_bytes: Option<usize>,
+    max_subscriptions: Option<usize>,
+    allow_client_publish: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    drain_window: Option<Duration>,
+    node_name: Option<String>,
+}
+
+/// Every file key, for the test that keeps flags and keys in step.
+#[cfg(test)]
+const FILE_KEYS: &[&str] = &[
+    "listen",
+    "api_key",
+    "broker",
+    "ping_interval",
+    "pong_timeout",
+    "history_size",
+    "history_ttl",
+    "max_message_size",
+    "outbox_bytes",
+    "max_subscriptions",
+    "allow_client_publish",
+    "drain_window",
+    "node_name",
+];
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like `25s`, `500ms`, `5m`)"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Reads and checks a config file. Errors name the line and the key.
+pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(file)
+}
+
+/// Everything `serve` needs, resolved.
+pub struct Resolved {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The API key, and whether it was generated.
+    pub api_key: (String, bool),
+    /// The broker URL.
+    pub broker: String,
+    /// Network-edge settings.
+    pub server: ServerConfig,
+    /// Session settings.
+    pub session: SessionConfig,
+    /// History bounds.
+    pub history: HistoryLimits,
+    /// Node name.
+    pub node_name: Option<String>,
+}
+
+impl ServeArgs {
+    /// Merges flags/env over the file over the defaults, and validates.
+    pub fn resolve(self) -> anyhow::Result<Resolved> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let session_defaults = SessionConfig::default();
+        let server_defaults = ServerConfig::default();
+        let history_defaults = HistoryLimits::default();
+        let session = SessionConfig {
+            ping_interval: self
+                .ping_interval
+                .or(file.ping_interval)
+                .unwrap_or(session_defaults.ping_interval),
+            pong_timeout: self
+                .pong_timeout
+                .or(file.pong_timeout)
+                .unwrap_or(session_defaults.pong_timeout),
+            outbox_max_bytes: self
+                .outbox_bytes
+                .or(file.outbox_bytes)
+                .unwrap_or(session_defaults.outbox_max_bytes),
+            max_subscriptions: self
+                .max_subscriptions
+                .or(file.max_subscriptions)
+                .unwrap_or(session_defaults.max_subscriptions),
+            allow_client_publish: self
+                .allow_client_publish
+                .or(file.allow_client_publish)
+                .unwrap_or(session_defaults.allow_client_publish),
+        };
+        if session.ping_interval < Duration::from_millis(100) {
+            bail!("ping_interval must be at least 100ms");
+        }
+        if session.pong_timeout.is_zero() {
+            bail!("pong_timeout must be more than 0");
+        }
+        let max_message_size = self
+            .max_message_size
+            .or(file.max_message_size)
+            .unwrap_or(server_defaults.max_message_size);
+        if max_message_size < 128 {
+            bail!("max_message_size must be at least 128 bytes");
+        }
+        if session.outbox_max_bytes < max_message_size {
+            bail!(
+                "outbox_bytes ({}) must be at least max_message_size ({max_message_size})",
+                session.outbox_max_bytes
+            );
+        }
+        let (api_key, generated) = match self.api_key.or(file.api_key) {
+            Some(k) if k.trim().is_empty() => bail!("api_key is empty"),
+            Some(k) => (k, false),
+            None => (generate_key(), true),
+        };
+        let broker = self
+            .broker
+            .or(file.broker)
+            .unwrap_or_else(|| "memory".into());
+        Ok(Resolved {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            api_key: (api_key.clone(), generated),
+            broker,
+            server: ServerConfig {
+                api_key,
+                max_message_size,
+                drain_window: self
+                    .drain_window
+                    .or(file.drain_window)
+                    .unwrap_or(server_defaults.drain_window),
+            },
+            session,
+            history: HistoryLimits {
+                max_len: self
+                    .history_size
+                    .or(file.history_size)
+                    .unwrap_or(history_defaults.max_len),
+                max_age: self
+                    .history_ttl
+                    .or(file.history_ttl)
+                    .unwrap_or(history_defaults.max_age),
+            },
+            node_name: self.node_name.or(file.node_name),
+        })
+    }
+}
+
+fn generate_key() -> String {
+    use rand::Rng;
+    let bits: u128 = rand::rng().random();
+    format!("hf_{bits:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn every_flag_has_a_file_key_and_an_env_twin() {
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "help" {
+                continue;
+            }
+            assert!(
+                FILE_KEYS.contains(&id),
+                "flag --{id} has no config-file key"
+            );
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(
+                env,
+                Some(format!("HOLDFAST_{}", id.to_uppercase())),
+                "flag --{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_errors_name_the_line_and_key() {
+        let err =
+            toml::from_str::<FileConfig>("listen = \"127.0.0.1:9000\"\npign_interval = \"5s\"\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("pign_interval"), "{text}");
+        let err = toml::from_str::<FileConfig>("ping_interval = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1") && err.contains("25s"), "{err}");
+        let ok: FileConfig = toml::from_str("ping_interval = \"5s\"\nhistory_size = 10\n").unwrap();
+        assert_eq!(ok.ping_interval, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("holdfast.toml");
+        std::fs::write(
+            &path,
+            "history_size = 7\nping_interval = \"3s\"\napi_key = \"from-file\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            history_size: Some(9),
+            ..Default::default()
+        };
+        let r = args.resolve().unwrap();
+        assert_eq!(r.history.max_len, 9);
+        assert_eq!(r.session.ping_interval, Duration::from_secs(3));
+        assert_eq!(r.api_key, ("from-file".to_string(), false));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,138 @@
+//! The `Broker` trait: where publications get their offsets, where history
+//! lives and who is subscribed. The memory broker implements it in-process;
+//! a Redis broker implements it across nodes. Connection code only sees this
+//! trait, so swapping brokers never touches it.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::outbox::Outbox;
+
+/// Identifies a connection within this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(pub u64);
+
+/// Who a connection is, as shown by presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The session id sent in `connected` (unguessable).
+    pub session: String,
+    /// The user id (JWT `sub`), when authenticated.
+    pub user: Option<String>,
+    /// The client's self-description from `connect`.
+    pub client: Option<String>,
+}
+
+/// A subscription's delivery target.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// The subscribing connection.
+    pub key: SessionKey,
+    /// Who it is.
+    pub info: Arc<ClientInfo>,
+    /// Where its messages go.
+    pub outbox: Arc<Outbox>,
+}
+
+/// The state of a channel a subscriber joined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel's epoch.
+    pub epoch: Epoch,
+    /// The newest offset at subscribe time.
+    pub offset: Offset,
+    /// With `since`: whether every missed message was queued.
+    pub recovered: Option<bool>,
+}
+
+/// Where a publication landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The channel's epoch.
+    pub epoch: Epoch,
+    /// The offset assigned.
+    pub offset: Offset,
+    /// Subscribers on this node it was queued for.
+    pub delivered: usize,
+}
+
+/// A slice of a channel's history.
+#[derive(Clone, Debug)]
+pub struct History {
+    /// The channel's epoch.
+    pub epoch: Epoch,
+    /// The newest offset.
+    pub offset: Offset,
+    /// Publications, oldest first.
+    pub publications: Vec<EncodedPublication>,
+}
+
+/// A channel and how many subscribers it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Its subscribers.
+    pub subscribers: usize,
+}
+
+/// Why a broker call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The subscriber is already subscribed to the channel.
+    #[error("already subscribed to {0}")]
+    AlreadySubscribed(ChannelName),
+    /// The broker's backing store cannot be reached.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Builds the `subscribed` reply once the outcome is known. The broker pushes
+/// it into the subscriber's outbox *before* any recovered or live message.
+pub type SubscribedReply<'a> = &'a (dyn Fn(&Subscribed) -> Bytes + Send + Sync);
+
+/// Channels, offsets, history and subscriptions; see the module docs.
+///
+/// Invariant every implementation keeps: for one subscriber, the reply from
+/// `subscribe`, then each recovered publication in offset order, then each
+/// live publication, reach its outbox with no gap and no duplicate.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Assigns the next offset, stores the publication in history and queues
+    /// it for every subscriber.
+    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError>;
+
+    /// Adds a subscriber. With `since`, queues every missed publication after
+    /// the reply when they can all be recovered.
+    async fn subscribe(
+        &self,
+        channel: &ChannelName,
+        subscriber: Subscriber,
+        since: Option<&StreamPosition>,
+        reply: SubscribedReply<'_>,
+    ) -> Result<Subscribed, BrokerError>;
+
+    /// Removes a subscriber; returns whether it was subscribed.
+    async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool;
+
+    /// Up to `limit` publications with offset > `since` (all held when `None`).
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<Offset>,
+        limit: usize,
+    ) -> Result<History, BrokerError>;
+
+    /// The subscribers of a channel.
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError>;
+
+    /// Channels that have subscribers.
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, BrokerError>;
+
+    /// Periodic upkeep (expiring history, collecting unused channels). The
+    /// server calls it every few seconds.
+    fn sweep(&self, _now: Instant) {}
+}

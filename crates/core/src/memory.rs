@@ -1,0 +1,227 @@
+//! `MemoryBroker`: the embedded, single-process broker.
+//!
+//! Channels live in a fixed number of shards, each a mutex over a map. A
+//! publish and a subscribe on one channel serialise on its shard lock, which
+//! is what makes recovery race-free here: under the lock, `subscribe` queues
+//! the reply and the missed publications and then registers the subscriber,
+//! so a concurrent publish lands either in the history it read or in its
+//! outbox afterwards, never both and never neither.
+//!
+//! Why std `Mutex`: the lock is never held across an `.await`, and the work
+//! under it is a few pushes into outboxes, which never wait.
+//!
+//! Channels with no subscribers and no history are collected by `sweep`.
+//! A collected channel that comes back gets a new epoch, because its offsets
+//! start again.
+
+use async_trait::async_trait;
+use holdfast_protocol::{
+    plan_recovery, ChannelName, EncodedPublication, Epoch, HistoryWindow, Offset, Recovery,
+    StreamPosition,
+};
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::broker::{
+    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed,
+    SubscribedReply, Subscriber,
+};
+use crate::history::{ChannelHistory, HistoryLimits};
+
+const SHARDS: usize = 32;
+
+struct Channel {
+    epoch: Epoch,
+    newest: Offset,
+    history: ChannelHistory,
+    subscribers: HashMap<SessionKey, Subscriber>,
+}
+
+impl Channel {
+    fn new() -> Channel {
+        Channel {
+            epoch: new_epoch(),
+            newest: Offset(0),
+            history: ChannelHistory::default(),
+            subscribers: HashMap::new(),
+        }
+    }
+}
+
+/// A fresh random epoch: 8 characters from `[0-9a-z]`.
+pub fn new_epoch() -> Epoch {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let s: String = (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    Epoch::new(s)
+}
+
+/// The in-process broker; see the module docs.
+pub struct MemoryBroker {
+    shards: Box<[Mutex<HashMap<ChannelName, Channel>>]>,
+    limits: HistoryLimits,
+}
+
+impl MemoryBroker {
+    /// A broker keeping history within `limits`.
+    pub fn new(limits: HistoryLimits) -> MemoryBroker {
+        MemoryBroker {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            limits,
+        }
+    }
+
+    fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, HashMap<ChannelName, Channel>> {
+        let mut h = DefaultHasher::new();
+        channel.hash(&mut h);
+        self.shards[(h.finish() as usize) % SHARDS]
+            .lock()
+            .expect("broker shard poisoned")
+    }
+
+    /// Number of channels held.
+    pub fn channel_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("broker shard poisoned").len())
+            .sum()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
+        let now = Instant::now();
+        let mut map = self.shard(channel);
+        let ch = map.entry(channel.clone()).or_insert_with(Channel::new);
+        ch.newest = ch.newest.next();
+        let publication = EncodedPublication::new(channel, ch.newest, data);
+        for sub in ch.subscribers.values() {
+            // A refused push closes that subscriber's outbox; nobody else waits.
+            let _ = sub.outbox.push(publication.frame.clone());
+        }
+        let delivered = ch.subscribers.len();
+        ch.history.push(publication, now, self.limits);
+        Ok(Published {
+            epoch: ch.epoch.clone(),
+            offset: ch.newest,
+            delivered,
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &ChannelName,
+        subscriber: Subscriber,
+        since: Option<&StreamPosition>,
+        reply: SubscribedReply<'_>,
+    ) -> Result<Subscribed, BrokerError> {
+        let now = Instant::now();
+        let mut map = self.shard(channel);
+        let ch = map.entry(channel.clone()).or_insert_with(Channel::new);
+        let slot = match ch.subscribers.entry(subscriber.key) {
+            Entry::Occupied(_) => return Err(BrokerError::AlreadySubscribed(channel.clone())),
+            Entry::Vacant(slot) => slot,
+        };
+        ch.history.expire(now, self.limits);
+        let recovery = since.map(|since| {
+            let window = HistoryWindow {
+                epoch: &ch.epoch,
+                newest: ch.newest,
+                oldest_held: ch.history.oldest(),
+            };
+            plan_recovery(since, &window)
+        });
+        let outcome = Subscribed {
+            epoch: ch.epoch.clone(),
+            offset: ch.newest,
+            recovered: recovery.map(|r| matches!(r, Recovery::Recovered { .. })),
+        };
+        let outbox = &subscriber.outbox;
+        let _ = outbox.push(reply(&outcome));
+        if let Some(Recovery::Recovered { from }) = recovery {
+            for p in ch.history.since(from) {
+                if outbox.push(p.frame.clone()).is_err() {
+                    break;
+                }
+            }
+        }
+        slot.insert(subscriber);
+        Ok(outcome)
+    }
+
+    async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool {
+        let mut map = self.shard(channel);
+        let Some(ch) = map.get_mut(channel) else {
+            return false;
+        };
+        let was = ch.subscribers.remove(&key).is_some();
+        if ch.subscribers.is_empty() && ch.newest.0 == 0 {
+            map.remove(channel);
+        }
+        was
+    }
+
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<Offset>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        let now = Instant::now();
+        let mut map = self.shard(channel);
+        let ch = map.entry(channel.clone()).or_insert_with(Channel::new);
+        ch.history.expire(now, self.limits);
+        let from = since.map(Offset::next).unwrap_or(Offset(0));
+        let publications = ch.history.since(from).take(limit).cloned().collect();
+        let history = History {
+            epoch: ch.epoch.clone(),
+            offset: ch.newest,
+            publications,
+        };
+        if ch.subscribers.is_empty() && ch.newest.0 == 0 {
+            map.remove(channel);
+        }
+        Ok(history)
+    }
+
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
+        let map = self.shard(channel);
+        Ok(map
+            .get(channel)
+            .map(|ch| ch.subscribers.values().map(|s| s.info.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, BrokerError> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let map = shard.lock().expect("broker shard poisoned");
+            out.extend(map.iter().filter(|(_, ch)| !ch.subscribers.is_empty()).map(
+                |(name, ch)| ChannelInfo {
+                    channel: name.clone(),
+                    subscribers: ch.subscribers.len(),
+                },
+            ));
+        }
+        out.sort_by(|a, b| a.channel.cmp(&b.channel));
+        Ok(out)
+    }
+
+    /// Expires old history and collects channels nobody uses.
+    fn sweep(&self, now: Instant) {
+        for shard in self.shards.iter() {
+            let mut map = shard.lock().expect("broker shard poisoned");
+            map.retain(|_, ch| {
+                ch.history.expire(now, self.limits);
+                !ch.subscribers.is_empty() || !ch.history.is_empty()
+            });
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `Node`: what every connection on this process shares — the broker, the
+//! session registry and the settings that shape sessions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::registry::SessionRegistry;
+
+/// Settings that shape every session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// How often the server sends `ping`.
+    pub ping_interval: Duration,
+    /// How long a peer may stay silent after a `ping` before it is dead.
+    pub pong_timeout: Duration,
+    /// Most bytes queued for one connection before it is a slow consumer.
+    pub outbox_max_bytes: usize,
+    /// Most channels one session may subscribe to.
+    pub max_subscriptions: usize,
+    /// Whether clients may `publish` (the HTTP API always may).
+    pub allow_client_publish: bool,
+}
+
+impl Default for SessionConfig {
+    /// 25 s pings stay inside the 30–60 s idle timeouts of common proxies;
+    /// a 1 MiB outbox absorbs bursts without letting one reader hoard memory.
+    fn default() -> Self {
+        SessionConfig {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            outbox_max_bytes: 1 << 20,
+            max_subscriptions: 1024,
+            allow_client_publish: true,
+        }
+    }
+}
+
+/// The shared state of one gateway process.
+pub struct Node {
+    /// Channels, offsets and history.
+    pub broker: Arc<dyn Broker>,
+    /// Every live connection.
+    pub sessions: SessionRegistry,
+    /// Session settings.
+    pub config: SessionConfig,
+    /// This node's name, sent in `connected`.
+    pub name: Option<String>,
+    draining: AtomicBool,
+}
+
+impl Node {
+    /// A node over `broker`.
+    pub fn new(broker: Arc<dyn Broker>, config: SessionConfig, name: Option<String>) -> Node {
+        Node {
+            broker,
+            sessions: SessionRegistry::default(),
+            config,
+            name,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the node as draining: new sessions are refused.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

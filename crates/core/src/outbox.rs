@@ -1,0 +1,220 @@
+//! `Outbox`: one connection's outbound queue, bounded in bytes.
+//!
+//! Every frame for a connection goes through its outbox: replies, pings and
+//! publications, so their order on the wire is the order they were pushed.
+//! Publishers push from other tasks while holding a channel lock, so `push`
+//! never waits: it either queues or refuses.
+//!
+//! Invariants:
+//! - queued bytes never exceed `max_bytes`; a push that would is refused and
+//!   the outbox switches to closing with [`CloseCode::SlowConsumer`], dropping
+//!   what it held (the client will recover from history after reconnecting);
+//! - once closing, nothing more is queued, and the close reason never changes;
+//! - an idle outbox holds no heap buffer (`VecDeque::new` allocates nothing).
+
+use bytes::Bytes;
+use holdfast_protocol::CloseCode;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Why and how the server ends a connection; becomes a `disconnect` message
+/// and the close frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The close code.
+    pub code: CloseCode,
+    /// Human-readable reason (kept short: close frames hold 123 bytes).
+    pub reason: Cow<'static, str>,
+    /// Reconnect hint for the client.
+    pub reconnect_after_ms: Option<u64>,
+}
+
+impl Disconnect {
+    /// A disconnect with no reconnect hint.
+    pub fn new(code: CloseCode, reason: impl Into<Cow<'static, str>>) -> Disconnect {
+        Disconnect {
+            code,
+            reason: reason.into(),
+            reconnect_after_ms: None,
+        }
+    }
+
+    /// The close for a consumer whose outbox overflowed.
+    pub fn slow_consumer() -> Disconnect {
+        Disconnect::new(
+            CloseCode::SlowConsumer,
+            "outbound queue full: client reads too slowly",
+        )
+    }
+}
+
+/// A push was refused because the outbox was full or already closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
+/// What [`Outbox::take`] hands to the writer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Frames to write, in order.
+    pub frames: Vec<Bytes>,
+    /// Set when the connection must end after `frames`.
+    pub disconnect: Option<Disconnect>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    closing: Option<Disconnect>,
+}
+
+/// A connection's outbound queue; see the module docs.
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// An empty outbox that holds at most `max_bytes` of queued frames.
+    pub fn new(max_bytes: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    /// Queues a frame, or refuses it (and starts closing) when it would
+    /// overflow. Never waits.
+    pub fn push(&self, frame: Bytes) -> Result<(), Refused> {
+        let mut s = self.state.lock().expect("outbox lock poisoned");
+        if s.closing.is_some() {
+            return Err(Refused);
+        }
+        if s.bytes + frame.len() > self.max_bytes {
+            s.queue = VecDeque::new();
+            s.bytes = 0;
+            s.closing = Some(Disconnect::slow_consumer());
+            drop(s);
+            self.ready.notify_waiters();
+            return Err(Refused);
+        }
+        s.bytes += frame.len();
+        let was_empty = s.queue.is_empty();
+        s.queue.push_back(frame);
+        drop(s);
+        if was_empty {
+            self.ready.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Asks the connection to end after what is already queued. The first
+    /// reason wins.
+    pub fn close(&self, disconnect: Disconnect) {
+        let mut s = self.state.lock().expect("outbox lock poisoned");
+        if s.closing.is_none() {
+            s.closing = Some(disconnect);
+        }
+        drop(s);
+        self.ready.notify_waiters();
+    }
+
+    /// Whether the outbox is closing.
+    pub fn is_closing(&self) -> bool {
+        self.state
+            .lock()
+            .expect("outbox lock poisoned")
+            .closing
+            .is_some()
+    }
+
+    /// Bytes queued right now.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().expect("outbox lock poisoned").bytes
+    }
+
+    /// Takes everything queued, moving frames into `batch`.
+    pub fn take(&self, batch: &mut Batch) {
+        let mut s = self.state.lock().expect("outbox lock poisoned");
+        batch.frames.extend(s.queue.drain(..));
+        s.bytes = 0;
+        if s.queue.capacity() > 64 {
+            // Give back a burst's memory: idle connections should hold none.
+            s.queue = VecDeque::new();
+        }
+        batch.disconnect = s.closing.clone();
+    }
+
+    /// Waits until there is something to take. Cancel-safe.
+    pub async fn ready(&self) {
+        self.wait_for(|s| !s.queue.is_empty() || s.closing.is_some())
+            .await
+    }
+
+    /// Waits until the outbox is closing. Cancel-safe.
+    pub async fn closing(&self) {
+        self.wait_for(|s| s.closing.is_some()).await
+    }
+
+    async fn wait_for(&self, done: impl Fn(&State) -> bool) {
+        loop {
+            // Register interest before looking, so a push between the look
+            // and the await still wakes us (notify_waiters keeps no permit).
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.state.lock().expect("outbox lock poisoned")) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_in_order_until_the_byte_bound() {
+        let o = Outbox::new(10);
+        o.push(Bytes::from_static(b"abcd")).unwrap();
+        o.push(Bytes::from_static(b"efgh")).unwrap();
+        assert_eq!(o.queued_bytes(), 8);
+        assert_eq!(o.push(Bytes::from_static(b"ijk")), Err(Refused));
+        let mut b = Batch::default();
+        o.take(&mut b);
+        assert!(
+            b.frames.is_empty(),
+            "an overflowing outbox drops what it held"
+        );
+        assert_eq!(b.disconnect.unwrap().code, CloseCode::SlowConsumer);
+        assert_eq!(o.push(Bytes::from_static(b"x")), Err(Refused));
+    }
+
+    #[test]
+    fn close_keeps_queued_frames_and_the_first_reason() {
+        let o = Outbox::new(100);
+        o.push(Bytes::from_static(b"a")).unwrap();
+        o.close(Disconnect::new(CloseCode::GoingAway, "restart"));
+        o.close(Disconnect::new(CloseCode::Normal, "later"));
+        let mut b = Batch::default();
+        o.take(&mut b);
+        assert_eq!(b.frames, vec![Bytes::from_static(b"a")]);
+        assert_eq!(b.disconnect.unwrap().code, CloseCode::GoingAway);
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_on_push_from_another_task() {
+        let o = std::sync::Arc::new(Outbox::new(100));
+        let o2 = o.clone();
+        let waiter = tokio::spawn(async move { o2.ready().await });
+        tokio::task::yield_now().await;
+        o.push(Bytes::from_static(b"a")).unwrap();
+        waiter.await.unwrap();
+    }
+}

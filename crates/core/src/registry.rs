@@ -1,0 +1,94 @@
+//! `SessionRegistry`: every live connection on this node, so the node can
+//! reach them all (graceful drain) or by user (`/api/disconnect`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::broker::SessionKey;
+use crate::outbox::{Disconnect, Outbox};
+
+struct Entry {
+    outbox: Arc<Outbox>,
+    session: Option<Arc<str>>,
+    user: Option<Arc<str>>,
+}
+
+/// Which sessions [`SessionRegistry::disconnect`] closes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// Every session of a user.
+    User(&'a str),
+    /// One session, by the id sent in `connected`.
+    Session(&'a str),
+}
+
+/// The node's live connections.
+#[derive(Default)]
+pub struct SessionRegistry {
+    entries: Mutex<HashMap<SessionKey, Entry>>,
+    next_key: AtomicU64,
+}
+
+impl SessionRegistry {
+    /// Adds a connection and returns its key.
+    pub fn register(&self, outbox: Arc<Outbox>) -> SessionKey {
+        let key = SessionKey(self.next_key.fetch_add(1, Ordering::Relaxed));
+        self.lock().insert(
+            key,
+            Entry {
+                outbox,
+                session: None,
+                user: None,
+            },
+        );
+        key
+    }
+
+    /// Records the session id and user of a connection once it connected.
+    pub fn set_identity(&self, key: SessionKey, session: &str, user: Option<&str>) {
+        if let Some(e) = self.lock().get_mut(&key) {
+            e.session = Some(Arc::from(session));
+            e.user = user.map(Arc::from);
+        }
+    }
+
+    /// Removes a connection.
+    pub fn unregister(&self, key: SessionKey) {
+        self.lock().remove(&key);
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes the sessions `target` names; returns how many.
+    pub fn disconnect(&self, target: Target<'_>, disconnect: &Disconnect) -> usize {
+        let map = self.lock();
+        let mut n = 0;
+        let hit = |e: &&Entry| match target {
+            Target::User(u) => e.user.as_deref() == Some(u),
+            Target::Session(s) => e.session.as_deref() == Some(s),
+        };
+        for e in map.values().filter(hit) {
+            e.outbox.close(disconnect.clone());
+            n += 1;
+        }
+        n
+    }
+
+    /// Every connection's outbox, for draining.
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.lock().values().map(|e| e.outbox.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
+        self.entries.lock().expect("session registry poisoned")
+    }
+}

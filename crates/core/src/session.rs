@@ -1,0 +1,284 @@
+//! `Session`: the protocol state machine of one client, whatever carries it.
+//!
+//! The transport feeds it text frames and clock ticks; it answers by pushing
+//! into the connection's [`Outbox`], which the transport drains to the wire.
+//! It never touches a socket, so WebSocket, SSE and long-polling can share
+//! it, and it is tested with plain strings.
+//!
+//! States: *new* (only `connect` and `pong` are accepted) → *connected*.
+//! Dropping out of either is the transport's business; it must call
+//! [`Session::finish`] so subscriptions and the registry entry go away.
+
+use bytes::Bytes;
+use holdfast_protocol::{
+    decode_frame, ChannelName, Command, ErrorCode, Reply, Request, StreamPosition,
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::node::Node;
+use crate::outbox::{Disconnect, Outbox};
+use holdfast_protocol::CloseCode;
+
+/// Counts of what a frame did, for the transport's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameStats {
+    /// Commands decoded (valid or not).
+    pub commands: u64,
+    /// Commands answered with `error`.
+    pub errors: u64,
+}
+
+/// One client's protocol state; see the module docs.
+pub struct Session {
+    node: Arc<Node>,
+    key: SessionKey,
+    outbox: Arc<Outbox>,
+    info: Option<Arc<ClientInfo>>,
+    subscriptions: Vec<ChannelName>,
+    heartbeat: Heartbeat,
+}
+
+impl Session {
+    /// Registers a new session on `node`.
+    pub fn new(node: Arc<Node>, now: Instant) -> Session {
+        let outbox = Arc::new(Outbox::new(node.config.outbox_max_bytes));
+        let key = node.sessions.register(outbox.clone());
+        let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
+        Session {
+            node,
+            key,
+            outbox,
+            info: None,
+            subscriptions: Vec::new(),
+            heartbeat,
+        }
+    }
+
+    /// The session's outbound queue.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// When [`Session::tick`] should next run.
+    pub fn deadline(&self) -> Instant {
+        self.heartbeat.deadline()
+    }
+
+    /// Advances the heartbeat: queues a `ping` when due, closes the outbox
+    /// when the peer went silent.
+    pub fn tick(&mut self, now: Instant) {
+        match self.heartbeat.poll(now) {
+            Beat::Wait => {}
+            Beat::Ping => {
+                let _ = self.outbox.push(Bytes::from_static(br#"{"op":"ping"}"#));
+            }
+            Beat::Dead => self.outbox.close(Disconnect::new(
+                CloseCode::HeartbeatTimeout,
+                "no pong within pong_timeout",
+            )),
+        }
+    }
+
+    /// The peer showed it is alive without sending a command (a WebSocket
+    /// pong frame, say).
+    pub fn heard(&mut self, now: Instant) {
+        self.heartbeat.heard(now);
+    }
+
+    /// Handles one text frame: one or more commands separated by `\n`.
+    pub async fn handle_frame(&mut self, text: &str, now: Instant) -> FrameStats {
+        self.heartbeat.heard(now);
+        let mut stats = FrameStats::default();
+        for request in decode_frame(text) {
+            stats.commands += 1;
+            let result = match request {
+                Ok(request) => self.handle(request).await,
+                Err(e) => Err((e.id, e.code, e.message)),
+            };
+            if let Err((id, code, message)) = result {
+                stats.errors += 1;
+                self.send(Reply::error(id, code, &message));
+            }
+        }
+        stats
+    }
+
+    async fn handle(&mut self, request: Request) -> Result<(), (Option<u64>, ErrorCode, String)> {
+        let Request { id, command } = request;
+        // Every command but pong carries an id; the decoder guarantees it.
+        let fail = |code: ErrorCode, message: String| Err((id, code, message));
+        let id_or_zero = id.unwrap_or(0);
+        match command {
+            Command::Pong => Ok(()),
+            Command::Connect { client, .. } => {
+                if self.info.is_some() {
+                    return fail(
+                        ErrorCode::AlreadyConnected,
+                        "connect was already sent on this session".into(),
+                    );
+                }
+                if self.node.is_draining() {
+                    return fail(
+                        ErrorCode::ShuttingDown,
+                        "this node is shutting down; reconnect".into(),
+                    );
+                }
+                let info = Arc::new(ClientInfo {
+                    session: new_session_id(),
+                    user: None,
+                    client,
+                });
+                self.send(
+                    Reply::Connected {
+                        id: id_or_zero,
+                        session: &info.session,
+                        ping_interval_ms: self.node.config.ping_interval.as_millis() as u64,
+                        node: self.node.name.as_deref(),
+                    }
+                    .encode(),
+                );
+                self.node
+                    .sessions
+                    .set_identity(self.key, &info.session, info.user.as_deref());
+                self.info = Some(info);
+                Ok(())
+            }
+            _ if self.info.is_none() => fail(ErrorCode::NotConnected, "send connect first".into()),
+            Command::Subscribe { channel, since, .. } => {
+                self.subscribe(id_or_zero, channel, since).await
+            }
+            Command::Unsubscribe { channel } => {
+                let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
+                    return fail(
+                        ErrorCode::NotSubscribed,
+                        format!("not subscribed to {channel}"),
+                    );
+                };
+                self.subscriptions.swap_remove(i);
+                self.node.broker.unsubscribe(&channel, self.key).await;
+                self.send(
+                    Reply::Unsubscribed {
+                        id: id_or_zero,
+                        channel: channel.as_str(),
+                    }
+                    .encode(),
+                );
+                Ok(())
+            }
+            Command::Publish { channel, data } => {
+                if !self.node.config.allow_client_publish {
+                    return fail(
+                        ErrorCode::BadRequest,
+                        "clients may not publish on this server".into(),
+                    );
+                }
+                match self.node.broker.publish(&channel, data.get()).await {
+                    Ok(p) => {
+                        self.send(
+                            Reply::Published {
+                                id: id_or_zero,
+                                channel: channel.as_str(),
+                                epoch: p.epoch.as_str(),
+                                offset: p.offset,
+                            }
+                            .encode(),
+                        );
+                        Ok(())
+                    }
+                    Err(e) => fail(ErrorCode::BrokerUnavailable, e.to_string()),
+                }
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: u64,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+    ) -> Result<(), (Option<u64>, ErrorCode, String)> {
+        if self.subscriptions.contains(&channel) {
+            return Err((
+                Some(id),
+                ErrorCode::AlreadySubscribed,
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        if self.subscriptions.len() >= self.node.config.max_subscriptions {
+            return Err((
+                Some(id),
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "at most {} subscriptions per session",
+                    self.node.config.max_subscriptions
+                ),
+            ));
+        }
+        let info = self
+            .info
+            .clone()
+            .expect("subscribe only runs once connected");
+        let subscriber = Subscriber {
+            key: self.key,
+            info,
+            outbox: self.outbox.clone(),
+        };
+        let reply = |s: &Subscribed| {
+            Reply::Subscribed {
+                id,
+                channel: channel.as_str(),
+                epoch: s.epoch.as_str(),
+                offset: s.offset,
+                recovered: s.recovered,
+            }
+            .encode()
+        };
+        match self
+            .node
+            .broker
+            .subscribe(&channel, subscriber, since.as_ref(), &reply)
+            .await
+        {
+            Ok(_) => {
+                self.subscriptions.push(channel);
+                Ok(())
+            }
+            Err(BrokerError::AlreadySubscribed(c)) => Err((
+                Some(id),
+                ErrorCode::AlreadySubscribed,
+                format!("already subscribed to {c}"),
+            )),
+            Err(e) => Err((Some(id), ErrorCode::BrokerUnavailable, e.to_string())),
+        }
+    }
+
+    fn send(&self, frame: Bytes) {
+        // A refused push means the outbox is closing; the transport will see it.
+        let _ = self.outbox.push(frame);
+    }
+
+    /// Channels this session is subscribed to.
+    pub fn subscriptions(&self) -> &[ChannelName] {
+        &self.subscriptions
+    }
+
+    /// Leaves every channel and the registry. Call exactly once, when the
+    /// connection is gone.
+    pub async fn finish(self) {
+        for channel in &self.subscriptions {
+            self.node.broker.unsubscribe(channel, self.key).await;
+        }
+        self.node.sessions.unregister(self.key);
+    }
+}
+
+/// 128 random bits as 32 hex characters: unguessable, because a session id
+/// will route fallback-transport requests.
+fn new_session_id() -> String {
+    use rand::Rng;
+    let bits: u128 = rand::rng().random();
+    format!("{bits:032x}")
+}

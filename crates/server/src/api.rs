@@ -1,0 +1,321 @@
+//! The HTTP API for backends (`/api/*`): publish, broadcast, history,
+//! presence, channels, disconnect.
+//!
+//! Every answer is JSON; every error is `{"error": {"code", "message"}}`
+//! with a status that fits and a message that names the bad field. Bodies
+//! are read with a size cap before parsing.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use holdfast_core::{Disconnect, Target};
+use holdfast_protocol::{encode_history, ChannelName, CloseCode, ErrorCode, Offset};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+
+/// An API error: status, stable code, message.
+pub struct ApiError(StatusCode, ErrorCode, String);
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            message.into(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.1.as_str(), "message": self.2}});
+        (self.0, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Checks `Authorization: Bearer <key>` in constant time.
+pub fn authorize(headers: &HeaderMap, api_key: &str) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            m.to_string(),
+        )
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <api key>` header"))?;
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <api key>`"))?;
+    if bool::from(presented.trim().as_bytes().ct_eq(api_key.as_bytes())) {
+        Ok(())
+    } else {
+        Err(unauthorized("wrong API key"))
+    }
+}
+
+/// Reads a JSON body: checks the content type and the size cap.
+async fn json_body(state: &AppState, req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
+    authorize(req.headers(), &state.config.api_key)?;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with `Content-Type: application/json`".into(),
+        ));
+    }
+    let limit = state.config.max_message_size + 1024;
+    to_bytes(req.into_body(), limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::MessageTooBig,
+            format!("the body is larger than {limit} bytes (max_message_size plus 1 KiB)"),
+        )
+    })
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde names the missing or wrong field ("missing field `channel`").
+        ApiError::bad(format!("invalid body: {e}"))
+    })
+}
+
+fn channel(name: &str, field: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::new(name).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidChannel,
+            format!("`{field}`: {e}"),
+        )
+    })
+}
+
+fn check_size(state: &AppState, data: &RawValue) -> Result<(), ApiError> {
+    if data.get().len() > state.config.max_message_size {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::MessageTooBig,
+            format!(
+                "`data` is {} bytes; max_message_size is {}",
+                data.get().len(),
+                state.config.max_message_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// `POST /api/publish`.
+pub async fn publish(State(state): State<AppState>, req: Request<Body>) -> ApiResult {
+    let body = json_body(&state, req).await?;
+    let p: PublishBody = parse(&body)?;
+    let ch = channel(&p.channel, "channel")?;
+    check_size(&state, p.data)?;
+    let published = state
+        .node
+        .broker
+        .publish(&ch, p.data.get())
+        .await
+        .map_err(unavailable)?;
+    state.metrics.published();
+    Ok(axum::Json(json!({"channel": ch.as_str(), "epoch": published.epoch.as_str(), "offset": published.offset.0}))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody<'a> {
+    channels: Vec<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// `POST /api/broadcast`: one result per channel, in order; a failed channel
+/// does not stop the others.
+pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> ApiResult {
+    let body = json_body(&state, req).await?;
+    let b: BroadcastBody = parse(&body)?;
+    check_size(&state, b.data)?;
+    if b.channels.is_empty() {
+        return Err(ApiError::bad("`channels` is empty"));
+    }
+    let channels: Vec<ChannelName> = b
+        .channels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| channel(c, &format!("channels[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let mut results = Vec::with_capacity(channels.len());
+    for ch in &channels {
+        results.push(match state.node.broker.publish(ch, b.data.get()).await {
+            Ok(p) => {
+                state.metrics.published();
+                json!({"channel": ch.as_str(), "epoch": p.epoch.as_str(), "offset": p.offset.0})
+            }
+            Err(e) => json!({"channel": ch.as_str(), "error": {"code": ErrorCode::BrokerUnavailable.as_str(), "message": e.to_string()}}),
+        });
+    }
+    Ok(axum::Json(json!({"results": results})).into_response())
+}
+
+/// Query of `GET /api/history`; fields are text so a bad one gets a message
+/// naming it.
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    channel: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/history?channel=C&since=OFFSET&limit=N`.
+pub async fn history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult {
+    authorize(&headers, &state.config.api_key)?;
+    let ch = channel(
+        q.channel
+            .as_deref()
+            .ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?,
+        "channel",
+    )?;
+    let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<u64>().map_err(|_| {
+                    ApiError::bad(format!(
+                        "query parameter `{name}` must be a non-negative integer, got {s:?}"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let since = number("since", &q.since)?.map(Offset);
+    let limit = number("limit", &q.limit)?.unwrap_or(u64::MAX).min(10_000) as usize;
+    let h = state
+        .node
+        .broker
+        .history(&ch, since, limit)
+        .await
+        .map_err(unavailable)?;
+    let body = encode_history(&h.epoch, h.offset, h.publications.iter());
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Query of `GET /api/presence`.
+#[derive(Deserialize)]
+pub struct ChannelQuery {
+    channel: Option<String>,
+}
+
+/// `GET /api/presence?channel=C`.
+pub async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelQuery>,
+) -> ApiResult {
+    authorize(&headers, &state.config.api_key)?;
+    let ch = channel(
+        q.channel
+            .as_deref()
+            .ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?,
+        "channel",
+    )?;
+    let subscribers = state.node.broker.presence(&ch).await.map_err(unavailable)?;
+    let list: Vec<_> = subscribers
+        .iter()
+        .map(|c| json!({"session": c.session, "user": c.user, "client": c.client}))
+        .collect();
+    Ok(axum::Json(json!({"channel": ch.as_str(), "subscribers": list})).into_response())
+}
+
+/// `GET /api/channels`.
+pub async fn channels(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    authorize(&headers, &state.config.api_key)?;
+    let list = state.node.broker.channels().await.map_err(unavailable)?;
+    let list: Vec<_> = list
+        .iter()
+        .map(|c| json!({"channel": c.channel.as_str(), "subscribers": c.subscribers}))
+        .collect();
+    Ok(axum::Json(json!({"channels": list})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: Option<String>,
+    session: Option<String>,
+}
+
+/// `POST /api/disconnect {"user"}` (or `{"session"}`): closes every session
+/// of that user with `disconnected_by_server` (do not reconnect).
+pub async fn disconnect(State(state): State<AppState>, req: Request<Body>) -> ApiResult {
+    let body = json_body(&state, req).await?;
+    let d: DisconnectBody = parse(&body)?;
+    let target = match (&d.user, &d.session) {
+        (Some(u), None) => Target::User(u),
+        (None, Some(s)) => Target::Session(s),
+        _ => return Err(ApiError::bad("give exactly one of `user` or `session`")),
+    };
+    let reason = Disconnect::new(
+        CloseCode::DisconnectedByServer,
+        "disconnected by the application",
+    );
+    let n = state.node.sessions.disconnect(target, &reason);
+    Ok(axum::Json(json!({"disconnected": n})).into_response())
+}
+
+/// JSON 404 for unknown `/api/*` paths.
+pub async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such API endpoint; see docs/PROTOCOL.md".into(),
+    )
+}
+
+/// JSON 405 for a known path with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this endpoint".into(),
+    )
+}
+
+fn unavailable(e: holdfast_core::BrokerError) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::BrokerUnavailable,
+        e.to_string(),
+    )
+}

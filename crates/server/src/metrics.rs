@@ -1,0 +1,185 @@
+//! `Metrics`: the gateway's counters, rendered in Prometheus text format at
+//! `/metrics`.
+//!
+//! Why hand-rolled atomics rather than the `metrics` crate's global
+//! recorder: every test starts its own server in one process, and a global
+//! recorder would mix their numbers. The names follow Prometheus
+//! conventions and are stable (dashboards depend on them).
+
+use holdfast_protocol::CloseCode;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// What a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `/ws`: the holdfast protocol over WebSocket.
+    WebSocket,
+    /// `/echo`: the diagnostic echo.
+    Echo,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Echo => "echo",
+        }
+    }
+}
+
+/// The gateway's counters.
+#[derive(Default)]
+pub struct Metrics {
+    ws_connections: AtomicI64,
+    echo_connections: AtomicI64,
+    connections_total: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    command_errors: AtomicU64,
+    publications: AtomicU64,
+    slow_consumers: AtomicU64,
+    close_codes: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Metrics {
+    fn gauge(&self, t: Transport) -> &AtomicI64 {
+        match t {
+            Transport::WebSocket => &self.ws_connections,
+            Transport::Echo => &self.echo_connections,
+        }
+    }
+
+    /// A connection opened.
+    pub fn connection_opened(&self, t: Transport) {
+        self.gauge(t).fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed, with the code the server sent (or 1006 when the
+    /// peer vanished without one).
+    pub fn connection_closed(&self, t: Transport, code: u16) {
+        self.gauge(t).fetch_sub(1, Ordering::Relaxed);
+        *self
+            .close_codes
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(code)
+            .or_default() += 1;
+        if code == CloseCode::SlowConsumer.code() {
+            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Commands (or echo messages) received.
+    pub fn messages_in(&self, n: u64) {
+        self.messages_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Frames written to clients.
+    pub fn messages_out(&self, n: u64) {
+        self.messages_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Commands answered with `error`.
+    pub fn command_errors(&self, n: u64) {
+        self.command_errors.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A publication was accepted (client or HTTP API).
+    pub fn published(&self) {
+        self.publications.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Open connections of a transport.
+    pub fn open_connections(&self, t: Transport) -> i64 {
+        self.gauge(t).load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition. `subscriptions` and `channels` are
+    /// read from the broker at scrape time.
+    pub fn render(&self, subscriptions: usize, channels: usize) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let plain = |v: String| vec![(String::new(), v)];
+        metric(
+            "holdfast_connections",
+            "gauge",
+            "Open connections by transport.",
+            &[Transport::WebSocket, Transport::Echo].map(|t| {
+                (
+                    format!("{{transport=\"{}\"}}", t.label()),
+                    self.open_connections(t).to_string(),
+                )
+            }),
+        );
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        metric(
+            "holdfast_connections_total",
+            "counter",
+            "Connections accepted since start.",
+            &plain(load(&self.connections_total)),
+        );
+        metric(
+            "holdfast_subscriptions",
+            "gauge",
+            "Active channel subscriptions on this node.",
+            &plain(subscriptions.to_string()),
+        );
+        metric(
+            "holdfast_channels",
+            "gauge",
+            "Channels with at least one subscriber.",
+            &plain(channels.to_string()),
+        );
+        metric(
+            "holdfast_messages_in_total",
+            "counter",
+            "Commands and echo messages received from clients.",
+            &plain(load(&self.messages_in)),
+        );
+        metric(
+            "holdfast_messages_out_total",
+            "counter",
+            "Frames sent to clients.",
+            &plain(load(&self.messages_out)),
+        );
+        metric(
+            "holdfast_command_errors_total",
+            "counter",
+            "Commands answered with an error.",
+            &plain(load(&self.command_errors)),
+        );
+        metric(
+            "holdfast_publications_total",
+            "counter",
+            "Publications accepted.",
+            &plain(load(&self.publications)),
+        );
+        metric(
+            "holdfast_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed because their outbound queue overflowed.",
+            &plain(load(&self.slow_consumers)),
+        );
+        let codes = self.close_codes.lock().expect("metrics lock poisoned");
+        let lines: Vec<(String, String)> = codes
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string()))
+            .collect();
+        metric(
+            "holdfast_close_codes_total",
+            "counter",
+            "Connections closed, by close code.",
+            &lines,
+        );
+        out
+    }
+}

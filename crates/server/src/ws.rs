@@ -1,0 +1,310 @@
+//! WebSocket connections: the holdfast protocol on `/ws` and the diagnostic
+//! echo on `/echo`, over the same stack and limits.
+//!
+//! A `/ws` connection runs two futures in one task: the *reader* feeds frames
+//! and heartbeat ticks into the [`Session`]; the *writer* drains the
+//! session's [`Outbox`] to the socket. Neither waits for the other, so a
+//! client that stops reading blocks only its own writer, and its outbox
+//! overflows into a `slow_consumer` close without slowing any publisher.
+//!
+//! Closing: whoever decides (reader on a bad frame, session on a dead peer,
+//! drain, slow consumer) puts a [`Disconnect`] in the outbox; the writer
+//! sends the `disconnect` message and the close frame, then the reader gets
+//! a short grace to receive the peer's close reply before the TCP
+//! connection is dropped.
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, Session};
+use holdfast_protocol::{CloseCode, Reply};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::time::{sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::metrics::{Metrics, Transport};
+
+/// An upgraded connection.
+pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How long a closing connection waits for the peer's close reply, or for
+/// its own close frame to get out.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The code recorded when a peer vanishes without a close frame.
+const ABNORMAL: u16 = 1006;
+
+/// The WebSocket settings every connection gets.
+///
+/// Why a 4 KiB read buffer: tungstenite allocates it eagerly, and its 128 KiB
+/// default made an idle connection cost ~135 KB; 4 KiB brings it to a few KB.
+pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+/// How the reading side of a connection ended.
+enum ReadEnd {
+    /// The peer sent a close frame (its code).
+    PeerClosed(u16),
+    /// The socket ended without a close frame.
+    PeerGone,
+    /// The outbox is closing; the writer is already on it.
+    Closing,
+    /// The peer sent something that ends the connection with this code.
+    Fail(Disconnect),
+}
+
+/// Serves the holdfast protocol on an upgraded connection until it closes.
+pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
+    metrics.connection_opened(Transport::WebSocket);
+    let (mut sink, mut stream) = ws.split();
+    let mut session = Session::new(node, Instant::now());
+    let outbox = session.outbox().clone();
+    let end = {
+        let reader = read_protocol(&mut stream, &mut session, &metrics);
+        let writer = write_outbox(&mut sink, &outbox, &metrics);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            code = &mut writer => {
+                let _ = timeout(CLOSE_GRACE, &mut reader).await;
+                Ok(code)
+            }
+            end = &mut reader => Err(end),
+        }
+    };
+    let code = match end {
+        Ok(code) => code,
+        Err(ReadEnd::Closing) => {
+            // The writer had not finished; let it send what the outbox says.
+            timeout(CLOSE_GRACE * 2, write_outbox(&mut sink, &outbox, &metrics))
+                .await
+                .unwrap_or(ABNORMAL)
+        }
+        Err(ReadEnd::PeerClosed(code)) => {
+            let _ = timeout(CLOSE_GRACE, sink.close()).await;
+            code
+        }
+        Err(ReadEnd::PeerGone) => ABNORMAL,
+        Err(ReadEnd::Fail(d)) => send_close(&mut sink, &d).await,
+    };
+    session.finish().await;
+    metrics.connection_closed(Transport::WebSocket, code);
+}
+
+async fn read_protocol(
+    stream: &mut futures_util::stream::SplitStream<Ws>,
+    session: &mut Session,
+    metrics: &Metrics,
+) -> ReadEnd {
+    let outbox = session.outbox().clone();
+    loop {
+        let deadline = session.deadline();
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = sleep_until(deadline.into()) => {
+                session.tick(Instant::now());
+                continue;
+            }
+            () = outbox.closing() => return ReadEnd::Closing,
+        };
+        let now = Instant::now();
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let stats = session.handle_frame(&text, now).await;
+                metrics.messages_in(stats.commands);
+                metrics.command_errors(stats.errors);
+            }
+            Some(Ok(Message::Binary(_))) => {
+                return ReadEnd::Fail(Disconnect::new(
+                    CloseCode::UnsupportedData,
+                    "binary frames are not supported: send JSON text frames",
+                ))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => session.heard(now),
+            Some(Ok(Message::Close(frame))) => {
+                return ReadEnd::PeerClosed(frame.map(|f| u16::from(f.code)).unwrap_or(1005))
+            }
+            Some(Err(e)) => return read_error(e),
+            None => return ReadEnd::PeerGone,
+        }
+    }
+}
+
+/// Maps a read error to the close the RFC asks for.
+fn read_error(e: WsError) -> ReadEnd {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let (code, reason) = match e {
+        WsError::Utf8(_) => (
+            CloseCode::InvalidPayload,
+            "text frame is not valid UTF-8".to_string(),
+        ),
+        WsError::Capacity(e) => (CloseCode::MessageTooBig, format!("message too big: {e}")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return ReadEnd::PeerGone,
+        WsError::Protocol(e) => (CloseCode::ProtocolError, e.to_string()),
+        _ => return ReadEnd::PeerGone,
+    };
+    ReadEnd::Fail(Disconnect::new(code, reason))
+}
+
+/// Drains the outbox to the socket until it yields a disconnect (which it
+/// sends) or the socket fails. Returns the close code recorded.
+async fn write_outbox(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    outbox: &Outbox,
+    metrics: &Metrics,
+) -> u16 {
+    let mut batch = Batch::default();
+    loop {
+        outbox.ready().await;
+        outbox.take(&mut batch);
+        if !batch.frames.is_empty() {
+            let n = batch.frames.len() as u64;
+            let graceful = batch.disconnect.is_some();
+            let frames = &mut batch.frames;
+            let io = async {
+                for frame in frames.drain(..) {
+                    sink.feed(text(frame)).await?;
+                }
+                sink.flush().await
+            };
+            let written = if graceful {
+                io.await
+            } else {
+                // A socket that does not drain must not outlive its outbox
+                // overflowing: give up on the write when the outbox closes.
+                tokio::select! {
+                    r = io => r,
+                    () = outbox.closing() => Ok(()),
+                }
+            };
+            batch.frames.clear();
+            if written.is_err() {
+                return ABNORMAL;
+            }
+            metrics.messages_out(n);
+        }
+        if let Some(d) = batch.disconnect.take() {
+            return send_close(sink, &d).await;
+        }
+    }
+}
+
+/// Sends `disconnect` and the close frame, within [`CLOSE_GRACE`].
+async fn send_close<S>(sink: &mut S, d: &Disconnect) -> u16
+where
+    S: SinkExt<Message, Error = WsError> + Unpin,
+{
+    let code = d.code.code();
+    let message = Reply::Disconnect {
+        code,
+        reason: &d.reason,
+        reconnect: d.code.reconnect(),
+        reconnect_after_ms: d.reconnect_after_ms,
+    }
+    .encode();
+    let close = async {
+        sink.feed(text(message)).await?;
+        sink.send(close_frame(d)).await
+    };
+    let _ = timeout(CLOSE_GRACE, close).await;
+    code
+}
+
+fn close_frame(d: &Disconnect) -> Message {
+    // Close frame reasons are limited to 123 bytes; cut on a char boundary.
+    let mut reason: &str = &d.reason;
+    while reason.len() > 123 {
+        let mut cut = 123;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason = &reason[..cut];
+    }
+    Message::Close(Some(CloseFrame {
+        code: WsCode::from(d.code.code()),
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+fn text(frame: bytes::Bytes) -> Message {
+    // Every outbox frame was encoded from `str` by holdfast-protocol.
+    Message::Text(Utf8Bytes::try_from(frame).expect("outbox frames are UTF-8"))
+}
+
+/// Serves the diagnostic echo: every text or binary message comes back
+/// unchanged. Kept alive with WebSocket pings (generic clients do not speak
+/// the holdfast ping), and reachable by drain through the registry.
+pub async fn serve_echo(mut ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
+    metrics.connection_opened(Transport::Echo);
+    let outbox = Arc::new(Outbox::new(0));
+    let key = node.sessions.register(outbox.clone());
+    let mut heartbeat = Heartbeat::new(
+        node.config.ping_interval,
+        node.config.pong_timeout,
+        Instant::now(),
+    );
+    let code = loop {
+        let next = tokio::select! {
+            next = ws.next() => next,
+            () = sleep_until(heartbeat.deadline().into()) => {
+                match heartbeat.poll(Instant::now()) {
+                    Beat::Wait => continue,
+                    Beat::Ping => {
+                        if ws.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                            break ABNORMAL;
+                        }
+                        continue;
+                    }
+                    Beat::Dead => {
+                        let d = Disconnect::new(CloseCode::HeartbeatTimeout, "no pong within pong_timeout");
+                        break close_echo(&mut ws, &d).await;
+                    }
+                }
+            }
+            () = outbox.closing() => {
+                let mut batch = Batch::default();
+                outbox.take(&mut batch);
+                let d = batch.disconnect.unwrap_or_else(|| Disconnect::new(CloseCode::GoingAway, "closing"));
+                break close_echo(&mut ws, &d).await;
+            }
+        };
+        heartbeat.heard(Instant::now());
+        match next {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                metrics.messages_in(1);
+                if ws.send(m).await.is_err() {
+                    break ABNORMAL;
+                }
+                metrics.messages_out(1);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                break frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => match read_error(e) {
+                ReadEnd::Fail(d) => {
+                    let _ = timeout(CLOSE_GRACE, ws.send(close_frame(&d))).await;
+                    break d.code.code();
+                }
+                _ => break ABNORMAL,
+            },
+            None => break ABNORMAL,
+        }
+    };
+    node.sessions.unregister(key);
+    metrics.connection_closed(Transport::Echo, code);
+}
+
+async fn close_echo(ws: &mut Ws, d: &Disconnect) -> u16 {
+    let _ = timeout(CLOSE_GRACE, ws.send(close_frame(d))).await;
+    d.code.code()
+}

@@ -1,0 +1,309 @@
+//! Test harness: a real server on a loopback port, real WebSocket clients,
+//! and a tiny HTTP/1.1 client (no extra dependencies).
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast_core::{HistoryLimits, MemoryBroker, Node, SessionConfig};
+use holdfast_server::{Metrics, ServerConfig};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const API_KEY: &str = "test-key";
+
+/// Settings a test may change before starting a server.
+pub struct Setup {
+    pub session: SessionConfig,
+    pub server: ServerConfig,
+    pub history: HistoryLimits,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            session: SessionConfig::default(),
+            server: ServerConfig {
+                api_key: API_KEY.into(),
+                ..ServerConfig::default()
+            },
+            history: HistoryLimits::default(),
+        }
+    }
+}
+
+/// A running server; dropping it does not stop it, call `stop`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(setup: Setup) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let broker = Arc::new(MemoryBroker::new(setup.history));
+        let node = Arc::new(Node::new(broker, setup.session, Some("test-node".into())));
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(holdfast_server::run(
+            listener,
+            node.clone(),
+            setup.server,
+            metrics.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            node,
+            metrics,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn default() -> TestServer {
+        TestServer::start(Setup::default()).await
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+        started.elapsed()
+    }
+
+    /// Opens `/ws` with the holdfast subprotocol.
+    pub async fn client(&self) -> Client {
+        Client::open(&self.ws_url(), Some("holdfast.v1.json")).await
+    }
+
+    /// Opens `/ws` and sends `connect`.
+    pub async fn connected(&self) -> Client {
+        let mut c = self.client().await;
+        c.send(r#"{"id":1,"op":"connect","client":"test"}"#).await;
+        let r = c.recv().await;
+        assert_eq!(r["op"], "connected", "{r}");
+        c
+    }
+
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpResponse {
+        http(self.addr, method, path, headers, body).await
+    }
+
+    /// `POST /api/publish` with the API key; returns the offset.
+    pub async fn publish(&self, channel: &str, data: &str) -> u64 {
+        let r = self
+            .api(
+                "POST",
+                "/api/publish",
+                &format!(r#"{{"channel":"{channel}","data":{data}}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["offset"].as_u64().unwrap()
+    }
+
+    /// An authorized JSON API call.
+    pub async fn api(&self, method: &str, path: &str, body: &str) -> HttpResponse {
+        let auth = format!("Bearer {API_KEY}");
+        self.http(
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    raw_http(addr, &{
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        req
+    })
+    .await
+}
+
+/// Sends raw request bytes and parses the response (body read to EOF).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("response in 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A WebSocket client that splits frames into JSON objects.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub protocol: Option<String>,
+    pending: VecDeque<Value>,
+}
+
+impl Client {
+    pub async fn open(url: &str, subprotocol: Option<&str>) -> Client {
+        let mut req = url.into_client_request().unwrap();
+        if let Some(p) = subprotocol {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+        }
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let protocol = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_string());
+        Client {
+            ws,
+            protocol,
+            pending: VecDeque::new(),
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next JSON object (5 s timeout); server pings are answered and skipped.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let v = self.recv_any().await;
+            if v["op"] == "ping" {
+                self.send(r#"{"op":"pong"}"#).await;
+                continue;
+            }
+            return v;
+        }
+    }
+
+    /// The next JSON object, pings included.
+    pub async fn recv_any(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.pending.pop_front() {
+                return v;
+            }
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("a message within 5 s")
+                .expect("connection open")
+                .expect("no WebSocket error");
+            match msg {
+                Message::Text(t) => {
+                    for line in t.split('\n').filter(|l| !l.trim().is_empty()) {
+                        self.pending.push_back(serde_json::from_str(line).unwrap());
+                    }
+                }
+                Message::Close(f) => panic!("unexpected close {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the `disconnect` message (if
+    /// any) and the close frame's code.
+    pub async fn closed(&mut self) -> (Option<Value>, Option<u16>) {
+        let mut disconnect = None;
+        while let Some(v) = self.pending.pop_front() {
+            if v["op"] == "disconnect" {
+                disconnect = Some(v);
+            }
+        }
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("close within 10 s");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    for line in t.split('\n').filter(|l| !l.trim().is_empty()) {
+                        let v: Value = serde_json::from_str(line).unwrap();
+                        if v["op"] == "disconnect" {
+                            disconnect = Some(v);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(f))) => return (disconnect, f.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (disconnect, None),
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! A subscriber that never reads is dropped as a slow consumer; everybody
+//! else keeps getting every message, promptly.
+
+mod common;
+
+use common::{Setup, TestServer};
+use holdfast_core::{HistoryLimits, SessionConfig};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
+    const MESSAGES: u64 = 1000;
+    let setup = Setup {
+        session: SessionConfig {
+            outbox_max_bytes: 256 * 1024,
+            ..SessionConfig::default()
+        },
+        history: HistoryLimits {
+            max_len: 0,
+            max_age: Duration::from_secs(1),
+        },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+
+    // The slow one: a raw socket with a tiny receive buffer that never reads
+    // after subscribing.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(server.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 512];
+    let n = slow.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    for cmd in [
+        r#"{"id":1,"op":"connect"}"#,
+        r#"{"id":2,"op":"subscribe","channel":"firehose"}"#,
+    ] {
+        slow.write_all(&masked_text_frame(cmd.as_bytes()))
+            .await
+            .unwrap();
+    }
+
+    let mut fast = Vec::new();
+    for _ in 0..3 {
+        let mut c = server.connected().await;
+        c.send(r#"{"id":2,"op":"subscribe","channel":"firehose"}"#)
+            .await;
+        assert_eq!(c.recv().await["op"], "subscribed");
+        fast.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                for expected in 1..=MESSAGES {
+                    let m = c.recv().await;
+                    assert_eq!(m["offset"].as_u64(), Some(expected), "{m}");
+                }
+            })
+        })
+        .collect();
+    let payload = format!("\"{}\"", "x".repeat(8 * 1024));
+    let mut publisher = server.connected().await;
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        publisher
+            .send(&format!(
+                r#"{{"id":{},"op":"publish","channel":"firehose","data":{payload}}}"#,
+                i + 10
+            ))
+            .await;
+        assert_eq!(publisher.recv().await["op"], "published");
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "fast subscribers took {elapsed:?} for {MESSAGES} messages"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .metrics
+        .render(0, 0)
+        .contains("holdfast_slow_consumer_disconnects_total 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled reader was not dropped:\n{}",
+            server.metrics.render(0, 0)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server
+        .metrics
+        .render(0, 0)
+        .contains("holdfast_close_codes_total{code=\"4000\"} 1"));
+    // The stalled socket is closed: reading it to the end terminates.
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink))
+        .await
+        .expect("socket closed");
+    server.stop().await;
+}
+
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x81];
+    let mask = [1u8, 2, 3, 4];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}

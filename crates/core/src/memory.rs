@@ -10,9 +10,11 @@
 //! Why std `Mutex`: the lock is never held across an `.await`, and the work
 //! under it is a few pushes into outboxes, which never wait.
 //!
-//! Channels with no subscribers and no history are collected by `sweep`.
-//! A collected channel that comes back gets a new epoch, because its offsets
-//! start again.
+//! A channel is collected by `sweep` once it has had no subscribers, no
+//! history and no activity for the history's `max_age`. A collected channel
+//! that comes back gets a new epoch, because its offsets start again; the
+//! idle period means a client that left a quiet channel and returns within
+//! the history window still finds the same epoch and recovers.
 
 use async_trait::async_trait;
 use holdfast_protocol::{
@@ -38,16 +40,24 @@ struct Channel {
     newest: Offset,
     history: ChannelHistory,
     subscribers: HashMap<SessionKey, Subscriber>,
+    last_active: Instant,
 }
 
 impl Channel {
-    fn new() -> Channel {
+    fn new(now: Instant) -> Channel {
         Channel {
             epoch: new_epoch(),
             newest: Offset(0),
             history: ChannelHistory::default(),
             subscribers: HashMap::new(),
+            last_active: now,
         }
+    }
+
+    fn is_collectable(&self, now: Instant, limits: HistoryLimits) -> bool {
+        self.subscribers.is_empty()
+            && self.history.is_empty()
+            && now.saturating_duration_since(self.last_active) > limits.max_age
     }
 }
 
@@ -99,7 +109,10 @@ impl Broker for MemoryBroker {
     async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(Channel::new);
+        let ch = map
+            .entry(channel.clone())
+            .or_insert_with(|| Channel::new(now));
+        ch.last_active = now;
         ch.newest = ch.newest.next();
         let publication = EncodedPublication::new(channel, ch.newest, data);
         for sub in ch.subscribers.values() {
@@ -124,7 +137,10 @@ impl Broker for MemoryBroker {
     ) -> Result<Subscribed, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(Channel::new);
+        let ch = map
+            .entry(channel.clone())
+            .or_insert_with(|| Channel::new(now));
+        ch.last_active = now;
         let slot = match ch.subscribers.entry(subscriber.key) {
             Entry::Occupied(_) => return Err(BrokerError::AlreadySubscribed(channel.clone())),
             Entry::Vacant(slot) => slot,
@@ -161,11 +177,8 @@ impl Broker for MemoryBroker {
         let Some(ch) = map.get_mut(channel) else {
             return false;
         };
-        let was = ch.subscribers.remove(&key).is_some();
-        if ch.subscribers.is_empty() && ch.newest.0 == 0 {
-            map.remove(channel);
-        }
-        was
+        ch.last_active = Instant::now();
+        ch.subscribers.remove(&key).is_some()
     }
 
     async fn history(
@@ -176,19 +189,17 @@ impl Broker for MemoryBroker {
     ) -> Result<History, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(Channel::new);
+        let ch = map
+            .entry(channel.clone())
+            .or_insert_with(|| Channel::new(now));
         ch.history.expire(now, self.limits);
         let from = since.map(Offset::next).unwrap_or(Offset(0));
         let publications = ch.history.since(from).take(limit).cloned().collect();
-        let history = History {
+        Ok(History {
             epoch: ch.epoch.clone(),
             offset: ch.newest,
             publications,
-        };
-        if ch.subscribers.is_empty() && ch.newest.0 == 0 {
-            map.remove(channel);
-        }
-        Ok(history)
+        })
     }
 
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
@@ -220,8 +231,34 @@ impl Broker for MemoryBroker {
             let mut map = shard.lock().expect("broker shard poisoned");
             map.retain(|_, ch| {
                 ch.history.expire(now, self.limits);
-                !ch.subscribers.is_empty() || !ch.history.is_empty()
+                !ch.is_collectable(now, self.limits)
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn idle_channels_keep_their_epoch_for_the_history_window() {
+        let limits = HistoryLimits {
+            max_len: 10,
+            max_age: Duration::from_secs(60),
+        };
+        let broker = MemoryBroker::new(limits);
+        let ch = ChannelName::new("quiet").unwrap();
+        let e1 = broker.history(&ch, None, 10).await.unwrap().epoch;
+        broker.sweep(Instant::now() + Duration::from_secs(30));
+        assert_eq!(
+            broker.history(&ch, None, 10).await.unwrap().epoch,
+            e1,
+            "kept while within max_age"
+        );
+        broker.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(broker.channel_count(), 0, "collected after max_age idle");
+        assert_ne!(broker.history(&ch, None, 10).await.unwrap().epoch, e1);
     }
 }

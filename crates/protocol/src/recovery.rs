@@ -39,17 +39,7 @@ pub enum LossReason {
 }
 
 /// Decides whether `since` can be recovered from `window`.
-///
-/// One rule beyond "same epoch, offsets still held": a client that has seen
-/// nothing (`offset` 0) of a channel on which nothing was published
-/// (`newest` 0) has missed nothing, whatever the epoch. Quiet channels are
-/// collected when their last subscriber leaves and get a new epoch when they
-/// come back; without this rule every reconnect to a quiet channel would
-/// tell the application to reload.
 pub fn plan_recovery(since: &StreamPosition, window: &HistoryWindow<'_>) -> Recovery {
-    if since.offset.0 == 0 && window.newest.0 == 0 {
-        return Recovery::Recovered { from: Offset(1) };
-    }
     if &since.epoch != window.epoch {
         return Recovery::Lost(LossReason::EpochChanged);
     }

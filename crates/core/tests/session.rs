@@ -1,0 +1,179 @@
+//! The session state machine and the memory broker, driven with plain
+//! strings and read back from the outbox: no sockets involved.
+
+use holdfast_core::{Batch, HistoryLimits, MemoryBroker, Node, Session, SessionConfig};
+use holdfast_protocol::{ChannelName, CloseCode};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn node(history: HistoryLimits) -> Arc<Node> {
+    Arc::new(Node::new(
+        Arc::new(MemoryBroker::new(history)),
+        SessionConfig::default(),
+        None,
+    ))
+}
+
+/// Everything queued in the session's outbox, as JSON objects.
+fn drain(s: &Session) -> Vec<Value> {
+    let mut b = Batch::default();
+    s.outbox().take(&mut b);
+    b.frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).unwrap())
+        .collect()
+}
+
+async fn connected(node: &Arc<Node>) -> Session {
+    let mut s = Session::new(node.clone(), Instant::now());
+    s.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now())
+        .await;
+    assert_eq!(drain(&s)[0]["op"], "connected");
+    s
+}
+
+#[tokio::test]
+async fn commands_before_connect_are_refused_with_their_id() {
+    let node = node(HistoryLimits::default());
+    let mut s = Session::new(node.clone(), Instant::now());
+    s.handle_frame(r#"{"id":5,"op":"subscribe","channel":"a"}"#, Instant::now())
+        .await;
+    let out = drain(&s);
+    assert_eq!(
+        (out[0]["code"].as_str(), out[0]["id"].as_u64()),
+        (Some("not_connected"), Some(5))
+    );
+    s.finish().await;
+    assert!(node.sessions.is_empty());
+}
+
+#[tokio::test]
+async fn subscribe_publish_and_leave() {
+    let node = node(HistoryLimits::default());
+    let mut a = connected(&node).await;
+    let mut b = connected(&node).await;
+    a.handle_frame(r#"{"id":2,"op":"subscribe","channel":"c"}"#, Instant::now())
+        .await;
+    b.handle_frame(
+        r#"{"id":3,"op":"publish","channel":"c","data":{"x":1}}"#,
+        Instant::now(),
+    )
+    .await;
+    let got = drain(&a);
+    assert_eq!(got[0]["op"], "subscribed");
+    assert_eq!(
+        (
+            got[1]["op"].as_str(),
+            got[1]["offset"].as_u64(),
+            got[1]["data"]["x"].as_u64()
+        ),
+        (Some("message"), Some(1), Some(1))
+    );
+    let reply = drain(&b);
+    assert_eq!(
+        (
+            reply[0]["op"].as_str(),
+            reply[0]["id"].as_u64(),
+            reply[0]["offset"].as_u64()
+        ),
+        (Some("published"), Some(3), Some(1))
+    );
+    a.finish().await;
+    let presence = node
+        .broker
+        .presence(&ChannelName::new("c").unwrap())
+        .await
+        .unwrap();
+    assert!(presence.is_empty(), "finish unsubscribes");
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_closed_with_heartbeat_timeout() {
+    let node = Arc::new(Node::new(
+        Arc::new(MemoryBroker::new(HistoryLimits::default())),
+        SessionConfig {
+            ping_interval: Duration::from_secs(10),
+            pong_timeout: Duration::from_secs(3),
+            ..SessionConfig::default()
+        },
+        None,
+    ));
+    let t = Instant::now();
+    let mut s = Session::new(node, t);
+    s.tick(t + Duration::from_secs(10));
+    assert_eq!(drain(&s)[0]["op"], "ping");
+    s.tick(t + Duration::from_secs(13));
+    let mut b = Batch::default();
+    s.outbox().take(&mut b);
+    assert_eq!(b.disconnect.unwrap().code, CloseCode::HeartbeatTimeout);
+}
+
+/// The memory broker's recovery race, without sockets: publishers on other
+/// threads while a subscriber keeps leaving and resubscribing with `since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribe_race_keeps_every_offset_exactly_once() {
+    const TOTAL: u64 = 20_000;
+    let node = node(HistoryLimits {
+        max_len: 100_000,
+        max_age: Duration::from_secs(60),
+    });
+    let channel = "race";
+    let mut sub = connected(&node).await;
+    sub.handle_frame(
+        r#"{"id":2,"op":"subscribe","channel":"race"}"#,
+        Instant::now(),
+    )
+    .await;
+    let first = drain(&sub);
+    let epoch = first[0]["epoch"].as_str().unwrap().to_string();
+
+    let publishers: Vec<_> = (0..4)
+        .map(|_| {
+            let broker = node.broker.clone();
+            tokio::spawn(async move {
+                let ch = ChannelName::new(channel).unwrap();
+                for i in 0..TOTAL / 4 {
+                    broker.publish(&ch, &i.to_string()).await.unwrap();
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut seen = Vec::with_capacity(TOTAL as usize);
+    let mut rounds = 0;
+    while seen.last() != Some(&TOTAL) {
+        for m in drain(&sub) {
+            match m["op"].as_str() {
+                Some("message") => seen.push(m["offset"].as_u64().unwrap()),
+                Some("subscribed") => assert_eq!(m["recovered"], true, "{m}"),
+                other => panic!("unexpected {other:?}: {m}"),
+            }
+        }
+        if rounds % 2 == 0 {
+            // Leave and come back as a new session from the last position.
+            sub.finish().await;
+            sub = connected(&node).await;
+            let last = seen.last().copied().unwrap_or(0);
+            let cmd = format!(
+                r#"{{"id":9,"op":"subscribe","channel":"race","since":{{"epoch":"{epoch}","offset":{last}}}}}"#
+            );
+            sub.handle_frame(&cmd, Instant::now()).await;
+        }
+        rounds += 1;
+        tokio::task::yield_now().await;
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    assert_eq!(
+        seen,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "after {rounds} rounds"
+    );
+    assert!(rounds > 10, "the race was exercised only {rounds} times");
+}

@@ -29,6 +29,8 @@ pub struct FrameStats {
     pub commands: u64,
     /// Commands answered with `error`.
     pub errors: u64,
+    /// Publications accepted.
+    pub published: u64,
 }
 
 /// One client's protocol state; see the module docs.
@@ -94,13 +96,24 @@ impl Session {
         let mut stats = FrameStats::default();
         for request in decode_frame(text) {
             stats.commands += 1;
+            let publishes = matches!(
+                request,
+                Ok(Request {
+                    command: Command::Publish { .. },
+                    ..
+                })
+            );
             let result = match request {
                 Ok(request) => self.handle(request).await,
                 Err(e) => Err((e.id, e.code, e.message)),
             };
-            if let Err((id, code, message)) = result {
-                stats.errors += 1;
-                self.send(Reply::error(id, code, &message));
+            match result {
+                Ok(()) if publishes => stats.published += 1,
+                Ok(()) => {}
+                Err((id, code, message)) => {
+                    stats.errors += 1;
+                    self.send(Reply::error(id, code, &message));
+                }
             }
         }
         stats

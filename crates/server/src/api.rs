@@ -145,7 +145,7 @@ pub async fn publish(State(state): State<AppState>, req: Request<Body>) -> ApiRe
         .publish(&ch, p.data.get())
         .await
         .map_err(unavailable)?;
-    state.metrics.published();
+    state.metrics.published(1);
     Ok(axum::Json(json!({"channel": ch.as_str(), "epoch": published.epoch.as_str(), "offset": published.offset.0}))
         .into_response())
 }
@@ -177,7 +177,7 @@ pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> Api
     for ch in &channels {
         results.push(match state.node.broker.publish(ch, b.data.get()).await {
             Ok(p) => {
-                state.metrics.published();
+                state.metrics.published(1);
                 json!({"channel": ch.as_str(), "epoch": p.epoch.as_str(), "offset": p.offset.0})
             }
             Err(e) => json!({"channel": ch.as_str(), "error": {"code": ErrorCode::BrokerUnavailable.as_str(), "message": e.to_string()}}),

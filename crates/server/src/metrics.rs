@@ -88,9 +88,9 @@ impl Metrics {
         self.command_errors.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// A publication was accepted (client or HTTP API).
-    pub fn published(&self) {
-        self.publications.fetch_add(1, Ordering::Relaxed);
+    /// Publications accepted (client or HTTP API).
+    pub fn published(&self, n: u64) {
+        self.publications.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Open connections of a transport.

@@ -40,11 +40,14 @@ const ABNORMAL: u16 = 1006;
 
 /// The WebSocket settings every connection gets.
 ///
-/// Why a 4 KiB read buffer: tungstenite allocates it eagerly, and its 128 KiB
-/// default made an idle connection cost ~135 KB; 4 KiB brings it to a few KB.
+/// Why a 2 KiB read buffer: tungstenite allocates it eagerly and keeps it for
+/// the connection's life. Its 128 KiB default made an idle connection cost
+/// ~135 KB; 4 KiB measured 9.1 KB per subscribed idle connection, 2 KiB
+/// 7.0 KB (docs/PERFORMANCE.md). Inbound traffic is small commands, and a
+/// larger frame still reserves its full length, so only the read chunk shrinks.
 pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
@@ -121,6 +124,7 @@ async fn read_protocol(
                 let stats = session.handle_frame(&text, now).await;
                 metrics.messages_in(stats.commands);
                 metrics.command_errors(stats.errors);
+                metrics.published(stats.published);
             }
             Some(Ok(Message::Binary(_))) => {
                 return ReadEnd::Fail(Disconnect::new(

@@ -108,6 +108,7 @@ async fn open(url: &str, target: SocketAddr, source: u8) -> anyhow::Result<Conn>
         0,
     ))?;
     let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",

@@ -20,6 +20,7 @@ use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use holdfast_core::Node;
 use hyper_util::rt::TokioIo;
@@ -82,6 +83,13 @@ pub async fn run(
     let drain_window = state.config.drain_window;
     let app = router(state);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Nagle's algorithm would hold small frames back until the peer's
+    // delayed ACK (up to 40 ms): fatal for a real-time stream.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

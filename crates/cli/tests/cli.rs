@@ -1,0 +1,120 @@
+//! The `holdfast` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn holdfast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("holdfast-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("holdfast.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn config_check_names_the_line_and_the_key() {
+    let path = temp_file(
+        "bad",
+        "listen = \"127.0.0.1:9000\"\nhistory_size = 10\npign_interval = \"5s\"\n",
+    );
+    let out = holdfast()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("pign_interval"),
+        "{err}"
+    );
+
+    let path = temp_file("badvalue", "history_ttl = \"forever\"\n");
+    let out = holdfast()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1") && err.contains("history_ttl"),
+        "{err}"
+    );
+
+    let path = temp_file("good", "ping_interval = \"20s\"\nhistory_size = 500\n");
+    let out = holdfast()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_prints_the_url_and_a_generated_key() {
+    let mut child = holdfast()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("HOLDFAST_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let rest: Vec<String> = lines.by_ref().take(4).map(|l| l.unwrap()).collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.starts_with("holdfast listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    let key_line = rest
+        .iter()
+        .find(|l| l.contains("API key"))
+        .expect("an API key line");
+    assert!(
+        key_line.contains("hf_") && key_line.contains("generated"),
+        "{key_line}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("curl")),
+        "says what to try next: {rest:?}"
+    );
+}
+
+#[test]
+fn bad_settings_fail_with_a_message() {
+    let out = holdfast()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ping-interval",
+            "soon",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("25s"));
+    let out = holdfast()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--broker",
+            "redis://127.0.0.1:1/0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
+}

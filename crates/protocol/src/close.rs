@@ -136,11 +136,7 @@ impl CloseCode {
     /// take their advice from their range, so a client that meets a code it
     /// does not know yet still does the right thing.
     pub const fn reconnect(self) -> bool {
-        match self.code() {
-            1001 | 1011 | 1013 => true,
-            4000..=4499 => true,
-            _ => false,
-        }
+        matches!(self.code(), 1001 | 1011 | 1013 | 4000..=4499)
     }
 
     /// Looks a number up in the table.

@@ -171,7 +171,7 @@ async fn websocket(
 ) -> Response {
     let accepted = match upgrade::check(&req, endpoint) {
         Ok(a) => a,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if state.node.is_draining() {
         return (

@@ -25,8 +25,34 @@ pub struct Accepted {
     pub protocol: Option<&'static str>,
 }
 
-/// Checks an upgrade request. `Err` is the complete response to send.
-pub fn check(req: &Request<Body>, endpoint: Endpoint) -> Result<Accepted, Response<Body>> {
+/// Why an upgrade was refused: the status, a header the RFC asks for, and a
+/// plain-words explanation for the response body and the log.
+pub struct Refusal {
+    status: StatusCode,
+    header: Option<(header::HeaderName, &'static str)>,
+    explanation: String,
+}
+
+impl Refusal {
+    /// The response to send.
+    pub fn into_response(self) -> Response<Body> {
+        tracing::debug!(status = %self.status, explanation = %self.explanation, "refused WebSocket handshake");
+        let mut r = Response::new(Body::from(self.explanation + "\n"));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Some((name, value)) = self.header {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        r
+    }
+}
+
+/// Checks an upgrade request.
+pub fn check(req: &Request<Body>, endpoint: Endpoint) -> Result<Accepted, Refusal> {
     let headers = req.headers();
     if req.method() != Method::GET {
         let mut r = refuse(
@@ -36,8 +62,7 @@ pub fn check(req: &Request<Body>, endpoint: Endpoint) -> Result<Accepted, Respon
                 req.method()
             ),
         );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        r.header = Some((header::ALLOW, "GET"));
         return Err(r);
     }
     if req.version() < Version::HTTP_11 {
@@ -77,10 +102,7 @@ pub fn check(req: &Request<Body>, endpoint: Endpoint) -> Result<Accepted, Respon
                     .unwrap_or_else(|| "(missing)".into())
             ),
         );
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
+        r.header = Some((header::SEC_WEBSOCKET_VERSION, "13"));
         return Err(r);
     }
     let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
@@ -190,13 +212,10 @@ fn valid_key(key: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
-fn refuse(status: StatusCode, explanation: String) -> Response<Body> {
-    tracing::debug!(%status, %explanation, "refused WebSocket handshake");
-    let mut r = Response::new(Body::from(explanation + "\n"));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
+fn refuse(status: StatusCode, explanation: String) -> Refusal {
+    Refusal {
+        status,
+        header: None,
+        explanation,
+    }
 }

@@ -290,7 +290,9 @@ pub async fn serve_echo(mut ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
                 metrics.messages_out(1);
             }
             Some(Ok(Message::Close(frame))) => {
-                let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                // `SinkExt::close` flushes the close reply tungstenite queued; sending
+                // `Message::Close` now would fail with SendAfterClosing.
+                let _ = timeout(CLOSE_GRACE, SinkExt::close(&mut ws)).await;
                 break frame.map(|f| u16::from(f.code)).unwrap_or(1005);
             }
             Some(Ok(_)) => {}

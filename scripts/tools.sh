@@ -1,0 +1,50 @@
+# Shared by scripts/test and scripts/autobahn: installs the test tools that
+# are missing, idempotently, into a cache outside the work tree.
+#
+# Each environment gets a `.complete` stamp as its last step, so an
+# interrupted install is rebuilt next time instead of half-used.
+
+HOLDFAST_CACHE="${HOLDFAST_CACHE:-$HOME/.cache/holdfast}"
+PY_VENV="$HOLDFAST_CACHE/py"
+AB_VENV="$HOLDFAST_CACHE/autobahn"
+AB_PACKAGES=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3.3.2
+  Twisted==19.10.0 zope.interface==4.6.0 jinja2==2.11.3 markupsafe==1.1.1 Werkzeug==1.0.1
+  klein==17.10.0 service_identity==18.1.0 unittest2==1.1.0 six==1.16.0
+  'autobahn[twisted,accelerate]==0.10.9' autobahntestsuite==25.10.1)
+
+die() { echo "error: $*" >&2; exit 1; }
+
+# Python venv with the third-party WebSocket client and pytest.
+ensure_python_venv() {
+  [ -f "$PY_VENV/.complete" ] && return 0
+  command -v python3 >/dev/null || die "python3 is missing: install it (apt-get install -y python3 python3-venv)"
+  echo "installing the Python test venv into $PY_VENV"
+  rm -rf "$PY_VENV" && mkdir -p "$HOLDFAST_CACHE"
+  python3 -m venv "$PY_VENV" || die "python3 -m venv failed: install python3-venv (apt-get install -y python3-venv)"
+  "$PY_VENV/bin/pip" install -q 'websockets>=13,<16' 'pytest>=8,<9' ||
+    die "pip install websockets pytest failed (it needs PyPI)"
+  touch "$PY_VENV/.complete"
+}
+
+# The Autobahn|Testsuite needs Python 2.7 (recipe in shared/TESTING.md).
+ensure_autobahn() {
+  [ -f "$AB_VENV/.complete" ] && return 0
+  local py27
+  py27="$(pyenv root 2>/dev/null)/versions/2.7.18/bin/python2.7"
+  [ -x "$py27" ] || die "Python 2.7.18 is missing for the Autobahn suite: install it with 'pyenv install 2.7.18'"
+  ensure_python_venv
+  echo "installing the Autobahn|Testsuite into $AB_VENV (about 40 s)"
+  local tools="$HOLDFAST_CACHE/venv-tools"
+  if [ ! -x "$tools/bin/virtualenv" ]; then
+    rm -rf "$tools"
+    python3 -m venv "$tools" && "$tools/bin/pip" install -q 'virtualenv<20.22' ||
+      die "pip install 'virtualenv<20.22' failed (needs PyPI)"
+  fi
+  rm -rf "$AB_VENV"
+  "$tools/bin/virtualenv" -q -p "$py27" "$AB_VENV" >/dev/null || die "virtualenv for Python 2.7 failed"
+  # pip 20 on Python 2 warns about the legacy resolver; the pinned set works.
+  "$AB_VENV/bin/pip" install -q "${AB_PACKAGES[@]}" >"$HOLDFAST_CACHE/autobahn-install.log" 2>&1
+  "$AB_VENV/bin/wstest" --help >/dev/null 2>&1 ||
+    die "installing autobahntestsuite failed (it needs PyPI); see $HOLDFAST_CACHE/autobahn-install.log"
+  touch "$AB_VENV/.complete"
+}

@@ -14,16 +14,19 @@ AB_PACKAGES=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3
 
 die() { echo "error: $*" >&2; exit 1; }
 
-# Python venv with the third-party WebSocket client and pytest.
+PY_PACKAGES=('websockets>=13,<16' 'pytest>=8,<9' 'pytest-asyncio>=0.23,<2')
+
+# Python venv with the third-party WebSocket client and pytest. The stamp
+# holds the package list, so changing the list rebuilds the venv.
 ensure_python_venv() {
-  [ -f "$PY_VENV/.complete" ] && return 0
+  [ "$(cat "$PY_VENV/.complete" 2>/dev/null)" = "${PY_PACKAGES[*]}" ] && return 0
   command -v python3 >/dev/null || die "python3 is missing: install it (apt-get install -y python3 python3-venv)"
   echo "installing the Python test venv into $PY_VENV"
   rm -rf "$PY_VENV" && mkdir -p "$HOLDFAST_CACHE"
   python3 -m venv "$PY_VENV" || die "python3 -m venv failed: install python3-venv (apt-get install -y python3-venv)"
-  "$PY_VENV/bin/pip" install -q 'websockets>=13,<16' 'pytest>=8,<9' ||
-    die "pip install websockets pytest failed (it needs PyPI)"
-  touch "$PY_VENV/.complete"
+  "$PY_VENV/bin/pip" install -q "${PY_PACKAGES[@]}" ||
+    die "pip install ${PY_PACKAGES[*]} failed (it needs PyPI)"
+  echo "${PY_PACKAGES[*]}" >"$PY_VENV/.complete"
 }
 
 # The Autobahn|Testsuite needs Python 2.7 (recipe in shared/TESTING.md).

@@ -110,6 +110,14 @@ fn channel(name: &str, field: &str) -> Result<ChannelName, ApiError> {
     })
 }
 
+/// The `channel` query parameter, present and valid.
+fn channel_param(value: Option<&str>) -> Result<ChannelName, ApiError> {
+    channel(
+        value.ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?,
+        "channel",
+    )
+}
+
 fn check_size(state: &AppState, data: &RawValue) -> Result<(), ApiError> {
     if data.get().len() > state.config.max_message_size {
         return Err(ApiError(
@@ -202,12 +210,7 @@ pub async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult {
     authorize(&headers, &state.config.api_key)?;
-    let ch = channel(
-        q.channel
-            .as_deref()
-            .ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?,
-        "channel",
-    )?;
+    let ch = channel_param(q.channel.as_deref())?;
     let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
         v.as_deref()
             .map(|s| {
@@ -244,12 +247,7 @@ pub async fn presence(
     Query(q): Query<ChannelQuery>,
 ) -> ApiResult {
     authorize(&headers, &state.config.api_key)?;
-    let ch = channel(
-        q.channel
-            .as_deref()
-            .ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?,
-        "channel",
-    )?;
+    let ch = channel_param(q.channel.as_deref())?;
     let subscribers = state.node.broker.presence(&ch).await.map_err(unavailable)?;
     let list: Vec<_> = subscribers
         .iter()

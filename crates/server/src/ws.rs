@@ -59,8 +59,6 @@ enum ReadEnd {
     PeerClosed(u16),
     /// The socket ended without a close frame.
     PeerGone,
-    /// The outbox is closing; the writer is already on it.
-    Closing,
     /// The peer sent something that ends the connection with this code.
     Fail(Disconnect),
 }
@@ -85,12 +83,6 @@ pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
     };
     let code = match end {
         Ok(code) => code,
-        Err(ReadEnd::Closing) => {
-            // The writer had not finished; let it send what the outbox says.
-            timeout(CLOSE_GRACE * 2, write_outbox(&mut sink, &outbox, &metrics))
-                .await
-                .unwrap_or(ABNORMAL)
-        }
         Err(ReadEnd::PeerClosed(code)) => {
             let _ = timeout(CLOSE_GRACE, sink.close()).await;
             code
@@ -107,7 +99,8 @@ async fn read_protocol(
     session: &mut Session,
     metrics: &Metrics,
 ) -> ReadEnd {
-    let outbox = session.outbox().clone();
+    // No arm for "outbox closing" here: once the writer has sent the close
+    // frame, this loop is what reads the peer's close reply.
     loop {
         let deadline = session.deadline();
         let next = tokio::select! {
@@ -116,7 +109,6 @@ async fn read_protocol(
                 session.tick(Instant::now());
                 continue;
             }
-            () = outbox.closing() => return ReadEnd::Closing,
         };
         let now = Instant::now();
         match next {

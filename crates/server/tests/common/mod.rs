@@ -31,8 +31,10 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             session: SessionConfig::default(),
+            // Short, so `stop` does not wait long for clients a test left open.
             server: ServerConfig {
                 api_key: API_KEY.into(),
+                drain_window: Duration::from_millis(500),
                 ..ServerConfig::default()
             },
             history: HistoryLimits::default(),

@@ -29,6 +29,10 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Diagnose a WebSocket endpoint (any server) and name the fix.
+    Doctor(holdfast_doctor::DoctorArgs),
+    /// Print an nginx config that proxies WebSockets correctly.
+    Nginx(holdfast_doctor::nginx::NginxArgs),
     /// Load-test a holdfast server (idle memory, fan-out latency).
     Bench(holdfast_bench::BenchArgs),
 }
@@ -68,6 +72,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Doctor(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(ExitCode::from(rt.block_on(holdfast_doctor::run(args))))
+        }
+        Command::Nginx(args) => {
+            print!("{}", holdfast_doctor::nginx::generate(&args));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(holdfast_bench::run(args))?;

@@ -1,0 +1,117 @@
+//! `holdfast doctor`: diagnoses any WebSocket endpoint, ours or not, and
+//! names the fix. Browsers report every failure as `error` + 1006, so the
+//! doctor builds the connection itself, layer by layer (URL, DNS, TCP,
+//! TLS, the HTTP upgrade, the handshake, a round trip, ping, an optional
+//! idle test, the close), keeps the raw evidence, and hands it to pure
+//! rules that pick one cause.
+//!
+//! It sees servers only from the outside: no dependency on the gateway's
+//! core or server crates.
+
+mod cause;
+pub mod nginx;
+mod observe;
+mod platform;
+mod probe;
+mod report;
+mod rules;
+mod target;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cause::Cause;
+pub use observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
+pub use report::{Report, Stage, Status};
+pub use rules::{diagnose, Verdict};
+
+/// Arguments of `holdfast doctor`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DoctorArgs {
+    /// The endpoint, e.g. `wss://example.com/ws` (http(s):// is taken as ws(s)://).
+    #[arg(required_unless_present = "nginx")]
+    pub url: Option<String>,
+    /// Origin header to send (what a page on that origin would send).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// The origin of the page that will open the WebSocket (checks ws: from https:).
+    #[arg(long)]
+    pub page_origin: Option<String>,
+    /// Subprotocol to offer (repeatable).
+    #[arg(long)]
+    pub subprotocol: Vec<String>,
+    /// Extra request header, `'Name: value'` (repeatable).
+    #[arg(long)]
+    pub header: Vec<String>,
+    /// Bearer token to send in `Authorization`.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// PEM file of extra CA certificates to trust.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Stay silent this long after the handshake to find idle timeouts, e.g. `75s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle: Option<Duration>,
+    /// Time limit for each network step.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print one JSON object instead of the checklist.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the raw request and response head.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Lint an nginx config file instead of probing a URL.
+    #[arg(long, value_name = "FILE")]
+    pub nginx: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write 75s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: use ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Probes `url` and diagnoses it.
+pub async fn examine(args: &DoctorArgs, url: &str) -> Report {
+    let probe = probe::probe(args, url).await;
+    let verdict = diagnose(&probe.observations);
+    let raw = if args.verbose { probe.raw } else { None };
+    Report::new(probe.stages, &probe.observations, verdict, raw)
+}
+
+/// Runs the command and prints its output; returns the exit status:
+/// 0 healthy, 1 broken, 2 usage error.
+pub async fn run(args: DoctorArgs) -> u8 {
+    if let Some(path) = &args.nginx {
+        return nginx::lint_command(path);
+    }
+    let Some(url) = args.url.clone() else {
+        eprintln!("holdfast doctor: give a URL (or --nginx FILE)");
+        return 2;
+    };
+    let report = examine(&args, &url).await;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", report.text(&url, colour));
+    }
+    if report.healthy {
+        0
+    } else {
+        1
+    }
+}

@@ -1,0 +1,641 @@
+//! The diagnosis: observations in, one verdict out. Pure, so each rule is
+//! tested with hand-written observations (see the tests below).
+//!
+//! Rules run in the order a connection is built (URL, DNS, TCP, TLS, HTTP,
+//! WebSocket), and the first failing layer names the cause: a later symptom
+//! is only a consequence of an earlier failure.
+
+use holdfast_protocol::CloseCode;
+use serde::Serialize;
+
+use crate::cause::Cause;
+use crate::observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
+use crate::platform::{idle_limits_matching, proxy_in_front, Proxy};
+
+/// The doctor's conclusion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// The most likely cause.
+    pub cause: Cause,
+    /// One paragraph in plain words.
+    pub summary: String,
+    /// What to change, with config lines where they help.
+    pub fix: String,
+}
+
+fn verdict(cause: Cause, summary: impl Into<String>, fix: impl Into<String>) -> Verdict {
+    Verdict {
+        cause,
+        summary: summary.into(),
+        fix: fix.into(),
+    }
+}
+
+const NGINX_UPGRADE: &str = "nginx (http block, once):
+    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+nginx (the WebSocket location):
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection $connection_upgrade;
+    proxy_read_timeout 3600s;
+Caddy: reverse_proxy forwards upgrades by itself; check nothing strips the headers.
+HAProxy: use `mode http` and add `timeout tunnel 1h` to the backend.
+Apache (2.4.47+): ProxyPass /ws http://backend/ws upgrade=websocket timeout=3600
+`holdfast nginx` prints a complete server block.";
+
+/// Diagnoses what the probe saw.
+pub fn diagnose(o: &Observations) -> Verdict {
+    if let Some(e) = &o.url_error {
+        return verdict(
+            Cause::InvalidUrl,
+            format!("The URL cannot be used for a WebSocket: {e}."),
+            "Use ws://HOST[:PORT]/PATH, or wss:// for TLS (for example ws://127.0.0.1:8080/ws).",
+        );
+    }
+    if o.mixed_content {
+        return verdict(
+            Cause::MixedContent,
+            "The page is served over HTTPS but the WebSocket URL is ws://. Browsers block insecure \
+             WebSockets from secure pages (\"Mixed Content\"), often with nothing more than error + 1006.",
+            "Use wss:// with the same host as the page (derive it from location.protocol), and serve \
+             TLS on the WebSocket endpoint or terminate it in the proxy in front.",
+        );
+    }
+    if let Some(Err(e)) = &o.dns {
+        return verdict(
+            Cause::DnsFailure,
+            format!("The host name does not resolve: {e}."),
+            "Check the spelling of the host, the DNS record, and /etc/hosts on this machine.",
+        );
+    }
+    match &o.tcp {
+        Some(Tcp::Refused) => {
+            return verdict(
+                Cause::ConnectionRefused,
+                "Nothing accepts connections on that address and port (the TCP connection was refused).",
+                "Start the server, or check the port: is it listening on this address (127.0.0.1 vs \
+                 0.0.0.0) and is the port published (Docker -p, Kubernetes Service)?",
+            )
+        }
+        Some(Tcp::Timeout) => {
+            return verdict(
+                Cause::ConnectTimeout,
+                "The TCP connection got no answer in time: a firewall drops the packets, or the address \
+                 is wrong or unreachable from here.",
+                "Check the address, security groups and firewall rules for that port.",
+            )
+        }
+        Some(Tcp::Failed(e)) => {
+            return verdict(Cause::Unknown, format!("The TCP connection failed: {e}."), "Check the network path to the host.")
+        }
+        Some(Tcp::Connected) | None => {}
+    }
+    if let Some(tls) = &o.tls {
+        if let Some(v) = tls_verdict(tls) {
+            return v;
+        }
+    }
+    let response = match &o.http {
+        None => return verdict(Cause::Unknown, "The probe stopped before the HTTP upgrade.", "Run with --verbose."),
+        Some(Http::TlsBytes) => {
+            return verdict(
+                Cause::PlainOnTlsPort,
+                "ws:// was used on a port that speaks TLS: the server answered with TLS bytes.",
+                "Use wss:// for this port, or the plain-HTTP port for ws://.",
+            )
+        }
+        Some(Http::Timeout) => {
+            return verdict(
+                Cause::HandshakeTimeout,
+                "The TCP connection was accepted but no HTTP answer came to the upgrade request. Something \
+                 holds the request: a proxy waiting on a stalled backend, a TLS port that waits for a \
+                 ClientHello, or a server that is not HTTP at all.",
+                "Check the backend's logs for the request; if a proxy is in front, check that its upstream \
+                 is up and answering (curl -v the same URL with http://).",
+            )
+        }
+        Some(Http::ClosedWithoutAnswer) => {
+            return verdict(
+                Cause::AbnormalClosure,
+                "The server closed the connection without answering the upgrade request.",
+                "Check the server's logs; the process may crash on the request, or a proxy may refuse \
+                 upgrades silently.",
+            )
+        }
+        Some(Http::Response(r)) => r,
+    };
+    if response.status != 101 {
+        return status_verdict(response, o);
+    }
+    if let Some(v) = o.handshake.as_ref().and_then(handshake_verdict) {
+        return v;
+    }
+    session_verdict(o)
+}
+
+fn tls_verdict(tls: &Tls) -> Option<Verdict> {
+    Some(match tls {
+        Tls::Ok { .. } => return None,
+        Tls::Untrusted(d) => verdict(
+            Cause::TlsUntrustedCertificate,
+            format!("The server's certificate is not trusted ({d}): self-signed or from a private CA. Browsers refuse it with no message to JavaScript."),
+            "Serve a certificate from a public CA (Let's Encrypt), or install the private CA on the \
+             clients; to check from here, pass --ca-file CA.pem.",
+        ),
+        Tls::NameMismatch(d) => verdict(
+            Cause::TlsNameMismatch,
+            format!("The certificate does not cover this host name ({d})."),
+            "Issue a certificate whose subjectAltName includes the host in the URL, or use the name the \
+             certificate was issued for.",
+        ),
+        Tls::Expired(d) => verdict(
+            Cause::TlsExpired,
+            format!("The certificate is expired or not yet valid ({d})."),
+            "Renew the certificate (certbot renew) and reload the server or proxy; check the clock.",
+        ),
+        Tls::NotTls(d) => verdict(
+            Cause::TlsOnPlainPort,
+            format!("wss:// was used on a port that speaks plain HTTP ({d})."),
+            "Use ws:// for this port, or enable TLS on it (nginx: listen 443 ssl; with ssl_certificate \
+             and ssl_certificate_key).",
+        ),
+        Tls::Timeout => verdict(
+            Cause::HandshakeTimeout,
+            "The TCP connection was accepted but the TLS handshake got no answer.",
+            "Check that the port really serves TLS and that nothing in between holds the connection.",
+        ),
+        Tls::Failed(d) => verdict(Cause::Unknown, format!("The TLS handshake failed: {d}."), "Check the server's TLS configuration."),
+    })
+}
+
+fn status_verdict(r: &Response, o: &Observations) -> Verdict {
+    let body = r.body.to_ascii_lowercase();
+    let proxy = proxy_in_front(r);
+    let via = proxy
+        .map(|p| format!(" The answer came from {}.", p.name()))
+        .unwrap_or_default();
+    let status_line = format!("HTTP {} {}", r.status, r.reason);
+    let mentions_upgrade = body.contains("upgrade") || body.contains("websocket");
+    match r.status {
+        505 => http10(&status_line),
+        _ if body.contains("http/1.0") => http10(&status_line),
+        _ if body.contains("plain http request was sent to https port") => verdict(
+            Cause::PlainOnTlsPort,
+            format!("ws:// was used on a port that speaks TLS: the server answered {status_line} \"The plain HTTP request was sent to HTTPS port\"."),
+            "Use wss:// for this port, or the plain-HTTP port for ws://.",
+        ),
+        426 => strips_upgrade(&status_line, &via),
+        400 if body.contains("subprotocol") || body.contains("sec-websocket-protocol") => verdict(
+            Cause::SubprotocolMismatch,
+            format!("The server refused the subprotocols offered ({status_line}): {}", first_line(&r.body)),
+            "Offer a subprotocol the server supports (for holdfast: new WebSocket(url, 'holdfast.v1.json')), \
+             or pass it to the doctor with --subprotocol.",
+        ),
+        400 if mentions_upgrade || r.header_has_token("connection", "close") => strips_upgrade(&status_line, &via),
+        301 | 302 | 303 | 307 | 308 => {
+            let to = r.header("location").unwrap_or("(no Location header)");
+            verdict(
+                Cause::Redirect,
+                format!("The WebSocket path answers {status_line} to {to}. WebSocket clients do not follow redirects: browsers fail with 1006."),
+                format!(
+                    "Connect to the final URL directly ({to}). Common causes: a trailing slash rule \
+                     (nginx `location /ws/` while clients use /ws), or an HTTP→HTTPS redirect (use wss://)."
+                ),
+            )
+        }
+        404 => verdict(
+            Cause::PathNotFound,
+            format!(
+                "Nothing is at this path ({status_line}).{}",
+                if proxy == Some(Proxy::Nginx) {
+                    " nginx answered itself: no location matches the path, or it proxies to a path the backend lacks."
+                } else {
+                    " The application answered: the route is not registered at this path."
+                }
+            ),
+            "Check the path against the server's WebSocket route (holdfast: /ws) and the proxy's location \
+             blocks and proxy_pass URI (a trailing slash in proxy_pass rewrites the path).",
+        ),
+        200 => verdict(
+            Cause::NotAWebsocketEndpoint,
+            format!(
+                "The path answers {status_line} with {} instead of switching protocols: it serves a page (often a single-page-app fallback), not a WebSocket.",
+                r.header("content-type").unwrap_or("a body")
+            ),
+            "Route the WebSocket path to the WebSocket server before the catch-all (nginx: a `location /ws` \
+             above `try_files $uri /index.html`).",
+        ),
+        502 => verdict(
+            Cause::UpstreamUnavailable,
+            format!("The proxy could not reach the backend ({status_line}).{via}"),
+            "Start the backend, and check the proxy's upstream address and port (proxy_pass).",
+        ),
+        504 => verdict(
+            Cause::UpstreamTimeout,
+            format!("The proxy gave up waiting for the backend ({status_line}).{via}"),
+            "Check that the backend answers the upgrade quickly; raise proxy_connect_timeout only if the \
+             backend is slow on purpose.",
+        ),
+        403 if body.contains("origin") || o.origin_retry_status == Some(101) => verdict(
+            Cause::OriginRejected,
+            format!("The server refuses the Origin sent ({status_line}): {}", first_line(&r.body)),
+            "Add the page's origin to the server's allowed origins (holdfast: allowed_origins), or test \
+             with --origin set to the page's origin.",
+        ),
+        401 | 403 => verdict(
+            Cause::AuthRejected,
+            format!("The server wants credentials ({status_line}): {}", first_line(&r.body)),
+            "Pass the token the application uses (--token JWT or --header 'Authorization: Bearer …').",
+        ),
+        429 => rate_limited(r, &status_line),
+        503 if r.header("retry-after").is_some() => rate_limited(r, &status_line),
+        500..=599 => verdict(
+            Cause::ServerError,
+            format!("The server failed on the upgrade ({status_line}).{via} {}", first_line(&r.body)),
+            "Check the server's logs for this request.",
+        ),
+        _ => verdict(
+            Cause::Unknown,
+            format!("The server answered {status_line} instead of 101 Switching Protocols.{via}"),
+            "Run with --verbose to see the full response.",
+        ),
+    }
+}
+
+fn strips_upgrade(status_line: &str, via: &str) -> Verdict {
+    verdict(
+        Cause::ProxyStripsUpgrade,
+        format!(
+            "The upgrade request reached a server without its Upgrade header ({status_line}).{via} A proxy in \
+             front is not forwarding Upgrade and Connection, so the backend sees a plain HTTP request; \
+             browsers report \"Unexpected response code\"."
+        ),
+        NGINX_UPGRADE,
+    )
+}
+
+fn http10(status_line: &str) -> Verdict {
+    verdict(
+        Cause::ProxyHttp10Upstream,
+        format!(
+            "The backend received the request as HTTP/1.0 ({status_line}), which cannot upgrade. A proxy in \
+             front talks HTTP/1.0 upstream: nginx does so by default before 1.29.7."
+        ),
+        NGINX_UPGRADE,
+    )
+}
+
+fn rate_limited(r: &Response, status_line: &str) -> Verdict {
+    verdict(
+        Cause::RateLimited,
+        format!(
+            "The server is limiting requests or shedding load ({status_line}, Retry-After: {}).",
+            r.header("retry-after").unwrap_or("none")
+        ),
+        "Reconnect with exponential backoff and jitter, honouring Retry-After; if this is your server, \
+         check its connection limits.",
+    )
+}
+
+fn handshake_verdict(h: &Handshake) -> Option<Verdict> {
+    if !h.accept_ok || !h.upgrade_ok || !h.connection_ok {
+        let mut broken = Vec::new();
+        if !h.accept_ok {
+            broken.push("Sec-WebSocket-Accept does not match the key");
+        }
+        if !h.upgrade_ok {
+            broken.push("Upgrade: websocket is missing");
+        }
+        if !h.connection_ok {
+            broken.push("Connection: upgrade is missing");
+        }
+        return Some(verdict(
+            Cause::Unknown,
+            format!("The server answered 101 but the handshake is invalid: {}. Browsers fail such a connection.", broken.join("; ")),
+            "Fix the server's handshake (RFC 6455 §4.2.2), or the proxy that rewrites these headers.",
+        ));
+    }
+    if h.chose_unoffered() {
+        return Some(verdict(
+            Cause::SubprotocolMismatch,
+            format!(
+                "The server chose subprotocol {:?}, which the client did not offer; browsers fail the connection.",
+                h.chosen.as_deref().unwrap_or_default()
+            ),
+            "Make the server choose only among offered subprotocols (or none), or offer that one.",
+        ));
+    }
+    None
+}
+
+fn session_verdict(o: &Observations) -> Verdict {
+    let idle = o.idle_requested;
+    match &o.end {
+        Some(End::Dropped { after }) if idle.is_some() => {
+            let secs = after.as_secs();
+            let matches = idle_limits_matching(secs);
+            let names = if matches.is_empty() {
+                String::from("no common platform default matches it exactly")
+            } else {
+                format!("it matches {}", matches.join("; or "))
+            };
+            return verdict(
+                Cause::IdleTimeout,
+                format!(
+                    "After {secs} s of silence the connection was dropped without a close frame: something in between \
+                     cuts idle connections, and {names}. Browsers see 1006."
+                ),
+                format!(
+                    "Send traffic more often than every {secs} s (holdfast pings every 25 s by default; \
+                     --ping-interval), and raise the proxy's idle timeout:\n{NGINX_IDLE}"
+                ),
+            );
+        }
+        Some(End::Dropped { after }) => {
+            return verdict(
+                Cause::AbnormalClosure,
+                format!(
+                    "The connection dropped {} s after the handshake without a close frame (TCP FIN or RST); browsers see 1006.",
+                    after.as_secs()
+                ),
+                "Check the server's logs around that time (a crash, a restart, a proxy reload), and make \
+                 clients reconnect with backoff.",
+            )
+        }
+        Some(End::Closed { code, reason, after }) => {
+            let meaning = CloseCode::from_code(*code).map(|c| c.meaning()).unwrap_or("an application-defined code");
+            let reconnect = if CloseCode::advice_for(*code) { "should reconnect" } else { "should not reconnect" };
+            return verdict(
+                Cause::ServerClosed,
+                format!(
+                    "The server closed the connection {} s after the handshake with code {code}{}: {meaning} A client {reconnect}.",
+                    after.as_secs(),
+                    if reason.is_empty() { String::new() } else { format!(" ({reason:?})") }
+                ),
+                "See the close code's meaning; if it is unexpected, check the server's logs for this session.",
+            );
+        }
+        None => {}
+    }
+    let how = match &o.round_trip {
+        Some(RoundTrip::Holdfast { .. }) => "and it speaks the holdfast protocol",
+        Some(RoundTrip::Echo) => "and it echoes messages",
+        Some(RoundTrip::OtherReply(_)) => "and it answered the probe message",
+        Some(RoundTrip::NoReply) | None => {
+            "(it did not answer the probe message, which is fine for endpoints that only push)"
+        }
+    };
+    let idle_note = match idle {
+        Some(i) => format!(
+            " It stayed open through {} s of client silence.",
+            i.as_secs()
+        ),
+        None => String::from(" To find proxy idle timeouts, run again with --idle 75s."),
+    };
+    verdict(
+        Cause::Healthy,
+        format!("The endpoint completed a valid WebSocket handshake {how}.{idle_note}"),
+        "Nothing to fix.",
+    )
+}
+
+const NGINX_IDLE: &str = "nginx:   proxy_read_timeout 3600s; proxy_send_timeout 3600s;
+HAProxy: timeout tunnel 1h
+Apache:  ProxyPass /ws http://backend/ws upgrade=websocket timeout=3600
+AWS ALB: idle_timeout.timeout_seconds = 3600";
+
+fn first_line(body: &str) -> String {
+    let line = body
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn reached(status: u16, headers: &[(&str, &str)], body: &str) -> Observations {
+        Observations {
+            dns: Some(Ok(vec!["127.0.0.1".into()])),
+            tcp: Some(Tcp::Connected),
+            http: Some(Http::Response(Response {
+                version: "HTTP/1.1".into(),
+                status,
+                reason: "X".into(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: body.into(),
+            })),
+            ..Observations::default()
+        }
+    }
+
+    fn upgraded() -> Observations {
+        let mut o = reached(
+            101,
+            &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+            "",
+        );
+        o.handshake = Some(Handshake {
+            accept_ok: true,
+            upgrade_ok: true,
+            connection_ok: true,
+            ..Handshake::default()
+        });
+        o.round_trip = Some(RoundTrip::Echo);
+        o
+    }
+
+    fn cause(o: &Observations) -> Cause {
+        diagnose(o).cause
+    }
+
+    #[test]
+    fn layers_fail_in_order() {
+        let o = Observations {
+            url_error: Some("scheme ftp".into()),
+            ..Observations::default()
+        };
+        assert_eq!(cause(&o), Cause::InvalidUrl);
+        let o = Observations {
+            dns: Some(Err("no such host".into())),
+            ..Observations::default()
+        };
+        assert_eq!(cause(&o), Cause::DnsFailure);
+        let o = Observations {
+            tcp: Some(Tcp::Refused),
+            ..Observations::default()
+        };
+        assert_eq!(cause(&o), Cause::ConnectionRefused);
+        let o = Observations {
+            tcp: Some(Tcp::Timeout),
+            ..Observations::default()
+        };
+        assert_eq!(cause(&o), Cause::ConnectTimeout);
+        let o = Observations {
+            tcp: Some(Tcp::Connected),
+            http: Some(Http::Timeout),
+            ..Observations::default()
+        };
+        assert_eq!(cause(&o), Cause::HandshakeTimeout);
+        let o = Observations {
+            tcp: Some(Tcp::Connected),
+            http: Some(Http::TlsBytes),
+            ..Observations::default()
+        };
+        assert_eq!(cause(&o), Cause::PlainOnTlsPort);
+        let mut o = upgraded();
+        o.mixed_content = true;
+        assert_eq!(
+            cause(&o),
+            Cause::MixedContent,
+            "a browser would refuse even a working endpoint"
+        );
+    }
+
+    #[test]
+    fn tls_failures() {
+        for (tls, want) in [
+            (
+                Tls::Untrusted("UnknownIssuer".into()),
+                Cause::TlsUntrustedCertificate,
+            ),
+            (Tls::NameMismatch("x".into()), Cause::TlsNameMismatch),
+            (Tls::Expired("x".into()), Cause::TlsExpired),
+            (Tls::NotTls("x".into()), Cause::TlsOnPlainPort),
+        ] {
+            let o = Observations {
+                tcp: Some(Tcp::Connected),
+                tls: Some(tls),
+                ..Observations::default()
+            };
+            assert_eq!(cause(&o), want);
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        let nginx = [("Server", "nginx/1.22.1")];
+        assert_eq!(
+            cause(&reached(426, &[], "No `Upgrade: websocket` header")),
+            Cause::ProxyStripsUpgrade
+        );
+        assert_eq!(
+            cause(&reached(400, &[("Connection", "close")], "Bad Request")),
+            Cause::ProxyStripsUpgrade
+        );
+        assert_eq!(
+            cause(&reached(
+                400,
+                &[],
+                "this server speaks `holdfast.v1.json` subprotocol"
+            )),
+            Cause::SubprotocolMismatch
+        );
+        assert_eq!(
+            cause(&reached(426, &[], "This request arrived as HTTP/1.0")),
+            Cause::ProxyHttp10Upstream
+        );
+        assert_eq!(cause(&reached(505, &[], "")), Cause::ProxyHttp10Upstream);
+        let r = diagnose(&reached(301, &[("Location", "http://h/ws/")], ""));
+        assert_eq!(r.cause, Cause::Redirect);
+        assert!(r.summary.contains("http://h/ws/"));
+        let r = diagnose(&reached(404, &nginx, "<center>nginx</center>"));
+        assert!(r.cause == Cause::PathNotFound && r.summary.contains("nginx answered"));
+        assert_eq!(
+            cause(&reached(200, &[("Content-Type", "text/html")], "<html>")),
+            Cause::NotAWebsocketEndpoint
+        );
+        assert_eq!(cause(&reached(502, &nginx, "")), Cause::UpstreamUnavailable);
+        assert_eq!(cause(&reached(504, &nginx, "")), Cause::UpstreamTimeout);
+        assert_eq!(
+            cause(&reached(
+                403,
+                &[],
+                "Origin https://evil.example is not allowed"
+            )),
+            Cause::OriginRejected
+        );
+        let mut o = reached(403, &[], "Forbidden");
+        assert_eq!(cause(&o), Cause::AuthRejected);
+        o.origin_retry_status = Some(101);
+        assert_eq!(
+            cause(&o),
+            Cause::OriginRejected,
+            "403 that goes away with another Origin"
+        );
+        assert_eq!(cause(&reached(401, &[], "")), Cause::AuthRejected);
+        assert_eq!(
+            cause(&reached(429, &[("Retry-After", "5")], "")),
+            Cause::RateLimited
+        );
+        assert_eq!(
+            cause(&reached(503, &[("Retry-After", "5")], "")),
+            Cause::RateLimited
+        );
+        assert_eq!(cause(&reached(503, &[], "")), Cause::ServerError);
+        assert_eq!(
+            cause(&reached(
+                400,
+                &[],
+                "The plain HTTP request was sent to HTTPS port"
+            )),
+            Cause::PlainOnTlsPort
+        );
+        assert_eq!(cause(&reached(418, &[], "")), Cause::Unknown);
+    }
+
+    #[test]
+    fn upgraded_sessions() {
+        assert_eq!(cause(&upgraded()), Cause::Healthy);
+        let mut o = upgraded();
+        o.handshake.as_mut().unwrap().accept_ok = false;
+        assert_eq!(cause(&o), Cause::Unknown);
+        let mut o = upgraded();
+        o.handshake.as_mut().unwrap().chosen = Some("mqtt".into());
+        assert_eq!(cause(&o), Cause::SubprotocolMismatch);
+
+        let mut o = upgraded();
+        o.idle_requested = Some(Duration::from_secs(75));
+        o.end = Some(End::Dropped {
+            after: Duration::from_secs(60),
+        });
+        let v = diagnose(&o);
+        assert_eq!(v.cause, Cause::IdleTimeout);
+        assert!(
+            v.summary.contains("proxy_read_timeout") && v.fix.contains("proxy_read_timeout 3600s"),
+            "{v:?}"
+        );
+
+        let mut o = upgraded();
+        o.end = Some(End::Dropped {
+            after: Duration::from_secs(2),
+        });
+        assert_eq!(cause(&o), Cause::AbnormalClosure);
+
+        let mut o = upgraded();
+        o.end = Some(End::Closed {
+            code: 1008,
+            reason: "policy".into(),
+            after: Duration::from_secs(1),
+        });
+        let v = diagnose(&o);
+        assert_eq!(v.cause, Cause::ServerClosed);
+        assert!(
+            v.summary.contains("1008") && v.summary.contains("should not reconnect"),
+            "{}",
+            v.summary
+        );
+
+        let mut o = upgraded();
+        o.idle_requested = Some(Duration::from_secs(5));
+        let v = diagnose(&o);
+        assert!(v.cause == Cause::Healthy && v.summary.contains("5 s of client silence"));
+    }
+}

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 pub use cause::Cause;
 pub use observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
+pub use probe::accept_for;
 pub use report::{Report, Stage, Status};
 pub use rules::{diagnose, Verdict};
 

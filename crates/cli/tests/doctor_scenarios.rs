@@ -1,0 +1,607 @@
+//! The doctor against a corpus of real failures: a real holdfast server,
+//! real nginx in front of it with the configs the seed articles warn about,
+//! TLS with certificates made at test time, and small scripted servers for
+//! what no correct server does (black holes, odd closes). For each scenario
+//! the doctor must name the right cause and a fix that names the setting.
+//!
+//! Needs nginx: `apt-get install -y nginx-light` (scripts/test does it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn holdfast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+/// Kills a child process (by PID, through its handle) when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_holdfast(extra: &[&str]) -> (Guard, u16) {
+    let mut child = holdfast()
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let port = first.rsplit(':').next().unwrap().parse().unwrap();
+    (Guard(child), port)
+}
+
+/// Accepts connections and never answers.
+fn black_hole() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// Completes the WebSocket handshake, then runs `after` on the socket.
+fn scripted_ws(after: fn(&mut TcpStream)) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head);
+            let key = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                holdfast_doctor::accept_for(&key)
+            );
+            after(&mut s);
+        }
+    });
+    port
+}
+
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    /// A CA, and leaf certificates signed by it: good, wrong name, expired;
+    /// plus a self-signed one.
+    fn make(dir: &Path) -> Certs {
+        use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        let leaf = |name: &str, names: Vec<String>, expired: bool| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            if expired {
+                params.not_before = date_time_ymd(2020, 1, 1);
+                params.not_after = date_time_ymd(2021, 1, 1);
+            }
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        };
+        leaf("good", vec!["localhost".into(), "127.0.0.1".into()], false);
+        leaf("wrongname", vec!["wrong.example".into()], false);
+        leaf(
+            "expired",
+            vec!["localhost".into(), "127.0.0.1".into()],
+            true,
+        );
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("selfsigned.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("selfsigned.key"), key.serialize_pem()).unwrap();
+        Certs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn pair(&self, name: &str) -> String {
+        format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            self.dir.join(format!("{name}.pem")).display(),
+            self.dir.join(format!("{name}.key")).display()
+        )
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    url: String,
+    args: Vec<String>,
+    cause: &'static str,
+    /// Words the fix (or summary) must contain.
+    mentions: &'static [&'static str],
+}
+
+fn find_nginx() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nginx is missing: install it with `apt-get install -y nginx-light` (scripts/test does this)");
+}
+
+#[test]
+fn the_doctor_names_the_cause_of_each_real_failure() {
+    let nginx = find_nginx();
+    let dir = std::env::temp_dir().join(format!("holdfast-doctor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let certs = Certs::make(&dir.join("certs"));
+
+    let (_server, hf) = start_holdfast(&["--ping-interval", "30s"]);
+    let down = free_port();
+    let hole = black_hole();
+    let closes = scripted_ws(|s| {
+        // A close frame with 1008 "policy", then the TCP close.
+        let _ = s.write_all(&[0x88, 0x08, 0x03, 0xf0, b'p', b'o', b'l', b'i', b'c', b'y']);
+        thread::sleep(Duration::from_millis(200));
+    });
+    let drops = scripted_ws(|s| {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    });
+
+    // One nginx, one port per configuration.
+    let names = [
+        "good",
+        "noupgrade",
+        "http10",
+        "shortread",
+        "redirect",
+        "spa",
+        "down",
+        "slow",
+        "tls_self",
+        "tls_wrong",
+        "tls_expired",
+        "tls_good",
+        "origin",
+        "auth",
+        "ratelimit",
+    ];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let port = |n: &str| ports[names.iter().position(|x| *x == n).unwrap()];
+    let upgrade_headers = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;";
+    let servers = [
+        ("good", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} }}"), ""),
+        ("noupgrade", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; proxy_http_version 1.1; }}"), ""),
+        ("http10", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; }}"), ""),
+        ("shortread", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} proxy_read_timeout 2s; }}"), ""),
+        ("redirect", "location = /ws { return 301 /ws/; }".to_string(), ""),
+        ("spa", "location / { default_type text/html; return 200 '<!doctype html><div id=app></div>'; }".to_string(), ""),
+        ("down", format!("location /ws {{ proxy_pass http://127.0.0.1:{down}; {upgrade_headers} }}"), ""),
+        ("slow", format!("location /ws {{ proxy_pass http://127.0.0.1:{hole}; {upgrade_headers} proxy_read_timeout 1s; }}"), ""),
+        ("tls_self", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} }}"), "selfsigned"),
+        ("tls_wrong", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} }}"), "wrongname"),
+        ("tls_expired", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} }}"), "expired"),
+        ("tls_good", format!("location /ws {{ proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} }}"), "good"),
+        (
+            "origin",
+            format!(
+                "location /ws {{ if ($http_origin = 'https://evil.example') {{ return 403 'Forbidden'; }} proxy_pass http://127.0.0.1:{hf}; {upgrade_headers} }}"
+            ),
+            "",
+        ),
+        ("auth", "location /ws { return 401 'Unauthorized'; }".to_string(), ""),
+        ("ratelimit", "location /ws { add_header Retry-After 5 always; return 429 'slow down'; }".to_string(), ""),
+    ];
+    let mut conf = format!(
+        "daemon off; pid {d}/nginx.pid; error_log {d}/error.log info; worker_processes 1;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n  \
+         map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n",
+        d = dir.display()
+    );
+    for (name, location, cert) in &servers {
+        let listen = if cert.is_empty() {
+            format!("listen 127.0.0.1:{};", port(name))
+        } else {
+            format!("listen 127.0.0.1:{} ssl; {}", port(name), certs.pair(cert))
+        };
+        conf.push_str(&format!(
+            "  server {{ {listen} server_name localhost; {location} }}\n"
+        ));
+    }
+    conf.push_str("}\n");
+    std::fs::write(dir.join("nginx.conf"), &conf).unwrap();
+    let nginx = Guard(
+        Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    for p in &ports {
+        wait_for_port(*p);
+    }
+
+    let ca = dir.join("certs/ca.pem").display().to_string();
+    let s = |name, url: String, args: &[&str], cause, mentions| Scenario {
+        name,
+        url,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        cause,
+        mentions,
+    };
+    let ng = |n: &str, path: &str| format!("ws://127.0.0.1:{}{path}", port(n));
+    let scenarios = vec![
+        s(
+            "holdfast /ws, direct",
+            format!("ws://127.0.0.1:{hf}/ws"),
+            &[],
+            "healthy",
+            &["holdfast protocol"],
+        ),
+        s(
+            "holdfast /echo, direct",
+            format!("ws://127.0.0.1:{hf}/echo"),
+            &[],
+            "healthy",
+            &["echoes"],
+        ),
+        s(
+            "nginx configured right",
+            ng("good", "/ws"),
+            &[],
+            "healthy",
+            &[],
+        ),
+        s(
+            "nginx without Upgrade/Connection headers",
+            ng("noupgrade", "/ws"),
+            &[],
+            "proxy_strips_upgrade",
+            &["proxy_set_header Upgrade"],
+        ),
+        s(
+            "nginx bare proxy_pass (HTTP/1.0 upstream)",
+            ng("http10", "/ws"),
+            &[],
+            "proxy_http10_upstream",
+            &["proxy_http_version 1.1"],
+        ),
+        s(
+            "nginx proxy_read_timeout 2s, client silent",
+            ng("shortread", "/ws"),
+            &["--idle", "5s"],
+            "idle_timeout",
+            &["proxy_read_timeout"],
+        ),
+        s(
+            "nginx redirects /ws to /ws/",
+            ng("redirect", "/ws"),
+            &[],
+            "redirect",
+            &["/ws/"],
+        ),
+        s(
+            "nginx: no location for the path",
+            ng("good", "/socket"),
+            &[],
+            "path_not_found",
+            &["nginx answered"],
+        ),
+        s(
+            "SPA fallback serves HTML",
+            ng("spa", "/ws"),
+            &[],
+            "not_a_websocket_endpoint",
+            &["text/html"],
+        ),
+        s(
+            "backend down behind nginx",
+            ng("down", "/ws"),
+            &[],
+            "upstream_unavailable",
+            &["proxy_pass"],
+        ),
+        s(
+            "backend never answers behind nginx",
+            ng("slow", "/ws"),
+            &[],
+            "upstream_timeout",
+            &["backend"],
+        ),
+        s(
+            "self-signed certificate",
+            format!("wss://localhost:{}/ws", port("tls_self")),
+            &[],
+            "tls_untrusted_certificate",
+            &["--ca-file"],
+        ),
+        s(
+            "certificate for another name",
+            format!("wss://localhost:{}/ws", port("tls_wrong")),
+            &["--ca-file", &ca],
+            "tls_name_mismatch",
+            &["subjectAltName"],
+        ),
+        s(
+            "expired certificate",
+            format!("wss://localhost:{}/ws", port("tls_expired")),
+            &["--ca-file", &ca],
+            "tls_expired",
+            &["Renew"],
+        ),
+        s(
+            "valid TLS (private CA passed)",
+            format!("wss://localhost:{}/ws", port("tls_good")),
+            &["--ca-file", &ca],
+            "healthy",
+            &[],
+        ),
+        s(
+            "ws:// to the TLS port",
+            ng("tls_good", "/ws"),
+            &[],
+            "plain_on_tls_port",
+            &["wss://"],
+        ),
+        s(
+            "wss:// to a plain port",
+            format!("wss://127.0.0.1:{hf}/ws"),
+            &[],
+            "tls_on_plain_port",
+            &["ws://"],
+        ),
+        s(
+            "ws:// from an https page",
+            format!("ws://127.0.0.1:{hf}/ws"),
+            &["--page-origin", "https://app.example"],
+            "mixed_content",
+            &["wss://"],
+        ),
+        s(
+            "Origin refused",
+            ng("origin", "/ws"),
+            &["--origin", "https://evil.example"],
+            "origin_rejected",
+            &["origin"],
+        ),
+        s(
+            "credentials required",
+            ng("auth", "/ws"),
+            &[],
+            "auth_rejected",
+            &["--token"],
+        ),
+        s(
+            "rate limited",
+            ng("ratelimit", "/ws"),
+            &[],
+            "rate_limited",
+            &["Retry-After"],
+        ),
+        s(
+            "unknown subprotocol offered",
+            format!("ws://127.0.0.1:{hf}/ws"),
+            &["--subprotocol", "mqtt"],
+            "subprotocol_mismatch",
+            &["holdfast.v1.json"],
+        ),
+        s(
+            "nothing listening",
+            format!("ws://127.0.0.1:{down}/ws"),
+            &[],
+            "connection_refused",
+            &["Start the server"],
+        ),
+        s(
+            "TCP accepted, no HTTP answer",
+            format!("ws://127.0.0.1:{hole}/ws"),
+            &["--timeout", "1s"],
+            "handshake_timeout",
+            &["backend"],
+        ),
+        s(
+            "server closes with 1008",
+            format!("ws://127.0.0.1:{closes}/ws"),
+            &[],
+            "server_closed",
+            &["1008"],
+        ),
+        s(
+            "server drops after the handshake",
+            format!("ws://127.0.0.1:{drops}/ws"),
+            &[],
+            "abnormal_closure",
+            &["1006"],
+        ),
+        s(
+            "host does not resolve",
+            "ws://nonexistent.invalid/ws".into(),
+            &[],
+            "dns_failure",
+            &["DNS"],
+        ),
+        s(
+            "not a WebSocket URL",
+            "ftp://127.0.0.1/ws".into(),
+            &[],
+            "invalid_url",
+            &["ws://"],
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    let mut table =
+        String::from("| scenario | cause | verdict (first sentence) |\n|---|---|---|\n");
+    for sc in &scenarios {
+        let out = holdfast()
+            .arg("doctor")
+            .arg(&sc.url)
+            .args(&sc.args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!("{}: not JSON ({e}): {text}", sc.name));
+                continue;
+            }
+        };
+        let cause = report["verdict"]["cause"].as_str().unwrap_or("?");
+        let advice = format!(
+            "{} {}",
+            report["verdict"]["summary"], report["verdict"]["fix"]
+        );
+        let healthy = report["healthy"].as_bool().unwrap_or(false);
+        let want_exit = if sc.cause == "healthy" { 0 } else { 1 };
+        if cause != sc.cause {
+            failures.push(format!(
+                "{}: expected {}, got {cause}: {}",
+                sc.name, sc.cause, report["verdict"]["summary"]
+            ));
+        } else if out.status.code() != Some(want_exit) || healthy != (want_exit == 0) {
+            failures.push(format!(
+                "{}: exit {:?}, healthy {healthy}",
+                sc.name,
+                out.status.code()
+            ));
+        } else if let Some(m) = sc
+            .mentions
+            .iter()
+            .find(|m| !advice.to_lowercase().contains(&m.to_lowercase()))
+        {
+            failures.push(format!(
+                "{}: the verdict does not mention {m:?}: {advice}",
+                sc.name
+            ));
+        }
+        let summary = report["verdict"]["summary"].as_str().unwrap_or("");
+        let first = summary
+            .split(". ")
+            .next()
+            .unwrap_or(summary)
+            .replace('|', "\\|");
+        table.push_str(&format!("| {} | `{cause}` | {first} |\n", sc.name));
+    }
+    println!("{table}");
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios wrong:\n{}",
+        failures.len(),
+        scenarios.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = holdfast().args(["doctor"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = holdfast()
+        .args(["doctor", "ws://x/", "--idle", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn nginx_config_round_trips_through_the_lint() {
+    let out = holdfast()
+        .args(["nginx", "--upstream", "127.0.0.1:9000", "--path", "/live"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let config = String::from_utf8(out.stdout).unwrap();
+    assert!(config.contains("location = /live") && config.contains("server 127.0.0.1:9000;"));
+    let dir = std::env::temp_dir().join(format!("holdfast-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.conf");
+    std::fs::write(&good, &config).unwrap();
+    let out = holdfast()
+        .args(["doctor", "--nginx"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad = dir.join("bad.conf");
+    std::fs::write(
+        &bad,
+        "server {\n  listen 80;\n  location /ws {\n    proxy_pass http://127.0.0.1:9000;\n  }\n}\n",
+    )
+    .unwrap();
+    let out = holdfast()
+        .args(["doctor", "--nginx"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bad.conf:3:") && text.contains("Upgrade $http_upgrade"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

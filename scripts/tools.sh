@@ -51,3 +51,18 @@ ensure_autobahn() {
     die "installing autobahntestsuite failed (it needs PyPI); see $HOLDFAST_CACHE/autobahn-install.log"
   touch "$AB_VENV/.complete"
 }
+
+# nginx for the doctor's scenario tests (run as the test user, on loopback
+# ports of the test's own; the package's own service is not used).
+ensure_nginx() {
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing nginx-light"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null ||
+      die "apt-get install -y nginx-light failed"
+    # The package may start its own service on port 80; the tests do not need it.
+    if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
+  else
+    die "nginx is missing: install it with 'apt-get install -y nginx-light'"
+  fi
+}

@@ -240,7 +240,7 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         ("ratelimit", "location /ws { add_header Retry-After 5 always; return 429 'slow down'; }".to_string(), ""),
     ];
     let mut conf = format!(
-        "daemon off; pid {d}/nginx.pid; error_log {d}/error.log info; worker_processes 1;\n\
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
          events {{ worker_connections 256; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  \
          fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n  \

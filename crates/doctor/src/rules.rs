@@ -184,14 +184,16 @@ fn status_verdict(r: &Response, o: &Observations) -> Verdict {
             format!("ws:// was used on a port that speaks TLS: the server answered {status_line} \"The plain HTTP request was sent to HTTPS port\"."),
             "Use wss:// for this port, or the plain-HTTP port for ws://.",
         ),
-        426 => strips_upgrade(&status_line, &via),
+        426 => strips_upgrade(&status_line, &via, proxy),
         400 if body.contains("subprotocol") || body.contains("sec-websocket-protocol") => verdict(
             Cause::SubprotocolMismatch,
             format!("The server refused the subprotocols offered ({status_line}): {}", first_line(&r.body)),
             "Offer a subprotocol the server supports (for holdfast: new WebSocket(url, 'holdfast.v1.json')), \
              or pass it to the doctor with --subprotocol.",
         ),
-        400 if mentions_upgrade || r.header_has_token("connection", "close") => strips_upgrade(&status_line, &via),
+        400 if mentions_upgrade || r.header_has_token("connection", "close") => {
+            strips_upgrade(&status_line, &via, proxy)
+        }
         301 | 302 | 303 | 307 | 308 => {
             let to = r.header("location").unwrap_or("(no Location header)");
             verdict(
@@ -262,7 +264,27 @@ fn status_verdict(r: &Response, o: &Observations) -> Verdict {
     }
 }
 
-fn strips_upgrade(status_line: &str, via: &str) -> Verdict {
+/// The knob of the platform that answered, when the headers say which.
+fn platform_note(proxy: Option<Proxy>) -> Option<&'static str> {
+    Some(match proxy? {
+        Proxy::Cloudflare => "Cloudflare answered: WebSockets must be on for the zone (Network → WebSockets), and the origin behind it must forward the upgrade too; Cloudflare cuts connections silent for ~100 s.",
+        Proxy::AwsElb => "An AWS load balancer answered: use an Application Load Balancer (a Classic ELB in HTTP mode does not pass upgrades) and raise idle_timeout.timeout_seconds (60 s by default).",
+        Proxy::CloudFront => "CloudFront answered: allow the Upgrade header through the origin request policy; its origin idle timeout is 10 min.",
+        Proxy::Heroku => "Heroku's router answered: it passes WebSockets but closes connections silent for 55 s; ping more often.",
+        Proxy::Fly => "Fly.io's proxy answered: it closes connections idle for 60 s; ping more often.",
+        Proxy::Google => "A Google Cloud load balancer answered: its backend service timeout (30 s by default) is the connection's whole lifetime; raise timeoutSec.",
+        Proxy::Nginx | Proxy::Caddy => return None,
+    })
+}
+
+fn with_platform(fix: &str, proxy: Option<Proxy>) -> String {
+    match platform_note(proxy) {
+        Some(note) => format!("{note}\n{fix}"),
+        None => fix.to_string(),
+    }
+}
+
+fn strips_upgrade(status_line: &str, via: &str, proxy: Option<Proxy>) -> Verdict {
     verdict(
         Cause::ProxyStripsUpgrade,
         format!(
@@ -270,7 +292,7 @@ fn strips_upgrade(status_line: &str, via: &str) -> Verdict {
              front is not forwarding Upgrade and Connection, so the backend sees a plain HTTP request; \
              browsers report \"Unexpected response code\"."
         ),
-        NGINX_UPGRADE,
+        with_platform(NGINX_UPGRADE, proxy),
     )
 }
 
@@ -345,9 +367,12 @@ fn session_verdict(o: &Observations) -> Verdict {
                     "After {secs} s of silence the connection was dropped without a close frame: something in between \
                      cuts idle connections, and {names}. Browsers see 1006."
                 ),
-                format!(
-                    "Send traffic more often than every {secs} s (holdfast pings every 25 s by default; \
-                     --ping-interval), and raise the proxy's idle timeout:\n{NGINX_IDLE}"
+                with_platform(
+                    &format!(
+                        "Send traffic more often than every {secs} s (holdfast pings every 25 s by default; \
+                         --ping-interval), and raise the proxy's idle timeout:\n{NGINX_IDLE}"
+                    ),
+                    answered_by(o),
                 ),
             );
         }
@@ -397,6 +422,13 @@ fn session_verdict(o: &Observations) -> Verdict {
         format!("The endpoint completed a valid WebSocket handshake {how}.{idle_note}"),
         "Nothing to fix.",
     )
+}
+
+fn answered_by(o: &Observations) -> Option<Proxy> {
+    match &o.http {
+        Some(Http::Response(r)) => proxy_in_front(r),
+        _ => None,
+    }
 }
 
 const NGINX_IDLE: &str = "nginx:   proxy_read_timeout 3600s; proxy_send_timeout 3600s;
@@ -589,6 +621,12 @@ mod tests {
             Cause::PlainOnTlsPort
         );
         assert_eq!(cause(&reached(418, &[], "")), Cause::Unknown);
+        let v = diagnose(&reached(
+            426,
+            &[("Server", "cloudflare"), ("CF-RAY", "8a")],
+            "",
+        ));
+        assert!(v.fix.starts_with("Cloudflare answered"), "{}", v.fix);
     }
 
     #[test]

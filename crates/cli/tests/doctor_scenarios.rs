@@ -540,6 +540,37 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         table.push_str(&format!("| {} | `{cause}` | {first} |\n", sc.name));
     }
     println!("{table}");
+    if std::env::var_os("HOLDFAST_BROWSER_TABLE").is_some() {
+        // Docs only (not part of the suite): what Chromium shows for the same URLs.
+        let page = format!("http://127.0.0.1:{hf}/healthz");
+        let cases: Vec<serde_json::Value> = scenarios
+            .iter()
+            .map(|sc| {
+                let mixed = sc.args.iter().any(|a| a == "--page-origin");
+                let protocols = sc.args.iter().position(|a| a == "--subprotocol").map(|i| sc.args[i + 1].clone());
+                serde_json::json!({
+                    "name": sc.name,
+                    "page": if mixed { format!("https://localhost:{}/page", port("tls_good")) } else { page.clone() },
+                    "ignoreHttpsErrors": mixed,
+                    "url": sc.url,
+                    "protocols": protocols,
+                    "hold": sc.args.iter().any(|a| a == "--idle"),
+                })
+            })
+            .collect();
+        let file = dir.join("cases.json");
+        std::fs::write(&file, serde_json::to_string(&cases).unwrap()).unwrap();
+        let out = Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/browser-ws.cjs"
+            ))
+            .arg(&file)
+            .output()
+            .unwrap();
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(

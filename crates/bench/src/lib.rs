@@ -87,14 +87,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn target(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url
-        .strip_prefix("ws://")
-        .context("the bench speaks ws:// only")?;
+    let rest = url.strip_prefix("ws://").context("the bench speaks ws:// only")?;
     let hostport = rest.split('/').next().unwrap_or_default();
-    let addr: SocketAddr = hostport
-        .replace("localhost", "127.0.0.1")
-        .parse()
-        .with_context(|| format!("{hostport:?} is not IP:PORT"))?;
+    let addr: SocketAddr =
+        hostport.replace("localhost", "127.0.0.1").parse().with_context(|| format!("{hostport:?} is not IP:PORT"))?;
     if !addr.ip().is_loopback() {
         bail!("load tests only target loopback; {} is not", addr.ip());
     }
@@ -103,17 +99,11 @@ fn target(url: &str) -> anyhow::Result<SocketAddr> {
 
 async fn open(url: &str, target: SocketAddr, source: u8) -> anyhow::Result<Conn> {
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(127, 0, 0, source.max(1))),
-        0,
-    ))?;
+    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source.max(1))), 0))?;
     let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
     let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("holdfast.v1.json"),
-    );
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("holdfast.v1.json"));
     let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
     Ok(ws)
 }
@@ -137,11 +127,7 @@ async fn subscribe(ws: &mut Conn, channel: &str) -> anyhow::Result<()> {
     bail!("connection closed before subscribed")
 }
 
-async fn open_many(
-    args: &BenchArgs,
-    target: SocketAddr,
-    channel: impl Fn(usize) -> String,
-) -> Vec<Conn> {
+async fn open_many(args: &BenchArgs, target: SocketAddr, channel: impl Fn(usize) -> String) -> Vec<Conn> {
     let started = Instant::now();
     let conns = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
     let failures = Arc::new(AtomicU64::new(0));
@@ -149,13 +135,8 @@ async fn open_many(
     let channel = Arc::new(channel);
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (conns, failures, next, channel, args) = (
-                conns.clone(),
-                failures.clone(),
-                next.clone(),
-                channel.clone(),
-                args.clone(),
-            );
+            let (conns, failures, next, channel, args) =
+                (conns.clone(), failures.clone(), next.clone(), channel.clone(), args.clone());
             async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -224,19 +205,14 @@ fn number_after(line: &str, key: &str) -> Option<u64> {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
 
 async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
     let channel = format!("bench:fanout:{}", now_ns());
     let subs = open_many(args, target, |_| channel.clone()).await;
     let n = subs.len();
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let delivered = Arc::new(AtomicU64::new(0));
     let anomalies = Arc::new(AtomicU64::new(0));
     let total = (args.publish_rate as f64 * args.duration.as_secs_f64()) as u64;
@@ -245,8 +221,7 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
         .map(|mut ws| {
             let (hist, delivered, anomalies) = (hist.clone(), delivered.clone(), anomalies.clone());
             tokio::spawn(async move {
-                let mut local =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let mut last = 0u64;
                 let deadline = tokio::time::sleep(Duration::from_secs(5));
                 tokio::pin!(deadline);
@@ -276,21 +251,13 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
                         let _ = local.record((now_ns().saturating_sub(sent) / 1000).max(1));
                         delivered.fetch_add(1, Ordering::Relaxed);
                         if offset == total {
-                            hist.lock()
-                                .expect("not poisoned")
-                                .add(&local)
-                                .expect("same bounds");
+                            hist.lock().expect("not poisoned").add(&local).expect("same bounds");
                             return;
                         }
                     }
-                    deadline
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
-                hist.lock()
-                    .expect("not poisoned")
-                    .add(&local)
-                    .expect("same bounds");
+                hist.lock().expect("not poisoned").add(&local).expect("same bounds");
             })
         })
         .collect();
@@ -299,11 +266,7 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(1.0 / args.publish_rate.max(1) as f64);
     // The publisher's replies are read by their own task so writes never wait on them.
     let mut publisher = open(&args.url, target, 1).await?;
-    publisher
-        .send(Message::text(
-            "{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}",
-        ))
-        .await?;
+    publisher.send(Message::text("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}")).await?;
     let (mut psink, mut pstream) = publisher.split();
     tokio::spawn(async move { while let Some(Ok(_)) = pstream.next().await {} });
     for i in 1..=total {
@@ -323,10 +286,7 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
     let h = hist.lock().expect("not poisoned");
     let got = delivered.load(Ordering::Relaxed);
     let expected = total * n as u64;
-    println!(
-        "fanout: {n} subscribers, {total} publications of {} B in {secs:.1} s",
-        args.payload.max(32)
-    );
+    println!("fanout: {n} subscribers, {total} publications of {} B in {secs:.1} s", args.payload.max(32));
     println!(
         "delivered {got}/{expected} ({:.0}/s); lost {}; out-of-order or duplicate {}",
         got as f64 / secs,

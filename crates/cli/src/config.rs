@@ -8,7 +8,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use holdfast_core::{HistoryLimits, SessionConfig};
-use holdfast_server::ServerConfig;
+use holdfast_server::{OriginPolicy, ServerConfig};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// Name of this node, sent to clients in `connected`.
     #[arg(long, env = "HOLDFAST_NODE_NAME")]
     pub node_name: Option<String>,
+    /// Browser origins allowed besides the server's own, comma-separated:
+    /// `https://app.example.com`, `https://*.example.com`, or `*`.
+    #[arg(long, env = "HOLDFAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Whether clients that send no Origin (non-browser) may connect (`true`/`false`).
+    #[arg(long, env = "HOLDFAST_ALLOW_NO_ORIGIN")]
+    pub allow_no_origin: Option<bool>,
 }
 
 /// The TOML file: the same settings as [`ServeArgs`], by the same names.
@@ -82,6 +89,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "duration")]
     drain_window: Option<Duration>,
     node_name: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    allow_no_origin: Option<bool>,
 }
 
 /// Every file key, for the test that keeps flags and keys in step.
@@ -100,26 +109,23 @@ const FILE_KEYS: &[&str] = &[
     "allow_client_publish",
     "drain_window",
     "node_name",
+    "allowed_origins",
+    "allow_no_origin",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write durations like `25s`, `500ms`, `5m`)"))
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like `25s`, `500ms`, `5m`)"))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Reads and checks a config file. Errors name the line and the key.
 pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: FileConfig =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(file)
 }
 
@@ -152,18 +158,9 @@ impl ServeArgs {
         let server_defaults = ServerConfig::default();
         let history_defaults = HistoryLimits::default();
         let session = SessionConfig {
-            ping_interval: self
-                .ping_interval
-                .or(file.ping_interval)
-                .unwrap_or(session_defaults.ping_interval),
-            pong_timeout: self
-                .pong_timeout
-                .or(file.pong_timeout)
-                .unwrap_or(session_defaults.pong_timeout),
-            outbox_max_bytes: self
-                .outbox_bytes
-                .or(file.outbox_bytes)
-                .unwrap_or(session_defaults.outbox_max_bytes),
+            ping_interval: self.ping_interval.or(file.ping_interval).unwrap_or(session_defaults.ping_interval),
+            pong_timeout: self.pong_timeout.or(file.pong_timeout).unwrap_or(session_defaults.pong_timeout),
+            outbox_max_bytes: self.outbox_bytes.or(file.outbox_bytes).unwrap_or(session_defaults.outbox_max_bytes),
             max_subscriptions: self
                 .max_subscriptions
                 .or(file.max_subscriptions)
@@ -179,53 +176,40 @@ impl ServeArgs {
         if session.pong_timeout.is_zero() {
             bail!("pong_timeout must be more than 0");
         }
-        let max_message_size = self
-            .max_message_size
-            .or(file.max_message_size)
-            .unwrap_or(server_defaults.max_message_size);
+        let max_message_size =
+            self.max_message_size.or(file.max_message_size).unwrap_or(server_defaults.max_message_size);
         if max_message_size < 128 {
             bail!("max_message_size must be at least 128 bytes");
         }
         if session.outbox_max_bytes < max_message_size {
-            bail!(
-                "outbox_bytes ({}) must be at least max_message_size ({max_message_size})",
-                session.outbox_max_bytes
-            );
+            bail!("outbox_bytes ({}) must be at least max_message_size ({max_message_size})", session.outbox_max_bytes);
         }
         let (api_key, generated) = match self.api_key.or(file.api_key) {
             Some(k) if k.trim().is_empty() => bail!("api_key is empty"),
             Some(k) => (k, false),
             None => (generate_key(), true),
         };
-        let broker = self
-            .broker
-            .or(file.broker)
-            .unwrap_or_else(|| "memory".into());
+        let broker = self.broker.or(file.broker).unwrap_or_else(|| "memory".into());
         Ok(Resolved {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             api_key: (api_key.clone(), generated),
             broker,
             server: ServerConfig {
                 api_key,
                 max_message_size,
-                drain_window: self
-                    .drain_window
-                    .or(file.drain_window)
-                    .unwrap_or(server_defaults.drain_window),
+                drain_window: self.drain_window.or(file.drain_window).unwrap_or(server_defaults.drain_window),
+                origins: OriginPolicy {
+                    allowed: self.allowed_origins.or(file.allowed_origins).unwrap_or_default(),
+                    allow_no_origin: self
+                        .allow_no_origin
+                        .or(file.allow_no_origin)
+                        .unwrap_or(server_defaults.origins.allow_no_origin),
+                },
             },
             session,
             history: HistoryLimits {
-                max_len: self
-                    .history_size
-                    .or(file.history_size)
-                    .unwrap_or(history_defaults.max_len),
-                max_age: self
-                    .history_ttl
-                    .or(file.history_ttl)
-                    .unwrap_or(history_defaults.max_age),
+                max_len: self.history_size.or(file.history_size).unwrap_or(history_defaults.max_len),
+                max_age: self.history_ttl.or(file.history_ttl).unwrap_or(history_defaults.max_age),
             },
             node_name: self.node_name.or(file.node_name),
         })
@@ -257,30 +241,19 @@ mod tests {
             if id == "config" || id == "help" {
                 continue;
             }
-            assert!(
-                FILE_KEYS.contains(&id),
-                "flag --{id} has no config-file key"
-            );
+            assert!(FILE_KEYS.contains(&id), "flag --{id} has no config-file key");
             let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
-            assert_eq!(
-                env,
-                Some(format!("HOLDFAST_{}", id.to_uppercase())),
-                "flag --{id}"
-            );
+            assert_eq!(env, Some(format!("HOLDFAST_{}", id.to_uppercase())), "flag --{id}");
         }
     }
 
     #[test]
     fn file_errors_name_the_line_and_key() {
-        let err =
-            toml::from_str::<FileConfig>("listen = \"127.0.0.1:9000\"\npign_interval = \"5s\"\n")
-                .unwrap_err();
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:9000\"\npign_interval = \"5s\"\n").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("line 2"), "{text}");
         assert!(text.contains("pign_interval"), "{text}");
-        let err = toml::from_str::<FileConfig>("ping_interval = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<FileConfig>("ping_interval = \"soon\"\n").unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("25s"), "{err}");
         let ok: FileConfig = toml::from_str("ping_interval = \"5s\"\nhistory_size = 10\n").unwrap();
         assert_eq!(ok.ping_interval, Some(Duration::from_secs(5)));
@@ -291,16 +264,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("holdfast.toml");
-        std::fs::write(
-            &path,
-            "history_size = 7\nping_interval = \"3s\"\napi_key = \"from-file\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            history_size: Some(9),
-            ..Default::default()
-        };
+        std::fs::write(&path, "history_size = 7\nping_interval = \"3s\"\napi_key = \"from-file\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), history_size: Some(9), ..Default::default() };
         let r = args.resolve().unwrap();
         assert_eq!(r.history.max_len, 9);
         assert_eq!(r.session.ping_interval, Duration::from_secs(3));

@@ -60,9 +60,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => match config::load_file(&file) {
+        Command::Config { command: ConfigCommand::Check { file } } => match config::load_file(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
@@ -73,9 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Doctor(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             Ok(ExitCode::from(rt.block_on(holdfast_doctor::run(args))))
         }
         Command::Nginx(args) => {
@@ -92,18 +88,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cfg = args.resolve()?;
     if cfg.broker != "memory" {
-        bail!(
-            "broker {:?} is not supported yet: use `memory` (the Redis broker is on the way)",
-            cfg.broker
-        );
+        bail!("broker {:?} is not supported yet: use `memory` (the Redis broker is on the way)", cfg.broker);
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -114,14 +104,7 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         let broker = Arc::new(MemoryBroker::new(cfg.history));
         let node = Arc::new(Node::new(broker, cfg.session, cfg.node_name));
         print_banner(addr, &cfg.api_key);
-        holdfast_server::run(
-            listener,
-            node,
-            cfg.server,
-            Arc::new(Metrics::default()),
-            shutdown_signal(),
-        )
-        .await?;
+        holdfast_server::run(listener, node, cfg.server, Arc::new(Metrics::default()), shutdown_signal()).await?;
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)
     })
@@ -131,15 +114,9 @@ fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool)) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "holdfast listening on http://{addr}");
     let _ = writeln!(out, "  demo page   http://{addr}/");
-    let _ = writeln!(
-        out,
-        "  WebSocket   ws://{addr}/ws  (subprotocol holdfast.v1.json)"
-    );
+    let _ = writeln!(out, "  WebSocket   ws://{addr}/ws  (subprotocol holdfast.v1.json)");
     if *generated {
-        let _ = writeln!(
-            out,
-            "  API key     {key}  (generated; set --api-key or HOLDFAST_API_KEY to keep one)"
-        );
+        let _ = writeln!(out, "  API key     {key}  (generated; set --api-key or HOLDFAST_API_KEY to keep one)");
     } else {
         let _ = writeln!(out, "  API key     (from your settings)");
     }

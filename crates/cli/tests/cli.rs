@@ -17,46 +17,21 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn config_check_names_the_line_and_the_key() {
-    let path = temp_file(
-        "bad",
-        "listen = \"127.0.0.1:9000\"\nhistory_size = 10\npign_interval = \"5s\"\n",
-    );
-    let out = holdfast()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let path = temp_file("bad", "listen = \"127.0.0.1:9000\"\nhistory_size = 10\npign_interval = \"5s\"\n");
+    let out = holdfast().args(["config", "check"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("line 3") && err.contains("pign_interval"),
-        "{err}"
-    );
+    assert!(err.contains("line 3") && err.contains("pign_interval"), "{err}");
 
     let path = temp_file("badvalue", "history_ttl = \"forever\"\n");
-    let out = holdfast()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = holdfast().args(["config", "check"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("line 1") && err.contains("history_ttl"),
-        "{err}"
-    );
+    assert!(err.contains("line 1") && err.contains("history_ttl"), "{err}");
 
     let path = temp_file("good", "ping_interval = \"20s\"\nhistory_size = 500\n");
-    let out = holdfast()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = holdfast().args(["config", "check"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -73,48 +48,19 @@ fn serve_prints_the_url_and_a_generated_key() {
     let rest: Vec<String> = lines.by_ref().take(4).map(|l| l.unwrap()).collect();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        first.starts_with("holdfast listening on http://127.0.0.1:"),
-        "{first}"
-    );
-    let key_line = rest
-        .iter()
-        .find(|l| l.contains("API key"))
-        .expect("an API key line");
-    assert!(
-        key_line.contains("hf_") && key_line.contains("generated"),
-        "{key_line}"
-    );
-    assert!(
-        rest.iter().any(|l| l.contains("curl")),
-        "says what to try next: {rest:?}"
-    );
+    assert!(first.starts_with("holdfast listening on http://127.0.0.1:"), "{first}");
+    let key_line = rest.iter().find(|l| l.contains("API key")).expect("an API key line");
+    assert!(key_line.contains("hf_") && key_line.contains("generated"), "{key_line}");
+    assert!(rest.iter().any(|l| l.contains("curl")), "says what to try next: {rest:?}");
 }
 
 #[test]
 fn bad_settings_fail_with_a_message() {
-    let out = holdfast()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ping-interval",
-            "soon",
-        ])
-        .output()
-        .unwrap();
+    let out = holdfast().args(["serve", "--listen", "127.0.0.1:0", "--ping-interval", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("25s"));
-    let out = holdfast()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--broker",
-            "redis://127.0.0.1:1/0",
-        ])
-        .output()
-        .unwrap();
+    let out =
+        holdfast().args(["serve", "--listen", "127.0.0.1:0", "--broker", "redis://127.0.0.1:1/0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
 }
@@ -124,24 +70,12 @@ fn sigterm_drains_clients_and_exits_zero_within_the_window() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let mut child = holdfast()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "k",
-            "--drain-window",
-            "1s",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--drain-window", "1s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let addr = first.rsplit("http://").next().unwrap().to_string();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -155,25 +89,15 @@ fn sigterm_drains_clients_and_exits_zero_within_the_window() {
     let n = s.read(&mut head).unwrap();
     assert!(head[..n].starts_with(b"HTTP/1.1 101"));
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     let text = String::from_utf8_lossy(&rest);
     assert!(text.contains(r#""op":"disconnect","code":1001"#), "{text}");
     // The close frame: opcode 0x88, then the code 1001 (0x03e9).
-    assert!(
-        rest.windows(2).any(|w| w == [0x03, 0xe9]),
-        "close frame with 1001"
-    );
+    assert!(rest.windows(2).any(|w| w == [0x03, 0xe9]), "close frame with 1001");
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }

@@ -28,11 +28,7 @@ impl Drop for Guard {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_for_port(port: u16) {
@@ -51,11 +47,7 @@ fn start_holdfast(extra: &[&str]) -> (Guard, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let port = first.rsplit(':').next().unwrap().parse().unwrap();
     (Guard(child), port)
 }
@@ -85,12 +77,7 @@ fn scripted_ws(after: fn(&mut TcpStream)) -> u16 {
                 head.push(byte[0]);
             }
             let text = String::from_utf8_lossy(&head);
-            let key = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            let key = text.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap_or("").trim().to_string();
             let _ = write!(
                 s,
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
@@ -131,11 +118,7 @@ impl Certs {
         };
         leaf("good", vec!["localhost".into(), "127.0.0.1".into()], false);
         leaf("wrongname", vec!["wrong.example".into()], false);
-        leaf(
-            "expired",
-            vec!["localhost".into(), "127.0.0.1".into()],
-            true,
-        );
+        leaf("expired", vec!["localhost".into(), "127.0.0.1".into()], true);
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap()
@@ -143,9 +126,7 @@ impl Certs {
             .unwrap();
         std::fs::write(dir.join("selfsigned.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("selfsigned.key"), key.serialize_pem()).unwrap();
-        Certs {
-            dir: dir.to_path_buf(),
-        }
+        Certs { dir: dir.to_path_buf() }
     }
 
     fn pair(&self, name: &str) -> String {
@@ -253,9 +234,7 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         } else {
             format!("listen 127.0.0.1:{} ssl; {}", port(name), certs.pair(cert))
         };
-        conf.push_str(&format!(
-            "  server {{ {listen} server_name localhost; {location} }}\n"
-        ));
+        conf.push_str(&format!("  server {{ {listen} server_name localhost; {location} }}\n"));
     }
     conf.push_str("}\n");
     std::fs::write(dir.join("nginx.conf"), &conf).unwrap();
@@ -286,27 +265,9 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
     };
     let ng = |n: &str, path: &str| format!("ws://127.0.0.1:{}{path}", port(n));
     let scenarios = vec![
-        s(
-            "holdfast /ws, direct",
-            format!("ws://127.0.0.1:{hf}/ws"),
-            &[],
-            "healthy",
-            &["holdfast protocol"],
-        ),
-        s(
-            "holdfast /echo, direct",
-            format!("ws://127.0.0.1:{hf}/echo"),
-            &[],
-            "healthy",
-            &["echoes"],
-        ),
-        s(
-            "nginx configured right",
-            ng("good", "/ws"),
-            &[],
-            "healthy",
-            &[],
-        ),
+        s("holdfast /ws, direct", format!("ws://127.0.0.1:{hf}/ws"), &[], "healthy", &["holdfast protocol"]),
+        s("holdfast /echo, direct", format!("ws://127.0.0.1:{hf}/echo"), &[], "healthy", &["echoes"]),
+        s("nginx configured right", ng("good", "/ws"), &[], "healthy", &[]),
         s(
             "nginx without Upgrade/Connection headers",
             ng("noupgrade", "/ws"),
@@ -328,41 +289,11 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             "idle_timeout",
             &["proxy_read_timeout"],
         ),
-        s(
-            "nginx redirects /ws to /ws/",
-            ng("redirect", "/ws"),
-            &[],
-            "redirect",
-            &["/ws/"],
-        ),
-        s(
-            "nginx: no location for the path",
-            ng("good", "/socket"),
-            &[],
-            "path_not_found",
-            &["nginx answered"],
-        ),
-        s(
-            "SPA fallback serves HTML",
-            ng("spa", "/ws"),
-            &[],
-            "not_a_websocket_endpoint",
-            &["text/html"],
-        ),
-        s(
-            "backend down behind nginx",
-            ng("down", "/ws"),
-            &[],
-            "upstream_unavailable",
-            &["proxy_pass"],
-        ),
-        s(
-            "backend never answers behind nginx",
-            ng("slow", "/ws"),
-            &[],
-            "upstream_timeout",
-            &["backend"],
-        ),
+        s("nginx redirects /ws to /ws/", ng("redirect", "/ws"), &[], "redirect", &["/ws/"]),
+        s("nginx: no location for the path", ng("good", "/socket"), &[], "path_not_found", &["nginx answered"]),
+        s("SPA fallback serves HTML", ng("spa", "/ws"), &[], "not_a_websocket_endpoint", &["text/html"]),
+        s("backend down behind nginx", ng("down", "/ws"), &[], "upstream_unavailable", &["proxy_pass"]),
+        s("backend never answers behind nginx", ng("slow", "/ws"), &[], "upstream_timeout", &["backend"]),
         s(
             "self-signed certificate",
             format!("wss://localhost:{}/ws", port("tls_self")),
@@ -391,20 +322,8 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             "healthy",
             &[],
         ),
-        s(
-            "ws:// to the TLS port",
-            ng("tls_good", "/ws"),
-            &[],
-            "plain_on_tls_port",
-            &["wss://"],
-        ),
-        s(
-            "wss:// to a plain port",
-            format!("wss://127.0.0.1:{hf}/ws"),
-            &[],
-            "tls_on_plain_port",
-            &["ws://"],
-        ),
+        s("ws:// to the TLS port", ng("tls_good", "/ws"), &[], "plain_on_tls_port", &["wss://"]),
+        s("wss:// to a plain port", format!("wss://127.0.0.1:{hf}/ws"), &[], "tls_on_plain_port", &["ws://"]),
         s(
             "ws:// from an https page",
             format!("ws://127.0.0.1:{hf}/ws"),
@@ -412,27 +331,9 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             "mixed_content",
             &["wss://"],
         ),
-        s(
-            "Origin refused",
-            ng("origin", "/ws"),
-            &["--origin", "https://evil.example"],
-            "origin_rejected",
-            &["origin"],
-        ),
-        s(
-            "credentials required",
-            ng("auth", "/ws"),
-            &[],
-            "auth_rejected",
-            &["--token"],
-        ),
-        s(
-            "rate limited",
-            ng("ratelimit", "/ws"),
-            &[],
-            "rate_limited",
-            &["Retry-After"],
-        ),
+        s("Origin refused", ng("origin", "/ws"), &["--origin", "https://evil.example"], "origin_rejected", &["origin"]),
+        s("credentials required", ng("auth", "/ws"), &[], "auth_rejected", &["--token"]),
+        s("rate limited", ng("ratelimit", "/ws"), &[], "rate_limited", &["Retry-After"]),
         s(
             "unknown subprotocol offered",
             format!("ws://127.0.0.1:{hf}/ws"),
@@ -440,13 +341,7 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             "subprotocol_mismatch",
             &["holdfast.v1.json"],
         ),
-        s(
-            "nothing listening",
-            format!("ws://127.0.0.1:{down}/ws"),
-            &[],
-            "connection_refused",
-            &["Start the server"],
-        ),
+        s("nothing listening", format!("ws://127.0.0.1:{down}/ws"), &[], "connection_refused", &["Start the server"]),
         s(
             "TCP accepted, no HTTP answer",
             format!("ws://127.0.0.1:{hole}/ws"),
@@ -454,47 +349,16 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             "handshake_timeout",
             &["backend"],
         ),
-        s(
-            "server closes with 1008",
-            format!("ws://127.0.0.1:{closes}/ws"),
-            &[],
-            "server_closed",
-            &["1008"],
-        ),
-        s(
-            "server drops after the handshake",
-            format!("ws://127.0.0.1:{drops}/ws"),
-            &[],
-            "abnormal_closure",
-            &["1006"],
-        ),
-        s(
-            "host does not resolve",
-            "ws://nonexistent.invalid/ws".into(),
-            &[],
-            "dns_failure",
-            &["DNS"],
-        ),
-        s(
-            "not a WebSocket URL",
-            "ftp://127.0.0.1/ws".into(),
-            &[],
-            "invalid_url",
-            &["ws://"],
-        ),
+        s("server closes with 1008", format!("ws://127.0.0.1:{closes}/ws"), &[], "server_closed", &["1008"]),
+        s("server drops after the handshake", format!("ws://127.0.0.1:{drops}/ws"), &[], "abnormal_closure", &["1006"]),
+        s("host does not resolve", "ws://nonexistent.invalid/ws".into(), &[], "dns_failure", &["DNS"]),
+        s("not a WebSocket URL", "ftp://127.0.0.1/ws".into(), &[], "invalid_url", &["ws://"]),
     ];
 
     let mut failures = Vec::new();
-    let mut table =
-        String::from("| scenario | cause | verdict (first sentence) |\n|---|---|---|\n");
+    let mut table = String::from("| scenario | cause | verdict (first sentence) |\n|---|---|---|\n");
     for sc in &scenarios {
-        let out = holdfast()
-            .arg("doctor")
-            .arg(&sc.url)
-            .args(&sc.args)
-            .arg("--json")
-            .output()
-            .unwrap();
+        let out = holdfast().arg("doctor").arg(&sc.url).args(&sc.args).arg("--json").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let report: serde_json::Value = match serde_json::from_str(&text) {
             Ok(v) => v,
@@ -504,39 +368,18 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             }
         };
         let cause = report["verdict"]["cause"].as_str().unwrap_or("?");
-        let advice = format!(
-            "{} {}",
-            report["verdict"]["summary"], report["verdict"]["fix"]
-        );
+        let advice = format!("{} {}", report["verdict"]["summary"], report["verdict"]["fix"]);
         let healthy = report["healthy"].as_bool().unwrap_or(false);
         let want_exit = if sc.cause == "healthy" { 0 } else { 1 };
         if cause != sc.cause {
-            failures.push(format!(
-                "{}: expected {}, got {cause}: {}",
-                sc.name, sc.cause, report["verdict"]["summary"]
-            ));
+            failures.push(format!("{}: expected {}, got {cause}: {}", sc.name, sc.cause, report["verdict"]["summary"]));
         } else if out.status.code() != Some(want_exit) || healthy != (want_exit == 0) {
-            failures.push(format!(
-                "{}: exit {:?}, healthy {healthy}",
-                sc.name,
-                out.status.code()
-            ));
-        } else if let Some(m) = sc
-            .mentions
-            .iter()
-            .find(|m| !advice.to_lowercase().contains(&m.to_lowercase()))
-        {
-            failures.push(format!(
-                "{}: the verdict does not mention {m:?}: {advice}",
-                sc.name
-            ));
+            failures.push(format!("{}: exit {:?}, healthy {healthy}", sc.name, out.status.code()));
+        } else if let Some(m) = sc.mentions.iter().find(|m| !advice.to_lowercase().contains(&m.to_lowercase())) {
+            failures.push(format!("{}: the verdict does not mention {m:?}: {advice}", sc.name));
         }
         let summary = report["verdict"]["summary"].as_str().unwrap_or("");
-        let first = summary
-            .split(". ")
-            .next()
-            .unwrap_or(summary)
-            .replace('|', "\\|");
+        let first = summary.split(". ").next().unwrap_or(summary).replace('|', "\\|");
         table.push_str(&format!("| {} | `{cause}` | {first} |\n", sc.name));
     }
     println!("{table}");
@@ -561,10 +404,7 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         let file = dir.join("cases.json");
         std::fs::write(&file, serde_json::to_string(&cases).unwrap()).unwrap();
         let out = Command::new("node")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../scripts/browser-ws.cjs"
-            ))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/browser-ws.cjs"))
             .arg(&file)
             .output()
             .unwrap();
@@ -573,32 +413,20 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
     }
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        failures.is_empty(),
-        "{} of {} scenarios wrong:\n{}",
-        failures.len(),
-        scenarios.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} scenarios wrong:\n{}", failures.len(), scenarios.len(), failures.join("\n"));
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let out = holdfast().args(["doctor"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = holdfast()
-        .args(["doctor", "ws://x/", "--idle", "soon"])
-        .output()
-        .unwrap();
+    let out = holdfast().args(["doctor", "ws://x/", "--idle", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn nginx_config_round_trips_through_the_lint() {
-    let out = holdfast()
-        .args(["nginx", "--upstream", "127.0.0.1:9000", "--path", "/live"])
-        .output()
-        .unwrap();
+    let out = holdfast().args(["nginx", "--upstream", "127.0.0.1:9000", "--path", "/live"]).output().unwrap();
     assert!(out.status.success());
     let config = String::from_utf8(out.stdout).unwrap();
     assert!(config.contains("location = /live") && config.contains("server 127.0.0.1:9000;"));
@@ -606,33 +434,14 @@ fn nginx_config_round_trips_through_the_lint() {
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.conf");
     std::fs::write(&good, &config).unwrap();
-    let out = holdfast()
-        .args(["doctor", "--nginx"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = holdfast().args(["doctor", "--nginx"]).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let bad = dir.join("bad.conf");
-    std::fs::write(
-        &bad,
-        "server {\n  listen 80;\n  location /ws {\n    proxy_pass http://127.0.0.1:9000;\n  }\n}\n",
-    )
-    .unwrap();
-    let out = holdfast()
-        .args(["doctor", "--nginx"])
-        .arg(&bad)
-        .output()
+    std::fs::write(&bad, "server {\n  listen 80;\n  location /ws {\n    proxy_pass http://127.0.0.1:9000;\n  }\n}\n")
         .unwrap();
+    let out = holdfast().args(["doctor", "--nginx"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("bad.conf:3:") && text.contains("Upgrade $http_upgrade"),
-        "{text}"
-    );
+    assert!(text.contains("bad.conf:3:") && text.contains("Upgrade $http_upgrade"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

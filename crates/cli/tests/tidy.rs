@@ -8,52 +8,23 @@ use std::path::Path;
 const RULES: &[(&str, &[&str], &str)] = &[
     (
         "protocol",
-        &[
-            "tokio",
-            "hyper",
-            "axum",
-            "tokio-tungstenite",
-            "redis",
-            "tracing-subscriber",
-            "anyhow",
-            "holdfast-core",
-        ],
+        &["tokio", "hyper", "axum", "tokio-tungstenite", "redis", "tracing-subscriber", "anyhow", "holdfast-core"],
         "protocol is pure: the wire format only, no I/O, no runtime",
     ),
     (
         "core",
-        &[
-            "axum",
-            "hyper",
-            "http",
-            "tokio-tungstenite",
-            "redis",
-            "serde_json",
-            "anyhow",
-            "holdfast-server",
-        ],
+        &["axum", "hyper", "http", "tokio-tungstenite", "redis", "serde_json", "anyhow", "holdfast-server"],
         "core does no I/O and no JSON of its own (it encodes through protocol)",
     ),
-    (
-        "server",
-        &["redis", "clap", "holdfast-bench"],
-        "server receives an Arc<dyn Broker> and never parses arguments",
-    ),
-    (
-        "bench",
-        &["holdfast-core", "holdfast-server"],
-        "bench must see the gateway the way a user does",
-    ),
+    ("server", &["redis", "clap", "holdfast-bench"], "server receives an Arc<dyn Broker> and never parses arguments"),
+    ("bench", &["holdfast-core", "holdfast-server"], "bench must see the gateway the way a user does"),
 ];
 
 /// tokio features core may use: synchronisation only, never sockets.
 const CORE_TOKIO_FEATURES: &[&str] = &["sync", "macros"];
 
 fn manifest(name: &str) -> toml::Table {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(name)
-        .join("Cargo.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name).join("Cargo.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.parse().unwrap()
 }
@@ -62,11 +33,7 @@ fn manifest(name: &str) -> toml::Table {
 fn crates_never_import_what_their_layer_forbids() {
     for (name, forbidden, why) in RULES {
         let m = manifest(name);
-        let deps = m
-            .get("dependencies")
-            .and_then(|d| d.as_table())
-            .cloned()
-            .unwrap_or_default();
+        let deps = m.get("dependencies").and_then(|d| d.as_table()).cloned().unwrap_or_default();
         for dep in deps.keys() {
             assert!(
                 !forbidden.contains(&dep.as_str()),
@@ -86,9 +53,6 @@ fn core_uses_no_tokio_io() {
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
     for f in features {
-        assert!(
-            CORE_TOKIO_FEATURES.contains(&f),
-            "crates/core enables tokio feature `{f}`; core does no I/O"
-        );
+        assert!(CORE_TOKIO_FEATURES.contains(&f), "crates/core enables tokio feature `{f}`; core does no I/O");
     }
 }

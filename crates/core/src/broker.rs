@@ -119,12 +119,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool;
 
     /// Up to `limit` publications with offset > `since` (all held when `None`).
-    async fn history(
-        &self,
-        channel: &ChannelName,
-        since: Option<Offset>,
-        limit: usize,
-    ) -> Result<History, BrokerError>;
+    async fn history(&self, channel: &ChannelName, since: Option<Offset>, limit: usize)
+        -> Result<History, BrokerError>;
 
     /// The subscribers of a channel.
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError>;

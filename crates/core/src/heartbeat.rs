@@ -32,13 +32,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts the clock at `now`.
     pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
-        Heartbeat {
-            interval,
-            timeout,
-            last_heard: now,
-            next_ping: now + interval,
-            ping_sent: None,
-        }
+        Heartbeat { interval, timeout, last_heard: now, next_ping: now + interval, ping_sent: None }
     }
 
     /// The peer sent something.

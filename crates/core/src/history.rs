@@ -23,10 +23,7 @@ impl Default for HistoryLimits {
     /// 100 publications, 5 minutes: enough to ride out a reconnect or a
     /// deploy, small enough that 10,000 busy channels fit in memory.
     fn default() -> Self {
-        HistoryLimits {
-            max_len: 100,
-            max_age: Duration::from_secs(300),
-        }
+        HistoryLimits { max_len: 100, max_age: Duration::from_secs(300) }
     }
 }
 
@@ -42,10 +39,7 @@ impl ChannelHistory {
         if limits.max_len == 0 {
             return;
         }
-        debug_assert!(self
-            .entries
-            .back()
-            .is_none_or(|(_, p)| p.offset.next() == publication.offset));
+        debug_assert!(self.entries.back().is_none_or(|(_, p)| p.offset.next() == publication.offset));
         while self.entries.len() >= limits.max_len {
             self.entries.pop_front();
         }
@@ -93,19 +87,12 @@ mod tests {
     use holdfast_protocol::ChannelName;
 
     fn publication(offset: u64) -> EncodedPublication {
-        EncodedPublication::new(
-            &ChannelName::new("c").unwrap(),
-            Offset(offset),
-            &offset.to_string(),
-        )
+        EncodedPublication::new(&ChannelName::new("c").unwrap(), Offset(offset), &offset.to_string())
     }
 
     #[test]
     fn keeps_the_newest_by_count() {
-        let limits = HistoryLimits {
-            max_len: 3,
-            max_age: Duration::from_secs(60),
-        };
+        let limits = HistoryLimits { max_len: 3, max_age: Duration::from_secs(60) };
         let mut h = ChannelHistory::default();
         let t = Instant::now();
         for o in 1..=5 {
@@ -121,10 +108,7 @@ mod tests {
 
     #[test]
     fn drops_by_age() {
-        let limits = HistoryLimits {
-            max_len: 10,
-            max_age: Duration::from_secs(10),
-        };
+        let limits = HistoryLimits { max_len: 10, max_age: Duration::from_secs(10) };
         let mut h = ChannelHistory::default();
         let t = Instant::now();
         h.push(publication(1), t, limits);
@@ -137,10 +121,7 @@ mod tests {
 
     #[test]
     fn zero_length_disables_history() {
-        let limits = HistoryLimits {
-            max_len: 0,
-            max_age: Duration::from_secs(10),
-        };
+        let limits = HistoryLimits { max_len: 0, max_age: Duration::from_secs(10) };
         let mut h = ChannelHistory::default();
         h.push(publication(1), Instant::now(), limits);
         assert!(h.is_empty());

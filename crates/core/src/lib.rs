@@ -15,8 +15,8 @@ mod registry;
 mod session;
 
 pub use broker::{
-    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed,
-    SubscribedReply, Subscriber,
+    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
+    Subscriber,
 };
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};

@@ -18,8 +18,7 @@
 
 use async_trait::async_trait;
 use holdfast_protocol::{
-    plan_recovery, ChannelName, EncodedPublication, Epoch, HistoryWindow, Offset, Recovery,
-    StreamPosition,
+    plan_recovery, ChannelName, EncodedPublication, Epoch, HistoryWindow, Offset, Recovery, StreamPosition,
 };
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -28,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::broker::{
-    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed,
-    SubscribedReply, Subscriber,
+    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
+    Subscriber,
 };
 use crate::history::{ChannelHistory, HistoryLimits};
 
@@ -66,9 +65,7 @@ pub fn new_epoch() -> Epoch {
     use rand::Rng;
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let s: String = (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let s: String = (0..8).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     Epoch::new(s)
 }
 
@@ -81,26 +78,18 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     /// A broker keeping history within `limits`.
     pub fn new(limits: HistoryLimits) -> MemoryBroker {
-        MemoryBroker {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            limits,
-        }
+        MemoryBroker { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), limits }
     }
 
     fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, HashMap<ChannelName, Channel>> {
         let mut h = DefaultHasher::new();
         channel.hash(&mut h);
-        self.shards[(h.finish() as usize) % SHARDS]
-            .lock()
-            .expect("broker shard poisoned")
+        self.shards[(h.finish() as usize) % SHARDS].lock().expect("broker shard poisoned")
     }
 
     /// Number of channels held.
     pub fn channel_count(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().expect("broker shard poisoned").len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().expect("broker shard poisoned").len()).sum()
     }
 }
 
@@ -109,9 +98,7 @@ impl Broker for MemoryBroker {
     async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map
-            .entry(channel.clone())
-            .or_insert_with(|| Channel::new(now));
+        let ch = map.entry(channel.clone()).or_insert_with(|| Channel::new(now));
         ch.last_active = now;
         ch.newest = ch.newest.next();
         let publication = EncodedPublication::new(channel, ch.newest, data);
@@ -121,11 +108,7 @@ impl Broker for MemoryBroker {
         }
         let delivered = ch.subscribers.len();
         ch.history.push(publication, now, self.limits);
-        Ok(Published {
-            epoch: ch.epoch.clone(),
-            offset: ch.newest,
-            delivered,
-        })
+        Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered })
     }
 
     async fn subscribe(
@@ -137,9 +120,7 @@ impl Broker for MemoryBroker {
     ) -> Result<Subscribed, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map
-            .entry(channel.clone())
-            .or_insert_with(|| Channel::new(now));
+        let ch = map.entry(channel.clone()).or_insert_with(|| Channel::new(now));
         ch.last_active = now;
         let slot = match ch.subscribers.entry(subscriber.key) {
             Entry::Occupied(_) => return Err(BrokerError::AlreadySubscribed(channel.clone())),
@@ -147,11 +128,7 @@ impl Broker for MemoryBroker {
         };
         ch.history.expire(now, self.limits);
         let recovery = since.map(|since| {
-            let window = HistoryWindow {
-                epoch: &ch.epoch,
-                newest: ch.newest,
-                oldest_held: ch.history.oldest(),
-            };
+            let window = HistoryWindow { epoch: &ch.epoch, newest: ch.newest, oldest_held: ch.history.oldest() };
             plan_recovery(since, &window)
         });
         let outcome = Subscribed {
@@ -189,37 +166,27 @@ impl Broker for MemoryBroker {
     ) -> Result<History, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map
-            .entry(channel.clone())
-            .or_insert_with(|| Channel::new(now));
+        let ch = map.entry(channel.clone()).or_insert_with(|| Channel::new(now));
         ch.history.expire(now, self.limits);
         let from = since.map(Offset::next).unwrap_or(Offset(0));
         let publications = ch.history.since(from).take(limit).cloned().collect();
-        Ok(History {
-            epoch: ch.epoch.clone(),
-            offset: ch.newest,
-            publications,
-        })
+        Ok(History { epoch: ch.epoch.clone(), offset: ch.newest, publications })
     }
 
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
         let map = self.shard(channel);
-        Ok(map
-            .get(channel)
-            .map(|ch| ch.subscribers.values().map(|s| s.info.clone()).collect())
-            .unwrap_or_default())
+        Ok(map.get(channel).map(|ch| ch.subscribers.values().map(|s| s.info.clone()).collect()).unwrap_or_default())
     }
 
     async fn channels(&self) -> Result<Vec<ChannelInfo>, BrokerError> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let map = shard.lock().expect("broker shard poisoned");
-            out.extend(map.iter().filter(|(_, ch)| !ch.subscribers.is_empty()).map(
-                |(name, ch)| ChannelInfo {
-                    channel: name.clone(),
-                    subscribers: ch.subscribers.len(),
-                },
-            ));
+            out.extend(
+                map.iter()
+                    .filter(|(_, ch)| !ch.subscribers.is_empty())
+                    .map(|(name, ch)| ChannelInfo { channel: name.clone(), subscribers: ch.subscribers.len() }),
+            );
         }
         out.sort_by(|a, b| a.channel.cmp(&b.channel));
         Ok(out)
@@ -244,19 +211,12 @@ mod tests {
 
     #[tokio::test]
     async fn idle_channels_keep_their_epoch_for_the_history_window() {
-        let limits = HistoryLimits {
-            max_len: 10,
-            max_age: Duration::from_secs(60),
-        };
+        let limits = HistoryLimits { max_len: 10, max_age: Duration::from_secs(60) };
         let broker = MemoryBroker::new(limits);
         let ch = ChannelName::new("quiet").unwrap();
         let e1 = broker.history(&ch, None, 10).await.unwrap().epoch;
         broker.sweep(Instant::now() + Duration::from_secs(30));
-        assert_eq!(
-            broker.history(&ch, None, 10).await.unwrap().epoch,
-            e1,
-            "kept while within max_age"
-        );
+        assert_eq!(broker.history(&ch, None, 10).await.unwrap().epoch, e1, "kept while within max_age");
         broker.sweep(Instant::now() + Duration::from_secs(61));
         assert_eq!(broker.channel_count(), 0, "collected after max_age idle");
         assert_ne!(broker.history(&ch, None, 10).await.unwrap().epoch, e1);

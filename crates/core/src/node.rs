@@ -53,13 +53,7 @@ pub struct Node {
 impl Node {
     /// A node over `broker`.
     pub fn new(broker: Arc<dyn Broker>, config: SessionConfig, name: Option<String>) -> Node {
-        Node {
-            broker,
-            sessions: SessionRegistry::default(),
-            config,
-            name,
-            draining: AtomicBool::new(false),
-        }
+        Node { broker, sessions: SessionRegistry::default(), config, name, draining: AtomicBool::new(false) }
     }
 
     /// Marks the node as draining: new sessions are refused.

@@ -34,19 +34,12 @@ pub struct Disconnect {
 impl Disconnect {
     /// A disconnect with no reconnect hint.
     pub fn new(code: CloseCode, reason: impl Into<Cow<'static, str>>) -> Disconnect {
-        Disconnect {
-            code,
-            reason: reason.into(),
-            reconnect_after_ms: None,
-        }
+        Disconnect { code, reason: reason.into(), reconnect_after_ms: None }
     }
 
     /// The close for a consumer whose outbox overflowed.
     pub fn slow_consumer() -> Disconnect {
-        Disconnect::new(
-            CloseCode::SlowConsumer,
-            "outbound queue full: client reads too slowly",
-        )
+        Disconnect::new(CloseCode::SlowConsumer, "outbound queue full: client reads too slowly")
     }
 }
 
@@ -80,11 +73,7 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox that holds at most `max_bytes` of queued frames.
     pub fn new(max_bytes: usize) -> Outbox {
-        Outbox {
-            state: Mutex::new(State::default()),
-            ready: Notify::new(),
-            max_bytes,
-        }
+        Outbox { state: Mutex::new(State::default()), ready: Notify::new(), max_bytes }
     }
 
     /// Queues a frame, or refuses it (and starts closing) when it would
@@ -125,11 +114,7 @@ impl Outbox {
 
     /// Whether the outbox is closing.
     pub fn is_closing(&self) -> bool {
-        self.state
-            .lock()
-            .expect("outbox lock poisoned")
-            .closing
-            .is_some()
+        self.state.lock().expect("outbox lock poisoned").closing.is_some()
     }
 
     /// Bytes queued right now.
@@ -151,8 +136,7 @@ impl Outbox {
 
     /// Waits until there is something to take. Cancel-safe.
     pub async fn ready(&self) {
-        self.wait_for(|s| !s.queue.is_empty() || s.closing.is_some())
-            .await
+        self.wait_for(|s| !s.queue.is_empty() || s.closing.is_some()).await
     }
 
     /// Waits until the outbox is closing. Cancel-safe.
@@ -188,10 +172,7 @@ mod tests {
         assert_eq!(o.push(Bytes::from_static(b"ijk")), Err(Refused));
         let mut b = Batch::default();
         o.take(&mut b);
-        assert!(
-            b.frames.is_empty(),
-            "an overflowing outbox drops what it held"
-        );
+        assert!(b.frames.is_empty(), "an overflowing outbox drops what it held");
         assert_eq!(b.disconnect.unwrap().code, CloseCode::SlowConsumer);
         assert_eq!(o.push(Bytes::from_static(b"x")), Err(Refused));
     }

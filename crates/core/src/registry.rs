@@ -34,14 +34,7 @@ impl SessionRegistry {
     /// Adds a connection and returns its key.
     pub fn register(&self, outbox: Arc<Outbox>) -> SessionKey {
         let key = SessionKey(self.next_key.fetch_add(1, Ordering::Relaxed));
-        self.lock().insert(
-            key,
-            Entry {
-                outbox,
-                session: None,
-                user: None,
-            },
-        );
+        self.lock().insert(key, Entry { outbox, session: None, user: None });
         key
     }
 

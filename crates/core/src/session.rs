@@ -10,9 +10,7 @@
 //! [`Session::finish`] so subscriptions and the registry entry go away.
 
 use bytes::Bytes;
-use holdfast_protocol::{
-    decode_frame, ChannelName, Command, ErrorCode, Reply, Request, StreamPosition,
-};
+use holdfast_protocol::{decode_frame, ChannelName, Command, ErrorCode, Reply, Request, StreamPosition};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,14 +47,7 @@ impl Session {
         let outbox = Arc::new(Outbox::new(node.config.outbox_max_bytes));
         let key = node.sessions.register(outbox.clone());
         let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
-        Session {
-            node,
-            key,
-            outbox,
-            info: None,
-            subscriptions: Vec::new(),
-            heartbeat,
-        }
+        Session { node, key, outbox, info: None, subscriptions: Vec::new(), heartbeat }
     }
 
     /// The session's outbound queue.
@@ -77,10 +68,9 @@ impl Session {
             Beat::Ping => {
                 let _ = self.outbox.push(Bytes::from_static(br#"{"op":"ping"}"#));
             }
-            Beat::Dead => self.outbox.close(Disconnect::new(
-                CloseCode::HeartbeatTimeout,
-                "no pong within pong_timeout",
-            )),
+            Beat::Dead => {
+                self.outbox.close(Disconnect::new(CloseCode::HeartbeatTimeout, "no pong within pong_timeout"))
+            }
         }
     }
 
@@ -96,13 +86,7 @@ impl Session {
         let mut stats = FrameStats::default();
         for request in decode_frame(text) {
             stats.commands += 1;
-            let publishes = matches!(
-                request,
-                Ok(Request {
-                    command: Command::Publish { .. },
-                    ..
-                })
-            );
+            let publishes = matches!(request, Ok(Request { command: Command::Publish { .. }, .. }));
             let result = match request {
                 Ok(request) => self.handle(request).await,
                 Err(e) => Err((e.id, e.code, e.message)),
@@ -128,22 +112,12 @@ impl Session {
             Command::Pong => Ok(()),
             Command::Connect { client, .. } => {
                 if self.info.is_some() {
-                    return fail(
-                        ErrorCode::AlreadyConnected,
-                        "connect was already sent on this session".into(),
-                    );
+                    return fail(ErrorCode::AlreadyConnected, "connect was already sent on this session".into());
                 }
                 if self.node.is_draining() {
-                    return fail(
-                        ErrorCode::ShuttingDown,
-                        "this node is shutting down; reconnect".into(),
-                    );
+                    return fail(ErrorCode::ShuttingDown, "this node is shutting down; reconnect".into());
                 }
-                let info = Arc::new(ClientInfo {
-                    session: new_session_id(),
-                    user: None,
-                    client,
-                });
+                let info = Arc::new(ClientInfo { session: new_session_id(), user: None, client });
                 self.send(
                     Reply::Connected {
                         id: id_or_zero,
@@ -153,40 +127,24 @@ impl Session {
                     }
                     .encode(),
                 );
-                self.node
-                    .sessions
-                    .set_identity(self.key, &info.session, info.user.as_deref());
+                self.node.sessions.set_identity(self.key, &info.session, info.user.as_deref());
                 self.info = Some(info);
                 Ok(())
             }
             _ if self.info.is_none() => fail(ErrorCode::NotConnected, "send connect first".into()),
-            Command::Subscribe { channel, since, .. } => {
-                self.subscribe(id_or_zero, channel, since).await
-            }
+            Command::Subscribe { channel, since, .. } => self.subscribe(id_or_zero, channel, since).await,
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
-                    return fail(
-                        ErrorCode::NotSubscribed,
-                        format!("not subscribed to {channel}"),
-                    );
+                    return fail(ErrorCode::NotSubscribed, format!("not subscribed to {channel}"));
                 };
                 self.subscriptions.swap_remove(i);
                 self.node.broker.unsubscribe(&channel, self.key).await;
-                self.send(
-                    Reply::Unsubscribed {
-                        id: id_or_zero,
-                        channel: channel.as_str(),
-                    }
-                    .encode(),
-                );
+                self.send(Reply::Unsubscribed { id: id_or_zero, channel: channel.as_str() }.encode());
                 Ok(())
             }
             Command::Publish { channel, data } => {
                 if !self.node.config.allow_client_publish {
-                    return fail(
-                        ErrorCode::BadRequest,
-                        "clients may not publish on this server".into(),
-                    );
+                    return fail(ErrorCode::BadRequest, "clients may not publish on this server".into());
                 }
                 match self.node.broker.publish(&channel, data.get()).await {
                     Ok(p) => {
@@ -214,31 +172,17 @@ impl Session {
         since: Option<StreamPosition>,
     ) -> Result<(), (Option<u64>, ErrorCode, String)> {
         if self.subscriptions.contains(&channel) {
-            return Err((
-                Some(id),
-                ErrorCode::AlreadySubscribed,
-                format!("already subscribed to {channel}"),
-            ));
+            return Err((Some(id), ErrorCode::AlreadySubscribed, format!("already subscribed to {channel}")));
         }
         if self.subscriptions.len() >= self.node.config.max_subscriptions {
             return Err((
                 Some(id),
                 ErrorCode::TooManySubscriptions,
-                format!(
-                    "at most {} subscriptions per session",
-                    self.node.config.max_subscriptions
-                ),
+                format!("at most {} subscriptions per session", self.node.config.max_subscriptions),
             ));
         }
-        let info = self
-            .info
-            .clone()
-            .expect("subscribe only runs once connected");
-        let subscriber = Subscriber {
-            key: self.key,
-            info,
-            outbox: self.outbox.clone(),
-        };
+        let info = self.info.clone().expect("subscribe only runs once connected");
+        let subscriber = Subscriber { key: self.key, info, outbox: self.outbox.clone() };
         let reply = |s: &Subscribed| {
             Reply::Subscribed {
                 id,
@@ -249,21 +193,14 @@ impl Session {
             }
             .encode()
         };
-        match self
-            .node
-            .broker
-            .subscribe(&channel, subscriber, since.as_ref(), &reply)
-            .await
-        {
+        match self.node.broker.subscribe(&channel, subscriber, since.as_ref(), &reply).await {
             Ok(_) => {
                 self.subscriptions.push(channel);
                 Ok(())
             }
-            Err(BrokerError::AlreadySubscribed(c)) => Err((
-                Some(id),
-                ErrorCode::AlreadySubscribed,
-                format!("already subscribed to {c}"),
-            )),
+            Err(BrokerError::AlreadySubscribed(c)) => {
+                Err((Some(id), ErrorCode::AlreadySubscribed, format!("already subscribed to {c}")))
+            }
             Err(e) => Err((Some(id), ErrorCode::BrokerUnavailable, e.to_string())),
         }
     }

@@ -8,27 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn node(history: HistoryLimits) -> Arc<Node> {
-    Arc::new(Node::new(
-        Arc::new(MemoryBroker::new(history)),
-        SessionConfig::default(),
-        None,
-    ))
+    Arc::new(Node::new(Arc::new(MemoryBroker::new(history)), SessionConfig::default(), None))
 }
 
 /// Everything queued in the session's outbox, as JSON objects.
 fn drain(s: &Session) -> Vec<Value> {
     let mut b = Batch::default();
     s.outbox().take(&mut b);
-    b.frames
-        .iter()
-        .map(|f| serde_json::from_slice(f).unwrap())
-        .collect()
+    b.frames.iter().map(|f| serde_json::from_slice(f).unwrap()).collect()
 }
 
 async fn connected(node: &Arc<Node>) -> Session {
     let mut s = Session::new(node.clone(), Instant::now());
-    s.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now())
-        .await;
+    s.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now()).await;
     assert_eq!(drain(&s)[0]["op"], "connected");
     s
 }
@@ -37,13 +29,9 @@ async fn connected(node: &Arc<Node>) -> Session {
 async fn commands_before_connect_are_refused_with_their_id() {
     let node = node(HistoryLimits::default());
     let mut s = Session::new(node.clone(), Instant::now());
-    s.handle_frame(r#"{"id":5,"op":"subscribe","channel":"a"}"#, Instant::now())
-        .await;
+    s.handle_frame(r#"{"id":5,"op":"subscribe","channel":"a"}"#, Instant::now()).await;
     let out = drain(&s);
-    assert_eq!(
-        (out[0]["code"].as_str(), out[0]["id"].as_u64()),
-        (Some("not_connected"), Some(5))
-    );
+    assert_eq!((out[0]["code"].as_str(), out[0]["id"].as_u64()), (Some("not_connected"), Some(5)));
     s.finish().await;
     assert!(node.sessions.is_empty());
 }
@@ -53,38 +41,21 @@ async fn subscribe_publish_and_leave() {
     let node = node(HistoryLimits::default());
     let mut a = connected(&node).await;
     let mut b = connected(&node).await;
-    a.handle_frame(r#"{"id":2,"op":"subscribe","channel":"c"}"#, Instant::now())
-        .await;
-    b.handle_frame(
-        r#"{"id":3,"op":"publish","channel":"c","data":{"x":1}}"#,
-        Instant::now(),
-    )
-    .await;
+    a.handle_frame(r#"{"id":2,"op":"subscribe","channel":"c"}"#, Instant::now()).await;
+    b.handle_frame(r#"{"id":3,"op":"publish","channel":"c","data":{"x":1}}"#, Instant::now()).await;
     let got = drain(&a);
     assert_eq!(got[0]["op"], "subscribed");
     assert_eq!(
-        (
-            got[1]["op"].as_str(),
-            got[1]["offset"].as_u64(),
-            got[1]["data"]["x"].as_u64()
-        ),
+        (got[1]["op"].as_str(), got[1]["offset"].as_u64(), got[1]["data"]["x"].as_u64()),
         (Some("message"), Some(1), Some(1))
     );
     let reply = drain(&b);
     assert_eq!(
-        (
-            reply[0]["op"].as_str(),
-            reply[0]["id"].as_u64(),
-            reply[0]["offset"].as_u64()
-        ),
+        (reply[0]["op"].as_str(), reply[0]["id"].as_u64(), reply[0]["offset"].as_u64()),
         (Some("published"), Some(3), Some(1))
     );
     a.finish().await;
-    let presence = node
-        .broker
-        .presence(&ChannelName::new("c").unwrap())
-        .await
-        .unwrap();
+    let presence = node.broker.presence(&ChannelName::new("c").unwrap()).await.unwrap();
     assert!(presence.is_empty(), "finish unsubscribes");
     b.finish().await;
 }
@@ -115,17 +86,10 @@ async fn a_silent_peer_is_closed_with_heartbeat_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubscribe_race_keeps_every_offset_exactly_once() {
     const TOTAL: u64 = 20_000;
-    let node = node(HistoryLimits {
-        max_len: 100_000,
-        max_age: Duration::from_secs(60),
-    });
+    let node = node(HistoryLimits { max_len: 100_000, max_age: Duration::from_secs(60) });
     let channel = "race";
     let mut sub = connected(&node).await;
-    sub.handle_frame(
-        r#"{"id":2,"op":"subscribe","channel":"race"}"#,
-        Instant::now(),
-    )
-    .await;
+    sub.handle_frame(r#"{"id":2,"op":"subscribe","channel":"race"}"#, Instant::now()).await;
     let first = drain(&sub);
     let epoch = first[0]["epoch"].as_str().unwrap().to_string();
 
@@ -170,10 +134,6 @@ async fn resubscribe_race_keeps_every_offset_exactly_once() {
     for p in publishers {
         p.await.unwrap();
     }
-    assert_eq!(
-        seen,
-        (1..=TOTAL).collect::<Vec<_>>(),
-        "after {rounds} rounds"
-    );
+    assert_eq!(seen, (1..=TOTAL).collect::<Vec<_>>(), "after {rounds} rounds");
     assert!(rounds > 10, "the race was exercised only {rounds} times");
 }

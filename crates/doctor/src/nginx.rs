@@ -135,11 +135,7 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
                 let head: Vec<&str> = st.trim_end_matches('{').split_whitespace().collect();
                 if head.first() == Some(&"location") {
                     let path = head.last().copied().unwrap_or("").to_string();
-                    locations.push(Location {
-                        line: line_no,
-                        path,
-                        ..Location::default()
-                    });
+                    locations.push(Location { line: line_no, path, ..Location::default() });
                     stack.push(Some(locations.len() - 1));
                 } else {
                     stack.push(None);
@@ -156,9 +152,7 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
                 continue;
             };
             match (directive, current) {
-                ("proxy_read_timeout", None) => {
-                    server_read_timeout = seconds(words.get(1)).map(|s| (s, line_no))
-                }
+                ("proxy_read_timeout", None) => server_read_timeout = seconds(words.get(1)).map(|s| (s, line_no)),
                 (_, None) => {}
                 (d, Some(at)) => {
                     let loc = &mut locations[at];
@@ -166,28 +160,20 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
                         "proxy_pass" => loc.proxies = true,
                         "proxy_http_version" => loc.http11 = words.get(1) == Some(&"1.1"),
                         "proxy_set_header" => {
-                            let name = words
-                                .get(1)
-                                .map(|w| w.to_ascii_lowercase())
-                                .unwrap_or_default();
+                            let name = words.get(1).map(|w| w.to_ascii_lowercase()).unwrap_or_default();
                             let value = words.get(2).copied().unwrap_or("");
                             if name == "upgrade" && value.contains("$http_upgrade") {
                                 loc.upgrade = true;
                             }
                             if name == "connection"
-                                && (value.contains("upgrade")
-                                    || value.contains("$connection_upgrade"))
+                                && (value.contains("upgrade") || value.contains("$connection_upgrade"))
                             {
                                 loc.connection = true;
                             }
                         }
-                        "proxy_read_timeout" => {
-                            loc.read_timeout = seconds(words.get(1)).map(|s| (s, line_no))
-                        }
+                        "proxy_read_timeout" => loc.read_timeout = seconds(words.get(1)).map(|s| (s, line_no)),
                         "proxy_buffering" => loc.buffering_off = words.get(1) == Some(&"off"),
-                        "return" | "rewrite"
-                            if st.contains("301") || st.contains("302") || d == "rewrite" =>
-                        {
+                        "return" | "rewrite" if st.contains("301") || st.contains("302") || d == "rewrite" => {
                             loc.redirect = Some(line_no)
                         }
                         _ => {}
@@ -197,10 +183,8 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
         }
     }
     for loc in &locations {
-        let ws =
-            loc.upgrade || loc.connection || loc.path.contains("ws") || loc.path.contains("socket");
-        let sse =
-            loc.path.contains("sse") || loc.path.contains("events") || loc.path.contains("poll");
+        let ws = loc.upgrade || loc.connection || loc.path.contains("ws") || loc.path.contains("socket");
+        let sse = loc.path.contains("sse") || loc.path.contains("events") || loc.path.contains("poll");
         if let Some(line) = loc.redirect {
             if ws {
                 findings.push(Finding {
@@ -312,10 +296,7 @@ pub fn lint_command(path: &std::path::Path) -> u8 {
         println!("{}: no WebSocket problems found", path.display());
         0
     } else {
-        println!(
-            "{} finding(s); `holdfast nginx` prints a config without them",
-            findings.len()
-        );
+        println!("{} finding(s); `holdfast nginx` prints a config without them", findings.len());
         1
     }
 }
@@ -338,10 +319,7 @@ mod tests {
     fn the_generated_config_passes_the_lint() {
         let config = generate(&args());
         assert_eq!(lint(&config, 25), vec![], "{config}");
-        let tls = generate(&NginxArgs {
-            tls: true,
-            ..args()
-        });
+        let tls = generate(&NginxArgs { tls: true, ..args() });
         assert!(tls.contains("listen 443 ssl"));
         assert_eq!(lint(&tls, 25), vec![]);
     }
@@ -366,17 +344,11 @@ http {
 }
 ";
         let f = lint(config, 25);
-        let at = |line: usize, needle: &str| {
-            f.iter()
-                .any(|x| x.line == line && x.message.contains(needle))
-        };
+        let at = |line: usize, needle: &str| f.iter().any(|x| x.line == line && x.message.contains(needle));
         assert!(at(3, "Upgrade $http_upgrade"), "{f:#?}");
         assert!(at(3, "Connection $connection_upgrade"), "{f:#?}");
         assert!(at(3, "proxy_http_version 1.1"), "{f:#?}");
-        assert!(
-            at(5, "20s is at or below the heartbeat interval (25s)"),
-            "{f:#?}"
-        );
+        assert!(at(5, "20s is at or below the heartbeat interval (25s)"), "{f:#?}");
         assert!(at(7, "proxy_buffering off"), "{f:#?}");
         assert!(at(12, "redirects"), "{f:#?}");
     }

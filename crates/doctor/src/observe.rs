@@ -60,10 +60,7 @@ pub struct Response {
 impl Response {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Whether a header contains a comma-separated token (case-insensitive).
@@ -109,9 +106,7 @@ pub struct Handshake {
 impl Handshake {
     /// A chosen subprotocol that was never offered: browsers fail on it.
     pub fn chose_unoffered(&self) -> bool {
-        self.chosen
-            .as_ref()
-            .is_some_and(|c| !self.offered.iter().any(|o| o == c))
+        self.chosen.as_ref().is_some_and(|c| !self.offered.iter().any(|o| o == c))
     }
 }
 

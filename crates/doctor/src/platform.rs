@@ -86,11 +86,7 @@ pub fn idle_limits_matching(seconds: u64) -> Vec<&'static str> {
         (600, "AWS API Gateway's or CloudFront's 10 min idle timeout"),
     ];
     let tolerance = (seconds / 10).max(3);
-    LIMITS
-        .iter()
-        .filter(|(limit, _)| limit.abs_diff(seconds) <= tolerance)
-        .map(|(_, what)| *what)
-        .collect()
+    LIMITS.iter().filter(|(limit, _)| limit.abs_diff(seconds) <= tolerance).map(|(_, what)| *what).collect()
 }
 
 #[cfg(test)]
@@ -100,47 +96,23 @@ mod tests {
     #[test]
     fn recognises_proxies() {
         let r = |h: &[(&str, &str)], body: &str| Response {
-            headers: h
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: h.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             body: body.into(),
             ..Response::default()
         };
-        assert_eq!(
-            proxy_in_front(&r(&[("Server", "nginx/1.22.1")], "")),
-            Some(Proxy::Nginx)
-        );
-        assert_eq!(
-            proxy_in_front(&r(&[], "<hr><center>nginx</center>")),
-            Some(Proxy::Nginx)
-        );
-        assert_eq!(
-            proxy_in_front(&r(&[("CF-RAY", "8a")], "")),
-            Some(Proxy::Cloudflare)
-        );
-        assert_eq!(
-            proxy_in_front(&r(&[("Via", "1.1 vegur")], "")),
-            Some(Proxy::Heroku)
-        );
-        assert_eq!(
-            proxy_in_front(&r(&[("Server", "awselb/2.0")], "")),
-            Some(Proxy::AwsElb)
-        );
+        assert_eq!(proxy_in_front(&r(&[("Server", "nginx/1.22.1")], "")), Some(Proxy::Nginx));
+        assert_eq!(proxy_in_front(&r(&[], "<hr><center>nginx</center>")), Some(Proxy::Nginx));
+        assert_eq!(proxy_in_front(&r(&[("CF-RAY", "8a")], "")), Some(Proxy::Cloudflare));
+        assert_eq!(proxy_in_front(&r(&[("Via", "1.1 vegur")], "")), Some(Proxy::Heroku));
+        assert_eq!(proxy_in_front(&r(&[("Server", "awselb/2.0")], "")), Some(Proxy::AwsElb));
         assert_eq!(proxy_in_front(&r(&[("Server", "hypercorn")], "")), None);
     }
 
     #[test]
     fn matches_idle_limits() {
-        assert!(idle_limits_matching(61)
-            .iter()
-            .any(|l| l.contains("proxy_read_timeout")));
-        assert!(idle_limits_matching(55)
-            .iter()
-            .any(|l| l.contains("Heroku")));
-        assert!(idle_limits_matching(101)
-            .iter()
-            .any(|l| l.contains("Cloudflare")));
+        assert!(idle_limits_matching(61).iter().any(|l| l.contains("proxy_read_timeout")));
+        assert!(idle_limits_matching(55).iter().any(|l| l.contains("Heroku")));
+        assert!(idle_limits_matching(101).iter().any(|l| l.contains("Cloudflare")));
         assert!(idle_limits_matching(13).is_empty());
     }
 }

@@ -44,54 +44,22 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn stage(
-        &mut self,
-        name: &'static str,
-        status: Status,
-        started: Instant,
-        detail: impl Into<String>,
-    ) {
+    fn stage(&mut self, name: &'static str, status: Status, started: Instant, detail: impl Into<String>) {
         let ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
-        self.stages.push(Stage {
-            name,
-            status,
-            ms,
-            detail: detail.into(),
-        });
+        self.stages.push(Stage { name, status, ms, detail: detail.into() });
     }
 
     fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.stages.push(Stage {
-            name,
-            status: Status::Skipped,
-            ms: 0.0,
-            detail: detail.into(),
-        });
+        self.stages.push(Stage { name, status: Status::Skipped, ms: 0.0, detail: detail.into() });
     }
 }
 
-const STAGES: [&str; 10] = [
-    "url",
-    "dns",
-    "tcp",
-    "tls",
-    "upgrade",
-    "handshake",
-    "round_trip",
-    "ping",
-    "idle",
-    "close",
-];
+const STAGES: [&str; 10] = ["url", "dns", "tcp", "tls", "upgrade", "handshake", "round_trip", "ping", "idle", "close"];
 
 /// Runs every stage it can; stops at the first layer that fails and marks
 /// the rest skipped.
 pub async fn probe(args: &DoctorArgs, url: &str) -> Probe {
-    let mut run = Run {
-        args,
-        stages: Vec::new(),
-        o: Observations::default(),
-        raw: None,
-    };
+    let mut run = Run { args, stages: Vec::new(), o: Observations::default(), raw: None };
     let _ = probe_layers(&mut run, url).await;
     let done: Vec<&str> = run.stages.iter().map(|s| s.name).collect();
     for name in STAGES {
@@ -99,13 +67,8 @@ pub async fn probe(args: &DoctorArgs, url: &str) -> Probe {
             run.skip(name, "not reached");
         }
     }
-    run.stages
-        .sort_by_key(|s| STAGES.iter().position(|n| *n == s.name));
-    Probe {
-        stages: run.stages,
-        observations: run.o,
-        raw: run.raw,
-    }
+    run.stages.sort_by_key(|s| STAGES.iter().position(|n| *n == s.name));
+    Probe { stages: run.stages, observations: run.o, raw: run.raw }
 }
 
 /// `Err(())` means "stop here": the failure is already recorded.
@@ -119,38 +82,22 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
             return Err(());
         }
     };
-    let page_https = run
-        .args
-        .page_origin
-        .as_deref()
-        .is_some_and(|p| p.starts_with("https:"));
+    let page_https = run.args.page_origin.as_deref().is_some_and(|p| p.starts_with("https:"));
     if page_https && !target.tls {
         run.o.mixed_content = true;
         run.stage(
             "url",
             Status::Failed,
             t,
-            format!(
-                "{} is ws:// but the page origin is https: browsers block it",
-                target.url()
-            ),
+            format!("{} is ws:// but the page origin is https: browsers block it", target.url()),
         );
     } else {
-        let mut detail = format!(
-            "{} (port {}, path {})",
-            target.url(),
-            target.port,
-            target.path
-        );
+        let mut detail = format!("{} (port {}, path {})", target.url(), target.port, target.path);
         if let Some(w) = &target.warning {
             detail.push_str("; ");
             detail.push_str(w);
         }
-        let status = if target.warning.is_some() {
-            Status::Warn
-        } else {
-            Status::Ok
-        };
+        let status = if target.warning.is_some() { Status::Warn } else { Status::Ok };
         run.stage("url", status, t, detail);
     }
 
@@ -165,16 +112,12 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
 
     let origin = run.args.origin.clone();
     let t = Instant::now();
-    let (io, response, leftover, key) = match upgrade(run, &target, io, origin.as_deref(), true)
-        .await
-    {
+    let (io, response, leftover, key) = match upgrade(run, &target, io, origin.as_deref(), true).await {
         Ok(x) => x,
         Err(http) => {
             let detail = match &http {
                 Http::Timeout => format!("no answer within {:?}", run.args.timeout),
-                Http::ClosedWithoutAnswer => {
-                    "the server closed the connection without answering".into()
-                }
+                Http::ClosedWithoutAnswer => "the server closed the connection without answering".into(),
                 Http::TlsBytes => "the server answered with TLS bytes: this port speaks TLS".into(),
                 Http::Response(_) => unreachable!("responses are Ok"),
             };
@@ -183,23 +126,13 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
             return Err(());
         }
     };
-    let status_line = format!(
-        "{} {} {}",
-        response.version, response.status, response.reason
-    );
+    let status_line = format!("{} {} {}", response.version, response.status, response.reason);
     let switched = response.status == 101;
     let mut detail = status_line.clone();
     if !switched {
         for (k, v) in response.headers.iter().filter(|(k, _)| {
-            [
-                "server",
-                "location",
-                "content-type",
-                "retry-after",
-                "connection",
-                "via",
-            ]
-            .contains(&k.to_ascii_lowercase().as_str())
+            ["server", "location", "content-type", "retry-after", "connection", "via"]
+                .contains(&k.to_ascii_lowercase().as_str())
         }) {
             detail.push_str(&format!("; {k}: {v}"));
         }
@@ -208,12 +141,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
             detail.push_str(&format!("; body: {:?}", body.trim()));
         }
     }
-    run.stage(
-        "upgrade",
-        if switched { Status::Ok } else { Status::Failed },
-        t,
-        detail,
-    );
+    run.stage("upgrade", if switched { Status::Ok } else { Status::Failed }, t, detail);
     run.o.http = Some(Http::Response(response.clone()));
     if !switched {
         if response.status == 403 {
@@ -224,17 +152,12 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
             };
             if let Ok(tcp) = TcpStream::connect(addr).await {
                 let io: Option<Box<dyn Io>> = if target.tls {
-                    tls_connect(run.args, &target, tcp)
-                        .await
-                        .ok()
-                        .map(|s| Box::new(s) as Box<dyn Io>)
+                    tls_connect(run.args, &target, tcp).await.ok().map(|s| Box::new(s) as Box<dyn Io>)
                 } else {
                     Some(Box::new(tcp))
                 };
                 if let Some(io) = io {
-                    if let Ok((_, r, _, _)) =
-                        upgrade(run, &target, io, other.as_deref(), false).await
-                    {
+                    if let Ok((_, r, _, _)) = upgrade(run, &target, io, other.as_deref(), false).await {
                         run.o.origin_retry_status = Some(r.status);
                     }
                 }
@@ -245,10 +168,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
 
     let t = Instant::now();
     let handshake = check_handshake(&response, &key, &run.args.subprotocol);
-    let ok = handshake.accept_ok
-        && handshake.upgrade_ok
-        && handshake.connection_ok
-        && !handshake.chose_unoffered();
+    let ok = handshake.accept_ok && handshake.upgrade_ok && handshake.connection_ok && !handshake.chose_unoffered();
     let detail = format!(
         "Sec-WebSocket-Accept {}; Upgrade {}; Connection {}; subprotocol {} (offered {}); extensions {}",
         if handshake.accept_ok { "valid" } else { "INVALID" },
@@ -258,12 +178,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
         if handshake.offered.is_empty() { "none".to_string() } else { handshake.offered.join(", ") },
         handshake.extensions.as_deref().unwrap_or("none"),
     );
-    run.stage(
-        "handshake",
-        if ok { Status::Ok } else { Status::Failed },
-        t,
-        detail,
-    );
+    run.stage("handshake", if ok { Status::Ok } else { Status::Failed }, t, detail);
     run.o.handshake = Some(handshake);
     if !ok {
         return Err(());
@@ -279,20 +194,10 @@ async fn resolve(run: &mut Run<'_>, target: &Target) -> Result<SocketAddr, ()> {
     let t = Instant::now();
     if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
         run.o.dns = Some(Ok(vec![ip.to_string()]));
-        run.stage(
-            "dns",
-            Status::Ok,
-            t,
-            format!("{ip} (an IP address, no lookup)"),
-        );
+        run.stage("dns", Status::Ok, t, format!("{ip} (an IP address, no lookup)"));
         return Ok(SocketAddr::new(ip, target.port));
     }
-    match timeout(
-        run.args.timeout,
-        tokio::net::lookup_host((target.host.as_str(), target.port)),
-    )
-    .await
-    {
+    match timeout(run.args.timeout, tokio::net::lookup_host((target.host.as_str(), target.port))).await {
         Ok(Ok(addrs)) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
             match addrs.first() {
@@ -334,14 +239,9 @@ async fn connect(run: &mut Run<'_>, addr: SocketAddr) -> Result<TcpStream, ()> {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (Tcp::Refused, format!("{addr}: connection refused"))
         }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-            (Tcp::Timeout, format!("{addr}: timed out"))
-        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => (Tcp::Timeout, format!("{addr}: timed out")),
         Ok(Err(e)) => (Tcp::Failed(e.to_string()), format!("{addr}: {e}")),
-        Err(_) => (
-            Tcp::Timeout,
-            format!("{addr}: no answer within {:?}", run.args.timeout),
-        ),
+        Err(_) => (Tcp::Timeout, format!("{addr}: no answer within {:?}", run.args.timeout)),
     };
     run.o.tcp = Some(result);
     run.stage("tcp", Status::Failed, t, detail);
@@ -362,9 +262,7 @@ fn tls_config(args: &DoctorArgs) -> Result<rustls::ClientConfig, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -388,10 +286,7 @@ async fn tls_connect(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     match timeout(args.timeout, connector.connect(name, tcp)).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
-        )),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
     }
 }
 
@@ -404,18 +299,10 @@ async fn tls_handshake(
     match tls_connect(run.args, target, tcp).await {
         Ok(stream) => {
             let (_, conn) = stream.get_ref();
-            let version = conn
-                .protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default()
-                .replace('_', ".");
-            let alpn = conn
-                .alpn_protocol()
-                .map(|a| String::from_utf8_lossy(a).into_owned());
+            let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default().replace('_', ".");
+            let alpn = conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
             let leaf = conn.peer_certificates().and_then(|c| c.first()).cloned();
-            let (expires_in_days, subject) = leaf
-                .map(|c| leaf_facts(&c))
-                .unwrap_or((None, String::new()));
+            let (expires_in_days, subject) = leaf.map(|c| leaf_facts(&c)).unwrap_or((None, String::new()));
             let mut detail = format!("{version}, ALPN {}", alpn.as_deref().unwrap_or("none"));
             if !subject.is_empty() {
                 detail.push_str(&format!(", certificate {subject}"));
@@ -432,11 +319,7 @@ async fn tls_handshake(
                 None => Status::Ok,
             };
             run.stage("tls", status, t, detail);
-            run.o.tls = Some(Tls::Ok {
-                version,
-                alpn,
-                expires_in_days,
-            });
+            run.o.tls = Some(Tls::Ok { version, alpn, expires_in_days });
             Ok(stream)
         }
         Err(e) => {
@@ -460,19 +343,9 @@ fn leaf_facts(cert: &rustls::pki_types::CertificateDer<'_>) -> (Option<i64>, Str
                 .subject_alternative_name()
                 .ok()
                 .flatten()
-                .map(|san| {
-                    san.value
-                        .general_names
-                        .iter()
-                        .map(|n| n.to_string())
-                        .collect()
-                })
+                .map(|san| san.value.general_names.iter().map(|n| n.to_string()).collect())
                 .unwrap_or_default();
-            let subject = if names.is_empty() {
-                c.subject().to_string()
-            } else {
-                names.join(" ")
-            };
+            let subject = if names.is_empty() { c.subject().to_string() } else { names.join(" ") };
             (Some(days), subject)
         }
         Err(_) => (None, String::new()),
@@ -487,9 +360,7 @@ fn classify_tls_error(e: &std::io::Error) -> Tls {
     let text = e.to_string();
     match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
         Some(Error::InvalidCertificate(c)) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-                Tls::Untrusted(text)
-            }
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => Tls::Untrusted(text),
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 Tls::NameMismatch(text)
             }
@@ -499,9 +370,7 @@ fn classify_tls_error(e: &std::io::Error) -> Tls {
             | CertificateError::NotValidYetContext { .. } => Tls::Expired(text),
             _ => Tls::Failed(text),
         },
-        Some(Error::InvalidMessage(_)) => {
-            Tls::NotTls(format!("the server did not answer in TLS ({text})"))
-        }
+        Some(Error::InvalidMessage(_)) => Tls::NotTls(format!("the server did not answer in TLS ({text})")),
         _ if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Tls::NotTls("the server closed the connection on the TLS ClientHello".into())
         }
@@ -529,10 +398,7 @@ async fn upgrade(
         request.push_str(&format!("Origin: {o}\r\n"));
     }
     if !run.args.subprotocol.is_empty() {
-        request.push_str(&format!(
-            "Sec-WebSocket-Protocol: {}\r\n",
-            run.args.subprotocol.join(", ")
-        ));
+        request.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", run.args.subprotocol.join(", ")));
     }
     if let Some(token) = &run.args.token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -573,11 +439,7 @@ async fn upgrade(
     let mut leftover = buf[head_end..].to_vec();
     if response.status != 101 {
         // Read a little of the body: error pages say who answered and why.
-        let want = response
-            .header("content-length")
-            .and_then(|l| l.parse::<usize>().ok())
-            .unwrap_or(2048)
-            .min(2048);
+        let want = response.header("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(2048).min(2048);
         let body_deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         while leftover.len() < want {
             let mut chunk = [0u8; 2048];
@@ -609,17 +471,9 @@ fn parse_head(head: &str) -> Option<Response> {
     }
     let status = parts.next()?.parse().ok()?;
     let reason = parts.next().unwrap_or("").to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Some(Response {
-        version,
-        status,
-        reason,
-        headers,
-        body: String::new(),
-    })
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    Some(Response { version, status, reason, headers, body: String::new() })
 }
 
 /// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
@@ -659,9 +513,7 @@ async fn next(ws: &mut Ws, wait: Duration, opened: Instant) -> Incoming {
             after: opened.elapsed(),
         }),
         Ok(Some(Ok(m))) => Incoming::Msg(m),
-        Ok(Some(Err(_))) | Ok(None) => Incoming::Ended(End::Dropped {
-            after: opened.elapsed(),
-        }),
+        Ok(Some(Err(_))) | Ok(None) => Incoming::Ended(End::Dropped { after: opened.elapsed() }),
     }
 }
 
@@ -683,9 +535,7 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
     let probe = r#"{"id":1,"op":"connect","client":"holdfast-doctor"}"#;
     let wait = run.args.timeout.min(Duration::from_secs(3));
     if ws.send(Message::text(probe)).await.is_err() {
-        run.o.end = Some(End::Dropped {
-            after: opened.elapsed(),
-        });
+        run.o.end = Some(End::Dropped { after: opened.elapsed() });
     }
     let mut round_trip = RoundTrip::NoReply;
     while run.o.end.is_none() && t.elapsed() < wait {
@@ -694,9 +544,7 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
             Incoming::Msg(Message::Text(text)) => {
                 round_trip = if text.as_str() == probe {
                     RoundTrip::Echo
-                } else if let Some(line) =
-                    text.split('\n').find(|l| l.contains(r#""op":"connected""#))
-                {
+                } else if let Some(line) = text.split('\n').find(|l| l.contains(r#""op":"connected""#)) {
                     let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
                     RoundTrip::Holdfast {
                         session: v["session"].as_str().unwrap_or_default().to_string(),
@@ -717,17 +565,8 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
         }
     }
     let (status, detail) = match (&round_trip, &run.o.end) {
-        (_, Some(_)) => (
-            Status::Failed,
-            "the connection ended during the round trip".to_string(),
-        ),
-        (
-            RoundTrip::Holdfast {
-                session,
-                ping_interval_ms,
-            },
-            _,
-        ) => (
+        (_, Some(_)) => (Status::Failed, "the connection ended during the round trip".to_string()),
+        (RoundTrip::Holdfast { session, ping_interval_ms }, _) => (
             Status::Ok,
             format!(
                 "holdfast protocol: connected, session {}…, server pings every {} ms",
@@ -737,10 +576,7 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
         ),
         (RoundTrip::Echo, _) => (Status::Ok, "the server echoed the message".into()),
         (RoundTrip::OtherReply(r), _) => (Status::Ok, format!("the server answered: {r}")),
-        (RoundTrip::NoReply, _) => (
-            Status::Ok,
-            format!("no reply within {wait:?} (fine for push-only endpoints)"),
-        ),
+        (RoundTrip::NoReply, _) => (Status::Ok, format!("no reply within {wait:?} (fine for push-only endpoints)")),
     };
     run.stage("round_trip", status, t, detail);
     run.o.round_trip = Some(round_trip);
@@ -771,12 +607,7 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
         }
     }
     match &rtt {
-        Ok(d) => run.stage(
-            "ping",
-            Status::Ok,
-            t,
-            format!("pong in {:.1} ms", d.as_secs_f64() * 1000.0),
-        ),
+        Ok(d) => run.stage("ping", Status::Ok, t, format!("pong in {:.1} ms", d.as_secs_f64() * 1000.0)),
         Err(e) => run.stage("ping", Status::Warn, t, e.clone()),
     }
     run.o.ping_rtt = Some(rtt);
@@ -786,13 +617,7 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
         Some(idle) if run.o.end.is_none() => {
             let t = Instant::now();
             run.o.idle_requested = Some(idle);
-            eprintln_progress(
-                run.args,
-                &format!(
-                    "staying idle for {} s to find idle timeouts…",
-                    idle.as_secs()
-                ),
-            );
+            eprintln_progress(run.args, &format!("staying idle for {} s to find idle timeouts…", idle.as_secs()));
             while t.elapsed() < idle {
                 match next(ws, idle.saturating_sub(t.elapsed()), opened).await {
                     Incoming::Msg(m) => {
@@ -814,11 +639,7 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
                     format!("closed with code {code} after {} s", after.as_secs())
                 }
             };
-            let status = if run.o.end.is_none() {
-                Status::Ok
-            } else {
-                Status::Failed
-            };
+            let status = if run.o.end.is_none() { Status::Ok } else { Status::Failed };
             run.stage("idle", status, t, detail);
         }
         Some(_) => run.skip("idle", "the connection had already ended"),
@@ -831,20 +652,15 @@ async fn close_stage(run: &mut Run<'_>, ws: &mut Ws) {
     let t = Instant::now();
     if let Some(end) = run.o.end.clone() {
         let detail = match end {
-            End::Closed { code, reason, .. } => format!(
-                "the server closed with {code}{}: {}",
-                reason_suffix(&reason),
-                meaning(code)
-            ),
+            End::Closed { code, reason, .. } => {
+                format!("the server closed with {code}{}: {}", reason_suffix(&reason), meaning(code))
+            }
             End::Dropped { .. } => "the connection dropped without a close frame (1006)".into(),
         };
         run.stage("close", Status::Failed, t, detail);
         return;
     }
-    let frame = CloseFrame {
-        code: WsCode::Normal,
-        reason: "holdfast doctor done".into(),
-    };
+    let frame = CloseFrame { code: WsCode::Normal, reason: "holdfast doctor done".into() };
     let _ = ws.send(Message::Close(Some(frame))).await;
     let mut reply = None;
     while let Ok(Some(msg)) = timeout(Duration::from_secs(2), ws.next()).await {
@@ -859,18 +675,10 @@ async fn close_stage(run: &mut Run<'_>, ws: &mut Ws) {
     }
     run.o.close_reply = reply;
     match reply {
-        Some(code) => run.stage(
-            "close",
-            Status::Ok,
-            t,
-            format!("clean close: the server answered {code}: {}", meaning(code)),
-        ),
-        None => run.stage(
-            "close",
-            Status::Warn,
-            t,
-            "the server did not answer the close frame within 2 s",
-        ),
+        Some(code) => {
+            run.stage("close", Status::Ok, t, format!("clean close: the server answered {code}: {}", meaning(code)))
+        }
+        None => run.stage("close", Status::Warn, t, "the server did not answer the close frame within 2 s"),
     }
 }
 
@@ -910,22 +718,13 @@ mod tests {
 
     #[test]
     fn accept_key_matches_the_rfc_example() {
-        assert_eq!(
-            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
     fn parses_a_response_head() {
-        let r = parse_head(
-            "HTTP/1.1 426 Upgrade Required\r\nServer: nginx\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(
-            (r.status, r.reason.as_str(), r.header("server")),
-            (426, "Upgrade Required", Some("nginx"))
-        );
+        let r = parse_head("HTTP/1.1 426 Upgrade Required\r\nServer: nginx\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.reason.as_str(), r.header("server")), (426, "Upgrade Required", Some("nginx")));
         assert!(r.header_has_token("Connection", "close"));
         assert!(parse_head("SSH-2.0-OpenSSH\r\n\r\n").is_none());
     }

@@ -62,28 +62,14 @@ pub struct CloseInfo {
 
 impl Report {
     /// Builds the report from the probe and the verdict.
-    pub fn new(
-        stages: Vec<Stage>,
-        o: &Observations,
-        verdict: Verdict,
-        raw: Option<(String, String)>,
-    ) -> Report {
+    pub fn new(stages: Vec<Stage>, o: &Observations, verdict: Verdict, raw: Option<(String, String)>) -> Report {
         let code = match &o.end {
             Some(End::Closed { code, .. }) => Some(*code),
             Some(End::Dropped { .. }) => Some(1006),
             None => o.close_reply,
         };
-        let close = code.map(|code| CloseInfo {
-            code,
-            meaning: crate::probe::meaning(code),
-        });
-        Report {
-            healthy: verdict.cause == crate::Cause::Healthy,
-            verdict,
-            stages,
-            close,
-            raw,
-        }
+        let close = code.map(|code| CloseInfo { code, meaning: crate::probe::meaning(code) });
+        Report { healthy: verdict.cause == crate::Cause::Healthy, verdict, stages, close, raw }
     }
 
     /// The JSON form.
@@ -109,17 +95,8 @@ impl Report {
                 Status::Failed => paint("31;1", "FAILED "),
                 Status::Skipped => paint("2", "skipped"),
             };
-            let ms = if s.status == Status::Skipped {
-                String::new()
-            } else {
-                format!("{:>7.1} ms", s.ms)
-            };
-            let _ = writeln!(
-                out,
-                "  {mark} {:<10} {ms:>10}  {}",
-                s.name.replace('_', " "),
-                s.detail
-            );
+            let ms = if s.status == Status::Skipped { String::new() } else { format!("{:>7.1} ms", s.ms) };
+            let _ = writeln!(out, "  {mark} {:<10} {ms:>10}  {}", s.name.replace('_', " "), s.detail);
         }
         if let Some((request, response)) = &self.raw {
             let _ = writeln!(out, "\nrequest:\n{}", indent(request.trim_end()));
@@ -132,22 +109,14 @@ impl Report {
         };
         let _ = writeln!(out, "\n{headline}\n{}", wrap(&self.verdict.summary, 78));
         if !self.healthy {
-            let _ = writeln!(
-                out,
-                "\n{}\n{}",
-                paint("1", "fix:"),
-                indent(&self.verdict.fix)
-            );
+            let _ = writeln!(out, "\n{}\n{}", paint("1", "fix:"), indent(&self.verdict.fix));
         }
         out
     }
 }
 
 fn indent(s: &str) -> String {
-    s.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 fn wrap(text: &str, width: usize) -> String {

@@ -24,11 +24,7 @@ pub struct Verdict {
 }
 
 fn verdict(cause: Cause, summary: impl Into<String>, fix: impl Into<String>) -> Verdict {
-    Verdict {
-        cause,
-        summary: summary.into(),
-        fix: fix.into(),
-    }
+    Verdict { cause, summary: summary.into(), fix: fix.into() }
 }
 
 const NGINX_UPGRADE: &str = "nginx (http block, once):
@@ -86,7 +82,11 @@ pub fn diagnose(o: &Observations) -> Verdict {
             )
         }
         Some(Tcp::Failed(e)) => {
-            return verdict(Cause::Unknown, format!("The TCP connection failed: {e}."), "Check the network path to the host.")
+            return verdict(
+                Cause::Unknown,
+                format!("The TCP connection failed: {e}."),
+                "Check the network path to the host.",
+            )
         }
         Some(Tcp::Connected) | None => {}
     }
@@ -171,9 +171,7 @@ fn tls_verdict(tls: &Tls) -> Option<Verdict> {
 fn status_verdict(r: &Response, o: &Observations) -> Verdict {
     let body = r.body.to_ascii_lowercase();
     let proxy = proxy_in_front(r);
-    let via = proxy
-        .map(|p| format!(" The answer came from {}.", p.name()))
-        .unwrap_or_default();
+    let via = proxy.map(|p| format!(" The answer came from {}.", p.name())).unwrap_or_default();
     let status_line = format!("HTTP {} {}", r.status, r.reason);
     let mentions_upgrade = body.contains("upgrade") || body.contains("websocket");
     match r.status {
@@ -333,7 +331,10 @@ fn handshake_verdict(h: &Handshake) -> Option<Verdict> {
         }
         return Some(verdict(
             Cause::Unknown,
-            format!("The server answered 101 but the handshake is invalid: {}. Browsers fail such a connection.", broken.join("; ")),
+            format!(
+                "The server answered 101 but the handshake is invalid: {}. Browsers fail such a connection.",
+                broken.join("; ")
+            ),
             "Fix the server's handshake (RFC 6455 §4.2.2), or the proxy that rewrites these headers.",
         ));
     }
@@ -411,10 +412,7 @@ fn session_verdict(o: &Observations) -> Verdict {
         }
     };
     let idle_note = match idle {
-        Some(i) => format!(
-            " It stayed open through {} s of client silence.",
-            i.as_secs()
-        ),
+        Some(i) => format!(" It stayed open through {} s of client silence.", i.as_secs()),
         None => String::from(" To find proxy idle timeouts, run again with --idle 75s."),
     };
     verdict(
@@ -437,11 +435,7 @@ Apache:  ProxyPass /ws http://backend/ws upgrade=websocket timeout=3600
 AWS ALB: idle_timeout.timeout_seconds = 3600";
 
 fn first_line(body: &str) -> String {
-    let line = body
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
+    let line = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     line.chars().take(200).collect()
 }
 
@@ -458,10 +452,7 @@ mod tests {
                 version: "HTTP/1.1".into(),
                 status,
                 reason: "X".into(),
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 body: body.into(),
             })),
             ..Observations::default()
@@ -469,17 +460,9 @@ mod tests {
     }
 
     fn upgraded() -> Observations {
-        let mut o = reached(
-            101,
-            &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
-            "",
-        );
-        o.handshake = Some(Handshake {
-            accept_ok: true,
-            upgrade_ok: true,
-            connection_ok: true,
-            ..Handshake::default()
-        });
+        let mut o = reached(101, &[("Upgrade", "websocket"), ("Connection", "Upgrade")], "");
+        o.handshake =
+            Some(Handshake { accept_ok: true, upgrade_ok: true, connection_ok: true, ..Handshake::default() });
         o.round_trip = Some(RoundTrip::Echo);
         o
     }
@@ -490,63 +473,32 @@ mod tests {
 
     #[test]
     fn layers_fail_in_order() {
-        let o = Observations {
-            url_error: Some("scheme ftp".into()),
-            ..Observations::default()
-        };
+        let o = Observations { url_error: Some("scheme ftp".into()), ..Observations::default() };
         assert_eq!(cause(&o), Cause::InvalidUrl);
-        let o = Observations {
-            dns: Some(Err("no such host".into())),
-            ..Observations::default()
-        };
+        let o = Observations { dns: Some(Err("no such host".into())), ..Observations::default() };
         assert_eq!(cause(&o), Cause::DnsFailure);
-        let o = Observations {
-            tcp: Some(Tcp::Refused),
-            ..Observations::default()
-        };
+        let o = Observations { tcp: Some(Tcp::Refused), ..Observations::default() };
         assert_eq!(cause(&o), Cause::ConnectionRefused);
-        let o = Observations {
-            tcp: Some(Tcp::Timeout),
-            ..Observations::default()
-        };
+        let o = Observations { tcp: Some(Tcp::Timeout), ..Observations::default() };
         assert_eq!(cause(&o), Cause::ConnectTimeout);
-        let o = Observations {
-            tcp: Some(Tcp::Connected),
-            http: Some(Http::Timeout),
-            ..Observations::default()
-        };
+        let o = Observations { tcp: Some(Tcp::Connected), http: Some(Http::Timeout), ..Observations::default() };
         assert_eq!(cause(&o), Cause::HandshakeTimeout);
-        let o = Observations {
-            tcp: Some(Tcp::Connected),
-            http: Some(Http::TlsBytes),
-            ..Observations::default()
-        };
+        let o = Observations { tcp: Some(Tcp::Connected), http: Some(Http::TlsBytes), ..Observations::default() };
         assert_eq!(cause(&o), Cause::PlainOnTlsPort);
         let mut o = upgraded();
         o.mixed_content = true;
-        assert_eq!(
-            cause(&o),
-            Cause::MixedContent,
-            "a browser would refuse even a working endpoint"
-        );
+        assert_eq!(cause(&o), Cause::MixedContent, "a browser would refuse even a working endpoint");
     }
 
     #[test]
     fn tls_failures() {
         for (tls, want) in [
-            (
-                Tls::Untrusted("UnknownIssuer".into()),
-                Cause::TlsUntrustedCertificate,
-            ),
+            (Tls::Untrusted("UnknownIssuer".into()), Cause::TlsUntrustedCertificate),
             (Tls::NameMismatch("x".into()), Cause::TlsNameMismatch),
             (Tls::Expired("x".into()), Cause::TlsExpired),
             (Tls::NotTls("x".into()), Cause::TlsOnPlainPort),
         ] {
-            let o = Observations {
-                tcp: Some(Tcp::Connected),
-                tls: Some(tls),
-                ..Observations::default()
-            };
+            let o = Observations { tcp: Some(Tcp::Connected), tls: Some(tls), ..Observations::default() };
             assert_eq!(cause(&o), want);
         }
     }
@@ -554,78 +506,34 @@ mod tests {
     #[test]
     fn statuses() {
         let nginx = [("Server", "nginx/1.22.1")];
+        assert_eq!(cause(&reached(426, &[], "No `Upgrade: websocket` header")), Cause::ProxyStripsUpgrade);
+        assert_eq!(cause(&reached(400, &[("Connection", "close")], "Bad Request")), Cause::ProxyStripsUpgrade);
         assert_eq!(
-            cause(&reached(426, &[], "No `Upgrade: websocket` header")),
-            Cause::ProxyStripsUpgrade
-        );
-        assert_eq!(
-            cause(&reached(400, &[("Connection", "close")], "Bad Request")),
-            Cause::ProxyStripsUpgrade
-        );
-        assert_eq!(
-            cause(&reached(
-                400,
-                &[],
-                "this server speaks `holdfast.v1.json` subprotocol"
-            )),
+            cause(&reached(400, &[], "this server speaks `holdfast.v1.json` subprotocol")),
             Cause::SubprotocolMismatch
         );
-        assert_eq!(
-            cause(&reached(426, &[], "This request arrived as HTTP/1.0")),
-            Cause::ProxyHttp10Upstream
-        );
+        assert_eq!(cause(&reached(426, &[], "This request arrived as HTTP/1.0")), Cause::ProxyHttp10Upstream);
         assert_eq!(cause(&reached(505, &[], "")), Cause::ProxyHttp10Upstream);
         let r = diagnose(&reached(301, &[("Location", "http://h/ws/")], ""));
         assert_eq!(r.cause, Cause::Redirect);
         assert!(r.summary.contains("http://h/ws/"));
         let r = diagnose(&reached(404, &nginx, "<center>nginx</center>"));
         assert!(r.cause == Cause::PathNotFound && r.summary.contains("nginx answered"));
-        assert_eq!(
-            cause(&reached(200, &[("Content-Type", "text/html")], "<html>")),
-            Cause::NotAWebsocketEndpoint
-        );
+        assert_eq!(cause(&reached(200, &[("Content-Type", "text/html")], "<html>")), Cause::NotAWebsocketEndpoint);
         assert_eq!(cause(&reached(502, &nginx, "")), Cause::UpstreamUnavailable);
         assert_eq!(cause(&reached(504, &nginx, "")), Cause::UpstreamTimeout);
-        assert_eq!(
-            cause(&reached(
-                403,
-                &[],
-                "Origin https://evil.example is not allowed"
-            )),
-            Cause::OriginRejected
-        );
+        assert_eq!(cause(&reached(403, &[], "Origin https://evil.example is not allowed")), Cause::OriginRejected);
         let mut o = reached(403, &[], "Forbidden");
         assert_eq!(cause(&o), Cause::AuthRejected);
         o.origin_retry_status = Some(101);
-        assert_eq!(
-            cause(&o),
-            Cause::OriginRejected,
-            "403 that goes away with another Origin"
-        );
+        assert_eq!(cause(&o), Cause::OriginRejected, "403 that goes away with another Origin");
         assert_eq!(cause(&reached(401, &[], "")), Cause::AuthRejected);
-        assert_eq!(
-            cause(&reached(429, &[("Retry-After", "5")], "")),
-            Cause::RateLimited
-        );
-        assert_eq!(
-            cause(&reached(503, &[("Retry-After", "5")], "")),
-            Cause::RateLimited
-        );
+        assert_eq!(cause(&reached(429, &[("Retry-After", "5")], "")), Cause::RateLimited);
+        assert_eq!(cause(&reached(503, &[("Retry-After", "5")], "")), Cause::RateLimited);
         assert_eq!(cause(&reached(503, &[], "")), Cause::ServerError);
-        assert_eq!(
-            cause(&reached(
-                400,
-                &[],
-                "The plain HTTP request was sent to HTTPS port"
-            )),
-            Cause::PlainOnTlsPort
-        );
+        assert_eq!(cause(&reached(400, &[], "The plain HTTP request was sent to HTTPS port")), Cause::PlainOnTlsPort);
         assert_eq!(cause(&reached(418, &[], "")), Cause::Unknown);
-        let v = diagnose(&reached(
-            426,
-            &[("Server", "cloudflare"), ("CF-RAY", "8a")],
-            "",
-        ));
+        let v = diagnose(&reached(426, &[("Server", "cloudflare"), ("CF-RAY", "8a")], ""));
         assert!(v.fix.starts_with("Cloudflare answered"), "{}", v.fix);
     }
 
@@ -641,35 +549,20 @@ mod tests {
 
         let mut o = upgraded();
         o.idle_requested = Some(Duration::from_secs(75));
-        o.end = Some(End::Dropped {
-            after: Duration::from_secs(60),
-        });
+        o.end = Some(End::Dropped { after: Duration::from_secs(60) });
         let v = diagnose(&o);
         assert_eq!(v.cause, Cause::IdleTimeout);
-        assert!(
-            v.summary.contains("proxy_read_timeout") && v.fix.contains("proxy_read_timeout 3600s"),
-            "{v:?}"
-        );
+        assert!(v.summary.contains("proxy_read_timeout") && v.fix.contains("proxy_read_timeout 3600s"), "{v:?}");
 
         let mut o = upgraded();
-        o.end = Some(End::Dropped {
-            after: Duration::from_secs(2),
-        });
+        o.end = Some(End::Dropped { after: Duration::from_secs(2) });
         assert_eq!(cause(&o), Cause::AbnormalClosure);
 
         let mut o = upgraded();
-        o.end = Some(End::Closed {
-            code: 1008,
-            reason: "policy".into(),
-            after: Duration::from_secs(1),
-        });
+        o.end = Some(End::Closed { code: 1008, reason: "policy".into(), after: Duration::from_secs(1) });
         let v = diagnose(&o);
         assert_eq!(v.cause, Cause::ServerClosed);
-        assert!(
-            v.summary.contains("1008") && v.summary.contains("should not reconnect"),
-            "{}",
-            v.summary
-        );
+        assert!(v.summary.contains("1008") && v.summary.contains("should not reconnect"), "{}", v.summary);
 
         let mut o = upgraded();
         o.idle_requested = Some(Duration::from_secs(5));

@@ -81,16 +81,10 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         assert_eq!(ChannelName::new(""), Err(ChannelNameError::Empty));
-        assert_eq!(
-            ChannelName::new(&"a".repeat(256)),
-            Err(ChannelNameError::TooLong(256))
-        );
+        assert_eq!(ChannelName::new(&"a".repeat(256)), Err(ChannelNameError::TooLong(256)));
         assert!(ChannelName::new(&"a".repeat(255)).is_ok());
         assert_eq!(ChannelName::new("a b"), Err(ChannelNameError::BadChar(' ')));
-        assert_eq!(
-            ChannelName::new("a\"b"),
-            Err(ChannelNameError::BadChar('"'))
-        );
+        assert_eq!(ChannelName::new("a\"b"), Err(ChannelNameError::BadChar('"')));
         assert_eq!(ChannelName::new("é"), Err(ChannelNameError::BadChar('é')));
     }
 }

@@ -105,20 +105,14 @@ impl CloseCode {
     pub const fn meaning(self) -> &'static str {
         match self {
             CloseCode::Normal => "The session ended normally.",
-            CloseCode::GoingAway => {
-                "The server is restarting or shutting down; reconnect after reconnect_after_ms."
-            }
+            CloseCode::GoingAway => "The server is restarting or shutting down; reconnect after reconnect_after_ms.",
             CloseCode::ProtocolError => "The client broke the WebSocket framing rules (RFC 6455).",
-            CloseCode::UnsupportedData => {
-                "A binary frame arrived on the JSON protocol; send text frames."
-            }
+            CloseCode::UnsupportedData => "A binary frame arrived on the JSON protocol; send text frames.",
             CloseCode::InvalidPayload => "A text frame was not valid UTF-8.",
             CloseCode::PolicyViolation => "The connection broke a server policy.",
             CloseCode::MessageTooBig => "A message exceeded the server's max_message_size.",
             CloseCode::InternalError => "The server hit an unexpected error.",
-            CloseCode::TryAgainLater => {
-                "The server is at capacity; reconnect after reconnect_after_ms."
-            }
+            CloseCode::TryAgainLater => "The server is at capacity; reconnect after reconnect_after_ms.",
             CloseCode::SlowConsumer => {
                 "The client read too slowly and its outbound queue overflowed; reconnect and recover."
             }
@@ -126,9 +120,7 @@ impl CloseCode {
             CloseCode::InsufficientState => {
                 "The server lost the client's position; reconnect and resubscribe with since."
             }
-            CloseCode::DisconnectedByServer => {
-                "The application's backend disconnected this user."
-            }
+            CloseCode::DisconnectedByServer => "The application's backend disconnected this user.",
         }
     }
 
@@ -158,13 +150,7 @@ impl CloseCode {
         let mut out = String::from("| code | name | reconnect | meaning |\n|---|---|---|---|\n");
         for c in CloseCode::ALL {
             let advice = if c.reconnect() { "yes" } else { "no" };
-            out.push_str(&format!(
-                "| {} | `{}` | {} | {} |\n",
-                c.code(),
-                c.name(),
-                advice,
-                c.meaning()
-            ));
+            out.push_str(&format!("| {} | `{}` | {} | {} |\n", c.code(), c.name(), advice, c.meaning()));
         }
         out
     }

@@ -71,11 +71,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> DecodeError {
-        DecodeError {
-            id,
-            code,
-            message: message.into(),
-        }
+        DecodeError { id, code, message: message.into() }
     }
 }
 
@@ -101,9 +97,7 @@ struct Envelope<'a> {
 
 /// Splits a text frame on `\n` and decodes each non-blank line.
 pub fn decode_frame(text: &str) -> impl Iterator<Item = Result<Request, DecodeError>> + '_ {
-    text.split('\n')
-        .filter(|l| !l.trim().is_empty())
-        .map(decode_line)
+    text.split('\n').filter(|l| !l.trim().is_empty()).map(decode_line)
 }
 
 /// Decodes one JSON object.
@@ -114,11 +108,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
         Err(e) => {
             // Tell "not JSON" apart from "JSON, but not an object".
             return Err(if serde_json::from_str::<&RawValue>(trimmed).is_ok() {
-                DecodeError::new(
-                    None,
-                    ErrorCode::BadRequest,
-                    "a command must be a JSON object",
-                )
+                DecodeError::new(None, ErrorCode::BadRequest, "a command must be a JSON object")
             } else {
                 DecodeError::new(None, ErrorCode::BadJson, format!("invalid JSON: {e}"))
             });
@@ -132,60 +122,39 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
                 return Err(DecodeError::new(
                     None,
                     ErrorCode::BadRequest,
-                    format!(
-                        "field `id` must be a non-negative integer, got {}",
-                        raw.get()
-                    ),
+                    format!("field `id` must be a non-negative integer, got {}", raw.get()),
                 ))
             }
         },
     };
     let op: String = required(id, "op", env.op)?;
     let command = match op.as_str() {
-        "pong" => {
-            return Ok(Request {
-                id,
-                command: Command::Pong,
-            })
+        "pong" => return Ok(Request { id, command: Command::Pong }),
+        "connect" => {
+            Command::Connect { token: optional(id, "token", env.token)?, client: optional(id, "client", env.client)? }
         }
-        "connect" => Command::Connect {
-            token: optional(id, "token", env.token)?,
-            client: optional(id, "client", env.client)?,
-        },
         "subscribe" => Command::Subscribe {
             channel: channel(id, env.channel)?,
             since: optional(id, "since", env.since)?,
             token: optional(id, "token", env.token)?,
         },
-        "unsubscribe" => Command::Unsubscribe {
-            channel: channel(id, env.channel)?,
-        },
+        "unsubscribe" => Command::Unsubscribe { channel: channel(id, env.channel)? },
         "publish" => {
             let channel = channel(id, env.channel)?;
-            let data = env.data.ok_or_else(|| {
-                DecodeError::new(id, ErrorCode::BadRequest, "field `data` is missing")
-            })?;
-            Command::Publish {
-                channel,
-                data: data.to_owned(),
-            }
+            let data =
+                env.data.ok_or_else(|| DecodeError::new(id, ErrorCode::BadRequest, "field `data` is missing"))?;
+            Command::Publish { channel, data: data.to_owned() }
         }
         other => {
             return Err(DecodeError::new(
                 id,
                 ErrorCode::UnknownOp,
-                format!(
-                    "unknown op {other:?}; known: connect, subscribe, unsubscribe, publish, pong"
-                ),
+                format!("unknown op {other:?}; known: connect, subscribe, unsubscribe, publish, pong"),
             ))
         }
     };
     if id.is_none() {
-        return Err(DecodeError::new(
-            None,
-            ErrorCode::BadRequest,
-            format!("field `id` is missing (op {op:?})"),
-        ));
+        return Err(DecodeError::new(None, ErrorCode::BadRequest, format!("field `id` is missing (op {op:?})")));
     }
     Ok(Request { id, command })
 }
@@ -196,11 +165,7 @@ fn required<T: for<'de> Deserialize<'de>>(
     raw: Option<&RawValue>,
 ) -> Result<T, DecodeError> {
     match raw {
-        None => Err(DecodeError::new(
-            id,
-            ErrorCode::BadRequest,
-            format!("field `{name}` is missing"),
-        )),
+        None => Err(DecodeError::new(id, ErrorCode::BadRequest, format!("field `{name}` is missing"))),
         Some(raw) => typed(id, name, raw),
     }
 }
@@ -217,29 +182,15 @@ fn optional<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(
-    id: Option<u64>,
-    name: &str,
-    raw: &RawValue,
-) -> Result<T, DecodeError> {
-    serde_json::from_str(raw.get()).map_err(|e| {
-        DecodeError::new(
-            id,
-            ErrorCode::BadRequest,
-            format!("field `{name}` is invalid: {e}"),
-        )
-    })
+fn typed<T: for<'de> Deserialize<'de>>(id: Option<u64>, name: &str, raw: &RawValue) -> Result<T, DecodeError> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| DecodeError::new(id, ErrorCode::BadRequest, format!("field `{name}` is invalid: {e}")))
 }
 
 fn channel(id: Option<u64>, raw: Option<&RawValue>) -> Result<ChannelName, DecodeError> {
     let name: String = required(id, "channel", raw)?;
-    ChannelName::new(&name).map_err(|e| {
-        DecodeError::new(
-            id,
-            ErrorCode::InvalidChannel,
-            format!("field `channel`: {e}"),
-        )
-    })
+    ChannelName::new(&name)
+        .map_err(|e| DecodeError::new(id, ErrorCode::InvalidChannel, format!("field `channel`: {e}")))
 }
 
 #[cfg(test)]
@@ -255,34 +206,20 @@ mod tests {
     fn decodes_each_command() {
         let r = decode_line(r#"{"id":1,"op":"connect","client":"t/1"}"#).unwrap();
         assert_eq!(r.id, Some(1));
-        assert!(
-            matches!(r.command, Command::Connect { token: None, client: Some(ref c) } if c == "t/1")
-        );
+        assert!(matches!(r.command, Command::Connect { token: None, client: Some(ref c) } if c == "t/1"));
 
-        let r = decode_line(
-            r#"{"id":2,"op":"subscribe","channel":"c","since":{"epoch":"e","offset":7}}"#,
-        )
-        .unwrap();
-        let want = StreamPosition {
-            epoch: Epoch::new("e"),
-            offset: Offset(7),
-        };
-        assert!(
-            matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None }
-            if channel.as_str() == "c" && *s == want)
-        );
+        let r = decode_line(r#"{"id":2,"op":"subscribe","channel":"c","since":{"epoch":"e","offset":7}}"#).unwrap();
+        let want = StreamPosition { epoch: Epoch::new("e"), offset: Offset(7) };
+        assert!(matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None }
+            if channel.as_str() == "c" && *s == want));
 
-        let r =
-            decode_line(r#"{"id":3,"op":"publish","channel":"c","data": {"a": [1, 2]} }"#).unwrap();
+        let r = decode_line(r#"{"id":3,"op":"publish","channel":"c","data": {"a": [1, 2]} }"#).unwrap();
         match r.command {
             Command::Publish { data, .. } => assert_eq!(data.get(), r#"{"a": [1, 2]}"#),
             other => panic!("{other:?}"),
         }
 
-        assert!(matches!(
-            decode_line(r#"{"op":"pong"}"#).unwrap().command,
-            Command::Pong
-        ));
+        assert!(matches!(decode_line(r#"{"op":"pong"}"#).unwrap().command, Command::Pong));
         assert!(matches!(
             decode_line(r#"{"id":4,"op":"unsubscribe","channel":"c"}"#).unwrap().command,
             Command::Unsubscribe { channel } if channel.as_str() == "c"
@@ -291,8 +228,7 @@ mod tests {
 
     #[test]
     fn splits_frames_on_newlines() {
-        let frame =
-            "{\"id\":1,\"op\":\"connect\"}\n\n{\"id\":2,\"op\":\"nope\"}\n{\"op\":\"pong\"}\n";
+        let frame = "{\"id\":1,\"op\":\"connect\"}\n\n{\"id\":2,\"op\":\"nope\"}\n{\"op\":\"pong\"}\n";
         let out: Vec<_> = decode_frame(frame).collect();
         assert_eq!(out.len(), 3);
         assert!(out[0].is_ok());
@@ -320,10 +256,7 @@ mod tests {
         assert!(e.message.contains("`channel` is invalid"), "{}", e.message);
         let e = err(r#"{"id":8,"op":"subscribe","channel":""}"#);
         assert_eq!(e.code, ErrorCode::InvalidChannel);
-        let long = format!(
-            r#"{{"id":9,"op":"subscribe","channel":"{}"}}"#,
-            "x".repeat(300)
-        );
+        let long = format!(r#"{{"id":9,"op":"subscribe","channel":"{}"}}"#, "x".repeat(300));
         assert_eq!(err(&long).code, ErrorCode::InvalidChannel);
         let e = err(r#"{"id":10,"op":"subscribe","channel":"c","since":{"epoch":1}}"#);
         assert!(e.message.contains("`since`"), "{}", e.message);

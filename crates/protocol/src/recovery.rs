@@ -61,10 +61,7 @@ mod tests {
     use super::*;
 
     fn pos(epoch: &str, offset: u64) -> StreamPosition {
-        StreamPosition {
-            epoch: Epoch::new(epoch),
-            offset: Offset(offset),
-        }
+        StreamPosition { epoch: Epoch::new(epoch), offset: Offset(offset) }
     }
 
     #[test]
@@ -76,42 +73,18 @@ mod tests {
             oldest_held: oldest.map(Offset),
         };
         // Nothing missed, even with an empty history.
-        assert_eq!(
-            plan_recovery(&pos("e1", 5), &w(5, None)),
-            Recovery::Recovered { from: Offset(6) }
-        );
+        assert_eq!(plan_recovery(&pos("e1", 5), &w(5, None)), Recovery::Recovered { from: Offset(6) });
         // Missed 6..=9, history holds 3..=9.
-        assert_eq!(
-            plan_recovery(&pos("e1", 5), &w(9, Some(3))),
-            Recovery::Recovered { from: Offset(6) }
-        );
+        assert_eq!(plan_recovery(&pos("e1", 5), &w(9, Some(3))), Recovery::Recovered { from: Offset(6) });
         // History starts exactly at the first missed offset.
-        assert_eq!(
-            plan_recovery(&pos("e1", 5), &w(9, Some(6))),
-            Recovery::Recovered { from: Offset(6) }
-        );
+        assert_eq!(plan_recovery(&pos("e1", 5), &w(9, Some(6))), Recovery::Recovered { from: Offset(6) });
         // Offset 6 already dropped.
-        assert_eq!(
-            plan_recovery(&pos("e1", 5), &w(9, Some(7))),
-            Recovery::Lost(LossReason::WindowExceeded)
-        );
+        assert_eq!(plan_recovery(&pos("e1", 5), &w(9, Some(7))), Recovery::Lost(LossReason::WindowExceeded));
         // History emptied by age while messages were missed.
-        assert_eq!(
-            plan_recovery(&pos("e1", 5), &w(9, None)),
-            Recovery::Lost(LossReason::WindowExceeded)
-        );
-        assert_eq!(
-            plan_recovery(&pos("e0", 5), &w(9, Some(1))),
-            Recovery::Lost(LossReason::EpochChanged)
-        );
-        assert_eq!(
-            plan_recovery(&pos("e1", 10), &w(9, Some(1))),
-            Recovery::Lost(LossReason::AheadOfChannel)
-        );
+        assert_eq!(plan_recovery(&pos("e1", 5), &w(9, None)), Recovery::Lost(LossReason::WindowExceeded));
+        assert_eq!(plan_recovery(&pos("e0", 5), &w(9, Some(1))), Recovery::Lost(LossReason::EpochChanged));
+        assert_eq!(plan_recovery(&pos("e1", 10), &w(9, Some(1))), Recovery::Lost(LossReason::AheadOfChannel));
         // A client that saw nothing yet (offset 0) recovers from the start.
-        assert_eq!(
-            plan_recovery(&pos("e1", 0), &w(3, Some(1))),
-            Recovery::Recovered { from: Offset(1) }
-        );
+        assert_eq!(plan_recovery(&pos("e1", 0), &w(3, Some(1))), Recovery::Recovered { from: Offset(1) });
     }
 }

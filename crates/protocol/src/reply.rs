@@ -95,12 +95,7 @@ impl Reply<'_> {
 
     /// An `error` reply.
     pub fn error(id: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
-        Reply::Error {
-            id,
-            code: code.as_str(),
-            message,
-        }
-        .encode()
+        Reply::Error { id, code: code.as_str(), message }.encode()
     }
 }
 
@@ -127,11 +122,7 @@ impl EncodedPublication {
         buf.extend_from_slice(data.as_bytes());
         let end = buf.len();
         buf.push(b'}');
-        EncodedPublication {
-            offset,
-            frame: Bytes::from(buf),
-            data: start..end,
-        }
+        EncodedPublication { offset, frame: Bytes::from(buf), data: start..end }
     }
 
     /// The publication's data, as JSON text.
@@ -154,8 +145,7 @@ pub fn encode_history<'a>(
         if i > 0 {
             out.push(b',');
         }
-        write!(out, "{{\"offset\":{},\"data\":{}}}", m.offset.0, m.data())
-            .expect("writing to a Vec cannot fail");
+        write!(out, "{{\"offset\":{},\"data\":{}}}", m.offset.0, m.data()).expect("writing to a Vec cannot fail");
     }
     out.extend_from_slice(b"]}");
     out
@@ -184,23 +174,9 @@ mod tests {
             &Reply::error(Some(3), ErrorCode::NotConnected, "send connect first")[..],
             br#"{"op":"error","id":3,"code":"not_connected","message":"send connect first"}"#
         );
-        let r = Reply::Subscribed {
-            id: 1,
-            channel: "c",
-            epoch: "e",
-            offset: Offset(0),
-            recovered: None,
-        };
-        assert_eq!(
-            &r.encode()[..],
-            br#"{"op":"subscribed","id":1,"channel":"c","epoch":"e","offset":0}"#
-        );
-        let d = Reply::Disconnect {
-            code: 1001,
-            reason: "restart",
-            reconnect: true,
-            reconnect_after_ms: Some(250),
-        };
+        let r = Reply::Subscribed { id: 1, channel: "c", epoch: "e", offset: Offset(0), recovered: None };
+        assert_eq!(&r.encode()[..], br#"{"op":"subscribed","id":1,"channel":"c","epoch":"e","offset":0}"#);
+        let d = Reply::Disconnect { code: 1001, reason: "restart", reconnect: true, reconnect_after_ms: Some(250) };
         assert_eq!(
             &d.encode()[..],
             br#"{"op":"disconnect","code":1001,"reason":"restart","reconnect":true,"reconnect_after_ms":250}"#

@@ -23,11 +23,7 @@ pub struct ApiError(StatusCode, ErrorCode, String);
 
 impl ApiError {
     fn bad(message: impl Into<String>) -> ApiError {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            message.into(),
-        )
+        ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message.into())
     }
 }
 
@@ -42,13 +38,7 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Checks `Authorization: Bearer <key>` in constant time.
 pub fn authorize(headers: &HeaderMap, api_key: &str) -> Result<(), ApiError> {
-    let unauthorized = |m: &str| {
-        ApiError(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            m.to_string(),
-        )
-    };
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m.to_string());
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing `Authorization: Bearer <api key>` header"))?;
@@ -71,11 +61,7 @@ async fn json_body(state: &AppState, req: Request<Body>) -> Result<bytes::Bytes,
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
+        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
     if !is_json {
         return Err(ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -101,21 +87,13 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 fn channel(name: &str, field: &str) -> Result<ChannelName, ApiError> {
-    ChannelName::new(name).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidChannel,
-            format!("`{field}`: {e}"),
-        )
-    })
+    ChannelName::new(name)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, ErrorCode::InvalidChannel, format!("`{field}`: {e}")))
 }
 
 /// The `channel` query parameter, present and valid.
 fn channel_param(value: Option<&str>) -> Result<ChannelName, ApiError> {
-    channel(
-        value.ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?,
-        "channel",
-    )
+    channel(value.ok_or_else(|| ApiError::bad("query parameter `channel` is missing"))?, "channel")
 }
 
 fn check_size(state: &AppState, data: &RawValue) -> Result<(), ApiError> {
@@ -123,11 +101,7 @@ fn check_size(state: &AppState, data: &RawValue) -> Result<(), ApiError> {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MessageTooBig,
-            format!(
-                "`data` is {} bytes; max_message_size is {}",
-                data.get().len(),
-                state.config.max_message_size
-            ),
+            format!("`data` is {} bytes; max_message_size is {}", data.get().len(), state.config.max_message_size),
         ));
     }
     Ok(())
@@ -147,12 +121,7 @@ pub async fn publish(State(state): State<AppState>, req: Request<Body>) -> ApiRe
     let p: PublishBody = parse(&body)?;
     let ch = channel(&p.channel, "channel")?;
     check_size(&state, p.data)?;
-    let published = state
-        .node
-        .broker
-        .publish(&ch, p.data.get())
-        .await
-        .map_err(unavailable)?;
+    let published = state.node.broker.publish(&ch, p.data.get()).await.map_err(unavailable)?;
     state.metrics.published(1);
     Ok(axum::Json(json!({"channel": ch.as_str(), "epoch": published.epoch.as_str(), "offset": published.offset.0}))
         .into_response())
@@ -175,12 +144,8 @@ pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> Api
     if b.channels.is_empty() {
         return Err(ApiError::bad("`channels` is empty"));
     }
-    let channels: Vec<ChannelName> = b
-        .channels
-        .iter()
-        .enumerate()
-        .map(|(i, c)| channel(c, &format!("channels[{i}]")))
-        .collect::<Result<_, _>>()?;
+    let channels: Vec<ChannelName> =
+        b.channels.iter().enumerate().map(|(i, c)| channel(c, &format!("channels[{i}]"))).collect::<Result<_, _>>()?;
     let mut results = Vec::with_capacity(channels.len());
     for ch in &channels {
         results.push(match state.node.broker.publish(ch, b.data.get()).await {
@@ -204,32 +169,21 @@ pub struct HistoryQuery {
 }
 
 /// `GET /api/history?channel=C&since=OFFSET&limit=N`.
-pub async fn history(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HistoryQuery>,
-) -> ApiResult {
+pub async fn history(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<HistoryQuery>) -> ApiResult {
     authorize(&headers, &state.config.api_key)?;
     let ch = channel_param(q.channel.as_deref())?;
     let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
         v.as_deref()
             .map(|s| {
                 s.parse::<u64>().map_err(|_| {
-                    ApiError::bad(format!(
-                        "query parameter `{name}` must be a non-negative integer, got {s:?}"
-                    ))
+                    ApiError::bad(format!("query parameter `{name}` must be a non-negative integer, got {s:?}"))
                 })
             })
             .transpose()
     };
     let since = number("since", &q.since)?.map(Offset);
     let limit = number("limit", &q.limit)?.unwrap_or(u64::MAX).min(10_000) as usize;
-    let h = state
-        .node
-        .broker
-        .history(&ch, since, limit)
-        .await
-        .map_err(unavailable)?;
+    let h = state.node.broker.history(&ch, since, limit).await.map_err(unavailable)?;
     let body = encode_history(&h.epoch, h.offset, h.publications.iter());
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -241,18 +195,12 @@ pub struct ChannelQuery {
 }
 
 /// `GET /api/presence?channel=C`.
-pub async fn presence(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<ChannelQuery>,
-) -> ApiResult {
+pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ChannelQuery>) -> ApiResult {
     authorize(&headers, &state.config.api_key)?;
     let ch = channel_param(q.channel.as_deref())?;
     let subscribers = state.node.broker.presence(&ch).await.map_err(unavailable)?;
-    let list: Vec<_> = subscribers
-        .iter()
-        .map(|c| json!({"session": c.session, "user": c.user, "client": c.client}))
-        .collect();
+    let list: Vec<_> =
+        subscribers.iter().map(|c| json!({"session": c.session, "user": c.user, "client": c.client})).collect();
     Ok(axum::Json(json!({"channel": ch.as_str(), "subscribers": list})).into_response())
 }
 
@@ -260,10 +208,8 @@ pub async fn presence(
 pub async fn channels(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
     authorize(&headers, &state.config.api_key)?;
     let list = state.node.broker.channels().await.map_err(unavailable)?;
-    let list: Vec<_> = list
-        .iter()
-        .map(|c| json!({"channel": c.channel.as_str(), "subscribers": c.subscribers}))
-        .collect();
+    let list: Vec<_> =
+        list.iter().map(|c| json!({"channel": c.channel.as_str(), "subscribers": c.subscribers})).collect();
     Ok(axum::Json(json!({"channels": list})).into_response())
 }
 
@@ -284,36 +230,21 @@ pub async fn disconnect(State(state): State<AppState>, req: Request<Body>) -> Ap
         (None, Some(s)) => Target::Session(s),
         _ => return Err(ApiError::bad("give exactly one of `user` or `session`")),
     };
-    let reason = Disconnect::new(
-        CloseCode::DisconnectedByServer,
-        "disconnected by the application",
-    );
+    let reason = Disconnect::new(CloseCode::DisconnectedByServer, "disconnected by the application");
     let n = state.node.sessions.disconnect(target, &reason);
     Ok(axum::Json(json!({"disconnected": n})).into_response())
 }
 
 /// JSON 404 for unknown `/api/*` paths.
 pub async fn not_found() -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        "no such API endpoint; see docs/PROTOCOL.md".into(),
-    )
+    ApiError(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such API endpoint; see docs/PROTOCOL.md".into())
 }
 
 /// JSON 405 for a known path with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this endpoint".into(),
-    )
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed on this endpoint".into())
 }
 
 fn unavailable(e: holdfast_core::BrokerError) -> ApiError {
-    ApiError(
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::BrokerUnavailable,
-        e.to_string(),
-    )
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string())
 }

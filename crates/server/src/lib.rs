@@ -12,6 +12,8 @@
 mod api;
 mod drain;
 mod metrics;
+mod origin;
+mod rejections;
 mod upgrade;
 mod ws;
 
@@ -33,7 +35,8 @@ use tokio_tungstenite::WebSocketStream;
 
 pub use drain::drain;
 pub use metrics::{Metrics, Transport};
-pub use upgrade::Endpoint;
+pub use origin::OriginPolicy;
+pub use upgrade::{Endpoint, RejectCause};
 
 /// Settings of the network edge (session settings live in the [`Node`]).
 #[derive(Clone, Debug)]
@@ -45,6 +48,8 @@ pub struct ServerConfig {
     /// Over how long a graceful shutdown spreads its disconnects (and the
     /// clients' reconnects).
     pub drain_window: Duration,
+    /// Which browser origins may connect.
+    pub origins: OriginPolicy,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +58,7 @@ impl Default for ServerConfig {
             api_key: String::new(),
             max_message_size: 64 * 1024,
             drain_window: Duration::from_secs(10),
+            origins: OriginPolicy::default(),
         }
     }
 }
@@ -75,11 +81,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState {
-        node: node.clone(),
-        metrics,
-        config: Arc::new(config),
-    };
+    let state = AppState { node: node.clone(), metrics, config: Arc::new(config) };
     let drain_window = state.config.drain_window;
     let app = router(state);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -122,41 +124,17 @@ pub async fn run(
 /// The routes. Public for tests that want the app without a listener.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route(
-            "/publish",
-            post(api::publish).fallback(api::method_not_allowed),
-        )
-        .route(
-            "/broadcast",
-            post(api::broadcast).fallback(api::method_not_allowed),
-        )
-        .route(
-            "/history",
-            get(api::history).fallback(api::method_not_allowed),
-        )
-        .route(
-            "/presence",
-            get(api::presence).fallback(api::method_not_allowed),
-        )
-        .route(
-            "/channels",
-            get(api::channels).fallback(api::method_not_allowed),
-        )
-        .route(
-            "/disconnect",
-            post(api::disconnect).fallback(api::method_not_allowed),
-        )
+        .route("/publish", post(api::publish).fallback(api::method_not_allowed))
+        .route("/broadcast", post(api::broadcast).fallback(api::method_not_allowed))
+        .route("/history", get(api::history).fallback(api::method_not_allowed))
+        .route("/presence", get(api::presence).fallback(api::method_not_allowed))
+        .route("/channels", get(api::channels).fallback(api::method_not_allowed))
+        .route("/disconnect", post(api::disconnect).fallback(api::method_not_allowed))
         .fallback(api::not_found);
     Router::new()
         .route("/", get(demo_page))
-        .route(
-            "/ws",
-            any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)),
-        )
-        .route(
-            "/echo",
-            any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)),
-        )
+        .route("/ws", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)))
+        .route("/echo", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -164,23 +142,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn websocket(
-    State(state): State<AppState>,
-    mut req: Request<Body>,
-    endpoint: Endpoint,
-) -> Response {
-    let accepted = match upgrade::check(&req, endpoint) {
+async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoint: Endpoint) -> Response {
+    let checked = upgrade::check(&req, endpoint, &state.config.origins).and_then(|accepted| {
+        if state.node.is_draining() {
+            return Err(upgrade::Refusal::new(
+                RejectCause::Draining,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This node is shutting down; reconnect (to another node).",
+            )
+            .with_header(header::RETRY_AFTER, "1"));
+        }
+        Ok(accepted)
+    });
+    let accepted = match checked {
         Ok(a) => a,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            state.metrics.rejections.record(&refusal, Instant::now());
+            return refusal.into_response();
+        }
     };
-    if state.node.is_draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "this node is shutting down; reconnect\n",
-        )
-            .into_response();
-    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -191,9 +171,7 @@ async fn websocket(
             }
         };
         let config = ws::ws_config(state.config.max_message_size);
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         match endpoint {
             Endpoint::Protocol => ws::serve_protocol(ws, state.node, state.metrics).await,
             Endpoint::Echo => ws::serve_echo(ws, state.node, state.metrics).await,
@@ -204,11 +182,7 @@ async fn websocket(
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.node.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: draining for shutdown\n",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining for shutdown\n").into_response()
     } else {
         "ready\n".into_response()
     }
@@ -218,20 +192,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let channels = state.node.broker.channels().await.unwrap_or_default();
     let subscriptions = channels.iter().map(|c| c.subscribers).sum();
     let body = state.metrics.render(subscriptions, channels.len());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn demo_page() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("../static/index.html"),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../static/index.html")).into_response()
 }

@@ -7,6 +7,9 @@
 //! conventions and are stable (dashboards depend on them).
 
 use holdfast_protocol::CloseCode;
+
+use crate::rejections::Rejections;
+use crate::upgrade::RejectCause;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -42,6 +45,8 @@ pub struct Metrics {
     publications: AtomicU64,
     slow_consumers: AtomicU64,
     close_codes: Mutex<BTreeMap<u16, u64>>,
+    /// Refused handshakes by cause (and their rate-limited log).
+    pub rejections: Rejections,
 }
 
 impl Metrics {
@@ -62,12 +67,7 @@ impl Metrics {
     /// peer vanished without one).
     pub fn connection_closed(&self, t: Transport, code: u16) {
         self.gauge(t).fetch_sub(1, Ordering::Relaxed);
-        *self
-            .close_codes
-            .lock()
-            .expect("metrics lock poisoned")
-            .entry(code)
-            .or_default() += 1;
+        *self.close_codes.lock().expect("metrics lock poisoned").entry(code).or_default() += 1;
         if code == CloseCode::SlowConsumer.code() {
             self.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
@@ -113,12 +113,8 @@ impl Metrics {
             "holdfast_connections",
             "gauge",
             "Open connections by transport.",
-            &[Transport::WebSocket, Transport::Echo].map(|t| {
-                (
-                    format!("{{transport=\"{}\"}}", t.label()),
-                    self.open_connections(t).to_string(),
-                )
-            }),
+            &[Transport::WebSocket, Transport::Echo]
+                .map(|t| (format!("{{transport=\"{}\"}}", t.label()), self.open_connections(t).to_string())),
         );
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
         metric(
@@ -133,36 +129,21 @@ impl Metrics {
             "Active channel subscriptions on this node.",
             &plain(subscriptions.to_string()),
         );
-        metric(
-            "holdfast_channels",
-            "gauge",
-            "Channels with at least one subscriber.",
-            &plain(channels.to_string()),
-        );
+        metric("holdfast_channels", "gauge", "Channels with at least one subscriber.", &plain(channels.to_string()));
         metric(
             "holdfast_messages_in_total",
             "counter",
             "Commands and echo messages received from clients.",
             &plain(load(&self.messages_in)),
         );
-        metric(
-            "holdfast_messages_out_total",
-            "counter",
-            "Frames sent to clients.",
-            &plain(load(&self.messages_out)),
-        );
+        metric("holdfast_messages_out_total", "counter", "Frames sent to clients.", &plain(load(&self.messages_out)));
         metric(
             "holdfast_command_errors_total",
             "counter",
             "Commands answered with an error.",
             &plain(load(&self.command_errors)),
         );
-        metric(
-            "holdfast_publications_total",
-            "counter",
-            "Publications accepted.",
-            &plain(load(&self.publications)),
-        );
+        metric("holdfast_publications_total", "counter", "Publications accepted.", &plain(load(&self.publications)));
         metric(
             "holdfast_slow_consumer_disconnects_total",
             "counter",
@@ -170,16 +151,15 @@ impl Metrics {
             &plain(load(&self.slow_consumers)),
         );
         let codes = self.close_codes.lock().expect("metrics lock poisoned");
-        let lines: Vec<(String, String)> = codes
+        let lines: Vec<(String, String)> =
+            codes.iter().map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string())).collect();
+        metric("holdfast_close_codes_total", "counter", "Connections closed, by close code.", &lines);
+        drop(codes);
+        let lines: Vec<(String, String)> = RejectCause::ALL
             .iter()
-            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string()))
+            .map(|c| (format!("{{cause=\"{}\"}}", c.id()), self.rejections.total(*c).to_string()))
             .collect();
-        metric(
-            "holdfast_close_codes_total",
-            "counter",
-            "Connections closed, by close code.",
-            &lines,
-        );
+        metric("holdfast_handshake_rejections_total", "counter", "Refused WebSocket handshakes, by cause.", &lines);
         out
     }
 }

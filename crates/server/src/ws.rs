@@ -138,10 +138,7 @@ async fn read_protocol(
 fn read_error(e: WsError) -> ReadEnd {
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     let (code, reason) = match e {
-        WsError::Utf8(_) => (
-            CloseCode::InvalidPayload,
-            "text frame is not valid UTF-8".to_string(),
-        ),
+        WsError::Utf8(_) => (CloseCode::InvalidPayload, "text frame is not valid UTF-8".to_string()),
         WsError::Capacity(e) => (CloseCode::MessageTooBig, format!("message too big: {e}")),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return ReadEnd::PeerGone,
         WsError::Protocol(e) => (CloseCode::ProtocolError, e.to_string()),
@@ -224,10 +221,7 @@ fn close_frame(d: &Disconnect) -> Message {
         }
         reason = &reason[..cut];
     }
-    Message::Close(Some(CloseFrame {
-        code: WsCode::from(d.code.code()),
-        reason: Utf8Bytes::from(reason),
-    }))
+    Message::Close(Some(CloseFrame { code: WsCode::from(d.code.code()), reason: Utf8Bytes::from(reason) }))
 }
 
 fn text(frame: bytes::Bytes) -> Message {
@@ -242,11 +236,7 @@ pub async fn serve_echo(mut ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
     metrics.connection_opened(Transport::Echo);
     let outbox = Arc::new(Outbox::new(0));
     let key = node.sessions.register(outbox.clone());
-    let mut heartbeat = Heartbeat::new(
-        node.config.ping_interval,
-        node.config.pong_timeout,
-        Instant::now(),
-    );
+    let mut heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, Instant::now());
     let code = loop {
         let next = tokio::select! {
             next = ws.next() => next,

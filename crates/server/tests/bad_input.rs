@@ -20,16 +20,9 @@ async fn error_for(c: &mut Client, line: &str) -> serde_json::Value {
 
 /// The connection still works: a subscribe succeeds.
 async fn still_works(c: &mut Client, channel: &str) {
-    c.send(&format!(
-        r#"{{"id":99,"op":"subscribe","channel":"{channel}"}}"#
-    ))
-    .await;
+    c.send(&format!(r#"{{"id":99,"op":"subscribe","channel":"{channel}"}}"#)).await;
     let r = c.recv().await;
-    assert_eq!(
-        (r["op"].as_str(), r["id"].as_u64()),
-        (Some("subscribed"), Some(99)),
-        "{r}"
-    );
+    assert_eq!((r["op"].as_str(), r["id"].as_u64()), (Some("subscribed"), Some(99)), "{r}");
 }
 
 #[tokio::test]
@@ -46,39 +39,23 @@ async fn malformed_commands_get_errors_and_the_connection_stays_open() {
     assert!(r["message"].as_str().unwrap().contains("object"));
 
     let r = error_for(&mut c, r#"{"id":4,"op":"teleport"}"#).await;
-    assert_eq!(
-        (r["code"].as_str(), r["id"].as_u64()),
-        (Some("unknown_op"), Some(4))
-    );
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("unknown_op"), Some(4)));
 
     let r = error_for(&mut c, r#"{"id":5,"op":"publish","channel":"c"}"#).await;
-    assert_eq!(
-        (r["code"].as_str(), r["id"].as_u64()),
-        (Some("bad_request"), Some(5))
-    );
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("bad_request"), Some(5)));
     assert!(r["message"].as_str().unwrap().contains("`data`"), "{r}");
 
     let r = error_for(&mut c, r#"{"id":6,"op":"subscribe","channel":42}"#).await;
-    assert_eq!(
-        (r["code"].as_str(), r["id"].as_u64()),
-        (Some("bad_request"), Some(6))
-    );
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("bad_request"), Some(6)));
     assert!(r["message"].as_str().unwrap().contains("`channel`"), "{r}");
 
     let r = error_for(&mut c, r#"{"id":"seven","op":"connect"}"#).await;
     assert!(r["message"].as_str().unwrap().contains("`id`"), "{r}");
 
     let r = error_for(&mut c, r#"{"id":8,"op":"subscribe","channel":""}"#).await;
-    assert_eq!(
-        (r["code"].as_str(), r["id"].as_u64()),
-        (Some("invalid_channel"), Some(8))
-    );
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("invalid_channel"), Some(8)));
     let long = "x".repeat(256);
-    let r = error_for(
-        &mut c,
-        &format!(r#"{{"id":9,"op":"subscribe","channel":"{long}"}}"#),
-    )
-    .await;
+    let r = error_for(&mut c, &format!(r#"{{"id":9,"op":"subscribe","channel":"{long}"}}"#)).await;
     assert_eq!(r["code"], "invalid_channel");
     assert!(r["message"].as_str().unwrap().contains("255"), "{r}");
 
@@ -86,28 +63,15 @@ async fn malformed_commands_get_errors_and_the_connection_stays_open() {
     assert_eq!(r["code"], "already_connected");
 
     still_works(&mut c, "after-errors").await;
-    let r = error_for(
-        &mut c,
-        r#"{"id":11,"op":"subscribe","channel":"after-errors"}"#,
-    )
-    .await;
-    assert_eq!(
-        (r["code"].as_str(), r["id"].as_u64()),
-        (Some("already_subscribed"), Some(11))
-    );
+    let r = error_for(&mut c, r#"{"id":11,"op":"subscribe","channel":"after-errors"}"#).await;
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("already_subscribed"), Some(11)));
     let r = error_for(&mut c, r#"{"id":12,"op":"unsubscribe","channel":"never"}"#).await;
-    assert_eq!(
-        (r["code"].as_str(), r["id"].as_u64()),
-        (Some("not_subscribed"), Some(12))
-    );
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("not_subscribed"), Some(12)));
 
     // Nothing was lost: a publication still arrives.
     server.publish("after-errors", "1").await;
     assert_eq!(c.recv().await["offset"], 1);
-    assert!(server
-        .metrics
-        .render(0, 0)
-        .contains("holdfast_command_errors_total 11"));
+    assert!(server.metrics.render(0, 0).contains("holdfast_command_errors_total 11"));
     server.stop().await;
 }
 
@@ -121,10 +85,7 @@ async fn commands_before_connect_are_refused() {
         (3, r#"{"id":3,"op":"unsubscribe","channel":"a"}"#),
     ] {
         let r = error_for(&mut c, line).await;
-        assert_eq!(
-            (r["code"].as_str(), r["id"].as_u64()),
-            (Some("not_connected"), Some(id))
-        );
+        assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("not_connected"), Some(id)));
     }
     c.send(r#"{"id":4,"op":"connect"}"#).await;
     assert_eq!(c.recv().await["op"], "connected");
@@ -149,36 +110,22 @@ async fn several_commands_in_one_frame_each_get_their_reply_in_order() {
     assert_eq!(got[2], ("error".into(), None));
     let mut tail = got[3..].to_vec();
     tail.sort();
-    assert_eq!(
-        tail,
-        vec![("message".into(), None), ("published".into(), Some(3))]
-    );
+    assert_eq!(tail, vec![("message".into(), None), ("published".into(), Some(3))]);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn an_oversized_frame_closes_with_1009_and_others_carry_on() {
-    let setup = Setup {
-        server: ServerConfig {
-            max_message_size: 1024,
-            ..Setup::default().server
-        },
-        ..Setup::default()
-    };
+    let setup =
+        Setup { server: ServerConfig { max_message_size: 1024, ..Setup::default().server }, ..Setup::default() };
     let server = TestServer::start(setup).await;
     let mut c = server.connected().await;
-    let big = format!(
-        r#"{{"id":2,"op":"publish","channel":"c","data":"{}"}}"#,
-        "x".repeat(2000)
-    );
+    let big = format!(r#"{{"id":2,"op":"publish","channel":"c","data":"{}"}}"#, "x".repeat(2000));
     c.send(&big).await;
     let (disconnect, code) = c.closed().await;
     assert_eq!(code, Some(1009));
     let d = disconnect.expect("a disconnect message precedes the close");
-    assert_eq!(
-        (d["code"].as_u64(), d["reconnect"].as_bool()),
-        (Some(1009), Some(false))
-    );
+    assert_eq!((d["code"].as_u64(), d["reconnect"].as_bool()), (Some(1009), Some(false)));
     let mut other = server.connected().await;
     still_works(&mut other, "c").await;
     server.stop().await;
@@ -203,10 +150,7 @@ async fn binary_frames_close_with_1003_and_a_reason() {
     c.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     let (disconnect, code) = c.closed().await;
     assert_eq!(code, Some(1003));
-    assert!(disconnect.unwrap()["reason"]
-        .as_str()
-        .unwrap()
-        .contains("text"));
+    assert!(disconnect.unwrap()["reason"].as_str().unwrap().contains("text"));
     server.stop().await;
 }
 
@@ -217,38 +161,16 @@ async fn http_requests_on_ws_get_an_explanation() {
     assert_eq!(r.status, 426);
     assert!(r.body.contains("Upgrade"), "{}", r.body);
 
-    let r = server
-        .http("GET", "/ws", &[("X-Forwarded-For", "10.0.0.1")], "")
-        .await;
+    let r = server.http("GET", "/ws", &[("X-Forwarded-For", "10.0.0.1")], "").await;
     assert_eq!(r.status, 426);
-    assert!(
-        r.body.contains("proxy") && r.body.contains("holdfast nginx"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.contains("proxy") && r.body.contains("holdfast nginx"), "{}", r.body);
 
-    let r = server
-        .http("GET", "/ws", &[("Accept", "text/html")], "")
-        .await;
+    let r = server.http("GET", "/ws", &[("Accept", "text/html")], "").await;
     assert!(r.body.contains("new WebSocket"), "{}", r.body);
 
-    let upgrade = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-    ];
-    let r = server
-        .http(
-            "GET",
-            "/ws",
-            &[upgrade[0], upgrade[1], ("Sec-WebSocket-Version", "8")],
-            "",
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.header("sec-websocket-version")),
-        (426, Some("13"))
-    );
+    let upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")];
+    let r = server.http("GET", "/ws", &[upgrade[0], upgrade[1], ("Sec-WebSocket-Version", "8")], "").await;
+    assert_eq!((r.status, r.header("sec-websocket-version")), (426, Some("13")));
 
     let r = server.http("GET", "/ws", &upgrade, "").await;
     assert_eq!(r.status, 400);
@@ -257,11 +179,8 @@ async fn http_requests_on_ws_get_an_explanation() {
     let r = server.http("POST", "/ws", &upgrade, "").await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
 
-    let r = common::raw_http(
-        server.addr,
-        "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    )
-    .await;
+    let r =
+        common::raw_http(server.addr, "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await;
     assert_eq!(r.status, 426);
     assert!(r.body.contains("HTTP/1.0"), "{}", r.body);
 
@@ -270,11 +189,7 @@ async fn http_requests_on_ws_get_an_explanation() {
     with_key.push(("Sec-WebSocket-Protocol", "mqtt, stomp"));
     let r = server.http("GET", "/ws", &with_key, "").await;
     assert_eq!(r.status, 400);
-    assert!(
-        r.body.contains("holdfast.v1.json") && r.body.contains("mqtt"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.contains("holdfast.v1.json") && r.body.contains("mqtt"), "{}", r.body);
     server.stop().await;
 }
 

@@ -48,14 +48,8 @@ async fn a_client_that_never_answers_is_closed_with_4001() {
     let elapsed = started.elapsed();
     assert_eq!(code, Some(4001));
     let d = d.expect("disconnect before close");
-    assert_eq!(
-        (d["code"].as_u64(), d["reconnect"].as_bool()),
-        (Some(4001), Some(true))
-    );
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "dead peer found after {elapsed:?}"
-    );
+    assert_eq!((d["code"].as_u64(), d["reconnect"].as_bool()), (Some(4001), Some(true)));
+    assert!(elapsed < Duration::from_secs(2), "dead peer found after {elapsed:?}");
     server.stop().await;
 }
 
@@ -64,19 +58,9 @@ async fn websocket_ping_frames_are_answered_on_both_endpoints() {
     let server = TestServer::default().await;
     for path in ["/ws", "/echo"] {
         let mut c = Client::open(&format!("ws://{}{path}", server.addr), None).await;
-        c.ws.send(Message::Ping(b"are you there".to_vec().into()))
-            .await
-            .unwrap();
-        let pong = tokio::time::timeout(Duration::from_secs(5), c.ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            pong,
-            Message::Pong(b"are you there".to_vec().into()),
-            "{path}"
-        );
+        c.ws.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+        let pong = tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()), "{path}");
     }
     server.stop().await;
 }
@@ -86,9 +70,7 @@ async fn echo_returns_text_and_binary_and_pings_generic_clients() {
     let server = TestServer::start(fast_heartbeat()).await;
     let mut c = Client::open(&format!("ws://{}/echo", server.addr), None).await;
     c.ws.send(Message::text("héllo")).await.unwrap();
-    c.ws.send(Message::binary(vec![0u8, 159, 146, 150]))
-        .await
-        .unwrap();
+    c.ws.send(Message::binary(vec![0u8, 159, 146, 150])).await.unwrap();
     let mut got = Vec::new();
     let mut pings = 0;
     let started = Instant::now();
@@ -100,17 +82,8 @@ async fn echo_returns_text_and_binary_and_pings_generic_clients() {
             Err(_) => {}
         }
     }
-    assert_eq!(
-        got,
-        vec![
-            Message::text("héllo"),
-            Message::binary(vec![0u8, 159, 146, 150])
-        ]
-    );
-    assert!(
-        pings >= 2,
-        "echo sends WebSocket pings to keep generic clients alive ({pings})"
-    );
+    assert_eq!(got, vec![Message::text("héllo"), Message::binary(vec![0u8, 159, 146, 150])]);
+    assert!(pings >= 2, "echo sends WebSocket pings to keep generic clients alive ({pings})");
     server.stop().await;
 }
 
@@ -133,32 +106,18 @@ async fn echo_drops_a_peer_that_vanished() {
     let mut buf = vec![0u8; 4096];
     let mut seen = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
-            .await
-            .expect("server closes within 3 s")
-        {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("server closes within 3 s") {
             Ok(0) | Err(_) => break,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
     assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 101"));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
     let deadline = Instant::now() + Duration::from_secs(2);
-    while server
-        .metrics
-        .open_connections(holdfast_server::Transport::Echo)
-        != 0
-    {
+    while server.metrics.open_connections(holdfast_server::Transport::Echo) != 0 {
         assert!(Instant::now() < deadline, "echo connection still counted");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(server
-        .metrics
-        .render(0, 0)
-        .contains("holdfast_close_codes_total{code=\"4001\"} 1"));
+    assert!(server.metrics.render(0, 0).contains("holdfast_close_codes_total{code=\"4001\"} 1"));
     server.stop().await;
 }

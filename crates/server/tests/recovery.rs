@@ -9,13 +9,8 @@ use serde_json::Value;
 use std::time::Duration;
 
 async fn subscribe(c: &mut common::Client, channel: &str, since: Option<(&str, u64)>) -> Value {
-    let since = since
-        .map(|(e, o)| format!(r#","since":{{"epoch":"{e}","offset":{o}}}"#))
-        .unwrap_or_default();
-    c.send(&format!(
-        r#"{{"id":7,"op":"subscribe","channel":"{channel}"{since}}}"#
-    ))
-    .await;
+    let since = since.map(|(e, o)| format!(r#","since":{{"epoch":"{e}","offset":{o}}}"#)).unwrap_or_default();
+    c.send(&format!(r#"{{"id":7,"op":"subscribe","channel":"{channel}"{since}}}"#)).await;
     let r = c.recv().await;
     assert_eq!(r["op"], "subscribed", "{r}");
     assert_eq!(r["id"], 7);
@@ -29,10 +24,7 @@ async fn missed_messages_come_first_then_live() {
     let r = subscribe(&mut c, "room", None).await;
     let epoch = r["epoch"].as_str().unwrap().to_string();
     assert_eq!(r["offset"], 0);
-    assert!(
-        r.get("recovered").is_none(),
-        "no since, no recovered field: {r}"
-    );
+    assert!(r.get("recovered").is_none(), "no since, no recovered field: {r}");
     server.publish("room", r#"{"n":1}"#).await;
     server.publish("room", r#"{"n":2}"#).await;
     assert_eq!(c.recv().await["offset"], 1);
@@ -49,11 +41,7 @@ async fn missed_messages_come_first_then_live() {
     for n in 3..=5u64 {
         let m = c.recv().await;
         assert_eq!(
-            (
-                m["op"].as_str(),
-                m["offset"].as_u64(),
-                m["data"]["n"].as_u64()
-            ),
+            (m["op"].as_str(), m["offset"].as_u64(), m["data"]["n"].as_u64()),
             (Some("message"), Some(n), Some(n))
         );
     }
@@ -64,47 +52,26 @@ async fn missed_messages_come_first_then_live() {
 
 #[tokio::test]
 async fn window_exceeded_or_other_epoch_is_not_recovered() {
-    let setup = Setup {
-        history: HistoryLimits {
-            max_len: 3,
-            max_age: Duration::from_secs(60),
-        },
-        ..Setup::default()
-    };
+    let setup = Setup { history: HistoryLimits { max_len: 3, max_age: Duration::from_secs(60) }, ..Setup::default() };
     let server = TestServer::start(setup).await;
     for n in 1..=10 {
         server.publish("busy", &n.to_string()).await;
     }
-    let epoch = server
-        .api("GET", "/api/history?channel=busy", "")
-        .await
-        .json()["epoch"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let epoch = server.api("GET", "/api/history?channel=busy", "").await.json()["epoch"].as_str().unwrap().to_string();
     // Offsets 2..=7 left the 3-message window.
     let mut c = server.connected().await;
     let r = subscribe(&mut c, "busy", Some((&epoch, 1))).await;
-    assert_eq!(
-        (r["recovered"].as_bool(), r["offset"].as_u64()),
-        (Some(false), Some(10)),
-        "{r}"
-    );
+    assert_eq!((r["recovered"].as_bool(), r["offset"].as_u64()), (Some(false), Some(10)), "{r}");
     server.publish("busy", "11").await;
     let m = c.recv().await;
-    assert_eq!(
-        m["offset"], 11,
-        "only live messages follow a failed recovery: {m}"
-    );
+    assert_eq!(m["offset"], 11, "only live messages follow a failed recovery: {m}");
 
     // Within the window it works.
     let mut c2 = server.connected().await;
     let r = subscribe(&mut c2, "busy", Some((&epoch, 8))).await;
     assert_eq!(r["recovered"], true);
-    let got: Vec<u64> = [c2.recv().await, c2.recv().await, c2.recv().await]
-        .iter()
-        .map(|m| m["offset"].as_u64().unwrap())
-        .collect();
+    let got: Vec<u64> =
+        [c2.recv().await, c2.recv().await, c2.recv().await].iter().map(|m| m["offset"].as_u64().unwrap()).collect();
     assert_eq!(got, vec![9, 10, 11]);
 
     // Another epoch (a restarted server) cannot be recovered.
@@ -135,31 +102,20 @@ async fn resubscribing_during_a_publish_storm_loses_and_repeats_nothing() {
     const PUBLISHERS: u64 = 4;
     const PER_PUBLISHER: u64 = 500;
     const TOTAL: u64 = PUBLISHERS * PER_PUBLISHER;
-    let setup = Setup {
-        history: HistoryLimits {
-            max_len: 10_000,
-            max_age: Duration::from_secs(60),
-        },
-        ..Setup::default()
-    };
+    let setup =
+        Setup { history: HistoryLimits { max_len: 10_000, max_age: Duration::from_secs(60) }, ..Setup::default() };
     let server = TestServer::start(setup).await;
 
     let mut c = server.connected().await;
-    let epoch = subscribe(&mut c, "storm", None).await["epoch"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let epoch = subscribe(&mut c, "storm", None).await["epoch"].as_str().unwrap().to_string();
 
     let mut publishers = Vec::new();
     for p in 0..PUBLISHERS {
         let mut pc = server.connected().await;
         publishers.push(tokio::spawn(async move {
             for i in 0..PER_PUBLISHER {
-                pc.send(&format!(
-                    r#"{{"id":{},"op":"publish","channel":"storm","data":{{"p":{p},"i":{i}}}}}"#,
-                    i + 10
-                ))
-                .await;
+                pc.send(&format!(r#"{{"id":{},"op":"publish","channel":"storm","data":{{"p":{p},"i":{i}}}}}"#, i + 10))
+                    .await;
                 if i % 50 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -200,18 +156,8 @@ async fn resubscribing_during_a_publish_storm_loses_and_repeats_nothing() {
         p.await.unwrap();
     }
     let expected: Vec<u64> = (1..=TOTAL).collect();
-    assert_eq!(
-        seen.len(),
-        expected.len(),
-        "count after {resubscribes} resubscribes"
-    );
-    assert!(
-        seen == expected,
-        "offsets out of order, duplicated or missing after {resubscribes} resubscribes"
-    );
-    assert!(
-        resubscribes > 20,
-        "the race was exercised {resubscribes} times"
-    );
+    assert_eq!(seen.len(), expected.len(), "count after {resubscribes} resubscribes");
+    assert!(seen == expected, "offsets out of order, duplicated or missing after {resubscribes} resubscribes");
+    assert!(resubscribes > 20, "the race was exercised {resubscribes} times");
     server.stop().await;
 }

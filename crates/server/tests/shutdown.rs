@@ -12,10 +12,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_tells_everyone_to_come_back_later_at_different_times() {
     let setup = Setup {
-        server: ServerConfig {
-            drain_window: Duration::from_secs(1),
-            ..Setup::default().server
-        },
+        server: ServerConfig { drain_window: Duration::from_secs(1), ..Setup::default().server },
         ..Setup::default()
     };
     let server = TestServer::start(setup).await;
@@ -23,19 +20,12 @@ async fn drain_tells_everyone_to_come_back_later_at_different_times() {
     let mut clients = Vec::new();
     for i in 0..20 {
         let mut c = server.connected().await;
-        c.send(&format!(
-            r#"{{"id":2,"op":"subscribe","channel":"c{}"}}"#,
-            i % 3
-        ))
-        .await;
+        c.send(&format!(r#"{{"id":2,"op":"subscribe","channel":"c{}"}}"#, i % 3)).await;
         assert_eq!(c.recv().await["op"], "subscribed");
         clients.push(c);
     }
     let node = server.node.clone();
-    let readers: Vec<_> = clients
-        .into_iter()
-        .map(|mut c| tokio::spawn(async move { c.closed().await }))
-        .collect();
+    let readers: Vec<_> = clients.into_iter().map(|mut c| tokio::spawn(async move { c.closed().await })).collect();
     let stopping = tokio::spawn(server.stop());
 
     // While draining: not ready, and new upgrades are refused.
@@ -44,11 +34,7 @@ async fn drain_tells_everyone_to_come_back_later_at_different_times() {
     // The listener stops accepting at once; a request that still got in
     // before it closed must be told the node is not ready.
     if tokio::net::TcpStream::connect(addr).await.is_ok() {
-        let r = tokio::time::timeout(
-            Duration::from_secs(2),
-            common::http(addr, "GET", "/readyz", &[], ""),
-        )
-        .await;
+        let r = tokio::time::timeout(Duration::from_secs(2), common::http(addr, "GET", "/readyz", &[], "")).await;
         if let Ok(r) = r {
             assert_eq!(r.status, 503, "{}", r.body);
         }
@@ -64,15 +50,9 @@ async fn drain_tells_everyone_to_come_back_later_at_different_times() {
         assert!(hint < 1000, "hint {hint} within the drain window");
         hints.insert(hint);
     }
-    assert!(
-        hints.len() > 10,
-        "reconnect hints are spread, got {hints:?}"
-    );
+    assert!(hints.len() > 10, "reconnect hints are spread, got {hints:?}");
     let took = stopping.await.unwrap();
-    assert!(
-        took < Duration::from_millis(1800),
-        "drain took {took:?} for a 1 s window"
-    );
+    assert!(took < Duration::from_millis(1800), "drain took {took:?} for a 1 s window");
     assert!(node.sessions.is_empty());
 }
 
@@ -94,9 +74,6 @@ async fn a_draining_node_reports_not_ready_and_refuses_upgrades_and_connects() {
     assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
     early.send(r#"{"id":1,"op":"connect"}"#).await;
     let e = early.recv().await;
-    assert_eq!(
-        (e["op"].as_str(), e["code"].as_str()),
-        (Some("error"), Some("shutting_down"))
-    );
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("shutting_down")));
     server.stop().await;
 }

@@ -12,14 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     const MESSAGES: u64 = 1000;
     let setup = Setup {
-        session: SessionConfig {
-            outbox_max_bytes: 256 * 1024,
-            ..SessionConfig::default()
-        },
-        history: HistoryLimits {
-            max_len: 0,
-            max_age: Duration::from_secs(1),
-        },
+        session: SessionConfig { outbox_max_bytes: 256 * 1024, ..SessionConfig::default() },
+        history: HistoryLimits { max_len: 0, max_age: Duration::from_secs(1) },
         ..Setup::default()
     };
     let server = TestServer::start(setup).await;
@@ -41,20 +35,14 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     let mut head = [0u8; 512];
     let n = slow.read(&mut head).await.unwrap();
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
-    for cmd in [
-        r#"{"id":1,"op":"connect"}"#,
-        r#"{"id":2,"op":"subscribe","channel":"firehose"}"#,
-    ] {
-        slow.write_all(&masked_text_frame(cmd.as_bytes()))
-            .await
-            .unwrap();
+    for cmd in [r#"{"id":1,"op":"connect"}"#, r#"{"id":2,"op":"subscribe","channel":"firehose"}"#] {
+        slow.write_all(&masked_text_frame(cmd.as_bytes())).await.unwrap();
     }
 
     let mut fast = Vec::new();
     for _ in 0..3 {
         let mut c = server.connected().await;
-        c.send(r#"{"id":2,"op":"subscribe","channel":"firehose"}"#)
-            .await;
+        c.send(r#"{"id":2,"op":"subscribe","channel":"firehose"}"#).await;
         assert_eq!(c.recv().await["op"], "subscribed");
         fast.push(c);
     }
@@ -75,45 +63,24 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     let mut publisher = server.connected().await;
     let started = Instant::now();
     for i in 0..MESSAGES {
-        publisher
-            .send(&format!(
-                r#"{{"id":{},"op":"publish","channel":"firehose","data":{payload}}}"#,
-                i + 10
-            ))
-            .await;
+        publisher.send(&format!(r#"{{"id":{},"op":"publish","channel":"firehose","data":{payload}}}"#, i + 10)).await;
         assert_eq!(publisher.recv().await["op"], "published");
     }
     for r in readers {
         r.await.unwrap();
     }
     let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_secs(10),
-        "fast subscribers took {elapsed:?} for {MESSAGES} messages"
-    );
+    assert!(elapsed < Duration::from_secs(10), "fast subscribers took {elapsed:?} for {MESSAGES} messages");
 
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !server
-        .metrics
-        .render(0, 0)
-        .contains("holdfast_slow_consumer_disconnects_total 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled reader was not dropped:\n{}",
-            server.metrics.render(0, 0)
-        );
+    while !server.metrics.render(0, 0).contains("holdfast_slow_consumer_disconnects_total 1") {
+        assert!(Instant::now() < deadline, "the stalled reader was not dropped:\n{}", server.metrics.render(0, 0));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server
-        .metrics
-        .render(0, 0)
-        .contains("holdfast_close_codes_total{code=\"4000\"} 1"));
+    assert!(server.metrics.render(0, 0).contains("holdfast_close_codes_total{code=\"4000\"} 1"));
     // The stalled socket is closed: reading it to the end terminates.
     let mut sink = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink))
-        .await
-        .expect("socket closed");
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink)).await.expect("socket closed");
     server.stop().await;
 }
 

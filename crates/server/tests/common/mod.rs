@@ -59,22 +59,11 @@ impl TestServer {
         let node = Arc::new(Node::new(broker, setup.session, Some("test-node".into())));
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(holdfast_server::run(
-            listener,
-            node.clone(),
-            setup.server,
-            metrics.clone(),
-            async move {
+        let task =
+            tokio::spawn(holdfast_server::run(listener, node.clone(), setup.server, metrics.clone(), async move {
                 let _ = rx.await;
-            },
-        ));
-        TestServer {
-            addr,
-            node,
-            metrics,
-            stop: Some(tx),
-            task,
-        }
+            }));
+        TestServer { addr, node, metrics, stop: Some(tx), task }
     }
 
     pub async fn default() -> TestServer {
@@ -107,25 +96,13 @@ impl TestServer {
         c
     }
 
-    pub async fn http(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> HttpResponse {
+    pub async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
         http(self.addr, method, path, headers, body).await
     }
 
     /// `POST /api/publish` with the API key; returns the offset.
     pub async fn publish(&self, channel: &str, data: &str) -> u64 {
-        let r = self
-            .api(
-                "POST",
-                "/api/publish",
-                &format!(r#"{{"channel":"{channel}","data":{data}}}"#),
-            )
-            .await;
+        let r = self.api("POST", "/api/publish", &format!(r#"{{"channel":"{channel}","data":{data}}}"#)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()["offset"].as_u64().unwrap()
     }
@@ -133,16 +110,7 @@ impl TestServer {
     /// An authorized JSON API call.
     pub async fn api(&self, method: &str, path: &str, body: &str) -> HttpResponse {
         let auth = format!("Bearer {API_KEY}");
-        self.http(
-            method,
-            path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            body,
-        )
-        .await
+        self.http(method, path, &[("Authorization", &auth), ("Content-Type", "application/json")], body).await
     }
 }
 
@@ -157,23 +125,17 @@ impl HttpResponse {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
 /// One HTTP/1.1 request with `Connection: close`.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> HttpResponse {
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
     raw_http(addr, &{
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -189,30 +151,14 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> HttpResponse {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .expect("response in 5 s")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.expect("response in 5 s").unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    HttpResponse { status, headers, body: body.to_string() }
 }
 
 /// A WebSocket client that splits frames into JSON objects.
@@ -226,19 +172,11 @@ impl Client {
     pub async fn open(url: &str, subprotocol: Option<&str>) -> Client {
         let mut req = url.into_client_request().unwrap();
         if let Some(p) = subprotocol {
-            req.headers_mut()
-                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+            req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
         }
         let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let protocol = resp
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap().to_string());
-        Client {
-            ws,
-            protocol,
-            pending: VecDeque::new(),
-        }
+        let protocol = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string());
+        Client { ws, protocol, pending: VecDeque::new() }
     }
 
     pub async fn send(&mut self, text: &str) {
@@ -290,9 +228,7 @@ impl Client {
             }
         }
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
-                .await
-                .expect("close within 10 s");
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await.expect("close within 10 s");
             match msg {
                 Some(Ok(Message::Text(t))) => {
                     for line in t.split('\n').filter(|l| !l.trim().is_empty()) {
@@ -308,4 +244,28 @@ impl Client {
             }
         }
     }
+}
+
+/// Sends a GET with these headers (no `Connection: close` added) and reads
+/// only the response head: for upgrades, whose connection stays open.
+pub async fn head_status(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("head in 5 s").unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
 }

@@ -1,0 +1,74 @@
+//! Refused handshakes, counted per cause and logged once per cause per
+//! minute with the count since the last line — a misconfigured proxy can
+//! refuse thousands of requests a minute, and one line that says so is
+//! worth more than a thousand that repeat it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::upgrade::{Refusal, RejectCause};
+
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Entry {
+    total: u64,
+    unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+/// Rejection counters and their rate-limited log.
+#[derive(Default)]
+pub struct Rejections {
+    entries: Mutex<BTreeMap<RejectCause, Entry>>,
+}
+
+impl Rejections {
+    /// Counts a refusal and logs it if its cause was not logged within the
+    /// last minute. Returns whether it logged.
+    pub fn record(&self, refusal: &Refusal, now: Instant) -> bool {
+        let mut map = self.entries.lock().expect("rejections lock poisoned");
+        let e = map.entry(refusal.cause).or_default();
+        e.total += 1;
+        e.unlogged += 1;
+        if e.last_log.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+            return false;
+        }
+        tracing::warn!(
+            cause = refusal.cause.id(),
+            count = e.unlogged,
+            "refused WebSocket handshake ({} since the last line for this cause): {}",
+            e.unlogged,
+            refusal.explanation
+        );
+        e.unlogged = 0;
+        e.last_log = Some(now);
+        true
+    }
+
+    /// Total refusals of a cause.
+    pub fn total(&self, cause: RejectCause) -> u64 {
+        self.entries.lock().expect("rejections lock poisoned").get(&cause).map_or(0, |e| e.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn logs_once_per_cause_per_minute() {
+        let r = Rejections::default();
+        let t = Instant::now();
+        let a = Refusal::new(RejectCause::NoUpgrade, StatusCode::UPGRADE_REQUIRED, "x");
+        let b = Refusal::new(RejectCause::BadKey, StatusCode::BAD_REQUEST, "y");
+        assert!(r.record(&a, t));
+        assert!(!r.record(&a, t + Duration::from_secs(1)));
+        assert!(r.record(&b, t + Duration::from_secs(2)), "another cause logs on its own");
+        assert!(!r.record(&a, t + Duration::from_secs(59)));
+        assert!(r.record(&a, t + Duration::from_secs(61)));
+        assert_eq!((r.total(RejectCause::NoUpgrade), r.total(RejectCause::BadKey)), (4, 1));
+    }
+}

@@ -249,7 +249,10 @@ fn missing_upgrade(headers: &HeaderMap) -> Refusal {
     let connection_close = has_token(headers, header::CONNECTION, "close");
     let accepts_html =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-    let (cause, text) = if proxied || connection_close {
+    // Forwarding headers are the strongest sign of a proxy; a browser tab
+    // comes next (browsers send keep-alive); a bare `Connection: close` is
+    // what nginx sends upstream when the upgrade headers are not forwarded.
+    let (cause, text) = if proxied || (connection_close && !accepts_html) {
         (
             RejectCause::ProxyDroppedUpgrade,
             format!(

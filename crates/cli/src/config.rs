@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// Whether clients that send no Origin (non-browser) may connect (`true`/`false`).
     #[arg(long, env = "HOLDFAST_ALLOW_NO_ORIGIN")]
     pub allow_no_origin: Option<bool>,
+    /// Time a client has to finish its TLS handshake and request headers, e.g. `10s`.
+    #[arg(long, env = "HOLDFAST_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+    /// PEM certificate chain: serve TLS (wss://, https://) directly.
+    #[arg(long, env = "HOLDFAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "HOLDFAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as [`ServeArgs`], by the same names.
@@ -91,6 +100,10 @@ pub struct FileConfig {
     node_name: Option<String>,
     allowed_origins: Option<Vec<String>>,
     allow_no_origin: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    handshake_timeout: Option<Duration>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Every file key, for the test that keeps flags and keys in step.
@@ -111,6 +124,9 @@ const FILE_KEYS: &[&str] = &[
     "node_name",
     "allowed_origins",
     "allow_no_origin",
+    "handshake_timeout",
+    "tls_cert",
+    "tls_key",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -190,6 +206,11 @@ impl ServeArgs {
             None => (generate_key(), true),
         };
         let broker = self.broker.or(file.broker).unwrap_or_else(|| "memory".into());
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(holdfast_server::tls_acceptor(&cert, &key).map_err(anyhow::Error::msg)?),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together: give both or neither"),
+        };
         Ok(Resolved {
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             api_key: (api_key.clone(), generated),
@@ -205,6 +226,11 @@ impl ServeArgs {
                         .or(file.allow_no_origin)
                         .unwrap_or(server_defaults.origins.allow_no_origin),
                 },
+                handshake_timeout: self
+                    .handshake_timeout
+                    .or(file.handshake_timeout)
+                    .unwrap_or(server_defaults.handshake_timeout),
+                tls,
             },
             session,
             history: HistoryLimits {

@@ -11,6 +11,7 @@
 
 mod api;
 mod drain;
+mod listener;
 mod metrics;
 mod origin;
 mod rejections;
@@ -22,11 +23,10 @@ use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use holdfast_core::Node;
 use hyper_util::rt::TokioIo;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -34,12 +34,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 pub use drain::drain;
+pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
 pub use origin::OriginPolicy;
 pub use upgrade::{Endpoint, RejectCause};
 
 /// Settings of the network edge (session settings live in the [`Node`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The key backends present as `Authorization: Bearer <key>`.
     pub api_key: String,
@@ -50,6 +51,11 @@ pub struct ServerConfig {
     pub drain_window: Duration,
     /// Which browser origins may connect.
     pub origins: OriginPolicy,
+    /// How long a client may take to send its request headers (and the
+    /// TLS handshake); slower ones are cut (slowloris).
+    pub handshake_timeout: Duration,
+    /// Serve TLS (`wss://`) with this acceptor.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +65,8 @@ impl Default for ServerConfig {
             max_message_size: 64 * 1024,
             drain_window: Duration::from_secs(10),
             origins: OriginPolicy::default(),
+            handshake_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -83,22 +91,11 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state = AppState { node: node.clone(), metrics, config: Arc::new(config) };
     let drain_window = state.config.drain_window;
+    let handshake_timeout = state.config.handshake_timeout;
+    let state_tls = state.config.tls.clone();
     let app = router(state);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // Nagle's algorithm would hold small frames back until the peer's
-    // delayed ACK (up to 40 ms): fatal for a real-time stream.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(listener::serve(listener, app, state_tls, handshake_timeout, stop_rx));
     let sweeper = tokio::spawn({
         let node = node.clone();
         async move {
@@ -115,10 +112,8 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drain(&node, drain_window).await;
     sweeper.abort();
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(Ok(result)) => result,
-        _ => Ok(()),
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    Ok(())
 }
 
 /// The routes. Public for tests that want the app without a listener.

@@ -1,0 +1,77 @@
+//! The network edge: TLS served directly (a certificate made at test time),
+//! and clients that never finish their handshake (slowloris) are cut.
+
+mod common;
+
+use common::{Setup, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use holdfast_server::ServerConfig;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, rustls::pki_types::CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k, cert.der().clone())
+}
+
+#[tokio::test]
+async fn serves_wss_with_rustls() {
+    let dir = std::env::temp_dir().join(format!("holdfast-tls-{}", std::process::id()));
+    let (cert, key, der) = self_signed(&dir);
+    let tls = holdfast_server::tls_acceptor(&cert, &key).unwrap();
+    let setup = Setup { server: ServerConfig { tls: Some(tls), ..Setup::default().server }, ..Setup::default() };
+    let server = TestServer::start(setup).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    ws.send(Message::text(r#"{"id":1,"op":"connect"}"#)).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(reply.to_text().unwrap().contains(r#""op":"connected""#), "{reply:?}");
+
+    // Plain HTTP on the TLS port gets nowhere.
+    let mut plain = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await.unwrap();
+    assert!(!buf.starts_with(b"HTTP/1.1 200"));
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_is_cut() {
+    let setup = Setup {
+        server: ServerConfig { handshake_timeout: Duration::from_millis(300), ..Setup::default().server },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await.expect("cut within 3 s").ok();
+    assert!(started.elapsed() < Duration::from_secs(2), "cut after {:?}", started.elapsed());
+
+    // Meanwhile others are served normally.
+    let mut c = server.connected().await;
+    c.send(r#"{"id":2,"op":"subscribe","channel":"x"}"#).await;
+    assert_eq!(c.recv().await["op"], "subscribed");
+    server.stop().await;
+}

@@ -8,7 +8,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use holdfast_core::{HistoryLimits, SessionConfig};
-use holdfast_server::{OriginPolicy, ServerConfig};
+use holdfast_server::{Limits, OriginPolicy, ServerConfig};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,21 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "HOLDFAST_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Commands per second one connection may send after its burst (0: no limit).
+    #[arg(long, env = "HOLDFAST_COMMANDS_PER_SECOND")]
+    pub commands_per_second: Option<u32>,
+    /// Commands one connection may send at once before the rate applies.
+    #[arg(long, env = "HOLDFAST_COMMAND_BURST")]
+    pub command_burst: Option<u32>,
+    /// WebSocket connections this node accepts (0: as many as open files allow).
+    #[arg(long, env = "HOLDFAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// WebSocket connections accepted from one client address (0: no limit).
+    #[arg(long, env = "HOLDFAST_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Resident memory in MB above which new connections are refused (0: no limit).
+    #[arg(long, env = "HOLDFAST_MAX_MEMORY_MB")]
+    pub max_memory_mb: Option<u64>,
 }
 
 /// The TOML file: the same settings as [`ServeArgs`], by the same names.
@@ -104,6 +119,11 @@ pub struct FileConfig {
     handshake_timeout: Option<Duration>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    commands_per_second: Option<u32>,
+    command_burst: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_memory_mb: Option<u64>,
 }
 
 /// Every file key, for the test that keeps flags and keys in step.
@@ -127,6 +147,11 @@ const FILE_KEYS: &[&str] = &[
     "handshake_timeout",
     "tls_cert",
     "tls_key",
+    "commands_per_second",
+    "command_burst",
+    "max_connections",
+    "max_connections_per_ip",
+    "max_memory_mb",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -185,6 +210,11 @@ impl ServeArgs {
                 .allow_client_publish
                 .or(file.allow_client_publish)
                 .unwrap_or(session_defaults.allow_client_publish),
+            commands_per_second: self
+                .commands_per_second
+                .or(file.commands_per_second)
+                .unwrap_or(session_defaults.commands_per_second),
+            command_burst: self.command_burst.or(file.command_burst).unwrap_or(session_defaults.command_burst),
         };
         if session.ping_interval < Duration::from_millis(100) {
             bail!("ping_interval must be at least 100ms");
@@ -231,6 +261,14 @@ impl ServeArgs {
                     .or(file.handshake_timeout)
                     .unwrap_or(server_defaults.handshake_timeout),
                 tls,
+                limits: Limits {
+                    max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
+                        0 => open_files_limit().map_or(0, |n| n.saturating_sub(FD_HEADROOM)),
+                        n => n,
+                    },
+                    max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(0),
+                    max_memory_bytes: self.max_memory_mb.or(file.max_memory_mb).unwrap_or(0) * 1_000_000,
+                },
             },
             session,
             history: HistoryLimits {
@@ -240,6 +278,18 @@ impl ServeArgs {
             node_name: self.node_name.or(file.node_name),
         })
     }
+}
+
+/// File descriptors kept free for listeners, the HTTP API, logs and the
+/// broker when `max_connections` is derived from the open-files limit.
+const FD_HEADROOM: usize = 256;
+
+/// This process's soft limit on open files (Linux `/proc/self/limits`):
+/// past it `accept` fails with EMFILE, so refusing with 503 first is kinder.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn generate_key() -> String {

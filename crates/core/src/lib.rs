@@ -6,6 +6,7 @@
 //! `holdfast-protocol`). Everything here is tested without a network.
 
 mod broker;
+mod bucket;
 mod heartbeat;
 mod history;
 mod memory;
@@ -18,6 +19,7 @@ pub use broker::{
     Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
     Subscriber,
 };
+pub use bucket::{Admit, TokenBucket};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};
 pub use memory::{new_epoch, MemoryBroker};

@@ -21,6 +21,10 @@ pub struct SessionConfig {
     pub max_subscriptions: usize,
     /// Whether clients may `publish` (the HTTP API always may).
     pub allow_client_publish: bool,
+    /// Commands per second a session may send after a burst (0: unlimited).
+    pub commands_per_second: u32,
+    /// Commands a session may send at once before the rate applies.
+    pub command_burst: u32,
 }
 
 impl Default for SessionConfig {
@@ -33,6 +37,8 @@ impl Default for SessionConfig {
             outbox_max_bytes: 1 << 20,
             max_subscriptions: 1024,
             allow_client_publish: true,
+            commands_per_second: 100,
+            command_burst: 200,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
+use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::node::Node;
 use crate::outbox::{Disconnect, Outbox};
@@ -29,6 +30,8 @@ pub struct FrameStats {
     pub errors: u64,
     /// Publications accepted.
     pub published: u64,
+    /// Commands refused by the rate limit.
+    pub rate_limited: u64,
 }
 
 /// One client's protocol state; see the module docs.
@@ -39,6 +42,7 @@ pub struct Session {
     info: Option<Arc<ClientInfo>>,
     subscriptions: Vec<ChannelName>,
     heartbeat: Heartbeat,
+    bucket: TokenBucket,
 }
 
 impl Session {
@@ -47,7 +51,8 @@ impl Session {
         let outbox = Arc::new(Outbox::new(node.config.outbox_max_bytes));
         let key = node.sessions.register(outbox.clone());
         let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
-        Session { node, key, outbox, info: None, subscriptions: Vec::new(), heartbeat }
+        let bucket = TokenBucket::new(node.config.commands_per_second, node.config.command_burst, now);
+        Session { node, key, outbox, info: None, subscriptions: Vec::new(), heartbeat, bucket }
     }
 
     /// The session's outbound queue.
@@ -86,6 +91,32 @@ impl Session {
         let mut stats = FrameStats::default();
         for request in decode_frame(text) {
             stats.commands += 1;
+            if !matches!(request, Ok(Request { command: Command::Pong, .. })) {
+                let id = match &request {
+                    Ok(r) => r.id,
+                    Err(e) => e.id,
+                };
+                match self.bucket.admit(now) {
+                    Admit::Yes => {}
+                    Admit::Refuse => {
+                        stats.errors += 1;
+                        stats.rate_limited += 1;
+                        let limit = self.node.config.commands_per_second;
+                        let message = format!("more than {limit} commands per second; slow down");
+                        self.send(Reply::error(id, ErrorCode::RateLimited, &message));
+                        continue;
+                    }
+                    Admit::Disconnect => {
+                        stats.rate_limited += 1;
+                        self.outbox.close(Disconnect {
+                            code: CloseCode::TooManyRequests,
+                            reason: "command flood: too many commands past the rate limit".into(),
+                            reconnect_after_ms: Some(5_000),
+                        });
+                        break;
+                    }
+                }
+            }
             let publishes = matches!(request, Ok(Request { command: Command::Publish { .. }, .. }));
             let result = match request {
                 Ok(request) => self.handle(request).await,

@@ -41,13 +41,16 @@ pub enum CloseCode {
     /// 4002: the server lost track of what the client has seen; resubscribe
     /// with the last position to recover.
     InsufficientState,
+    /// 4003: the client sent commands faster than its limit for too long;
+    /// reconnect after the hint.
+    TooManyRequests,
     /// 4500: the backend disconnected this user through `/api/disconnect`.
     DisconnectedByServer,
 }
 
 impl CloseCode {
     /// Every code, in numeric order. Docs and client tables are made from this.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -60,6 +63,7 @@ impl CloseCode {
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
         CloseCode::InsufficientState,
+        CloseCode::TooManyRequests,
         CloseCode::DisconnectedByServer,
     ];
 
@@ -78,6 +82,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4000,
             CloseCode::HeartbeatTimeout => 4001,
             CloseCode::InsufficientState => 4002,
+            CloseCode::TooManyRequests => 4003,
             CloseCode::DisconnectedByServer => 4500,
         }
     }
@@ -97,6 +102,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::InsufficientState => "insufficient_state",
+            CloseCode::TooManyRequests => "too_many_requests",
             CloseCode::DisconnectedByServer => "disconnected_by_server",
         }
     }
@@ -119,6 +125,9 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "The client did not answer ping in time.",
             CloseCode::InsufficientState => {
                 "The server lost the client's position; reconnect and resubscribe with since."
+            }
+            CloseCode::TooManyRequests => {
+                "The client flooded the server with commands; reconnect after reconnect_after_ms and slow down."
             }
             CloseCode::DisconnectedByServer => "The application's backend disconnected this user.",
         }

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     MessageTooBig,
     /// The broker could not complete the command; retrying may help.
     BrokerUnavailable,
+    /// The session sent commands faster than its limit.
+    RateLimited,
     /// The server is shutting down; reconnect to another node.
     ShuttingDown,
     /// HTTP API: missing or wrong API key.
@@ -47,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the docs list them.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -59,6 +61,7 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::MessageTooBig,
         ErrorCode::BrokerUnavailable,
+        ErrorCode::RateLimited,
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -81,6 +84,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
@@ -108,6 +112,9 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "The session reached its subscription limit.",
             ErrorCode::MessageTooBig => "The publication is larger than `max_message_size`.",
             ErrorCode::BrokerUnavailable => "The broker could not complete the command; retry.",
+            ErrorCode::RateLimited => {
+                "The session sent commands faster than `commands_per_second`; slow down (a flood is disconnected with 4003)."
+            }
             ErrorCode::ShuttingDown => "The server is draining; reconnect (to another node).",
             ErrorCode::Unauthorized => "HTTP API: missing or wrong `Authorization: Bearer` key.",
             ErrorCode::NotFound => "HTTP API: no such path or resource.",

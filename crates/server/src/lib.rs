@@ -9,6 +9,7 @@
 //! Entry point: [`run`], which takes an already-bound listener (tests bind
 //! port 0) and a shutdown future.
 
+mod admission;
 mod api;
 mod drain;
 mod listener;
@@ -19,7 +20,7 @@ mod upgrade;
 mod ws;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -27,12 +28,14 @@ use axum::Router;
 use holdfast_core::Node;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+pub use admission::Limits;
 pub use drain::drain;
 pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
@@ -56,6 +59,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Serve TLS (`wss://`) with this acceptor.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Admission limits.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +72,7 @@ impl Default for ServerConfig {
             origins: OriginPolicy::default(),
             handshake_timeout: Duration::from_secs(10),
             tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -77,6 +83,7 @@ pub struct AppState {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
     config: Arc<ServerConfig>,
+    admission: Arc<admission::Admission>,
 }
 
 /// Serves until `shutdown` completes, then drains: stops accepting, tells
@@ -89,7 +96,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState { node: node.clone(), metrics, config: Arc::new(config) };
+    let admission = Arc::new(admission::Admission::new(config.limits));
+    let state = AppState { node: node.clone(), metrics, config: Arc::new(config), admission: admission.clone() };
     let drain_window = state.config.drain_window;
     let handshake_timeout = state.config.handshake_timeout;
     let state_tls = state.config.tls.clone();
@@ -99,10 +107,13 @@ pub async fn run(
     let sweeper = tokio::spawn({
         let node = node.clone();
         async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            for tick in 0u64.. {
                 every.tick().await;
-                node.broker.sweep(Instant::now());
+                admission.sample_memory();
+                if tick % 5 == 0 {
+                    node.broker.sweep(Instant::now());
+                }
             }
         }
     });
@@ -138,6 +149,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoint: Endpoint) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let checked = upgrade::check(&req, endpoint, &state.config.origins).and_then(|accepted| {
         if state.node.is_draining() {
             return Err(upgrade::Refusal::new(
@@ -147,9 +159,10 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
             )
             .with_header(header::RETRY_AFTER, "1"));
         }
-        Ok(accepted)
+        let ip = peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        Ok((accepted, state.admission.admit(ip)?))
     });
-    let accepted = match checked {
+    let (accepted, ticket) = match checked {
         Ok(a) => a,
         Err(refusal) => {
             state.metrics.rejections.record(&refusal, Instant::now());
@@ -158,6 +171,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _ticket = ticket;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -186,7 +200,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let channels = state.node.broker.channels().await.unwrap_or_default();
     let subscriptions = channels.iter().map(|c| c.subscribers).sum();
-    let body = state.metrics.render(subscriptions, channels.len());
+    let mut body = state.metrics.render(subscriptions, channels.len());
+    body.push_str(&format!(
+        "# HELP holdfast_resident_memory_bytes Resident memory of this process (sampled every second).\n\
+         # TYPE holdfast_resident_memory_bytes gauge\nholdfast_resident_memory_bytes {}\n",
+        state.admission.resident_bytes()
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     command_errors: AtomicU64,
     publications: AtomicU64,
     slow_consumers: AtomicU64,
+    rate_limited: AtomicU64,
     close_codes: Mutex<BTreeMap<u16, u64>>,
     /// Refused handshakes by cause (and their rate-limited log).
     pub rejections: Rejections,
@@ -81,6 +82,11 @@ impl Metrics {
     /// Frames written to clients.
     pub fn messages_out(&self, n: u64) {
         self.messages_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Commands refused by the per-connection rate limit.
+    pub fn rate_limited(&self, n: u64) {
+        self.rate_limited.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Commands answered with `error`.
@@ -149,6 +155,12 @@ impl Metrics {
             "counter",
             "Connections closed because their outbound queue overflowed.",
             &plain(load(&self.slow_consumers)),
+        );
+        metric(
+            "holdfast_rate_limited_commands_total",
+            "counter",
+            "Commands refused by the per-connection rate limit.",
+            &plain(load(&self.rate_limited)),
         );
         let codes = self.close_codes.lock().expect("metrics lock poisoned");
         let lines: Vec<(String, String)> =

@@ -117,6 +117,7 @@ async fn read_protocol(
                 metrics.messages_in(stats.commands);
                 metrics.command_errors(stats.errors);
                 metrics.published(stats.published);
+                metrics.rate_limited(stats.rate_limited);
             }
             Some(Ok(Message::Binary(_))) => {
                 return ReadEnd::Fail(Disconnect::new(

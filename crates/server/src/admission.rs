@@ -1,0 +1,164 @@
+//! Admission control: refuse a new WebSocket early — before the upgrade,
+//! with 503/429 and `Retry-After` — rather than let one more connection
+//! degrade everyone already connected.
+//!
+//! Limits (0 means none): connections on this node, connections per client
+//! address, and resident memory. A [`Ticket`] holds a connection's place and
+//! gives it back when dropped, so the counts cannot drift.
+
+use axum::http::{header, StatusCode};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::upgrade::{Refusal, RejectCause};
+
+/// Admission limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// WebSocket connections on this node (0: no limit).
+    pub max_connections: usize,
+    /// WebSocket connections from one client address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Resident memory above which new connections are refused, in bytes (0: no limit).
+    pub max_memory_bytes: u64,
+}
+
+/// Counts connections against the limits.
+#[derive(Default)]
+pub struct Admission {
+    limits: Limits,
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    rss: AtomicU64,
+}
+
+/// A connection's place; dropping it frees the place.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    /// Admission under `limits`.
+    pub fn new(limits: Limits) -> Admission {
+        Admission { limits, ..Admission::default() }
+    }
+
+    /// Takes a place for a connection from `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let l = self.limits;
+        if l.max_memory_bytes > 0 && self.rss.load(Ordering::Relaxed) > l.max_memory_bytes {
+            return Err(Refusal::new(
+                RejectCause::MemoryCeiling,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "This node is above its memory ceiling ({} MB); try again shortly or another node.",
+                    l.max_memory_bytes / 1_000_000
+                ),
+            )
+            .with_header(header::RETRY_AFTER, retry_after()));
+        }
+        let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
+        if l.max_connections > 0 && total > l.max_connections {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::new(
+                RejectCause::AtCapacity,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "This node is at its limit of {} connections; try again shortly or another node.",
+                    l.max_connections
+                ),
+            )
+            .with_header(header::RETRY_AFTER, retry_after()));
+        }
+        let mut per_ip = self.per_ip.lock().expect("admission lock poisoned");
+        let n = per_ip.entry(ip).or_default();
+        if l.max_connections_per_ip > 0 && *n >= l.max_connections_per_ip {
+            drop(per_ip);
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::new(
+                RejectCause::PerIpLimit,
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many connections from {ip} (limit {}); close some first.", l.max_connections_per_ip),
+            )
+            .with_header(header::RETRY_AFTER, retry_after()));
+        }
+        *n += 1;
+        Ok(Ticket { admission: self.clone(), ip })
+    }
+
+    /// Connections admitted and not yet closed.
+    #[cfg(test)]
+    pub fn connections(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// Reads this process's resident memory (Linux `/proc/self/statm`).
+    pub fn sample_memory(&self) {
+        if let Some(rss) = resident_bytes() {
+            self.rss.store(rss, Ordering::Relaxed);
+        }
+    }
+
+    /// The last resident memory sample, in bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        self.rss.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let a = &self.admission;
+        a.total.fetch_sub(1, Ordering::SeqCst);
+        let mut per_ip = a.per_ip.lock().expect("admission lock poisoned");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A hint between 1 and 5 s, so refused clients do not return together.
+fn retry_after() -> String {
+    use rand::Rng;
+    rand::rng().random_range(1..=5u8).to_string()
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_gives_back() {
+        let a = Arc::new(Admission::new(Limits { max_connections: 3, max_connections_per_ip: 2, max_memory_bytes: 0 }));
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        let y: IpAddr = "10.0.0.2".parse().unwrap();
+        let t1 = a.admit(x).unwrap();
+        let _t2 = a.admit(x).unwrap();
+        assert_eq!(a.admit(x).err().unwrap().cause, RejectCause::PerIpLimit);
+        let _t3 = a.admit(y).unwrap();
+        assert_eq!(a.admit(y).err().unwrap().cause, RejectCause::AtCapacity);
+        assert_eq!(a.connections(), 3);
+        drop(t1);
+        assert_eq!(a.connections(), 2);
+        assert!(a.admit(x).is_ok());
+    }
+
+    #[test]
+    fn memory_ceiling() {
+        let a = Arc::new(Admission::new(Limits { max_memory_bytes: 1, ..Limits::default() }));
+        a.sample_memory();
+        assert!(a.resident_bytes() > 1_000_000);
+        assert_eq!(a.admit("10.0.0.1".parse().unwrap()).err().unwrap().cause, RejectCause::MemoryCeiling);
+    }
+}

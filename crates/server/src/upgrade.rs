@@ -106,6 +106,7 @@ pub struct Accepted {
 
 /// Why an upgrade was refused: the cause, the status, a header the RFC asks
 /// for, and a plain-words explanation for the response body and the log.
+#[derive(Debug)]
 pub struct Refusal {
     /// Why.
     pub cause: RejectCause,

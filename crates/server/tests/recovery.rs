@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Setup, TestServer};
-use holdfast_core::HistoryLimits;
+use holdfast_core::{HistoryLimits, SessionConfig};
 use serde_json::Value;
 use std::time::Duration;
 

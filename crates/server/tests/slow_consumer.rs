@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     const MESSAGES: u64 = 1000;
     let setup = Setup {
-        session: SessionConfig { outbox_max_bytes: 256 * 1024, ..SessionConfig::default() },
+        // The publisher bursts 1,000 commands: no rate limit for it.
+        session: SessionConfig { outbox_max_bytes: 256 * 1024, commands_per_second: 0, ..SessionConfig::default() },
         history: HistoryLimits { max_len: 0, max_age: Duration::from_secs(1) },
         ..Setup::default()
     };

@@ -100,8 +100,10 @@ async fn resubscribe_race_keeps_every_offset_exactly_once() {
                 let ch = ChannelName::new(channel).unwrap();
                 for i in 0..TOTAL / 4 {
                     broker.publish(&ch, &i.to_string()).await.unwrap();
-                    if i % 64 == 0 {
-                        tokio::task::yield_now().await;
+                    if i % 25 == 0 {
+                        // Paced (about 200 pauses of 1 ms), so the subscriber
+                        // gets many rounds of resubscribing while they publish.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
             })

@@ -102,8 +102,12 @@ async fn resubscribing_during_a_publish_storm_loses_and_repeats_nothing() {
     const PUBLISHERS: u64 = 4;
     const PER_PUBLISHER: u64 = 500;
     const TOTAL: u64 = PUBLISHERS * PER_PUBLISHER;
-    let setup =
-        Setup { history: HistoryLimits { max_len: 10_000, max_age: Duration::from_secs(60) }, ..Setup::default() };
+    let setup = Setup {
+        history: HistoryLimits { max_len: 10_000, max_age: Duration::from_secs(60) },
+        // The publishers flood on purpose.
+        session: SessionConfig { commands_per_second: 0, ..SessionConfig::default() },
+        ..Setup::default()
+    };
     let server = TestServer::start(setup).await;
 
     let mut c = server.connected().await;

@@ -263,7 +263,9 @@ impl ServeArgs {
                 tls,
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
-                        0 => open_files_limit().map_or(0, |n| n.saturating_sub(FD_HEADROOM)),
+                        0 => {
+                            open_files_limit().map_or(0, |n| if n > 2 * FD_HEADROOM { n - FD_HEADROOM } else { n / 2 })
+                        }
                         n => n,
                     },
                     max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(0),

@@ -101,3 +101,63 @@ fn sigterm_drains_clients_and_exits_zero_within_the_window() {
     assert!(exit.success(), "exit status {exit:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
+
+/// At the open-files cap `accept` fails with EMFILE: the server logs it
+/// once, does not spin, and serves again as soon as descriptors free up.
+#[test]
+fn out_of_file_descriptors_is_survived() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec {} serve --listen 127.0.0.1:0 --api-key k --max-connections 1000",
+            env!("CARGO_BIN_EXE_holdfast")
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let addr = first.rsplit("http://").next().unwrap().to_string();
+    // Hold more connections than the process has descriptors.
+    let held: Vec<std::net::TcpStream> = (0..80).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    assert!(held.len() > 48);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu_before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = cpu_ticks(child.id()) - cpu_before;
+    assert!(cpu < 50, "the accept loop spins at the cap: {cpu} ticks in 1 s");
+    drop(held);
+    // Served again once descriptors are free.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ok = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child.wait().unwrap();
+    assert!(ok, "the server answers again after the descriptors free up");
+    assert_eq!(stderr.matches("out of file descriptors").count(), 1, "logged once:\n{stderr}");
+}
+
+/// utime + stime of a process, in clock ticks (Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}

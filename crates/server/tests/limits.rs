@@ -1,0 +1,130 @@
+//! Limits and admission control: each refusal has its status or close code,
+//! its error code or body, its metric, and leaves other clients alone.
+
+mod common;
+
+use common::{Client, Setup, TestServer};
+use holdfast_core::SessionConfig;
+use holdfast_server::{Limits, ServerConfig};
+use std::time::Duration;
+
+const UPGRADE: [(&str, &str); 4] = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+fn limited(limits: Limits) -> Setup {
+    Setup { server: ServerConfig { limits, ..Setup::default().server }, ..Setup::default() }
+}
+
+async fn rejections(server: &TestServer, cause: &str) -> u64 {
+    let body = server.http("GET", "/metrics", &[], "").await.body;
+    let needle = format!("holdfast_handshake_rejections_total{{cause=\"{cause}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&needle)).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_full_node_refuses_before_the_upgrade_and_frees_places() {
+    let server = TestServer::start(limited(Limits { max_connections: 2, ..Limits::default() })).await;
+    let mut a = server.connected().await;
+    let b = server.connected().await;
+    let r = server.http("GET", "/ws", &UPGRADE, "").await;
+    assert_eq!(r.status, 503);
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=5).contains(&retry));
+    assert!(r.body.contains("limit of 2 connections"), "{}", r.body);
+    assert_eq!(rejections(&server, "at_capacity").await, 1);
+
+    drop(b);
+    let mut c = None;
+    for _ in 0..100 {
+        let (status, _) = common::head_status(server.addr, "GET", "/ws", &UPGRADE).await;
+        if status == 101 {
+            c = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.is_some(), "a closed connection frees its place");
+    a.send(r#"{"id":2,"op":"subscribe","channel":"x"}"#).await;
+    assert_eq!(a.recv().await["op"], "subscribed", "connected clients are unaffected");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_place() {
+    let server = TestServer::start(limited(Limits { max_connections_per_ip: 2, ..Limits::default() })).await;
+    let _a = server.connected().await;
+    let _b = server.connected().await;
+    let r = server.http("GET", "/ws", &UPGRADE, "").await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.body.contains("127.0.0.1"), "{}", r.body);
+    assert_eq!(rejections(&server, "per_ip_limit").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn above_the_memory_ceiling_new_connections_wait() {
+    let server = TestServer::start(limited(Limits { max_memory_bytes: 1, ..Limits::default() })).await;
+    // The sampler reads resident memory every second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = server.http("GET", "/ws", &UPGRADE, "").await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("memory ceiling"), "{}", r.body);
+    assert_eq!(rejections(&server, "memory_ceiling").await, 1);
+    let metrics = server.http("GET", "/metrics", &[], "").await.body;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("holdfast_resident_memory_bytes ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_command_rate_gets_errors_then_a_flood_is_cut() {
+    let setup = Setup {
+        session: SessionConfig { commands_per_second: 10, command_burst: 5, ..SessionConfig::default() },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    let mut bystander = server.connected().await;
+    bystander.send(r#"{"id":2,"op":"subscribe","channel":"news"}"#).await;
+    bystander.recv().await;
+
+    let mut c = Client::open(&server.ws_url(), None).await;
+    // connect + 4 subscribes use the burst of 5; the next 3 are refused.
+    let mut frame = String::from("{\"id\":1,\"op\":\"connect\"}");
+    for i in 2..=8 {
+        frame.push_str(&format!("\n{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"c{i}\"}}"));
+    }
+    c.send(&frame).await;
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let r = c.recv().await;
+        got.push((r["op"].as_str().unwrap().to_string(), r["code"].as_str().map(str::to_string), r["id"].as_u64()));
+    }
+    assert_eq!(got.iter().filter(|(op, _, _)| op != "error").count(), 5, "{got:?}");
+    let refused: Vec<_> = got.iter().filter(|(_, code, _)| code.as_deref() == Some("rate_limited")).collect();
+    assert_eq!(refused.len(), 3, "{got:?}");
+    assert!(refused.iter().all(|(_, _, id)| id.is_some()), "errors carry the command ids");
+
+    // Keep going: a flood is disconnected with 4003 and a reconnect hint.
+    let flood: Vec<String> =
+        (100..130).map(|i| format!("{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"f{i}\"}}")).collect();
+    c.send(&flood.join("\n")).await;
+    let (d, code) = c.closed().await;
+    assert_eq!(code, Some(4003));
+    let d = d.unwrap();
+    assert_eq!((d["reconnect"].as_bool(), d["reconnect_after_ms"].as_u64()), (Some(true), Some(5000)));
+    let metrics = server.http("GET", "/metrics", &[], "").await.body;
+    let limited: u64 =
+        metrics.lines().find_map(|l| l.strip_prefix("holdfast_rate_limited_commands_total ")).unwrap().parse().unwrap();
+    assert!(limited >= 4, "{limited}");
+
+    server.publish("news", r#""still here""#).await;
+    assert_eq!(bystander.recv().await["data"], "still here", "others are unaffected");
+    server.stop().await;
+}

@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Resident memory in MB above which new connections are refused (0: no limit).
     #[arg(long, env = "HOLDFAST_MAX_MEMORY_MB")]
     pub max_memory_mb: Option<u64>,
+    /// Log lines as `text` (default) or `json`; the level comes from HOLDFAST_LOG.
+    #[arg(long, env = "HOLDFAST_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 /// The TOML file: the same settings as [`ServeArgs`], by the same names.
@@ -124,6 +127,18 @@ pub struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_memory_mb: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+/// How log lines look.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// Every file key, for the test that keeps flags and keys in step.
@@ -152,6 +167,7 @@ const FILE_KEYS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "max_memory_mb",
+    "log_format",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -186,6 +202,8 @@ pub struct Resolved {
     pub history: HistoryLimits,
     /// Node name.
     pub node_name: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -278,6 +296,11 @@ impl ServeArgs {
                 max_age: self.history_ttl.or(file.history_ttl).unwrap_or(history_defaults.max_age),
             },
             node_name: self.node_name.or(file.node_name),
+            log_format: match self.log_format.as_deref() {
+                Some("json") => LogFormat::Json,
+                Some(_) => LogFormat::Text,
+                None => file.log_format.unwrap_or_default(),
+            },
         })
     }
 }

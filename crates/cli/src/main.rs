@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (embedded broker, demo page at /).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Config { command: ConfigCommand::Check { file } } => match config::load_file(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -87,11 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cfg = args.resolve()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        config::LogFormat::Text => logs.init(),
+        config::LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     if cfg.broker != "memory" {
         bail!("broker {:?} is not supported yet: use `memory` (the Redis broker is on the way)", cfg.broker);
     }

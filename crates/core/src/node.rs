@@ -2,10 +2,11 @@
 //! session registry and the settings that shape sessions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::broker::Broker;
+use crate::observer::{NoObserver, Observer};
 use crate::registry::SessionRegistry;
 
 /// Settings that shape every session.
@@ -54,12 +55,33 @@ pub struct Node {
     /// This node's name, sent in `connected`.
     pub name: Option<String>,
     draining: AtomicBool,
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 impl Node {
     /// A node over `broker`.
     pub fn new(broker: Arc<dyn Broker>, config: SessionConfig, name: Option<String>) -> Node {
-        Node { broker, sessions: SessionRegistry::default(), config, name, draining: AtomicBool::new(false) }
+        Node {
+            broker,
+            sessions: SessionRegistry::default(),
+            config,
+            name,
+            draining: AtomicBool::new(false),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Sets who is told what sessions do (once; later calls are ignored).
+    pub fn observe_with(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The observer, or one that ignores everything.
+    pub fn observer(&self) -> &dyn Observer {
+        match self.observer.get() {
+            Some(o) => o.as_ref(),
+            None => &NoObserver,
+        }
     }
 
     /// Marks the node as draining: new sessions are refused.

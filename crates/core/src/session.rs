@@ -18,6 +18,7 @@ use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber}
 use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::node::Node;
+use crate::observer::Op;
 use crate::outbox::{Disconnect, Outbox};
 use holdfast_protocol::CloseCode;
 
@@ -28,8 +29,6 @@ pub struct FrameStats {
     pub commands: u64,
     /// Commands answered with `error`.
     pub errors: u64,
-    /// Publications accepted.
-    pub published: u64,
     /// Commands refused by the rate limit.
     pub rate_limited: u64,
 }
@@ -117,13 +116,22 @@ impl Session {
                     }
                 }
             }
-            let publishes = matches!(request, Ok(Request { command: Command::Publish { .. }, .. }));
+            let op = match &request {
+                Ok(Request { command, .. }) => match command {
+                    Command::Connect { .. } => Op::Connect,
+                    Command::Subscribe { .. } => Op::Subscribe,
+                    Command::Unsubscribe { .. } => Op::Unsubscribe,
+                    Command::Publish { .. } => Op::Publish,
+                    Command::Pong => Op::Pong,
+                },
+                Err(_) => Op::Invalid,
+            };
             let result = match request {
                 Ok(request) => self.handle(request).await,
                 Err(e) => Err((e.id, e.code, e.message)),
             };
+            self.node.observer().command(op, result.is_ok());
             match result {
-                Ok(()) if publishes => stats.published += 1,
                 Ok(()) => {}
                 Err((id, code, message)) => {
                     stats.errors += 1;
@@ -177,8 +185,10 @@ impl Session {
                 if !self.node.config.allow_client_publish {
                     return fail(ErrorCode::BadRequest, "clients may not publish on this server".into());
                 }
+                let started = Instant::now();
                 match self.node.broker.publish(&channel, data.get()).await {
                     Ok(p) => {
+                        self.node.observer().published(p.delivered, started.elapsed());
                         self.send(
                             Reply::Published {
                                 id: id_or_zero,
@@ -190,7 +200,10 @@ impl Session {
                         );
                         Ok(())
                     }
-                    Err(e) => fail(ErrorCode::BrokerUnavailable, e.to_string()),
+                    Err(e) => {
+                        self.node.observer().broker_error();
+                        fail(ErrorCode::BrokerUnavailable, e.to_string())
+                    }
                 }
             }
         }
@@ -232,7 +245,10 @@ impl Session {
             Err(BrokerError::AlreadySubscribed(c)) => {
                 Err((Some(id), ErrorCode::AlreadySubscribed, format!("already subscribed to {c}")))
             }
-            Err(e) => Err((Some(id), ErrorCode::BrokerUnavailable, e.to_string())),
+            Err(e) => {
+                self.node.observer().broker_error();
+                Err((Some(id), ErrorCode::BrokerUnavailable, e.to_string()))
+            }
         }
     }
 

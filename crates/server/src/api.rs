@@ -121,8 +121,7 @@ pub async fn publish(State(state): State<AppState>, req: Request<Body>) -> ApiRe
     let p: PublishBody = parse(&body)?;
     let ch = channel(&p.channel, "channel")?;
     check_size(&state, p.data)?;
-    let published = state.node.broker.publish(&ch, p.data.get()).await.map_err(unavailable)?;
-    state.metrics.published(1);
+    let published = publish_observed(&state, &ch, p.data.get()).await?;
     Ok(axum::Json(json!({"channel": ch.as_str(), "epoch": published.epoch.as_str(), "offset": published.offset.0}))
         .into_response())
 }
@@ -148,12 +147,11 @@ pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> Api
         b.channels.iter().enumerate().map(|(i, c)| channel(c, &format!("channels[{i}]"))).collect::<Result<_, _>>()?;
     let mut results = Vec::with_capacity(channels.len());
     for ch in &channels {
-        results.push(match state.node.broker.publish(ch, b.data.get()).await {
+        results.push(match publish_observed(&state, ch, b.data.get()).await {
             Ok(p) => {
-                state.metrics.published(1);
                 json!({"channel": ch.as_str(), "epoch": p.epoch.as_str(), "offset": p.offset.0})
             }
-            Err(e) => json!({"channel": ch.as_str(), "error": {"code": ErrorCode::BrokerUnavailable.as_str(), "message": e.to_string()}}),
+            Err(e) => json!({"channel": ch.as_str(), "error": {"code": ErrorCode::BrokerUnavailable.as_str(), "message": e.2}}),
         });
     }
     Ok(axum::Json(json!({"results": results})).into_response())
@@ -243,6 +241,26 @@ pub async fn not_found() -> ApiError {
 /// JSON 405 for a known path with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed on this endpoint".into())
+}
+
+/// Publishes and tells the metrics, like a client publish does.
+async fn publish_observed(
+    state: &AppState,
+    channel: &ChannelName,
+    data: &str,
+) -> Result<holdfast_core::Published, ApiError> {
+    use holdfast_core::Observer;
+    let started = std::time::Instant::now();
+    match state.node.broker.publish(channel, data).await {
+        Ok(p) => {
+            Observer::published(state.metrics.as_ref(), p.delivered, started.elapsed());
+            Ok(p)
+        }
+        Err(e) => {
+            state.metrics.broker_error();
+            Err(unavailable(e))
+        }
+    }
 }
 
 fn unavailable(e: holdfast_core::BrokerError) -> ApiError {

@@ -96,6 +96,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    node.observe_with(metrics.clone());
     let admission = Arc::new(admission::Admission::new(config.limits));
     let state = AppState { node: node.clone(), metrics, config: Arc::new(config), admission: admission.clone() };
     let drain_window = state.config.drain_window;
@@ -170,7 +171,10 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    // Every log line about this connection carries its id (and peer).
+    let span =
+        tracing::info_span!("conn", id = next_connection_id(), peer = %peer.map(|p| p.to_string()).unwrap_or_default());
+    let connection = async move {
         let _ticket = ticket;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -185,8 +189,14 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
             Endpoint::Protocol => ws::serve_protocol(ws, state.node, state.metrics).await,
             Endpoint::Echo => ws::serve_echo(ws, state.node, state.metrics).await,
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(connection, span));
     upgrade::switching_protocols(&accepted)
+}
+
+fn next_connection_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

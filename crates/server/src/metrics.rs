@@ -8,6 +8,8 @@
 
 use holdfast_protocol::CloseCode;
 
+use holdfast_core::{Observer, Op};
+
 use crate::rejections::Rejections;
 use crate::upgrade::RejectCause;
 use std::collections::BTreeMap;
@@ -48,6 +50,48 @@ pub struct Metrics {
     close_codes: Mutex<BTreeMap<u16, u64>>,
     /// Refused handshakes by cause (and their rate-limited log).
     pub rejections: Rejections,
+    commands: [[AtomicU64; 2]; 6],
+    delivered: AtomicU64,
+    broker_errors: AtomicU64,
+    fanout: Histogram,
+}
+
+/// Upper bounds of the fan-out histogram's buckets, in microseconds.
+const FANOUT_BUCKETS_US: [u64; 11] = [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 100_000];
+
+/// A Prometheus histogram over fixed buckets, lock-free.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; 11],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        if let Some(i) = FANOUT_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Observer for Metrics {
+    fn command(&self, op: Op, ok: bool) {
+        self.commands[op.index()][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn published(&self, delivered: usize, fanout: std::time::Duration) {
+        self.publications.fetch_add(1, Ordering::Relaxed);
+        self.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+        self.fanout.observe(fanout);
+    }
+
+    fn broker_error(&self) {
+        self.broker_errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -60,6 +104,7 @@ impl Metrics {
 
     /// A connection opened.
     pub fn connection_opened(&self, t: Transport) {
+        tracing::debug!(transport = t.label(), "connection opened");
         self.gauge(t).fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);
     }
@@ -67,6 +112,7 @@ impl Metrics {
     /// A connection closed, with the code the server sent (or 1006 when the
     /// peer vanished without one).
     pub fn connection_closed(&self, t: Transport, code: u16) {
+        tracing::debug!(code, transport = t.label(), "connection closed");
         self.gauge(t).fetch_sub(1, Ordering::Relaxed);
         *self.close_codes.lock().expect("metrics lock poisoned").entry(code).or_default() += 1;
         if code == CloseCode::SlowConsumer.code() {
@@ -92,11 +138,6 @@ impl Metrics {
     /// Commands answered with `error`.
     pub fn command_errors(&self, n: u64) {
         self.command_errors.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Publications accepted (client or HTTP API).
-    pub fn published(&self, n: u64) {
-        self.publications.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Open connections of a transport.
@@ -161,6 +202,45 @@ impl Metrics {
             "counter",
             "Commands refused by the per-connection rate limit.",
             &plain(load(&self.rate_limited)),
+        );
+        let mut lines = Vec::new();
+        for op in Op::ALL {
+            for (r, result) in ["ok", "error"].iter().enumerate() {
+                let n = self.commands[op.index()][r].load(Ordering::Relaxed);
+                lines.push((format!("{{op=\"{}\",result=\"{result}\"}}", op.label()), n.to_string()));
+            }
+        }
+        metric("holdfast_commands_total", "counter", "Client commands by op and result.", &lines);
+        metric(
+            "holdfast_messages_delivered_total",
+            "counter",
+            "Publications queued for local subscribers (one per subscriber).",
+            &plain(load(&self.delivered)),
+        );
+        metric(
+            "holdfast_broker_errors_total",
+            "counter",
+            "Broker calls that failed.",
+            &plain(load(&self.broker_errors)),
+        );
+        let mut cumulative = 0;
+        let mut lines: Vec<(String, String)> = FANOUT_BUCKETS_US
+            .iter()
+            .zip(&self.fanout.buckets)
+            .map(|(bound, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                (format!("_bucket{{le=\"{}\"}}", *bound as f64 / 1e6), cumulative.to_string())
+            })
+            .collect();
+        let count = self.fanout.count.load(Ordering::Relaxed);
+        lines.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
+        lines.push(("_sum".into(), (self.fanout.sum_us.load(Ordering::Relaxed) as f64 / 1e6).to_string()));
+        lines.push(("_count".into(), count.to_string()));
+        metric(
+            "holdfast_fanout_seconds",
+            "histogram",
+            "Time to assign an offset, store and queue a publication for every local subscriber.",
+            &lines,
         );
         let codes = self.close_codes.lock().expect("metrics lock poisoned");
         let lines: Vec<(String, String)> =

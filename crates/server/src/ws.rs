@@ -116,7 +116,6 @@ async fn read_protocol(
                 let stats = session.handle_frame(&text, now).await;
                 metrics.messages_in(stats.commands);
                 metrics.command_errors(stats.errors);
-                metrics.published(stats.published);
                 metrics.rate_limited(stats.rate_limited);
             }
             Some(Ok(Message::Binary(_))) => {

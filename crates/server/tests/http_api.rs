@@ -160,5 +160,20 @@ async fn health_readiness_and_metrics() {
     assert!(after.contains("holdfast_messages_out_total 2"), "{after}");
     assert!(after.contains("holdfast_publications_total 1"), "{after}");
     assert!(after.contains("holdfast_connections{transport=\"websocket\"} 1"), "{after}");
+    assert!(after.contains("holdfast_commands_total{op=\"publish\",result=\"ok\"} 1"), "{after}");
+    assert!(after.contains("holdfast_commands_total{op=\"connect\",result=\"ok\"} 1"), "{after}");
+    assert!(after.contains("holdfast_fanout_seconds_count 1"), "{after}");
+    assert!(after.contains("holdfast_fanout_seconds_bucket{le=\"+Inf\"} 1"), "{after}");
+    c.send(r#"{"id":3,"op":"subscribe","channel":"m"}"#).await;
+    c.recv().await;
+    server.publish("m", "2").await;
+    c.recv().await;
+    c.send(r#"{"id":4,"op":"nope"}"#).await;
+    c.recv().await;
+    let after = server.http("GET", "/metrics", &[], "").await.body;
+    assert!(after.contains("holdfast_messages_delivered_total 1"), "{after}");
+    assert!(after.contains("holdfast_publications_total 2"), "{after}");
+    assert!(after.contains("holdfast_commands_total{op=\"invalid\",result=\"error\"} 1"), "{after}");
+    assert!(after.contains("holdfast_broker_errors_total 0"), "{after}");
     server.stop().await;
 }

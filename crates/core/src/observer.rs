@@ -1,0 +1,60 @@
+//! `Observer`: how the session tells the edge what happened, for metrics,
+//! without core knowing about metrics. The server implements it with
+//! atomic counters; tests and tools can leave it out.
+
+use std::time::Duration;
+
+/// A command kind, for per-op counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `connect`.
+    Connect,
+    /// `subscribe`.
+    Subscribe,
+    /// `unsubscribe`.
+    Unsubscribe,
+    /// `publish`.
+    Publish,
+    /// `pong`.
+    Pong,
+    /// A line that did not decode.
+    Invalid,
+}
+
+impl Op {
+    /// Every op, in label order.
+    pub const ALL: [Op; 6] = [Op::Connect, Op::Subscribe, Op::Unsubscribe, Op::Publish, Op::Pong, Op::Invalid];
+
+    /// The metric label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Op::Connect => "connect",
+            Op::Subscribe => "subscribe",
+            Op::Unsubscribe => "unsubscribe",
+            Op::Publish => "publish",
+            Op::Pong => "pong",
+            Op::Invalid => "invalid",
+        }
+    }
+
+    /// Index into [`Op::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Hooks for what sessions do. Every method has a do-nothing default.
+pub trait Observer: Send + Sync {
+    /// A command ran (`ok`) or was answered with `error`.
+    fn command(&self, _op: Op, _ok: bool) {}
+    /// A publication was queued for `delivered` local subscribers; the
+    /// fan-out (offset, history, every outbox) took `fanout`.
+    fn published(&self, _delivered: usize, _fanout: Duration) {}
+    /// The broker failed a call.
+    fn broker_error(&self) {}
+}
+
+/// The observer used when nobody watches.
+pub struct NoObserver;
+
+impl Observer for NoObserver {}

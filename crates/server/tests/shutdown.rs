@@ -77,3 +77,64 @@ async fn a_draining_node_reports_not_ready_and_refuses_upgrades_and_connects() {
     assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("shutting_down")));
     server.stop().await;
 }
+
+/// A deploy with 5,000 clients: the disconnects are paced over the drain
+/// window, not all sent in the first second, and the reconnect hints cover
+/// the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_clients_are_drained_in_paced_batches() {
+    use futures_util::StreamExt;
+    use std::time::Instant;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    const CLIENTS: usize = 5_000;
+    let window = Duration::from_secs(4);
+    let setup = Setup { server: ServerConfig { drain_window: window, ..Setup::default().server }, ..Setup::default() };
+    let server = TestServer::start(setup).await;
+    let url = server.ws_url();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for chunk in 0..CLIENTS / 250 {
+        let opened = futures_util::future::join_all((0..250).map(|_| {
+            let url = url.clone();
+            async move {
+                let config = WebSocketConfig::default().read_buffer_size(1024);
+                tokio_tungstenite::connect_async_with_config(url, Some(config), false).await.unwrap().0
+            }
+        }))
+        .await;
+        clients.extend(opened);
+        assert_eq!(clients.len(), (chunk + 1) * 250);
+    }
+    let started = Instant::now();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Some(hint) = msg.to_text().ok().and_then(|t| {
+                        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+                        (v["op"] == "disconnect").then(|| v["reconnect_after_ms"].as_u64()).flatten()
+                    }) {
+                        return Some((started.elapsed(), hint));
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    let took = server.stop().await;
+    let mut at = Vec::new();
+    let mut hints = Vec::new();
+    for r in readers {
+        let (when, hint) = r.await.unwrap().expect("every client is told to go");
+        at.push(when);
+        hints.push(hint);
+    }
+    let in_first_second = at.iter().filter(|t| **t < Duration::from_secs(1)).count();
+    let last = at.iter().max().unwrap();
+    assert!(in_first_second < CLIENTS * 6 / 10, "{in_first_second} of {CLIENTS} disconnects in the first second");
+    assert!(*last > Duration::from_millis(1500), "the last disconnect came at {last:?}");
+    assert!(took <= window + Duration::from_secs(1), "drain took {took:?}");
+    let late_hints = hints.iter().filter(|h| **h >= 2_000).count();
+    assert!(late_hints > CLIENTS / 3, "reconnect hints cover the window: {late_hints} of {CLIENTS} at 2 s or later");
+    assert!(hints.iter().all(|h| *h < 4_000));
+}

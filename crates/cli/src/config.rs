@@ -90,6 +90,15 @@ pub struct ServeArgs {
     /// Resident memory in MB above which new connections are refused (0: no limit).
     #[arg(long, env = "HOLDFAST_MAX_MEMORY_MB")]
     pub max_memory_mb: Option<u64>,
+    /// HS256 secret for connect tokens (JWT); tokens are not checked without a key.
+    #[arg(long, env = "HOLDFAST_JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_public_key")]
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256 or ES256 connect tokens (the key's kind decides).
+    #[arg(long, env = "HOLDFAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Whether clients without a token may connect (default: yes without a JWT key, no with one).
+    #[arg(long, env = "HOLDFAST_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: Option<bool>,
     /// Log lines as `text` (default) or `json`; the level comes from HOLDFAST_LOG.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
@@ -128,6 +137,9 @@ pub struct FileConfig {
     max_connections_per_ip: Option<usize>,
     max_memory_mb: Option<u64>,
     log_format: Option<LogFormat>,
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    allow_anonymous: Option<bool>,
 }
 
 /// How log lines look.
@@ -168,6 +180,9 @@ const FILE_KEYS: &[&str] = &[
     "max_connections_per_ip",
     "max_memory_mb",
     "log_format",
+    "jwt_secret",
+    "jwt_public_key",
+    "allow_anonymous",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -204,6 +219,8 @@ pub struct Resolved {
     pub node_name: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Connect-token checks, when a JWT key is configured.
+    pub auth: Option<holdfast_server::JwtAuth>,
 }
 
 impl ServeArgs {
@@ -254,6 +271,26 @@ impl ServeArgs {
             None => (generate_key(), true),
         };
         let broker = self.broker.or(file.broker).unwrap_or_else(|| "memory".into());
+        let secret = self.jwt_secret.or(file.jwt_secret);
+        let public_key = self.jwt_public_key.or(file.jwt_public_key);
+        let anonymous = self.allow_anonymous.or(file.allow_anonymous);
+        let auth = match (secret, public_key) {
+            (Some(_), Some(_)) => bail!("give jwt_secret or jwt_public_key, not both"),
+            (Some(secret), None) => {
+                Some(holdfast_server::JwtAuth::hs256(secret.as_bytes(), anonymous.unwrap_or(false)))
+            }
+            (None, Some(path)) => {
+                let pem =
+                    std::fs::read(&path).with_context(|| format!("cannot read jwt_public_key {}", path.display()))?;
+                let auth = holdfast_server::JwtAuth::from_public_key_pem(&pem, anonymous.unwrap_or(false))
+                    .map_err(|e| anyhow::anyhow!("jwt_public_key {}: {e}", path.display()))?;
+                Some(auth)
+            }
+            (None, None) if anonymous == Some(false) => {
+                bail!("allow_anonymous = false needs a JWT key (jwt_secret or jwt_public_key)")
+            }
+            (None, None) => None,
+        };
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(holdfast_server::tls_acceptor(&cert, &key).map_err(anyhow::Error::msg)?),
             (None, None) => None,
@@ -296,6 +333,7 @@ impl ServeArgs {
                 max_age: self.history_ttl.or(file.history_ttl).unwrap_or(history_defaults.max_age),
             },
             node_name: self.node_name.or(file.node_name),
+            auth,
             log_format: match self.log_format.as_deref() {
                 Some("json") => LogFormat::Json,
                 Some(_) => LogFormat::Text,

@@ -104,7 +104,11 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let broker = Arc::new(MemoryBroker::new(cfg.history));
-        let node = Arc::new(Node::new(broker, cfg.session, cfg.node_name));
+        let mut node = Node::new(broker, cfg.session, cfg.node_name);
+        if let Some(auth) = cfg.auth {
+            node = node.with_auth(Arc::new(auth));
+        }
+        let node = Arc::new(node);
         print_banner(addr, &cfg.api_key);
         holdfast_server::run(listener, node, cfg.server, Arc::new(Metrics::default()), shutdown_signal()).await?;
         tracing::info!("drained; bye");

@@ -5,6 +5,7 @@
 //! No sockets, no HTTP, no JSON of its own (the wire format belongs to
 //! `holdfast-protocol`). Everything here is tested without a network.
 
+mod auth;
 mod broker;
 mod bucket;
 mod heartbeat;
@@ -16,6 +17,7 @@ mod outbox;
 mod registry;
 mod session;
 
+pub use auth::{AuthError, Authenticator, Identity};
 pub use broker::{
     Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
     Subscriber,

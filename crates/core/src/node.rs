@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::observer::{NoObserver, Observer};
 use crate::registry::SessionRegistry;
@@ -56,6 +57,8 @@ pub struct Node {
     pub name: Option<String>,
     draining: AtomicBool,
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Checks connect tokens; `None` means every client is anonymous.
+    pub auth: Option<Arc<dyn Authenticator>>,
 }
 
 impl Node {
@@ -68,7 +71,14 @@ impl Node {
             name,
             draining: AtomicBool::new(false),
             observer: OnceLock::new(),
+            auth: None,
         }
+    }
+
+    /// Checks connect tokens with `auth`.
+    pub fn with_auth(mut self, auth: Arc<dyn Authenticator>) -> Node {
+        self.auth = Some(auth);
+        self
     }
 
     /// Sets who is told what sessions do (once; later calls are ignored).

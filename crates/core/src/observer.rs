@@ -17,13 +17,16 @@ pub enum Op {
     Publish,
     /// `pong`.
     Pong,
+    /// `refresh`.
+    Refresh,
     /// A line that did not decode.
     Invalid,
 }
 
 impl Op {
     /// Every op, in label order.
-    pub const ALL: [Op; 6] = [Op::Connect, Op::Subscribe, Op::Unsubscribe, Op::Publish, Op::Pong, Op::Invalid];
+    pub const ALL: [Op; 7] =
+        [Op::Connect, Op::Subscribe, Op::Unsubscribe, Op::Publish, Op::Pong, Op::Refresh, Op::Invalid];
 
     /// The metric label.
     pub const fn label(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Op {
             Op::Unsubscribe => "unsubscribe",
             Op::Publish => "publish",
             Op::Pong => "pong",
+            Op::Refresh => "refresh",
             Op::Invalid => "invalid",
         }
     }

@@ -14,6 +14,7 @@ use holdfast_protocol::{decode_frame, ChannelName, Command, ErrorCode, Reply, Re
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::AuthError;
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
 use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
@@ -42,6 +43,7 @@ pub struct Session {
     subscriptions: Vec<ChannelName>,
     heartbeat: Heartbeat,
     bucket: TokenBucket,
+    token_expires: Option<Instant>,
 }
 
 impl Session {
@@ -51,7 +53,7 @@ impl Session {
         let key = node.sessions.register(outbox.clone());
         let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
         let bucket = TokenBucket::new(node.config.commands_per_second, node.config.command_burst, now);
-        Session { node, key, outbox, info: None, subscriptions: Vec::new(), heartbeat, bucket }
+        Session { node, key, outbox, info: None, subscriptions: Vec::new(), heartbeat, bucket, token_expires: None }
     }
 
     /// The session's outbound queue.
@@ -59,14 +61,25 @@ impl Session {
         &self.outbox
     }
 
-    /// When [`Session::tick`] should next run.
+    /// When [`Session::tick`] should next run: the next heartbeat step or
+    /// the token's expiry, whichever comes first.
     pub fn deadline(&self) -> Instant {
-        self.heartbeat.deadline()
+        match self.token_expires {
+            Some(exp) => exp.min(self.heartbeat.deadline()),
+            None => self.heartbeat.deadline(),
+        }
     }
 
     /// Advances the heartbeat: queues a `ping` when due, closes the outbox
     /// when the peer went silent.
     pub fn tick(&mut self, now: Instant) {
+        if self.token_expires.is_some_and(|exp| now >= exp) {
+            self.outbox.close(Disconnect::new(
+                CloseCode::TokenExpired,
+                "token expired: send refresh with a new token before exp",
+            ));
+            return;
+        }
         match self.heartbeat.poll(now) {
             Beat::Wait => {}
             Beat::Ping => {
@@ -123,6 +136,7 @@ impl Session {
                     Command::Unsubscribe { .. } => Op::Unsubscribe,
                     Command::Publish { .. } => Op::Publish,
                     Command::Pong => Op::Pong,
+                    Command::Refresh { .. } => Op::Refresh,
                 },
                 Err(_) => Op::Invalid,
             };
@@ -149,14 +163,26 @@ impl Session {
         let id_or_zero = id.unwrap_or(0);
         match command {
             Command::Pong => Ok(()),
-            Command::Connect { client, .. } => {
+            Command::Connect { client, token } => {
                 if self.info.is_some() {
                     return fail(ErrorCode::AlreadyConnected, "connect was already sent on this session".into());
                 }
                 if self.node.is_draining() {
                     return fail(ErrorCode::ShuttingDown, "this node is shutting down; reconnect".into());
                 }
-                let info = Arc::new(ClientInfo { session: new_session_id(), user: None, client });
+                let user = match (token, &self.node.auth) {
+                    (Some(token), Some(auth)) => {
+                        let identity = auth.verify(&token).map_err(|e| (id, auth_code(&e), auth_message(e)))?;
+                        self.token_expires = identity.expires_at.map(instant_of);
+                        Some(identity.user)
+                    }
+                    (None, Some(auth)) if !auth.anonymous_allowed() => {
+                        return fail(ErrorCode::TokenRequired, "this server needs a token in connect".into());
+                    }
+                    // Without an authenticator tokens are not checked, so they name nobody.
+                    _ => None,
+                };
+                let info = Arc::new(ClientInfo { session: new_session_id(), user, client });
                 self.send(
                     Reply::Connected {
                         id: id_or_zero,
@@ -171,6 +197,19 @@ impl Session {
                 Ok(())
             }
             _ if self.info.is_none() => fail(ErrorCode::NotConnected, "send connect first".into()),
+            Command::Refresh { token } => {
+                let Some(auth) = &self.node.auth else {
+                    return fail(ErrorCode::BadRequest, "this server does not use tokens".into());
+                };
+                let identity = auth.verify(&token).map_err(|e| (id, auth_code(&e), auth_message(e)))?;
+                let current = self.info.as_ref().and_then(|i| i.user.as_deref());
+                if current != Some(identity.user.as_str()) {
+                    return fail(ErrorCode::TokenInvalid, "the new token is for another user".into());
+                }
+                self.token_expires = identity.expires_at.map(instant_of);
+                self.send(Reply::Refreshed { id: id_or_zero }.encode());
+                Ok(())
+            }
             Command::Subscribe { channel, since, .. } => self.subscribe(id_or_zero, channel, since).await,
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
@@ -269,6 +308,28 @@ impl Session {
             self.node.broker.unsubscribe(channel, self.key).await;
         }
         self.node.sessions.unregister(self.key);
+    }
+}
+
+fn auth_code(e: &AuthError) -> ErrorCode {
+    match e {
+        AuthError::Expired(_) => ErrorCode::TokenExpired,
+        AuthError::Invalid(_) => ErrorCode::TokenInvalid,
+    }
+}
+
+fn auth_message(e: AuthError) -> String {
+    match e {
+        AuthError::Expired(m) | AuthError::Invalid(m) => m,
+    }
+}
+
+/// A wall-clock time (a token's `exp`) as a monotonic deadline.
+fn instant_of(at: std::time::SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
     }
 }
 

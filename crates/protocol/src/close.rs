@@ -44,13 +44,16 @@ pub enum CloseCode {
     /// 4003: the client sent commands faster than its limit for too long;
     /// reconnect after the hint.
     TooManyRequests,
+    /// 4004: the connect token expired and no `refresh` came; reconnect with
+    /// a new token.
+    TokenExpired,
     /// 4500: the backend disconnected this user through `/api/disconnect`.
     DisconnectedByServer,
 }
 
 impl CloseCode {
     /// Every code, in numeric order. Docs and client tables are made from this.
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -64,6 +67,7 @@ impl CloseCode {
         CloseCode::HeartbeatTimeout,
         CloseCode::InsufficientState,
         CloseCode::TooManyRequests,
+        CloseCode::TokenExpired,
         CloseCode::DisconnectedByServer,
     ];
 
@@ -83,6 +87,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => 4001,
             CloseCode::InsufficientState => 4002,
             CloseCode::TooManyRequests => 4003,
+            CloseCode::TokenExpired => 4004,
             CloseCode::DisconnectedByServer => 4500,
         }
     }
@@ -103,6 +108,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::InsufficientState => "insufficient_state",
             CloseCode::TooManyRequests => "too_many_requests",
+            CloseCode::TokenExpired => "token_expired",
             CloseCode::DisconnectedByServer => "disconnected_by_server",
         }
     }
@@ -129,6 +135,7 @@ impl CloseCode {
             CloseCode::TooManyRequests => {
                 "The client flooded the server with commands; reconnect after reconnect_after_ms and slow down."
             }
+            CloseCode::TokenExpired => "The connect token expired without a refresh; reconnect with a new token.",
             CloseCode::DisconnectedByServer => "The application's backend disconnected this user.",
         }
     }

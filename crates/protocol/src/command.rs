@@ -55,6 +55,11 @@ pub enum Command {
     },
     /// Answers a server `ping`.
     Pong,
+    /// Replaces the connect token before it expires.
+    Refresh {
+        /// The new JWT.
+        token: String,
+    },
 }
 
 /// A command that could not be decoded. `id` is set whenever the line had a
@@ -139,6 +144,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
             token: optional(id, "token", env.token)?,
         },
         "unsubscribe" => Command::Unsubscribe { channel: channel(id, env.channel)? },
+        "refresh" => Command::Refresh { token: required(id, "token", env.token)? },
         "publish" => {
             let channel = channel(id, env.channel)?;
             let data =
@@ -149,7 +155,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
             return Err(DecodeError::new(
                 id,
                 ErrorCode::UnknownOp,
-                format!("unknown op {other:?}; known: connect, subscribe, unsubscribe, publish, pong"),
+                format!("unknown op {other:?}; known: connect, subscribe, unsubscribe, publish, pong, refresh"),
             ))
         }
     };

@@ -33,6 +33,12 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// The session sent commands faster than its limit.
     RateLimited,
+    /// This server needs a token in `connect`.
+    TokenRequired,
+    /// The token is malformed, badly signed, or uses a refused algorithm.
+    TokenInvalid,
+    /// The token has expired: fetch a new one, then `connect` or `refresh`.
+    TokenExpired,
     /// The server is shutting down; reconnect to another node.
     ShuttingDown,
     /// HTTP API: missing or wrong API key.
@@ -49,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the docs list them.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -62,6 +68,9 @@ impl ErrorCode {
         ErrorCode::MessageTooBig,
         ErrorCode::BrokerUnavailable,
         ErrorCode::RateLimited,
+        ErrorCode::TokenRequired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenExpired,
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -85,6 +94,9 @@ impl ErrorCode {
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::TokenExpired => "token_expired",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
@@ -112,6 +124,11 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "The session reached its subscription limit.",
             ErrorCode::MessageTooBig => "The publication is larger than `max_message_size`.",
             ErrorCode::BrokerUnavailable => "The broker could not complete the command; retry.",
+            ErrorCode::TokenRequired => "This server does not accept anonymous connections: send `token` in `connect`.",
+            ErrorCode::TokenInvalid => {
+                "The token is malformed, badly signed, not valid yet, or uses an algorithm this server does not accept."
+            }
+            ErrorCode::TokenExpired => "The token has expired: fetch a new one from your backend, then `connect` or `refresh`.",
             ErrorCode::RateLimited => {
                 "The session sent commands faster than `commands_per_second`; slow down (a flood is disconnected with 4003)."
             }

@@ -61,6 +61,11 @@ pub enum Reply<'a> {
         /// The offset assigned to the publication.
         offset: Offset,
     },
+    /// `refresh` accepted.
+    Refreshed {
+        /// The command's id.
+        id: u64,
+    },
     /// Heartbeat; the client answers `pong`.
     Ping,
     /// A command failed.

@@ -11,6 +11,7 @@
 
 mod admission;
 mod api;
+mod auth;
 mod drain;
 mod listener;
 mod metrics;
@@ -36,6 +37,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 pub use admission::Limits;
+pub use auth::JwtAuth;
 pub use drain::drain;
 pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};

@@ -50,7 +50,7 @@ pub struct Metrics {
     close_codes: Mutex<BTreeMap<u16, u64>>,
     /// Refused handshakes by cause (and their rate-limited log).
     pub rejections: Rejections,
-    commands: [[AtomicU64; 2]; 6],
+    commands: [[AtomicU64; 2]; 7],
     delivered: AtomicU64,
     broker_errors: AtomicU64,
     fanout: Histogram,

@@ -54,15 +54,24 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(setup: Setup) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let broker = Arc::new(MemoryBroker::new(setup.history));
         let node = Arc::new(Node::new(broker, setup.session, Some("test-node".into())));
-        let metrics = Arc::new(Metrics::default());
+        TestServer::from_parts(listener, node, setup.server, Arc::new(Metrics::default()))
+    }
+
+    /// Runs a server from parts a test built itself.
+    pub fn from_parts(
+        listener: tokio::net::TcpListener,
+        node: Arc<Node>,
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+    ) -> TestServer {
+        let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task =
-            tokio::spawn(holdfast_server::run(listener, node.clone(), setup.server, metrics.clone(), async move {
-                let _ = rx.await;
-            }));
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(holdfast_server::run(listener, node.clone(), config, metrics.clone(), shutdown));
         TestServer { addr, node, metrics, stop: Some(tx), task }
     }
 

@@ -30,6 +30,9 @@ pub enum Scenario {
     Idle,
     /// One channel, many subscribers, one publisher.
     Fanout,
+    /// One client sending commands as fast as it can (reconnecting when cut),
+    /// to run beside another scenario and see what a flood costs others.
+    Flood,
 }
 
 /// Arguments of `holdfast bench`.
@@ -83,6 +86,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Idle => idle(&args, target).await,
         Scenario::Fanout => fanout(&args, target).await,
+        Scenario::Flood => flood(&args, target).await,
     }
 }
 
@@ -299,6 +303,39 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.max()
+    );
+    Ok(())
+}
+
+async fn flood(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (mut sent, mut cuts) = (0u64, 0u64);
+    // 100 subscribe/unsubscribe pairs per frame: cheap to send, real work to answer.
+    let frame: String = (0..100)
+        .map(|i| format!("{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"flood:{i}\"}}\n{{\"id\":{i},\"op\":\"unsubscribe\",\"channel\":\"flood:{i}\"}}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    while started.elapsed() < args.duration {
+        let Ok(ws) = open(&args.url, target, 1).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (mut sink, mut stream) = ws.split();
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let _ = sink.send(Message::text("{\"id\":0,\"op\":\"connect\",\"client\":\"holdfast-bench flood\"}")).await;
+        while started.elapsed() < args.duration {
+            if sink.send(Message::text(frame.clone())).await.is_err() {
+                cuts += 1;
+                break;
+            }
+            sent += 200;
+        }
+        drain.abort();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "flood: wrote {sent} commands in {secs:.1} s ({:.0}/s), cut off by the server {cuts} times",
+        sent as f64 / secs
     );
     Ok(())
 }

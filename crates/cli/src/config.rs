@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Resident memory in MB above which new connections are refused (0: no limit).
     #[arg(long, env = "HOLDFAST_MAX_MEMORY_MB")]
     pub max_memory_mb: Option<u64>,
+    /// New connections per second from one address, after a burst of twice that (0: no limit).
+    #[arg(long, env = "HOLDFAST_CONNECT_RATE_PER_IP")]
+    pub connect_rate_per_ip: Option<u32>,
     /// HS256 secret for connect tokens (JWT); tokens are not checked without a key.
     #[arg(long, env = "HOLDFAST_JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_public_key")]
     pub jwt_secret: Option<String>,
@@ -136,6 +139,7 @@ pub struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_memory_mb: Option<u64>,
+    connect_rate_per_ip: Option<u32>,
     log_format: Option<LogFormat>,
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
@@ -179,6 +183,7 @@ const FILE_KEYS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "max_memory_mb",
+    "connect_rate_per_ip",
     "log_format",
     "jwt_secret",
     "jwt_public_key",
@@ -325,6 +330,10 @@ impl ServeArgs {
                     },
                     max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(0),
                     max_memory_bytes: self.max_memory_mb.or(file.max_memory_mb).unwrap_or(0) * 1_000_000,
+                    connect_rate_per_ip: self
+                        .connect_rate_per_ip
+                        .or(file.connect_rate_per_ip)
+                        .unwrap_or(DEFAULT_CONNECT_RATE_PER_IP),
                 },
             },
             session,
@@ -342,6 +351,11 @@ impl ServeArgs {
         })
     }
 }
+
+/// New connections per second per address: enough for a NAT full of users
+/// reconnecting after a deploy (the drain spreads them over its window),
+/// far below what a reconnect loop produces.
+const DEFAULT_CONNECT_RATE_PER_IP: u32 = 100;
 
 /// File descriptors kept free for listeners, the HTTP API, logs and the
 /// broker when `max_connections` is derived from the open-files limit.

@@ -42,6 +42,11 @@ impl TokenBucket {
         }
     }
 
+    /// When a token was last asked for.
+    pub fn last_used(&self) -> Instant {
+        self.last
+    }
+
     /// Takes a token for one command.
     pub fn admit(&mut self, now: Instant) -> Admit {
         if self.rate == 0.0 {

@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use holdfast_core::{Admit, TokenBucket};
 
 use crate::upgrade::{Refusal, RejectCause};
 
@@ -23,6 +26,10 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Resident memory above which new connections are refused, in bytes (0: no limit).
     pub max_memory_bytes: u64,
+    /// New WebSocket connections per second from one client address, after
+    /// a burst of twice as many (0: no limit). Stops a client that floods,
+    /// is cut off and reconnects at once, ignoring the reconnect hint.
+    pub connect_rate_per_ip: u32,
 }
 
 /// Counts connections against the limits.
@@ -31,6 +38,7 @@ pub struct Admission {
     limits: Limits,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    connect_rate: Mutex<HashMap<IpAddr, TokenBucket>>,
     rss: AtomicU64,
 }
 
@@ -59,6 +67,24 @@ impl Admission {
                 ),
             )
             .with_header(header::RETRY_AFTER, retry_after()));
+        }
+        if l.connect_rate_per_ip > 0 {
+            let mut rates = self.connect_rate.lock().expect("admission lock poisoned");
+            let now = Instant::now();
+            let bucket = rates
+                .entry(ip)
+                .or_insert_with(|| TokenBucket::new(l.connect_rate_per_ip, l.connect_rate_per_ip * 2, now));
+            if bucket.admit(now) != Admit::Yes {
+                return Err(Refusal::new(
+                    RejectCause::ConnectRate,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "{ip} opens connections faster than {} per second; back off (honour reconnect_after_ms).",
+                        l.connect_rate_per_ip
+                    ),
+                )
+                .with_header(header::RETRY_AFTER, retry_after()));
+            }
         }
         let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
         if l.max_connections > 0 && total > l.max_connections {
@@ -93,6 +119,15 @@ impl Admission {
     #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.total.load(Ordering::SeqCst)
+    }
+
+    /// Forgets connect-rate buckets of addresses quiet for a minute, so the
+    /// map does not grow with every address ever seen.
+    pub fn forget_quiet_addresses(&self) {
+        let cutoff = Instant::now().checked_sub(std::time::Duration::from_secs(60));
+        if let Some(cutoff) = cutoff {
+            self.connect_rate.lock().expect("admission lock poisoned").retain(|_, b| b.last_used() > cutoff);
+        }
     }
 
     /// Reads this process's resident memory (Linux `/proc/self/statm`).
@@ -140,7 +175,7 @@ mod tests {
 
     #[test]
     fn counts_and_gives_back() {
-        let a = Arc::new(Admission::new(Limits { max_connections: 3, max_connections_per_ip: 2, max_memory_bytes: 0 }));
+        let a = Arc::new(Admission::new(Limits { max_connections: 3, max_connections_per_ip: 2, ..Limits::default() }));
         let x: IpAddr = "10.0.0.1".parse().unwrap();
         let y: IpAddr = "10.0.0.2".parse().unwrap();
         let t1 = a.admit(x).unwrap();
@@ -152,6 +187,17 @@ mod tests {
         drop(t1);
         assert_eq!(a.connections(), 2);
         assert!(a.admit(x).is_ok());
+    }
+
+    #[test]
+    fn connect_rate_per_address() {
+        let a = Arc::new(Admission::new(Limits { connect_rate_per_ip: 2, ..Limits::default() }));
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..4 {
+            drop(a.admit(x).unwrap());
+        }
+        assert_eq!(a.admit(x).err().unwrap().cause, RejectCause::ConnectRate);
+        assert!(a.admit("10.0.0.2".parse().unwrap()).is_ok(), "other addresses are not affected");
     }
 
     #[test]

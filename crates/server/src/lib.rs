@@ -114,6 +114,9 @@ pub async fn run(
             for tick in 0u64.. {
                 every.tick().await;
                 admission.sample_memory();
+                if tick % 60 == 0 {
+                    admission.forget_quiet_addresses();
+                }
                 if tick % 5 == 0 {
                     node.broker.sweep(Instant::now());
                 }

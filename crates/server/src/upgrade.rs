@@ -54,11 +54,13 @@ pub enum RejectCause {
     MemoryCeiling,
     /// This client address has too many connections.
     PerIpLimit,
+    /// This client address opens connections too fast.
+    ConnectRate,
 }
 
 impl RejectCause {
     /// Every cause, for docs and metrics.
-    pub const ALL: [RejectCause; 14] = [
+    pub const ALL: [RejectCause; 15] = [
         RejectCause::WrongMethod,
         RejectCause::Http10,
         RejectCause::ProxyDroppedUpgrade,
@@ -73,6 +75,7 @@ impl RejectCause {
         RejectCause::AtCapacity,
         RejectCause::MemoryCeiling,
         RejectCause::PerIpLimit,
+        RejectCause::ConnectRate,
     ];
 
     /// The metric label.
@@ -92,6 +95,7 @@ impl RejectCause {
             RejectCause::AtCapacity => "at_capacity",
             RejectCause::MemoryCeiling => "memory_ceiling",
             RejectCause::PerIpLimit => "per_ip_limit",
+            RejectCause::ConnectRate => "connect_rate",
         }
     }
 }

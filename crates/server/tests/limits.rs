@@ -128,3 +128,16 @@ async fn a_client_over_its_command_rate_gets_errors_then_a_flood_is_cut() {
     assert_eq!(bystander.recv().await["data"], "still here", "others are unaffected");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_address_that_reconnects_in_a_loop_is_slowed_down() {
+    let server = TestServer::start(limited(Limits { connect_rate_per_ip: 5, ..Limits::default() })).await;
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(common::head_status(server.addr, "GET", "/ws", &UPGRADE).await.0);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 101).count(), 10, "a burst of twice the rate: {statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(rejections(&server, "connect_rate").await, 5);
+    server.stop().await;
+}

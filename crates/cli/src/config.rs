@@ -7,9 +7,10 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use holdfast_core::{HistoryLimits, SessionConfig};
+use holdfast_core::{HistoryLimits, NamespaceRules, Namespaces, SessionConfig};
 use holdfast_server::{Limits, OriginPolicy, ServerConfig};
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,6 +145,22 @@ pub struct FileConfig {
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
     allow_anonymous: Option<bool>,
+    /// `[namespaces.NAME]` tables (file only: rules do not fit in flags).
+    #[serde(default)]
+    namespaces: BTreeMap<String, NamespaceFile>,
+}
+
+/// One `[namespaces.NAME]` table; unset keys take the server-wide value.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct NamespaceFile {
+    allow_publish: Option<bool>,
+    presence: Option<bool>,
+    private: Option<bool>,
+    allow_anonymous: Option<bool>,
+    history_size: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    history_ttl: Option<Duration>,
 }
 
 /// How log lines look.
@@ -218,14 +235,14 @@ pub struct Resolved {
     pub server: ServerConfig,
     /// Session settings.
     pub session: SessionConfig,
-    /// History bounds.
-    pub history: HistoryLimits,
     /// Node name.
     pub node_name: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Connect-token checks, when a JWT key is configured.
     pub auth: Option<holdfast_server::JwtAuth>,
+    /// Rules per channel namespace.
+    pub namespaces: Namespaces,
 }
 
 impl ServeArgs {
@@ -296,6 +313,35 @@ impl ServeArgs {
             }
             (None, None) => None,
         };
+        let history = HistoryLimits {
+            max_len: self.history_size.or(file.history_size).unwrap_or(history_defaults.max_len),
+            max_age: self.history_ttl.or(file.history_ttl).unwrap_or(history_defaults.max_age),
+        };
+        let default_rules =
+            NamespaceRules { allow_publish: session.allow_client_publish, history, ..NamespaceRules::default() };
+        let mut named = std::collections::HashMap::new();
+        for (name, ns) in &file.namespaces {
+            if name.is_empty() || name.contains(':') || holdfast_protocol::ChannelName::new(name).is_err() {
+                bail!("namespace {name:?}: use the part of channel names before ':' (letters, digits, _ - . @ /)");
+            }
+            named.insert(
+                name.clone(),
+                NamespaceRules {
+                    allow_publish: ns.allow_publish.unwrap_or(default_rules.allow_publish),
+                    presence: ns.presence.unwrap_or(default_rules.presence),
+                    private: ns.private.unwrap_or(false),
+                    allow_anonymous: ns.allow_anonymous.unwrap_or(default_rules.allow_anonymous),
+                    history: HistoryLimits {
+                        max_len: ns.history_size.unwrap_or(history.max_len),
+                        max_age: ns.history_ttl.unwrap_or(history.max_age),
+                    },
+                },
+            );
+        }
+        if named.values().any(|r| r.private || !r.allow_anonymous) && auth.is_none() {
+            bail!("private namespaces and allow_anonymous = false need a JWT key (jwt_secret or jwt_public_key)");
+        }
+        let namespaces = Namespaces::new(default_rules, named);
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(holdfast_server::tls_acceptor(&cert, &key).map_err(anyhow::Error::msg)?),
             (None, None) => None,
@@ -337,12 +383,9 @@ impl ServeArgs {
                 },
             },
             session,
-            history: HistoryLimits {
-                max_len: self.history_size.or(file.history_size).unwrap_or(history_defaults.max_len),
-                max_age: self.history_ttl.or(file.history_ttl).unwrap_or(history_defaults.max_age),
-            },
             node_name: self.node_name.or(file.node_name),
             auth,
+            namespaces,
             log_format: match self.log_format.as_deref() {
                 Some("json") => LogFormat::Json,
                 Some(_) => LogFormat::Text,
@@ -413,6 +456,29 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_take_unset_rules_from_the_server() {
+        let dir = std::env::temp_dir().join(format!("holdfast-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("holdfast.toml");
+        std::fs::write(
+            &path,
+            "history_size = 30\njwt_secret = \"s\"\n[namespaces.admin]\nallow_publish = false\nprivate = true\nhistory_ttl = \"1m\"\n",
+        )
+        .unwrap();
+        let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+        let admin = r.namespaces.rules(&holdfast_protocol::ChannelName::new("admin:audit").unwrap());
+        assert!(!admin.allow_publish && admin.private && admin.presence);
+        assert_eq!((admin.history.max_len, admin.history.max_age), (30, Duration::from_secs(60)));
+        std::fs::write(&path, "[namespaces.admin]\nprivate = true\n").unwrap();
+        let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().err().unwrap();
+        assert!(err.to_string().contains("JWT key"), "{err}");
+        std::fs::write(&path, "[namespaces.admin]\nprivat = true\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..Default::default() }.resolve().err().unwrap();
+        assert!(format!("{err:#}").contains("privat"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -420,7 +486,8 @@ mod tests {
         std::fs::write(&path, "history_size = 7\nping_interval = \"3s\"\napi_key = \"from-file\"\n").unwrap();
         let args = ServeArgs { config: Some(path), history_size: Some(9), ..Default::default() };
         let r = args.resolve().unwrap();
-        assert_eq!(r.history.max_len, 9);
+        let plain = holdfast_protocol::ChannelName::new("plain").unwrap();
+        assert_eq!(r.namespaces.rules(&plain).history.max_len, 9);
         assert_eq!(r.session.ping_interval, Duration::from_secs(3));
         assert_eq!(r.api_key, ("from-file".to_string(), false));
         std::fs::remove_dir_all(dir).unwrap();

@@ -103,8 +103,8 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        let broker = Arc::new(MemoryBroker::new(cfg.history));
-        let mut node = Node::new(broker, cfg.session, cfg.node_name);
+        let broker = Arc::new(MemoryBroker::with_namespaces(cfg.namespaces.clone()));
+        let mut node = Node::new(broker, cfg.session, cfg.node_name).with_namespaces(cfg.namespaces);
         if let Some(auth) = cfg.auth {
             node = node.with_auth(Arc::new(auth));
         }

@@ -25,8 +25,11 @@ pub enum AuthError {
 
 /// Checks connect tokens.
 pub trait Authenticator: Send + Sync {
-    /// Verifies a token.
+    /// Verifies a connect token.
     fn verify(&self, token: &str) -> Result<Identity, AuthError>;
+    /// Verifies a subscribe token for a private channel: it must name
+    /// `channel` (claim `channel`).
+    fn verify_subscribe(&self, token: &str, channel: &str) -> Result<Identity, AuthError>;
     /// Whether clients without a token may connect.
     fn anonymous_allowed(&self) -> bool;
 }

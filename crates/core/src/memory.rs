@@ -31,6 +31,7 @@ use crate::broker::{
     Subscriber,
 };
 use crate::history::{ChannelHistory, HistoryLimits};
+use crate::namespace::{NamespaceRules, Namespaces};
 
 const SHARDS: usize = 32;
 
@@ -40,11 +41,13 @@ struct Channel {
     history: ChannelHistory,
     subscribers: HashMap<SessionKey, Subscriber>,
     last_active: Instant,
+    limits: HistoryLimits,
 }
 
 impl Channel {
-    fn new(now: Instant) -> Channel {
+    fn new(now: Instant, limits: HistoryLimits) -> Channel {
         Channel {
+            limits,
             epoch: new_epoch(),
             newest: Offset(0),
             history: ChannelHistory::default(),
@@ -53,10 +56,10 @@ impl Channel {
         }
     }
 
-    fn is_collectable(&self, now: Instant, limits: HistoryLimits) -> bool {
+    fn is_collectable(&self, now: Instant) -> bool {
         self.subscribers.is_empty()
             && self.history.is_empty()
-            && now.saturating_duration_since(self.last_active) > limits.max_age
+            && now.saturating_duration_since(self.last_active) > self.limits.max_age
     }
 }
 
@@ -72,13 +75,23 @@ pub fn new_epoch() -> Epoch {
 /// The in-process broker; see the module docs.
 pub struct MemoryBroker {
     shards: Box<[Mutex<HashMap<ChannelName, Channel>>]>,
-    limits: HistoryLimits,
+    namespaces: Namespaces,
 }
 
 impl MemoryBroker {
-    /// A broker keeping history within `limits`.
+    /// A broker keeping every channel's history within `limits`.
     pub fn new(limits: HistoryLimits) -> MemoryBroker {
-        MemoryBroker { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), limits }
+        let default = NamespaceRules { history: limits, ..NamespaceRules::default() };
+        MemoryBroker::with_namespaces(Namespaces::new(default, HashMap::new()))
+    }
+
+    /// A broker whose history bounds follow each channel's namespace.
+    pub fn with_namespaces(namespaces: Namespaces) -> MemoryBroker {
+        MemoryBroker { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), namespaces }
+    }
+
+    fn new_channel(&self, channel: &ChannelName, now: Instant) -> Channel {
+        Channel::new(now, self.namespaces.rules(channel).history)
     }
 
     fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, HashMap<ChannelName, Channel>> {
@@ -98,7 +111,7 @@ impl Broker for MemoryBroker {
     async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(|| Channel::new(now));
+        let ch = map.entry(channel.clone()).or_insert_with(|| self.new_channel(channel, now));
         ch.last_active = now;
         ch.newest = ch.newest.next();
         let publication = EncodedPublication::new(channel, ch.newest, data);
@@ -107,7 +120,7 @@ impl Broker for MemoryBroker {
             let _ = sub.outbox.push(publication.frame.clone());
         }
         let delivered = ch.subscribers.len();
-        ch.history.push(publication, now, self.limits);
+        ch.history.push(publication, now, ch.limits);
         Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered })
     }
 
@@ -120,13 +133,13 @@ impl Broker for MemoryBroker {
     ) -> Result<Subscribed, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(|| Channel::new(now));
+        let ch = map.entry(channel.clone()).or_insert_with(|| self.new_channel(channel, now));
         ch.last_active = now;
         let slot = match ch.subscribers.entry(subscriber.key) {
             Entry::Occupied(_) => return Err(BrokerError::AlreadySubscribed(channel.clone())),
             Entry::Vacant(slot) => slot,
         };
-        ch.history.expire(now, self.limits);
+        ch.history.expire(now, ch.limits);
         let recovery = since.map(|since| {
             let window = HistoryWindow { epoch: &ch.epoch, newest: ch.newest, oldest_held: ch.history.oldest() };
             plan_recovery(since, &window)
@@ -166,8 +179,8 @@ impl Broker for MemoryBroker {
     ) -> Result<History, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(|| Channel::new(now));
-        ch.history.expire(now, self.limits);
+        let ch = map.entry(channel.clone()).or_insert_with(|| self.new_channel(channel, now));
+        ch.history.expire(now, ch.limits);
         let from = since.map(Offset::next).unwrap_or(Offset(0));
         let publications = ch.history.since(from).take(limit).cloned().collect();
         Ok(History { epoch: ch.epoch.clone(), offset: ch.newest, publications })
@@ -197,8 +210,8 @@ impl Broker for MemoryBroker {
         for shard in self.shards.iter() {
             let mut map = shard.lock().expect("broker shard poisoned");
             map.retain(|_, ch| {
-                ch.history.expire(now, self.limits);
-                !ch.is_collectable(now, self.limits)
+                ch.history.expire(now, ch.limits);
+                !ch.is_collectable(now)
             });
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::auth::Authenticator;
 use crate::broker::Broker;
+use crate::namespace::{NamespaceRules, Namespaces};
 use crate::observer::{NoObserver, Observer};
 use crate::registry::SessionRegistry;
 
@@ -59,6 +60,8 @@ pub struct Node {
     observer: OnceLock<Arc<dyn Observer>>,
     /// Checks connect tokens; `None` means every client is anonymous.
     pub auth: Option<Arc<dyn Authenticator>>,
+    /// Rules per channel namespace.
+    pub namespaces: Namespaces,
 }
 
 impl Node {
@@ -67,12 +70,23 @@ impl Node {
         Node {
             broker,
             sessions: SessionRegistry::default(),
-            config,
+            config: config.clone(),
             name,
             draining: AtomicBool::new(false),
             observer: OnceLock::new(),
             auth: None,
+            namespaces: Namespaces::new(
+                NamespaceRules { allow_publish: config.allow_client_publish, ..NamespaceRules::default() },
+                Default::default(),
+            ),
         }
+    }
+
+    /// Applies namespace rules (they replace the default built from
+    /// `allow_client_publish`).
+    pub fn with_namespaces(mut self, namespaces: Namespaces) -> Node {
+        self.namespaces = namespaces;
+        self
     }
 
     /// Checks connect tokens with `auth`.

@@ -210,7 +210,10 @@ impl Session {
                 self.send(Reply::Refreshed { id: id_or_zero }.encode());
                 Ok(())
             }
-            Command::Subscribe { channel, since, .. } => self.subscribe(id_or_zero, channel, since).await,
+            Command::Subscribe { channel, since, token } => {
+                self.may_subscribe(&channel, token.as_deref()).map_err(|(code, m)| (id, code, m))?;
+                self.subscribe(id_or_zero, channel, since).await
+            }
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
                     return fail(ErrorCode::NotSubscribed, format!("not subscribed to {channel}"));
@@ -221,8 +224,8 @@ impl Session {
                 Ok(())
             }
             Command::Publish { channel, data } => {
-                if !self.node.config.allow_client_publish {
-                    return fail(ErrorCode::BadRequest, "clients may not publish on this server".into());
+                if !self.node.namespaces.rules(&channel).allow_publish {
+                    return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
                 }
                 let started = Instant::now();
                 match self.node.broker.publish(&channel, data.get()).await {
@@ -246,6 +249,33 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Namespace rules for `subscribe`: anonymous sessions and private
+    /// channels (which need a subscribe token naming the channel).
+    fn may_subscribe(&self, channel: &ChannelName, token: Option<&str>) -> Result<(), (ErrorCode, String)> {
+        let rules = self.node.namespaces.rules(channel);
+        let user = self.info.as_ref().and_then(|i| i.user.as_deref());
+        if !rules.allow_anonymous && user.is_none() {
+            return Err((
+                ErrorCode::PermissionDenied,
+                format!("{channel} needs an authenticated connection (connect token)"),
+            ));
+        }
+        if !rules.private {
+            return Ok(());
+        }
+        let (Some(auth), Some(token)) = (&self.node.auth, token) else {
+            return Err((
+                ErrorCode::PermissionDenied,
+                format!("{channel} is private: subscribe with a token naming it"),
+            ));
+        };
+        let identity = auth.verify_subscribe(token, channel.as_str()).map_err(|e| (auth_code(&e), auth_message(e)))?;
+        if user.is_some_and(|u| u != identity.user) {
+            return Err((ErrorCode::PermissionDenied, "the subscribe token is for another user".into()));
+        }
+        Ok(())
     }
 
     async fn subscribe(

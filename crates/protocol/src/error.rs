@@ -39,6 +39,8 @@ pub enum ErrorCode {
     TokenInvalid,
     /// The token has expired: fetch a new one, then `connect` or `refresh`.
     TokenExpired,
+    /// The namespace's rules do not allow this.
+    PermissionDenied,
     /// The server is shutting down; reconnect to another node.
     ShuttingDown,
     /// HTTP API: missing or wrong API key.
@@ -55,7 +57,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the docs list them.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -71,6 +73,7 @@ impl ErrorCode {
         ErrorCode::TokenRequired,
         ErrorCode::TokenInvalid,
         ErrorCode::TokenExpired,
+        ErrorCode::PermissionDenied,
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -97,6 +100,7 @@ impl ErrorCode {
             ErrorCode::TokenRequired => "token_required",
             ErrorCode::TokenInvalid => "token_invalid",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
@@ -129,6 +133,9 @@ impl ErrorCode {
                 "The token is malformed, badly signed, not valid yet, or uses an algorithm this server does not accept."
             }
             ErrorCode::TokenExpired => "The token has expired: fetch a new one from your backend, then `connect` or `refresh`.",
+            ErrorCode::PermissionDenied => {
+                "The channel's namespace does not allow this: publishing, anonymous subscribers, or a private channel without its subscribe token."
+            }
             ErrorCode::RateLimited => {
                 "The session sent commands faster than `commands_per_second`; slow down (a flood is disconnected with 4003)."
             }

@@ -196,6 +196,13 @@ pub struct ChannelQuery {
 pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ChannelQuery>) -> ApiResult {
     authorize(&headers, &state.config.api_key)?;
     let ch = channel_param(q.channel.as_deref())?;
+    if !state.node.namespaces.rules(&ch).presence {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied,
+            format!("presence is off for the namespace of {ch} (namespaces.<name>.presence)"),
+        ));
+    }
     let subscribers = state.node.broker.presence(&ch).await.map_err(unavailable)?;
     let list: Vec<_> =
         subscribers.iter().map(|c| json!({"session": c.session, "user": c.user, "client": c.client})).collect();

@@ -27,6 +27,8 @@ pub struct JwtAuth {
 struct Claims {
     sub: String,
     exp: u64,
+    /// Subscribe tokens name their channel.
+    channel: Option<String>,
 }
 
 impl JwtAuth {
@@ -55,14 +57,10 @@ impl JwtAuth {
     }
 }
 
-impl Authenticator for JwtAuth {
-    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) => Ok(Identity {
-                user: data.claims.sub,
-                expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(data.claims.exp + LEEWAY_SECS)),
-            }),
-            Err(e) => Err(match e.kind() {
+impl JwtAuth {
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired("the token has expired; fetch a new one".into()),
                 ErrorKind::ImmatureSignature => AuthError::Invalid("the token is not valid yet (nbf)".into()),
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid(format!(
@@ -72,7 +70,29 @@ impl Authenticator for JwtAuth {
                 ErrorKind::InvalidSignature => AuthError::Invalid("the token's signature does not verify".into()),
                 ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("the token has no `{c}` claim")),
                 _ => AuthError::Invalid(format!("the token cannot be read: {e}")),
-            }),
+            }
+        })
+    }
+}
+
+fn identity(claims: Claims) -> Identity {
+    Identity {
+        user: claims.sub,
+        expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp + LEEWAY_SECS)),
+    }
+}
+
+impl Authenticator for JwtAuth {
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.decode(token).map(identity)
+    }
+
+    fn verify_subscribe(&self, token: &str, channel: &str) -> Result<Identity, AuthError> {
+        let claims = self.decode(token)?;
+        match claims.channel.as_deref() {
+            Some(c) if c == channel => Ok(identity(claims)),
+            Some(c) => Err(AuthError::Invalid(format!("the subscribe token is for channel {c}, not {channel}"))),
+            None => Err(AuthError::Invalid("a subscribe token needs a `channel` claim".into())),
         }
     }
 

@@ -1,0 +1,76 @@
+//! Channel namespaces: the part of a channel name before the first `:`
+//! (`chat:room1` → `chat`) picks the rules that apply to it. Channels
+//! without a `:` follow the default rules.
+
+use holdfast_protocol::ChannelName;
+use std::collections::HashMap;
+
+use crate::history::HistoryLimits;
+
+/// What clients may do on a namespace's channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceRules {
+    /// Clients may `publish` (the HTTP API always may).
+    pub allow_publish: bool,
+    /// `/api/presence` answers for these channels.
+    pub presence: bool,
+    /// `subscribe` needs a subscribe token: a JWT whose `channel` claim names
+    /// the channel (and whose `sub` is the session's user, if it has one).
+    pub private: bool,
+    /// Sessions without a user may subscribe.
+    pub allow_anonymous: bool,
+    /// History bounds for these channels.
+    pub history: HistoryLimits,
+}
+
+impl Default for NamespaceRules {
+    fn default() -> Self {
+        NamespaceRules {
+            allow_publish: true,
+            presence: true,
+            private: false,
+            allow_anonymous: true,
+            history: HistoryLimits::default(),
+        }
+    }
+}
+
+/// The rules of every namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Namespaces {
+    default: NamespaceRules,
+    named: HashMap<String, NamespaceRules>,
+}
+
+impl Namespaces {
+    /// `default` for channels outside the named namespaces.
+    pub fn new(default: NamespaceRules, named: HashMap<String, NamespaceRules>) -> Namespaces {
+        Namespaces { default, named }
+    }
+
+    /// The namespace of a channel: what comes before the first `:`, if anything.
+    pub fn namespace_of(channel: &ChannelName) -> Option<&str> {
+        channel.as_str().split_once(':').map(|(ns, _)| ns)
+    }
+
+    /// The rules for a channel.
+    pub fn rules(&self, channel: &ChannelName) -> &NamespaceRules {
+        Namespaces::namespace_of(channel).and_then(|ns| self.named.get(ns)).unwrap_or(&self.default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_rules_by_prefix() {
+        let locked = NamespaceRules { allow_publish: false, private: true, ..NamespaceRules::default() };
+        let ns = Namespaces::new(NamespaceRules::default(), HashMap::from([("admin".to_string(), locked)]));
+        let ch = |n| ChannelName::new(n).unwrap();
+        assert_eq!(ns.rules(&ch("admin:audit")), &locked);
+        assert_eq!(ns.rules(&ch("admin")), &NamespaceRules::default(), "no colon: the default namespace");
+        assert_eq!(ns.rules(&ch("chat:admin:x")), &NamespaceRules::default());
+        assert_eq!(Namespaces::namespace_of(&ch("a:b:c")), Some("a"));
+    }
+}

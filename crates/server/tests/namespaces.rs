@@ -1,0 +1,104 @@
+//! Namespace rules: who may publish, private channels with subscribe
+//! tokens, authenticated-only namespaces, presence visibility and history
+//! bounds per namespace.
+
+mod common;
+
+use common::{Client, TestServer};
+use holdfast_core::{HistoryLimits, MemoryBroker, NamespaceRules, Namespaces, Node, SessionConfig};
+use holdfast_server::{JwtAuth, Metrics, ServerConfig};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SECRET: &[u8] = b"namespaces secret";
+
+fn token(claims: serde_json::Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+fn exp() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600
+}
+
+async fn server() -> TestServer {
+    let base = NamespaceRules::default();
+    let named = HashMap::from([
+        ("ro".to_string(), NamespaceRules { allow_publish: false, ..base }),
+        ("priv".to_string(), NamespaceRules { private: true, ..base }),
+        ("members".to_string(), NamespaceRules { allow_anonymous: false, ..base }),
+        ("quiet".to_string(), NamespaceRules { presence: false, ..base }),
+        (
+            "short".to_string(),
+            NamespaceRules { history: HistoryLimits { max_len: 2, max_age: Duration::from_secs(60) }, ..base },
+        ),
+    ]);
+    let namespaces = Namespaces::new(base, named);
+    let node = Node::new(Arc::new(MemoryBroker::with_namespaces(namespaces.clone())), SessionConfig::default(), None)
+        .with_namespaces(namespaces)
+        .with_auth(Arc::new(JwtAuth::hs256(SECRET, true)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ServerConfig {
+        api_key: common::API_KEY.into(),
+        drain_window: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    TestServer::from_parts(listener, Arc::new(node), config, Arc::new(Metrics::default()))
+}
+
+async fn send(c: &mut Client, v: serde_json::Value) -> serde_json::Value {
+    c.send(&v.to_string()).await;
+    c.recv().await
+}
+
+#[tokio::test]
+async fn publish_rules_and_private_channels() {
+    let server = server().await;
+    let mut anon = server.connected().await;
+    let r = send(&mut anon, json!({"id": 2, "op": "publish", "channel": "ro:news", "data": 1})).await;
+    assert_eq!(r["code"], "permission_denied", "{r}");
+    let r = server.api("POST", "/api/publish", r#"{"channel":"ro:news","data":1}"#).await;
+    assert_eq!(r.status, 200, "the backend may always publish");
+
+    let r = send(&mut anon, json!({"id": 3, "op": "subscribe", "channel": "priv:room"})).await;
+    assert_eq!(r["code"], "permission_denied", "{r}");
+    let other = token(json!({"sub": "x", "exp": exp(), "channel": "priv:other"}));
+    let r = send(&mut anon, json!({"id": 4, "op": "subscribe", "channel": "priv:room", "token": other})).await;
+    assert_eq!(r["code"], "token_invalid", "{r}");
+    let good = token(json!({"sub": "x", "exp": exp(), "channel": "priv:room"}));
+    let r = send(&mut anon, json!({"id": 5, "op": "subscribe", "channel": "priv:room", "token": good})).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+
+    let r = send(&mut anon, json!({"id": 6, "op": "subscribe", "channel": "members:lounge"})).await;
+    assert_eq!(r["code"], "permission_denied", "{r}");
+    let mut member = server.client().await;
+    let r = send(&mut member, json!({"id": 1, "op": "connect", "token": token(json!({"sub": "dora", "exp": exp()}))}))
+        .await;
+    assert_eq!(r["op"], "connected");
+    let r = send(&mut member, json!({"id": 2, "op": "subscribe", "channel": "members:lounge"})).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    // A subscribe token for another user does not let dora in.
+    let theirs = token(json!({"sub": "eve", "exp": exp(), "channel": "priv:room"}));
+    let r = send(&mut member, json!({"id": 3, "op": "subscribe", "channel": "priv:room", "token": theirs})).await;
+    assert_eq!(r["code"], "permission_denied", "{r}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn presence_and_history_follow_the_namespace() {
+    let server = server().await;
+    let r = server.api("GET", "/api/presence?channel=quiet:x", "").await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (403, Some("permission_denied")));
+    assert_eq!(server.api("GET", "/api/presence?channel=open:x", "").await.status, 200);
+    for n in 0..5 {
+        server.publish("short:x", &n.to_string()).await;
+        server.publish("long:x", &n.to_string()).await;
+    }
+    let short = server.api("GET", "/api/history?channel=short:x", "").await.json();
+    let long = server.api("GET", "/api/history?channel=long:x", "").await.json();
+    assert_eq!(short["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(long["messages"].as_array().unwrap().len(), 5);
+    server.stop().await;
+}

@@ -79,7 +79,10 @@ async fn invalid_json_is_bad_json_and_the_connection_stays_open() {
     // The next valid command gets its own reply.
     c.send(r#"{"id":2,"op":"subscribe","channel":"after"}"#).await;
     let r = c.recv().await;
-    assert_eq!((r["op"].as_str(), r["id"].as_u64(), r["channel"].as_str()), (Some("subscribed"), Some(2), Some("after")));
+    assert_eq!(
+        (r["op"].as_str(), r["id"].as_u64(), r["channel"].as_str()),
+        (Some("subscribed"), Some(2), Some("after"))
+    );
     server.stop().await;
 }
 
@@ -198,7 +201,10 @@ async fn subscribing_twice_is_already_subscribed_and_delivers_once() {
     // Still subscribed, once: one publication arrives once.
     server.publish("twice", r#""hello""#).await;
     let m = c.recv().await;
-    assert_eq!((m["op"].as_str(), m["channel"].as_str(), m["offset"].as_u64()), (Some("message"), Some("twice"), Some(1)));
+    assert_eq!(
+        (m["op"].as_str(), m["channel"].as_str(), m["offset"].as_u64()),
+        (Some("message"), Some("twice"), Some(1))
+    );
     c.send(r#"{"id":4,"op":"unsubscribe","channel":"twice"}"#).await;
     let r = c.recv().await;
     assert_eq!((r["op"].as_str(), r["id"].as_u64()), (Some("unsubscribed"), Some(4)), "no second copy came first: {r}");
@@ -451,7 +457,8 @@ async fn an_upgrade_offering_only_unknown_subprotocols_is_400_naming_ours() {
         assert!(r.body.contains("holdfast.v1.json") && r.body.contains("mqtt"), "{}", r.body);
     }
     // A real client sees the handshake fail.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url()).unwrap();
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url()).unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),

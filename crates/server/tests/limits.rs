@@ -141,3 +141,24 @@ async fn an_address_that_reconnects_in_a_loop_is_slowed_down() {
     assert_eq!(rejections(&server, "connect_rate").await, 5);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let setup =
+        Setup { session: SessionConfig { max_subscriptions: 3, ..SessionConfig::default() }, ..Setup::default() };
+    let server = TestServer::start(setup).await;
+    let mut c = server.connected().await;
+    for i in 0..3 {
+        c.send(&format!(r#"{{"id":{i},"op":"subscribe","channel":"s{i}"}}"#)).await;
+        assert_eq!(c.recv().await["op"], "subscribed");
+    }
+    c.send(r#"{"id":9,"op":"subscribe","channel":"s9"}"#).await;
+    let r = c.recv().await;
+    assert_eq!((r["code"].as_str(), r["id"].as_u64()), (Some("too_many_subscriptions"), Some(9)), "{r}");
+    // Leaving one makes room again.
+    c.send(r#"{"id":10,"op":"unsubscribe","channel":"s0"}"#).await;
+    c.recv().await;
+    c.send(r#"{"id":11,"op":"subscribe","channel":"s9"}"#).await;
+    assert_eq!(c.recv().await["op"], "subscribed");
+    server.stop().await;
+}

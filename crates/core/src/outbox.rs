@@ -104,12 +104,20 @@ impl Outbox {
     /// Asks the connection to end after what is already queued. The first
     /// reason wins.
     pub fn close(&self, disconnect: Disconnect) {
+        self.start_closing(disconnect);
+    }
+
+    /// Like [`Outbox::close`]; returns whether this call started the close
+    /// (false when the outbox was already closing for another reason).
+    pub fn start_closing(&self, disconnect: Disconnect) -> bool {
         let mut s = self.state.lock().expect("outbox lock poisoned");
-        if s.closing.is_none() {
+        let first = s.closing.is_none();
+        if first {
             s.closing = Some(disconnect);
         }
         drop(s);
         self.ready.notify_waiters();
+        first
     }
 
     /// Whether the outbox is closing.
@@ -181,8 +189,8 @@ mod tests {
     fn close_keeps_queued_frames_and_the_first_reason() {
         let o = Outbox::new(100);
         o.push(Bytes::from_static(b"a")).unwrap();
-        o.close(Disconnect::new(CloseCode::GoingAway, "restart"));
-        o.close(Disconnect::new(CloseCode::Normal, "later"));
+        assert!(o.start_closing(Disconnect::new(CloseCode::GoingAway, "restart")));
+        assert!(!o.start_closing(Disconnect::new(CloseCode::Normal, "later")));
         let mut b = Batch::default();
         o.take(&mut b);
         assert_eq!(b.frames, vec![Bytes::from_static(b"a")]);

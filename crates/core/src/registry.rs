@@ -61,19 +61,16 @@ impl SessionRegistry {
         self.len() == 0
     }
 
-    /// Closes the sessions `target` names; returns how many.
+    /// Closes the sessions `target` names; returns how many this call
+    /// closed (a session already closing, say from an earlier call, still
+    /// sits here until its closing handshake ends, and is not counted again).
     pub fn disconnect(&self, target: Target<'_>, disconnect: &Disconnect) -> usize {
         let map = self.lock();
-        let mut n = 0;
         let hit = |e: &&Entry| match target {
             Target::User(u) => e.user.as_deref() == Some(u),
             Target::Session(s) => e.session.as_deref() == Some(s),
         };
-        for e in map.values().filter(hit) {
-            e.outbox.close(disconnect.clone());
-            n += 1;
-        }
-        n
+        map.values().filter(hit).filter(|e| e.outbox.start_closing(disconnect.clone())).count()
     }
 
     /// Every connection's outbox, for draining.

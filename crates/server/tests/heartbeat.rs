@@ -34,6 +34,10 @@ async fn a_client_that_answers_stays_connected() {
         c.send(r#"{"op":"pong"}"#).await;
     }
     assert!(pings >= 7, "a ping every 200 ms, got {pings} in 2 s");
+    // Still a working session.
+    c.send(r#"{"id":2,"op":"subscribe","channel":"alive"}"#).await;
+    assert_eq!(c.recv().await["op"], "subscribed");
+    assert_eq!(server.metrics.open_connections(holdfast_server::Transport::WebSocket), 1);
     server.stop().await;
 }
 
@@ -44,12 +48,16 @@ async fn a_client_that_never_answers_is_closed_with_4001() {
     let started = Instant::now();
     let first = c.recv_any().await;
     assert_eq!(first["op"], "ping");
+    let pinged = Instant::now();
+    // Read on (`closed` never answers pings).
     let (d, code) = c.closed().await;
-    let elapsed = started.elapsed();
+    let (elapsed, since_ping) = (started.elapsed(), pinged.elapsed());
     assert_eq!(code, Some(4001));
     let d = d.expect("disconnect before close");
     assert_eq!((d["code"].as_u64(), d["reconnect"].as_bool()), (Some(4001), Some(true)));
-    assert!(elapsed < Duration::from_secs(2), "dead peer found after {elapsed:?}");
+    // Ping after 200 ms, dead 300 ms later: about 0.5 s.
+    assert!(elapsed < Duration::from_millis(1200), "dead peer found after {elapsed:?}");
+    assert!(since_ping >= Duration::from_millis(250), "closed before pong_timeout ran out: {since_ping:?}");
     server.stop().await;
 }
 
@@ -87,37 +95,58 @@ async fn echo_returns_text_and_binary_and_pings_generic_clients() {
     server.stop().await;
 }
 
+/// A generic client that completed the handshake and then went silent:
+/// never reads, never answers the WebSocket pings. The server must find it
+/// dead and close the socket.
 #[tokio::test]
-async fn echo_drops_a_peer_that_vanished() {
+async fn echo_drops_a_peer_that_never_reads_or_answers() {
     let server = TestServer::start(fast_heartbeat()).await;
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(
         format!(
-            "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             server.addr
         )
         .as_bytes(),
     )
     .await
     .unwrap();
-    let started = Instant::now();
-    // Read whatever comes (101, pings, close) without ever answering: the
-    // server must give up and close the socket.
-    let mut buf = vec![0u8; 4096];
-    let mut seen = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("server closes within 3 s") {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
+    // Read the 101 and nothing more.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await.expect("101 in 5 s").unwrap();
+        assert_eq!(n, 1, "EOF in the handshake: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
     }
-    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 101"));
-    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the RFC 6455 accept key: {head}");
+    let started = Instant::now();
+    assert_eq!(server.metrics.open_connections(holdfast_server::Transport::Echo), 1);
+
+    // Without reading the socket, wait for the server to give up on it.
     while server.metrics.open_connections(holdfast_server::Transport::Echo) != 0 {
-        assert!(Instant::now() < deadline, "echo connection still counted");
+        assert!(started.elapsed() < Duration::from_secs(2), "the silent peer is still connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let gave_up = started.elapsed();
+    assert!(gave_up >= Duration::from_millis(400), "closed before a ping went unanswered: {gave_up:?}");
     assert!(server.metrics.render(0, 0).contains("holdfast_close_codes_total{code=\"4001\"} 1"));
+
+    // The socket really is closed: what the server sent (pings, the close
+    // frame) is followed by EOF or a reset, at once.
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await.expect("socket closed") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+        }
+    }
+    // The last frame is a close frame (0x88) carrying 4001.
+    let close = rest.windows(4).rposition(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 4001);
+    assert!(close.is_some(), "no close 4001 among {rest:02x?}");
     server.stop().await;
 }

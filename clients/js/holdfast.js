@@ -1,0 +1,284 @@
+// holdfast.js — the browser client for the holdfast protocol (docs/PROTOCOL.md).
+// One ES module, no dependencies, no build step. Served by the server at /holdfast.js.
+//
+// What it does for you: picks ws:/wss: from the page (and refuses ws: from an
+// HTTPS page, saying why), reconnects with exponential backoff and full jitter
+// (never after a "do not reconnect" close code, honouring reconnect_after_ms),
+// replaces a connection whose server pings stopped (watchdog), resubscribes
+// every channel from its last position so missed messages arrive before live
+// ones (and tells you when they could not), queues calls made while
+// disconnected (bounded), and times commands out.
+
+/** The close-code table; kept equal to crates/protocol/src/close.rs by a test. */
+export const CLOSE_CODES = {
+  1000: ['normal', false, 'The session ended normally.'],
+  1001: ['going_away', true, 'The server is restarting or shutting down; reconnect after reconnect_after_ms.'],
+  1002: ['protocol_error', false, 'The client broke the WebSocket framing rules (RFC 6455).'],
+  1003: ['unsupported_data', false, 'A binary frame arrived on the JSON protocol; send text frames.'],
+  1007: ['invalid_payload', false, 'A text frame was not valid UTF-8.'],
+  1008: ['policy_violation', false, 'The connection broke a server policy.'],
+  1009: ['message_too_big', false, "A message exceeded the server's max_message_size."],
+  1011: ['internal_error', true, 'The server hit an unexpected error.'],
+  1013: ['try_again_later', true, 'The server is at capacity; reconnect after reconnect_after_ms.'],
+  4000: ['slow_consumer', true, 'The client read too slowly and its outbound queue overflowed; reconnect and recover.'],
+  4001: ['heartbeat_timeout', true, 'The client did not answer ping in time.'],
+  4002: ['insufficient_state', true, "The server lost the client's position; reconnect and resubscribe with since."],
+  4003: ['too_many_requests', true, 'The client flooded the server with commands; reconnect after reconnect_after_ms and slow down.'],
+  4004: ['token_expired', true, 'The connect token expired without a refresh; reconnect with a new token.'],
+  4500: ['disconnected_by_server', false, "The application's backend disconnected this user."],
+};
+
+/** What a close code means and whether to reconnect after it. */
+export function closeCodeInfo(code) {
+  const known = CLOSE_CODES[code];
+  if (known) return { code, name: known[0], reconnect: known[1], meaning: known[2] };
+  // Unknown codes follow their range: 4000-4499 reconnect, 4500-4999 do not.
+  const reconnect = code === 1006 || code === 1012 || (code >= 4000 && code <= 4499);
+  const meaning = code === 1006 ? 'The connection dropped without a close frame.' : 'A code this client does not know.';
+  return { code, name: code === 1006 ? 'abnormal_closure' : 'unknown', reconnect, meaning };
+}
+
+/**
+ * Exponential backoff with full jitter: the n-th delay is uniform in
+ * [0, min(max, min * factor^n)). Pure: the random source is injectable.
+ */
+export class Backoff {
+  constructor({ min = 500, max = 20000, factor = 2, random = Math.random } = {}) {
+    Object.assign(this, { min, max, factor, random, attempt: 0 });
+  }
+  next() {
+    const ceiling = Math.min(this.max, this.min * this.factor ** this.attempt);
+    this.attempt += 1;
+    return Math.floor(this.random() * ceiling);
+  }
+  reset() { this.attempt = 0; }
+}
+
+/**
+ * Where a subscription stands: the last (epoch, offset) delivered. Decides
+ * which messages are new (drops duplicates) and what `since` to send.
+ */
+export class Position {
+  constructor() { this.epoch = null; this.offset = 0; }
+  /** A `subscribed` reply: returns 'recovered' | 'lost' | 'fresh'. */
+  subscribed(reply) {
+    const before = this.epoch;
+    if (reply.recovered === true) return 'recovered';
+    this.epoch = reply.epoch;
+    this.offset = reply.offset;
+    return before === null ? 'fresh' : 'lost';
+  }
+  /** A `message`: true when it is new and in order. */
+  accept(message) {
+    if (message.offset <= this.offset) return false;
+    this.offset = message.offset;
+    return true;
+  }
+  since() { return this.epoch === null ? undefined : { epoch: this.epoch, offset: this.offset }; }
+}
+
+/** Derives the WebSocket URL from the page, or checks the one given. */
+export function resolveUrl(url, page = globalThis.location) {
+  if (!url) {
+    if (!page) throw new Error('holdfast: no URL given and no page to derive it from');
+    url = `${page.protocol === 'https:' ? 'wss' : 'ws'}://${page.host}/ws`;
+  }
+  if (page && page.protocol === 'https:' && url.startsWith('ws:')) {
+    throw new Error(`holdfast: ${url} is ws:// but this page is HTTPS; browsers block insecure WebSockets ` +
+      `from secure pages (Mixed Content) and report only a generic error. Use wss:// (or omit the URL).`);
+  }
+  return url;
+}
+
+export class HoldfastClient extends EventTarget {
+  /**
+   * @param {string} [url] ws(s)://host/ws; derived from the page when omitted.
+   * @param {object} [options] token, client, backoff ({min,max,factor}), pingGrace (ms),
+   *   commandTimeout (ms), queueLimit, WebSocket (constructor, for tests).
+   */
+  constructor(url, options = {}) {
+    super();
+    this.url = resolveUrl(url, options.page ?? globalThis.location);
+    this.options = { pingGrace: 5000, commandTimeout: 10000, queueLimit: 100, healthyAfter: 10000, ...options };
+    this.backoff = new Backoff(options.backoff);
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.state = 'closed';
+    this.subs = new Map(); // channel -> { position, handler }
+    this.pending = new Map(); // id -> { resolve, reject, timer }
+    this.queue = []; // commands waiting for a connection
+    this.nextId = 1;
+    this.closedByUser = false;
+    this.onOnline = () => { if (this.state === 'reconnecting') this.#reconnectNow(); };
+    globalThis.addEventListener?.('online', this.onOnline);
+  }
+
+  /** Opens the connection (and keeps it open until close()). */
+  connect() {
+    this.closedByUser = false;
+    if (this.state === 'open' || this.state === 'connecting') return this;
+    this.#open();
+    return this;
+  }
+
+  /** Closes for good: no reconnect. Safe while still connecting. */
+  close() {
+    this.closedByUser = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.watchdog);
+    globalThis.removeEventListener?.('online', this.onOnline);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onerror = null;
+      ws.onclose = null;
+      // Closing a socket that is still CONNECTING makes browsers log "closed
+      // before the connection is established"; let it open, then close it.
+      if (ws.readyState === 0) ws.onopen = () => ws.close(1000);
+      else if (ws.readyState === 1) ws.close(1000);
+    }
+    this.#fail(new Error('holdfast: client closed'));
+    this.#setState('closed', { code: 1000, reconnect: false });
+  }
+
+  /** Subscribes; `onMessage(data, message)` gets each publication once, in order. */
+  subscribe(channel, onMessage) {
+    const sub = { position: new Position(), handler: onMessage };
+    this.subs.set(channel, sub);
+    const done = this.state === 'open' ? this.#subscribe(channel, sub) : Promise.resolve();
+    return { ready: done, unsubscribe: () => this.unsubscribe(channel) };
+  }
+
+  unsubscribe(channel) {
+    this.subs.delete(channel);
+    return this.state === 'open' ? this.#command({ op: 'unsubscribe', channel }) : Promise.resolve();
+  }
+
+  /** Publishes; resolves with {channel, epoch, offset}. Queued while disconnected. */
+  publish(channel, data) { return this.#command({ op: 'publish', channel, data }, { queue: true }); }
+
+  #setState(state, detail = {}) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent('state', { detail: { state, ...detail } }));
+  }
+
+  #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  #open() {
+    this.#setState('connecting');
+    const ws = new this.WebSocket(this.url, 'holdfast.v1.json');
+    this.ws = ws;
+    this.openedAt = Date.now();
+    ws.onopen = () => {
+      const connect = { op: 'connect', client: 'holdfast.js/0.1' };
+      if (this.options.token) connect.token = this.options.token;
+      this.#command(connect, { first: true }).then((reply) => {
+        this.pingInterval = reply.ping_interval_ms;
+        this.#armWatchdog();
+        this.#setState('open', { session: reply.session });
+        for (const [channel, sub] of this.subs) this.#subscribe(channel, sub).catch((e) => this.#emit('error', e));
+        for (const q of this.queue.splice(0)) this.#send(q.cmd, q);
+      }, (e) => { this.#emit('error', e); ws.close(4000); });
+    };
+    ws.onmessage = (e) => {
+      this.#armWatchdog();
+      for (const line of String(e.data).split('\n')) if (line.trim()) this.#handle(JSON.parse(line));
+    };
+    ws.onclose = (e) => this.#closed(e.code, e.reason);
+  }
+
+  #handle(m) {
+    if (m.op === 'ping') return this.ws?.send('{"op":"pong"}');
+    if (m.op === 'message') {
+      const sub = this.subs.get(m.channel);
+      if (sub && sub.position.accept(m)) sub.handler?.(m.data, m);
+      return;
+    }
+    if (m.op === 'disconnect') { this.lastDisconnect = m; return; }
+    if (m.op === 'subscribed') {
+      // Synchronously: the recovered messages follow in the same frame and
+      // must meet the updated position.
+      const sub = this.subs.get(m.channel);
+      const outcome = sub?.position.subscribed(m);
+      if (outcome === 'recovered') this.#emit('recovered', { channel: m.channel });
+      if (outcome === 'lost') this.#emit('recovery-failed', { channel: m.channel, epoch: m.epoch, offset: m.offset });
+    }
+    const p = m.id !== undefined && this.pending.get(m.id);
+    if (!p) { if (m.op === 'error') this.#emit('error', m); return; }
+    this.pending.delete(m.id);
+    clearTimeout(p.timer);
+    if (m.op === 'error') p.reject(Object.assign(new Error(m.message), { code: m.code }));
+    else p.resolve(m);
+  }
+
+  #subscribe(channel, sub) {
+    const cmd = { op: 'subscribe', channel };
+    const since = sub.position.since();
+    if (since) cmd.since = since;
+    return this.#command(cmd);
+  }
+
+  #command(cmd, { queue = false, first = false } = {}) {
+    return new Promise((resolve, reject) => {
+      const entry = { cmd, resolve, reject };
+      if (first || this.state === 'open') return this.#send(cmd, entry);
+      if (!queue) return reject(new Error(`holdfast: not connected (${cmd.op})`));
+      if (this.queue.length >= this.options.queueLimit) {
+        return reject(new Error(`holdfast: ${this.queue.length} calls already wait for a connection`));
+      }
+      entry.timer = setTimeout(() => {
+        this.queue = this.queue.filter((q) => q !== entry);
+        reject(new Error(`holdfast: ${cmd.op} timed out waiting for a connection`));
+      }, this.options.commandTimeout);
+      this.queue.push(entry);
+    });
+  }
+
+  #send(cmd, entry) {
+    clearTimeout(entry.timer);
+    const id = this.nextId++;
+    entry.timer = setTimeout(() => {
+      this.pending.delete(id);
+      entry.reject(new Error(`holdfast: ${cmd.op} got no reply within ${this.options.commandTimeout} ms`));
+    }, this.options.commandTimeout);
+    this.pending.set(id, entry);
+    this.ws.send(JSON.stringify({ ...cmd, id }));
+  }
+
+  /** No server ping within interval + grace: the connection is dead. */
+  #armWatchdog() {
+    clearTimeout(this.watchdog);
+    if (!this.pingInterval) return;
+    this.watchdog = setTimeout(() => {
+      this.#emit('watchdog', { silentFor: this.pingInterval + this.options.pingGrace });
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) { ws.onclose = null; ws.close(4001); }
+      this.#closed(4001, 'no ping from the server');
+    }, this.pingInterval + this.options.pingGrace);
+  }
+
+  #fail(error) {
+    for (const p of this.pending.values()) { clearTimeout(p.timer); p.reject(error); }
+    this.pending.clear();
+  }
+
+  #closed(code, reason) {
+    clearTimeout(this.watchdog);
+    this.ws = null;
+    this.#fail(new Error(`holdfast: connection closed (${code})`));
+    if (this.closedByUser) return;
+    const info = closeCodeInfo(code);
+    const hint = this.lastDisconnect?.reconnect_after_ms;
+    this.lastDisconnect = null;
+    if (Date.now() - this.openedAt > this.options.healthyAfter) this.backoff.reset();
+    if (!info.reconnect) return this.#setState('closed', { ...info, reason });
+    const delay = Math.max(hint ?? 0, this.backoff.next());
+    this.#setState('reconnecting', { ...info, reason, delay });
+    this.retryTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  #reconnectNow() {
+    clearTimeout(this.retryTimer);
+    this.#open();
+  }
+}

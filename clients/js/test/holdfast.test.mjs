@@ -1,0 +1,167 @@
+// Unit tests of the browser module, with Node's built-in runner and a fake
+// WebSocket: `node --test clients/js/test/`.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { Backoff, Position, resolveUrl, closeCodeInfo, HoldfastClient } from '../holdfast.js';
+
+test('backoff: full jitter under an exponential ceiling, capped, and reset', () => {
+  const top = new Backoff({ min: 500, max: 20000, factor: 2, random: () => 0.999999 });
+  const ceilings = Array.from({ length: 8 }, () => top.next());
+  assert.deepEqual(ceilings, [499, 999, 1999, 3999, 7999, 15999, 19999, 19999]);
+  const bottom = new Backoff({ random: () => 0 });
+  assert.equal(bottom.next(), 0);
+  top.reset();
+  assert.equal(top.next(), 499);
+  // Spread: real randomness lands all over [0, ceiling).
+  const b = new Backoff({ min: 1000, max: 1000 });
+  const samples = Array.from({ length: 1000 }, () => b.next());
+  assert.ok(Math.min(...samples) < 100 && Math.max(...samples) > 900);
+  assert.ok(samples.every((s) => s >= 0 && s < 1000));
+});
+
+test('position: fresh, recovered, lost, and duplicates dropped', () => {
+  const p = new Position();
+  assert.equal(p.since(), undefined);
+  assert.equal(p.subscribed({ epoch: 'e1', offset: 5 }), 'fresh');
+  assert.ok(p.accept({ offset: 6 }));
+  assert.ok(!p.accept({ offset: 6 }), 'a duplicate is dropped');
+  assert.deepEqual(p.since(), { epoch: 'e1', offset: 6 });
+  assert.equal(p.subscribed({ epoch: 'e1', offset: 9, recovered: true }), 'recovered');
+  assert.deepEqual(p.since(), { epoch: 'e1', offset: 6 }, 'recovery keeps the position; missed messages follow');
+  assert.equal(p.subscribed({ epoch: 'e2', offset: 3, recovered: false }), 'lost');
+  assert.deepEqual(p.since(), { epoch: 'e2', offset: 3 });
+});
+
+test('urls: derived from the page, ws: refused from https pages', () => {
+  assert.equal(resolveUrl(undefined, { protocol: 'https:', host: 'a.example' }), 'wss://a.example/ws');
+  assert.equal(resolveUrl(undefined, { protocol: 'http:', host: 'localhost:8080' }), 'ws://localhost:8080/ws');
+  assert.throws(() => resolveUrl('ws://a.example/ws', { protocol: 'https:', host: 'a.example' }), /Mixed Content/);
+  assert.equal(resolveUrl('ws://x/ws', undefined), 'ws://x/ws');
+});
+
+test('close codes: table and range rules', () => {
+  assert.deepEqual(closeCodeInfo(4500).reconnect, false);
+  assert.deepEqual(closeCodeInfo(1001).reconnect, true);
+  assert.equal(closeCodeInfo(4321).reconnect, true);
+  assert.equal(closeCodeInfo(4777).reconnect, false);
+  assert.equal(closeCodeInfo(1006).reconnect, true);
+});
+
+/** A scriptable stand-in for the browser's WebSocket. */
+class FakeSocket {
+  static all = [];
+  constructor(url, protocol) {
+    Object.assign(this, { url, protocol, readyState: 0, sent: [], closedWith: null });
+    FakeSocket.all.push(this);
+  }
+  send(text) { this.sent.push(...text.split('\n').map((l) => JSON.parse(l))); }
+  close(code) { this.closedWith = code; this.readyState = 3; }
+  open() { this.readyState = 1; this.onopen?.(); }
+  receive(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
+  drop(code) { this.readyState = 3; this.onclose?.({ code, reason: '' }); }
+  last(op) { return [...this.sent].reverse().find((m) => m.op === op); }
+}
+
+function client(options = {}) {
+  FakeSocket.all = [];
+  return new HoldfastClient('ws://test/ws', { WebSocket: FakeSocket, page: null, backoff: { min: 1, max: 1 }, ...options });
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+test('client: connects, subscribes, resubscribes from its position after a drop', async () => {
+  const c = client();
+  const got = [];
+  c.subscribe('chat', (data) => got.push(data));
+  c.connect();
+  const ws = FakeSocket.all[0];
+  assert.equal(ws.protocol, 'holdfast.v1.json');
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  assert.equal(c.state, 'open');
+  ws.receive({ op: 'subscribed', id: ws.last('subscribe').id, channel: 'chat', epoch: 'e', offset: 0 });
+  ws.receive({ op: 'message', channel: 'chat', offset: 1, data: 'a' });
+  ws.drop(1006);
+  assert.equal(c.state, 'reconnecting');
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  ws2.open();
+  ws2.receive({ op: 'connected', id: ws2.last('connect').id, session: 's2', ping_interval_ms: 25000 });
+  await tick();
+  assert.deepEqual(ws2.last('subscribe').since, { epoch: 'e', offset: 1 });
+  const recovered = new Promise((r) => c.addEventListener('recovered', r, { once: true }));
+  ws2.receive({ op: 'subscribed', id: ws2.last('subscribe').id, channel: 'chat', epoch: 'e', offset: 2, recovered: true });
+  ws2.receive({ op: 'message', channel: 'chat', offset: 1, data: 'a' });
+  ws2.receive({ op: 'message', channel: 'chat', offset: 2, data: 'b' });
+  await recovered;
+  assert.deepEqual(got, ['a', 'b'], 'missed message once, duplicate dropped');
+  c.close();
+});
+
+test('client: no reconnect after a do-not-reconnect code; hint honoured otherwise', async () => {
+  const c = client();
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'disconnect', code: 4500, reason: 'bye', reconnect: false });
+  ws.drop(4500);
+  await tick();
+  assert.equal(c.state, 'closed');
+  assert.equal(FakeSocket.all.length, 1);
+
+  const d = client();
+  const states = [];
+  d.addEventListener('state', (e) => states.push(e.detail));
+  d.connect();
+  const w = FakeSocket.all[0];
+  w.open();
+  w.receive({ op: 'disconnect', code: 1001, reason: 'deploy', reconnect: true, reconnect_after_ms: 30 });
+  w.drop(1001);
+  assert.equal(states.at(-1).state, 'reconnecting');
+  assert.ok(states.at(-1).delay >= 30, 'the server hint is a floor');
+  d.close();
+});
+
+test('client: publish while disconnected is queued, then sent; bounded', async () => {
+  const c = client({ queueLimit: 1 });
+  const p = c.publish('x', 1);
+  await assert.rejects(c.publish('x', 2), /already wait/);
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  const pub = ws.last('publish');
+  assert.equal(pub.data, 1);
+  ws.receive({ op: 'published', id: pub.id, channel: 'x', epoch: 'e', offset: 1 });
+  assert.equal((await p).offset, 1);
+  c.close();
+});
+
+test('client: closing while still connecting is clean', async () => {
+  const c = client();
+  c.connect();
+  const ws = FakeSocket.all[0];
+  c.close();
+  assert.equal(ws.closedWith, null, 'no close() on a CONNECTING socket');
+  ws.open();
+  assert.equal(ws.closedWith, 1000, 'closed once it opened');
+  await tick();
+  assert.equal(FakeSocket.all.length, 1, 'no reconnect');
+  assert.equal(c.state, 'closed');
+});
+
+test('client: the watchdog replaces a connection whose pings stopped', async () => {
+  const c = client({ pingGrace: 20 });
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 20 });
+  const fired = new Promise((r) => c.addEventListener('watchdog', r, { once: true }));
+  await fired;
+  assert.equal(ws.closedWith, 4001);
+  await tick();
+  assert.equal(FakeSocket.all.length, 2, 'a new connection');
+  c.close();
+});

@@ -38,3 +38,24 @@ fn protocol_doc_tables_match_the_code() {
         assert!(doc.contains(&format!("| {} | `{}` |", c.code(), c.name())));
     }
 }
+
+/// clients/js/holdfast.js carries the same table (the browser has no Rust).
+#[test]
+fn the_browser_module_has_the_same_close_codes() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clients/js/holdfast.js");
+    let js = std::fs::read_to_string(path).expect("clients/js/holdfast.js exists");
+    let table = &js[js.find("export const CLOSE_CODES").unwrap()..];
+    let table = &table[..table.find("};").unwrap()];
+    let entries = table.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
+    assert_eq!(entries, CloseCode::ALL.len(), "clients/js/holdfast.js CLOSE_CODES has {entries} entries");
+    for c in CloseCode::ALL {
+        let line = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{}:", c.code())))
+            .unwrap_or_else(|| panic!("clients/js/holdfast.js lacks close code {}", c.code()));
+        assert!(line.contains(&format!("'{}'", c.name())), "{line}");
+        assert!(line.contains(&format!(", {},", c.reconnect())), "{line}");
+        let meaning = c.meaning().replace('\'', "\\'");
+        assert!(line.contains(c.meaning()) || line.contains(&meaning), "meaning of {} differs: {line}", c.code());
+    }
+}

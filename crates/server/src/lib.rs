@@ -145,6 +145,16 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found);
     Router::new()
         .route("/", get(demo_page))
+        .route(
+            "/holdfast.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../../clients/js/holdfast.js")) }),
+        )
+        .route(
+            "/holdfast.d.ts",
+            get(|| async {
+                asset("application/typescript; charset=utf-8", include_str!("../../../clients/js/holdfast.d.ts"))
+            }),
+        )
         .route("/ws", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)))
         .route("/echo", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -222,6 +232,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         state.admission.resident_bytes()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 async fn demo_page() -> Response {

@@ -77,3 +77,16 @@ async fn a_client_that_never_finishes_its_request_is_cut() {
     assert_eq!(c.recv().await["op"], "subscribed");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn serves_the_browser_module_and_its_types() {
+    let server = TestServer::default().await;
+    let js = server.http("GET", "/holdfast.js", &[], "").await;
+    assert_eq!(js.status, 200);
+    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+    assert!(js.body.contains("export class HoldfastClient"));
+    let dts = server.http("GET", "/holdfast.d.ts", &[], "").await;
+    assert_eq!(dts.status, 200);
+    assert!(dts.body.contains("export declare class HoldfastClient"));
+    server.stop().await;
+}

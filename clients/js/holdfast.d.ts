@@ -1,0 +1,64 @@
+// Types for holdfast.js (served at /holdfast.d.ts next to /holdfast.js).
+
+export interface CloseCodeInfo {
+  code: number;
+  name: string;
+  /** Whether a client should reconnect after this code. */
+  reconnect: boolean;
+  meaning: string;
+}
+
+export declare const CLOSE_CODES: Record<number, [name: string, reconnect: boolean, meaning: string]>;
+export declare function closeCodeInfo(code: number): CloseCodeInfo;
+export declare function resolveUrl(url?: string, page?: { protocol: string; host: string } | null): string;
+
+export declare class Backoff {
+  constructor(options?: { min?: number; max?: number; factor?: number; random?: () => number });
+  /** The next delay in ms: uniform in [0, min(max, min * factor^attempt)). */
+  next(): number;
+  reset(): void;
+}
+
+export declare class Position {
+  epoch: string | null;
+  offset: number;
+  subscribed(reply: { epoch: string; offset: number; recovered?: boolean }): 'fresh' | 'recovered' | 'lost';
+  accept(message: { offset: number }): boolean;
+  since(): { epoch: string; offset: number } | undefined;
+}
+
+export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export interface ClientOptions {
+  /** JWT sent in `connect`. */
+  token?: string;
+  backoff?: { min?: number; max?: number; factor?: number };
+  /** Extra silence allowed after ping_interval_ms before the connection counts as dead (ms, default 5000). */
+  pingGrace?: number;
+  /** Command reply timeout, also the wait for a connection of queued calls (ms, default 10000). */
+  commandTimeout?: number;
+  /** Calls queued while disconnected (default 100). */
+  queueLimit?: number;
+  /** A connection that lived this long resets the backoff (ms, default 10000). */
+  healthyAfter?: number;
+}
+
+export interface Subscription {
+  /** Resolves when the server confirmed the subscription (at once when not connected yet). */
+  ready: Promise<unknown>;
+  unsubscribe(): Promise<unknown>;
+}
+
+export declare class HoldfastClient extends EventTarget {
+  /** @param url ws(s)://host/ws; derived from the page when omitted. */
+  constructor(url?: string, options?: ClientOptions);
+  readonly state: State;
+  connect(): this;
+  /** Closes for good (no reconnect); safe while still connecting. */
+  close(): void;
+  subscribe(channel: string, onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown }) => void): Subscription;
+  unsubscribe(channel: string): Promise<unknown>;
+  publish(channel: string, data: unknown): Promise<{ channel: string; epoch: string; offset: number }>;
+  // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?}, 'recovered' {channel},
+  // 'recovery-failed' {channel, epoch, offset}, 'watchdog' {silentFor}, 'error'.
+}

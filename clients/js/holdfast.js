@@ -108,8 +108,24 @@ export class HoldfastClient extends EventTarget {
     this.queue = []; // commands waiting for a connection
     this.nextId = 1;
     this.closedByUser = false;
-    this.onOnline = () => { if (this.state === 'reconnecting') this.#reconnectNow(); };
+    // The browser knows before we do: reconnect at once when it comes back
+    // online, and stop trying while it is offline.
+    this.offline = false;
+    this.onOnline = () => {
+      this.offline = false;
+      if (this.state === 'reconnecting') this.#reconnectNow();
+    };
+    this.onOffline = () => {
+      this.offline = true;
+      const ws = this.ws;
+      if (!ws || this.closedByUser) return;
+      this.ws = null;
+      ws.onclose = null;
+      if (ws.readyState === 1) ws.close(1000);
+      this.#closed(1006, 'the browser went offline');
+    };
     globalThis.addEventListener?.('online', this.onOnline);
+    globalThis.addEventListener?.('offline', this.onOffline);
   }
 
   /** Opens the connection (and keeps it open until close()). */
@@ -126,6 +142,7 @@ export class HoldfastClient extends EventTarget {
     clearTimeout(this.retryTimer);
     clearTimeout(this.watchdog);
     globalThis.removeEventListener?.('online', this.onOnline);
+    globalThis.removeEventListener?.('offline', this.onOffline);
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -272,6 +289,7 @@ export class HoldfastClient extends EventTarget {
     this.lastDisconnect = null;
     if (Date.now() - this.openedAt > this.options.healthyAfter) this.backoff.reset();
     if (!info.reconnect) return this.#setState('closed', { ...info, reason });
+    if (this.offline) return this.#setState('reconnecting', { ...info, reason, waitingForOnline: true });
     const delay = Math.max(hint ?? 0, this.backoff.next());
     this.#setState('reconnecting', { ...info, reason, delay });
     this.retryTimer = setTimeout(() => this.#open(), delay);

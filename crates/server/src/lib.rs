@@ -157,6 +157,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/ws", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)))
         .route("/echo", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)))
+        // Browsers ask for it on every page; an empty answer beats a 404 in the console.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

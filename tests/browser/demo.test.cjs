@@ -1,0 +1,83 @@
+// The demo page in real headless Chromium: connects through /holdfast.js,
+// subscribes, shows a message published over the HTTP API, and recovers
+// messages published while the browser was offline.
+// Run by scripts/test: `node --test tests/browser/` with HOLDFAST_BIN set and
+// NODE_PATH pointing at playwright-core (scripts/tools.sh installs both).
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const readline = require('node:readline');
+const fs = require('node:fs');
+
+let chromium;
+try {
+  ({ chromium } = require('playwright-core'));
+} catch {
+  throw new Error('playwright-core is missing: scripts/test installs it (npm install playwright-core into $HOLDFAST_CACHE/node)');
+}
+if (!fs.existsSync('/usr/bin/chromium')) {
+  throw new Error('chromium is missing: apt-get install -y chromium (scripts/test does this)');
+}
+
+function startServer() {
+  const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
+  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--api-key', 'browser-key'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  return new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: proc.stdout });
+    const timer = setTimeout(() => reject(new Error('the server did not start')), 20000);
+    lines.on('line', (line) => {
+      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) { clearTimeout(timer); resolve({ proc, base: m[1] }); }
+    });
+  });
+}
+
+async function publish(base, text) {
+  const r = await fetch(`${base}/api/publish`, {
+    method: 'POST',
+    headers: { Authorization: 'Bearer browser-key', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel: 'chat:lobby', data: { text } }),
+  });
+  assert.equal(r.status, 200);
+  return (await r.json()).offset;
+}
+
+test('demo page: live messages, then recovery after going offline', async () => {
+  const { proc, base } = await startServer();
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}/`);
+    await page.waitForFunction(() => window.holdfast?.state === 'open', null, { timeout: 10000 });
+    // Wait until the subscription is confirmed before publishing.
+    await page.waitForFunction(() => window.holdfast.subs.get('chat:lobby').position.epoch !== null, null, { timeout: 10000 });
+    await publish(base, 'hello from the API');
+    await page.waitForFunction(() => (window.received ?? []).some((m) => m.data.text === 'hello from the API'), null, { timeout: 10000 });
+    assert.match(await page.textContent('#messages'), /hello from the API/);
+
+    // Offline for a while: messages published meanwhile arrive once, in order, after.
+    await context.setOffline(true);
+    await page.waitForFunction(() => window.holdfast.state !== 'open', null, { timeout: 15000 });
+    const offsets = [];
+    for (const t of ['missed 1', 'missed 2', 'missed 3']) offsets.push(await publish(base, t));
+    await context.setOffline(false);
+    await page.waitForFunction((n) => (window.received ?? []).length >= n, 4, { timeout: 30000 });
+    await publish(base, 'live again');
+    await page.waitForFunction(() => window.received.some((m) => m.data.text === 'live again'), null, { timeout: 10000 });
+    const got = await page.evaluate(() => window.received.map((m) => [m.offset, m.data.text]));
+    assert.deepEqual(got.map((g) => g[1]), ['hello from the API', 'missed 1', 'missed 2', 'missed 3', 'live again']);
+    assert.deepEqual(got.map((g) => g[0]), [1, 2, 3, 4, 5]);
+    assert.deepEqual(errors.filter((e) => !e.includes('ERR_INTERNET_DISCONNECTED')), []);
+  } finally {
+    await browser.close();
+    proc.kill();
+  }
+});

@@ -1,0 +1,102 @@
+// holdfast.js in headless Chromium against a real server: a restart with a
+// new epoch, a do-not-reconnect close, and clients closed while connecting.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const readline = require('node:readline');
+const { chromium } = require('playwright-core');
+
+const KEY = 'browser-key';
+
+function startServer(port = 0) {
+  const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
+  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY, '--drain-window', '1s'],
+    { stdio: ['ignore', 'pipe', 'ignore'] });
+  return new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: proc.stdout });
+    const timer = setTimeout(() => reject(new Error('the server did not start')), 20000);
+    lines.on('line', (line) => {
+      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))/);
+      if (m) { clearTimeout(timer); resolve({ proc, base: m[1], port: Number(m[2]) }); }
+    });
+  });
+}
+
+const stopped = (proc) => new Promise((r) => { proc.once('exit', r); proc.kill('SIGTERM'); });
+
+async function api(base, path, body) {
+  const r = await fetch(`${base}${path}`, {
+    method: body ? 'POST' : 'GET',
+    headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return r.json();
+}
+
+async function withPage(base, fn) {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}/`);
+    await page.waitForFunction(() => window.holdfast?.subs.get('chat:lobby')?.position.epoch, null, { timeout: 10000 });
+    await fn(page, errors);
+  } finally {
+    await browser.close();
+  }
+}
+
+test('a restarted server (new epoch): recovery-failed is reported, then the page resumes', async () => {
+  let { proc, base, port } = await startServer();
+  try {
+    await withPage(base, async (page) => {
+      await api(base, '/api/publish', { channel: 'chat:lobby', data: { text: 'before' } });
+      await page.waitForFunction(() => window.received?.length === 1, null, { timeout: 10000 });
+      await stopped(proc);
+      await page.waitForFunction(() => window.holdfast.state === 'reconnecting', null, { timeout: 10000 });
+      ({ proc } = await startServer(port));
+      await page.waitForFunction(() => window.recoveryFailures === 1, null, { timeout: 30000 });
+      await page.waitForFunction(() => window.holdfast.state === 'open', null, { timeout: 10000 });
+      await api(base, '/api/publish', { channel: 'chat:lobby', data: { text: 'after' } });
+      await page.waitForFunction(() => window.received.some((m) => m.data.text === 'after'), null, { timeout: 10000 });
+      const timeline = await page.textContent('#timeline');
+      assert.match(timeline, /1001 \(going_away\)/, 'the timeline shows the close code and its meaning');
+      assert.match(timeline, /recovery impossible/);
+    });
+  } finally {
+    await stopped(proc);
+  }
+});
+
+test('a do-not-reconnect close is final; closing while connecting is clean', async () => {
+  const { proc, base } = await startServer();
+  try {
+    await withPage(base, async (page, errors) => {
+      const presence = await api(base, '/api/presence?channel=chat:lobby');
+      const session = presence.subscribers[0].session;
+      assert.deepEqual(await api(base, '/api/disconnect', { session }), { disconnected: 1 });
+      await page.waitForFunction(() => window.holdfast.state === 'closed', null, { timeout: 10000 });
+      await page.waitForTimeout(1500);
+      assert.equal(await page.evaluate(() => window.holdfast.state), 'closed', 'no reconnect after 4500');
+      assert.match(await page.textContent('#timeline'), /4500 \(disconnected_by_server\)/);
+
+      // React StrictMode mounts, unmounts and mounts again in one tick.
+      await page.evaluate(async () => {
+        const { HoldfastClient } = await import('/holdfast.js');
+        for (let i = 0; i < 2; i++) new HoldfastClient().connect().close();
+      });
+      await page.waitForTimeout(1000);
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      assert.match(metrics, /holdfast_connections\{transport="websocket"\} 0/, 'no socket left open');
+      assert.deepEqual(errors, [], 'no console error such as "closed before the connection is established"');
+    });
+  } finally {
+    await stopped(proc);
+  }
+});

@@ -2,6 +2,7 @@
 //! to the library crates; no protocol logic lives here.
 
 mod config;
+mod pubsub;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -31,6 +32,10 @@ enum Command {
     },
     /// Diagnose a WebSocket endpoint (any server) and name the fix.
     Doctor(holdfast_doctor::DoctorArgs),
+    /// Subscribe to channels and print their messages (events on stderr).
+    Sub(pubsub::SubArgs),
+    /// Publish one message over the HTTP API.
+    Pub(pubsub::PubArgs),
     /// Print an nginx config that proxies WebSockets correctly.
     Nginx(holdfast_doctor::nginx::NginxArgs),
     /// Load-test a holdfast server (idle memory, fan-out latency).
@@ -73,6 +78,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             Ok(ExitCode::from(rt.block_on(holdfast_doctor::run(args))))
+        }
+        Command::Sub(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(pubsub::sub(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pub(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(pubsub::publish(args))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Nginx(args) => {
             print!("{}", holdfast_doctor::nginx::generate(&args));

@@ -1,0 +1,245 @@
+//! The Rust client crate against a real `holdfast serve` process, through a
+//! TCP proxy the test can cut or silence: recovery after a network loss,
+//! recovery-failed after a restart, no reconnect after a do-not-reconnect
+//! code, the heartbeat watchdog.
+
+use holdfast_client::{Client, Config, Event};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(port: u16, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--drain-window", "500ms"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let port = first.rsplit(':').next().unwrap().parse().unwrap();
+    Server(child, port)
+}
+
+/// A loopback TCP proxy: `cut` drops every connection (and refuses new
+/// ones while set); `mute` stops forwarding server → client but keeps TCP up.
+#[derive(Clone, Default)]
+struct Proxy {
+    cut: Arc<AtomicBool>,
+    mute: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(&self, upstream: u16) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if me.cut.load(Ordering::SeqCst) {
+                    continue; // dropped at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+                let me = me.clone();
+                let generation = me.generation.load(Ordering::SeqCst);
+                tokio::spawn(async move { me.pipe(client, server, generation).await });
+            }
+        });
+        port
+    }
+
+    async fn pipe(&self, client: TcpStream, server: TcpStream, generation: u64) {
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let alive = |p: &Proxy| p.generation.load(Ordering::SeqCst) == generation;
+        let up = async {
+            let mut buf = [0u8; 8192];
+            loop {
+                match tokio::time::timeout(Duration::from_millis(50), cr.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(n)) => {
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {}
+                }
+                if !alive(self) {
+                    return;
+                }
+            }
+        };
+        let down = async {
+            let mut buf = [0u8; 8192];
+            loop {
+                match tokio::time::timeout(Duration::from_millis(50), sr.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(n)) => {
+                        if !self.mute.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {}
+                }
+                if !alive(self) {
+                    return;
+                }
+            }
+        };
+        tokio::select! { () = up => {}, () = down => {} }
+    }
+
+    /// Drops every open connection, like a network loss.
+    fn drop_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn publish(port: u16, channel: &str, data: serde_json::Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["pub", &format!("http://127.0.0.1:{port}"), channel, &data.to_string(), "--api-key", "k"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn next(client: &mut Client) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), client.next_event())
+        .await
+        .expect("an event within 10 s")
+        .expect("client running")
+}
+
+/// The next event that is not connection noise.
+async fn until(client: &mut Client, want: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let e = next(client).await;
+        let done = want(&e);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn fast(url: String) -> Config {
+    let mut c = Config::new(url);
+    c.backoff = holdfast_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(200), 2.0);
+    c
+}
+
+#[tokio::test]
+async fn missed_messages_arrive_once_in_order_after_a_network_loss() {
+    let server = serve(0, &[]);
+    let proxy = Proxy::default();
+    let port = proxy.start(server.1).await;
+    let mut client = Client::start(fast(format!("ws://127.0.0.1:{port}/ws")));
+    client.subscribe("news").await.unwrap();
+    publish(server.1, "news", json!(1)).await;
+    assert!(matches!(
+        until(&mut client, |e| matches!(e, Event::Message { .. })).await.last(),
+        Some(Event::Message { offset: 1, .. })
+    ));
+
+    proxy.cut.store(true, Ordering::SeqCst);
+    proxy.drop_all();
+    until(&mut client, |e| matches!(e, Event::Closed { reconnect_in: Some(_), .. })).await;
+    for n in 2..=4 {
+        publish(server.1, "news", json!(n)).await;
+    }
+    proxy.cut.store(false, Ordering::SeqCst);
+    let seen = until(&mut client, |e| matches!(e, Event::Message { offset: 4, .. })).await;
+    assert!(seen.iter().any(|e| matches!(e, Event::Recovered { channel } if channel == "news")), "{seen:?}");
+    let offsets: Vec<u64> =
+        seen.iter().filter_map(|e| if let Event::Message { offset, .. } = e { Some(*offset) } else { None }).collect();
+    assert_eq!(offsets, vec![2, 3, 4]);
+    publish(server.1, "news", json!(5)).await;
+    assert!(matches!(
+        until(&mut client, |e| matches!(e, Event::Message { .. })).await.last(),
+        Some(Event::Message { offset: 5, .. })
+    ));
+    // Publishing through the client works too.
+    assert_eq!(client.publish("news", json!("mine")).await.unwrap(), 6);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_restart_reports_recovery_failed_and_a_4500_is_final() {
+    let server = serve(0, &[]);
+    let port = server.1;
+    let mut client = Client::start(fast(format!("ws://127.0.0.1:{port}/ws")));
+    client.subscribe("room").await.unwrap();
+    publish(port, "room", json!("before")).await;
+    until(&mut client, |e| matches!(e, Event::Message { .. })).await;
+    drop(server);
+    let seen = until(&mut client, |e| matches!(e, Event::Closed { .. })).await;
+    assert!(matches!(seen.last(), Some(Event::Closed { code: 1001, reconnect_in: Some(_), .. })), "{seen:?}");
+    let server = serve(port, &[]);
+    let seen = until(&mut client, |e| matches!(e, Event::RecoveryFailed { .. })).await;
+    assert!(seen.iter().any(|e| matches!(e, Event::Open { .. })));
+    publish(port, "room", json!("after")).await;
+    let seen = until(&mut client, |e| matches!(e, Event::Message { .. })).await;
+    assert!(matches!(seen.last(), Some(Event::Message { offset: 1, data, .. }) if data == "after"));
+
+    // The backend disconnects this session: close 4500, no reconnect.
+    let body = api(port, "GET", "/api/presence?channel=room", "").await;
+    let session = body["subscribers"][0]["session"].as_str().unwrap().to_string();
+    let answer = api(port, "POST", "/api/disconnect", &json!({"session": session}).to_string()).await;
+    assert_eq!(answer["disconnected"], 1);
+    let seen = until(&mut client, |e| matches!(e, Event::Closed { .. })).await;
+    assert!(matches!(seen.last(), Some(Event::Closed { code: 4500, reconnect_in: None, .. })), "{seen:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), client.next_event()).await.unwrap().is_none(),
+        "the client stopped"
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn the_watchdog_replaces_a_connection_whose_pings_stopped() {
+    let server = serve(0, &["--ping-interval", "500ms"]);
+    let proxy = Proxy::default();
+    let port = proxy.start(server.1).await;
+    let mut config = fast(format!("ws://127.0.0.1:{port}/ws"));
+    config.ping_grace = Duration::from_millis(500);
+    let mut client = Client::start(config);
+    client.subscribe("x").await.unwrap();
+    proxy.mute.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    until(&mut client, |e| matches!(e, Event::Watchdog)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "watchdog after {:?}", started.elapsed());
+    proxy.mute.store(false, Ordering::SeqCst);
+    proxy.drop_all();
+    until(&mut client, |e| matches!(e, Event::Open { .. })).await;
+    client.close().await;
+}
+
+/// An API call with the key, by hand (the test needs no HTTP client crate).
+async fn api(port: u16, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}

@@ -1,0 +1,443 @@
+//! A holdfast client for Rust services: subscribe to channels and keep
+//! receiving through disconnects. It reconnects with exponential backoff and
+//! full jitter, follows each close code's reconnect advice and the server's
+//! `reconnect_after_ms`, replaces connections whose pings stopped, and
+//! resubscribes every channel from its last position, so missed messages
+//! arrive (once, in order) before live ones — or a `RecoveryFailed` event
+//! says they cannot.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), holdfast_client::Error> {
+//! let mut client = holdfast_client::Client::start(holdfast_client::Config::new("ws://127.0.0.1:8080/ws"));
+//! client.subscribe("chat:lobby").await?;
+//! while let Some(event) = client.next_event().await {
+//!     if let holdfast_client::Event::Message { channel, offset, data } = event {
+//!         println!("{channel} #{offset}: {data}");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod position;
+
+pub use backoff::Backoff;
+pub use position::{Position, Resumed};
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast_protocol::{CloseCode, Epoch, Offset};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `ws://` or `wss://` URL of the `/ws` endpoint.
+    pub url: String,
+    /// JWT sent in `connect`.
+    pub token: Option<String>,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Silence allowed beyond the server's ping interval before the
+    /// connection counts as dead.
+    pub ping_grace: Duration,
+    /// How long a command waits for its reply (or for a connection).
+    pub command_timeout: Duration,
+    /// A connection that lived this long resets the backoff.
+    pub healthy_after: Duration,
+}
+
+impl Config {
+    /// Defaults: backoff 0.5 s → 20 s, ping grace 5 s, command timeout 10 s.
+    pub fn new(url: impl Into<String>) -> Config {
+        Config {
+            url: url.into(),
+            token: None,
+            backoff: Backoff::default(),
+            ping_grace: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            healthy_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Opening a connection.
+    Connecting,
+    /// Connected (and resubscribing).
+    Open {
+        /// The session id.
+        session: String,
+    },
+    /// A publication, delivered once and in order.
+    Message {
+        /// The channel.
+        channel: String,
+        /// Its offset.
+        offset: u64,
+        /// Its data.
+        data: Value,
+    },
+    /// Every message missed while away follows.
+    Recovered {
+        /// The channel.
+        channel: String,
+    },
+    /// Messages missed while away are gone: reload state.
+    RecoveryFailed {
+        /// The channel.
+        channel: String,
+    },
+    /// No ping within the interval plus grace: the connection was replaced.
+    Watchdog,
+    /// The connection closed.
+    Closed {
+        /// The close code (1006: no close frame).
+        code: u16,
+        /// Its meaning from the close-code table.
+        meaning: String,
+        /// When the client reconnects; `None` means never (a do-not-reconnect code, or `close`).
+        reconnect_in: Option<Duration>,
+    },
+}
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The server answered with `error`.
+    #[error("{code}: {message}")]
+    Server {
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+    },
+    /// No reply (or no connection) within the command timeout.
+    #[error("no reply within the command timeout")]
+    Timeout,
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+}
+
+enum Cmd {
+    Subscribe(String, oneshot::Sender<Result<(), Error>>),
+    Publish(String, Value, oneshot::Sender<Result<u64, Error>>),
+    Close,
+}
+
+/// A running client; see the crate docs.
+pub struct Client {
+    commands: mpsc::Sender<Cmd>,
+    events: mpsc::Receiver<Event>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Starts connecting in the background.
+    pub fn start(config: Config) -> Client {
+        let (commands, rx) = mpsc::channel(256);
+        let (tx, events) = mpsc::channel(1024);
+        let timeout = config.command_timeout;
+        tokio::spawn(run(config, rx, tx));
+        Client { commands, events, timeout }
+    }
+
+    /// Subscribes (now, or as soon as connected) and keeps the subscription across reconnects.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Cmd::Subscribe(channel.to_string(), tx)).await.map_err(|_| Error::Closed)?;
+        self.wait(rx).await
+    }
+
+    /// Publishes (waiting for a connection if needed); returns the offset.
+    pub async fn publish(&self, channel: &str, data: Value) -> Result<u64, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Cmd::Publish(channel.to_string(), data, tx)).await.map_err(|_| Error::Closed)?;
+        self.wait(rx).await
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// The next event; `None` once the client has stopped for good.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Closes the connection; no reconnect.
+    pub async fn close(self) {
+        let _ = self.commands.send(Cmd::Close).await;
+    }
+}
+
+enum Pending {
+    Connect,
+    Subscribe(String, Option<oneshot::Sender<Result<(), Error>>>),
+    Publish(oneshot::Sender<Result<u64, Error>>),
+}
+
+/// How one connection ended.
+struct Ended {
+    code: u16,
+    hint: Option<Duration>,
+    lived: Duration,
+    stop: bool,
+}
+
+async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc::Sender<Event>) {
+    let mut subs: BTreeMap<String, Position> = BTreeMap::new();
+    let mut waiting: Vec<Cmd> = Vec::new();
+    loop {
+        let _ = events.send(Event::Connecting).await;
+        let ended = connection(&config, &mut subs, &mut waiting, &mut commands, &events).await;
+        if ended.stop {
+            let _ = events.send(Event::Closed { code: 1000, meaning: meaning(1000), reconnect_in: None }).await;
+            return;
+        }
+        if ended.lived > config.healthy_after {
+            config.backoff.reset();
+        }
+        if !CloseCode::advice_for(ended.code) {
+            let _ =
+                events.send(Event::Closed { code: ended.code, meaning: meaning(ended.code), reconnect_in: None }).await;
+            return;
+        }
+        let delay = config.backoff.next_delay().max(ended.hint.unwrap_or_default());
+        let _ = events
+            .send(Event::Closed { code: ended.code, meaning: meaning(ended.code), reconnect_in: Some(delay) })
+            .await;
+        // While waiting, calls queue (bounded) and `close` still works.
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => break,
+                cmd = commands.recv() => match cmd {
+                    None | Some(Cmd::Close) => return,
+                    Some(cmd) => queue(&mut waiting, &mut subs, cmd),
+                },
+            }
+        }
+    }
+}
+
+fn meaning(code: u16) -> String {
+    match CloseCode::from_code(code) {
+        Some(c) => format!("{}: {}", c.name(), c.meaning()),
+        None if code == 1006 => "abnormal_closure: the connection dropped without a close frame".into(),
+        None => "a code this client does not know".into(),
+    }
+}
+
+fn queue(waiting: &mut Vec<Cmd>, subs: &mut BTreeMap<String, Position>, cmd: Cmd) {
+    if let Cmd::Subscribe(channel, _) = &cmd {
+        subs.entry(channel.clone()).or_default();
+    }
+    if waiting.len() < 100 {
+        waiting.push(cmd);
+    } // else the caller's oneshot drops: it sees `Closed` at once rather than waiting forever
+}
+
+async fn connection(
+    config: &Config,
+    subs: &mut BTreeMap<String, Position>,
+    waiting: &mut Vec<Cmd>,
+    commands: &mut mpsc::Receiver<Cmd>,
+    events: &mpsc::Sender<Event>,
+) -> Ended {
+    let opened = Instant::now();
+    let fail = |code| Ended { code, hint: None, lived: opened.elapsed(), stop: false };
+    let Ok(mut request) = config.url.as_str().into_client_request() else { return Ended { stop: true, ..fail(1006) } };
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(holdfast_protocol::SUBPROTOCOL));
+    let ws = match tokio::time::timeout(config.command_timeout, tokio_tungstenite::connect_async(request)).await {
+        Ok(Ok((ws, _))) => ws,
+        _ => return fail(1006),
+    };
+    let (mut sink, mut stream) = ws.split();
+    let mut next_id = 1u64;
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut connect = json!({"id": 0, "op": "connect", "client": "holdfast-client/0.1"});
+    if let Some(t) = &config.token {
+        connect["token"] = json!(t);
+    }
+    pending.insert(0, Pending::Connect);
+    if sink.send(Message::text(connect.to_string())).await.is_err() {
+        return fail(1006);
+    }
+    let mut hint = None;
+    // Until `connected` names the ping interval, the command timeout bounds the wait.
+    let mut ping_window = config.command_timeout;
+    let mut watchdog = Instant::now() + ping_window;
+    let mut open = false;
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            cmd = commands.recv() => {
+                match cmd {
+                    None | Some(Cmd::Close) => {
+                        let _ = sink.send(Message::Close(None)).await;
+                        return Ended { stop: true, ..fail(1000) };
+                    }
+                    Some(cmd) if open => send(&mut sink, &mut pending, &mut next_id, subs, cmd).await,
+                    Some(cmd) => queue(waiting, subs, cmd),
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(watchdog.into()) => {
+                let _ = events.send(Event::Watchdog).await;
+                return fail(1006);
+            }
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => {
+                return Ended {
+                    code: frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                    hint,
+                    lived: opened.elapsed(),
+                    stop: false,
+                }
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Ended { hint, ..fail(1006) },
+        };
+        for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+            let Ok(m) = serde_json::from_str::<Value>(line) else { continue };
+            match m["op"].as_str().unwrap_or("") {
+                "ping" => {
+                    let _ = sink.send(Message::text(r#"{"op":"pong"}"#)).await;
+                }
+                "disconnect" => hint = m["reconnect_after_ms"].as_u64().map(Duration::from_millis),
+                "message" => {
+                    let channel = m["channel"].as_str().unwrap_or_default();
+                    let offset = m["offset"].as_u64().unwrap_or(0);
+                    if subs.get_mut(channel).is_some_and(|p| p.accept(Offset(offset))) {
+                        let event = Event::Message { channel: channel.to_string(), offset, data: m["data"].clone() };
+                        let _ = events.send(event).await;
+                    }
+                }
+                _ => {
+                    let Some(p) = m["id"].as_u64().and_then(|id| pending.remove(&id)) else { continue };
+                    let err = (m["op"] == "error").then(|| Error::Server {
+                        code: m["code"].as_str().unwrap_or_default().into(),
+                        message: m["message"].as_str().unwrap_or_default().into(),
+                    });
+                    match p {
+                        Pending::Connect => {
+                            if err.is_some() {
+                                return Ended { stop: true, ..fail(4500) };
+                            }
+                            let interval = Duration::from_millis(m["ping_interval_ms"].as_u64().unwrap_or(25_000));
+                            ping_window = interval + config.ping_grace;
+                            open = true;
+                            let session = m["session"].as_str().unwrap_or_default().to_string();
+                            let _ = events.send(Event::Open { session }).await;
+                            // Calls queued while away name their channels too; resubscribe
+                            // the others, each from its position.
+                            let queued: Vec<String> = waiting
+                                .iter()
+                                .filter_map(|c| match c {
+                                    Cmd::Subscribe(ch, _) => Some(ch.clone()),
+                                    _ => None,
+                                })
+                                .collect();
+                            for channel in subs.keys().filter(|c| !queued.contains(c)).cloned().collect::<Vec<_>>() {
+                                subscribe(&mut sink, &mut pending, &mut next_id, subs, channel, None).await;
+                            }
+                            for cmd in std::mem::take(waiting) {
+                                send(&mut sink, &mut pending, &mut next_id, subs, cmd).await;
+                            }
+                        }
+                        Pending::Subscribe(channel, reply) => {
+                            if let (None, Some(pos)) = (&err, subs.get_mut(&channel)) {
+                                let epoch = Epoch::new(m["epoch"].as_str().unwrap_or_default());
+                                let resumed = pos.subscribed(
+                                    epoch,
+                                    Offset(m["offset"].as_u64().unwrap_or(0)),
+                                    m["recovered"].as_bool(),
+                                );
+                                let event = match resumed {
+                                    Resumed::Recovered => Some(Event::Recovered { channel: channel.clone() }),
+                                    Resumed::Lost => Some(Event::RecoveryFailed { channel: channel.clone() }),
+                                    Resumed::Fresh => None,
+                                };
+                                if let Some(e) = event {
+                                    let _ = events.send(e).await;
+                                }
+                            }
+                            if let Some(reply) = reply {
+                                let _ = reply.send(err.map_or(Ok(()), Err));
+                            }
+                        }
+                        Pending::Publish(reply) => {
+                            let _ = reply.send(err.map_or(Ok(m["offset"].as_u64().unwrap_or(0)), Err));
+                        }
+                    }
+                }
+            }
+        }
+        // Any traffic proves the server is alive.
+        watchdog = Instant::now() + ping_window;
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+
+async fn send(
+    sink: &mut Sink,
+    pending: &mut HashMap<u64, Pending>,
+    next_id: &mut u64,
+    subs: &mut BTreeMap<String, Position>,
+    cmd: Cmd,
+) {
+    match cmd {
+        Cmd::Subscribe(channel, reply) => subscribe(sink, pending, next_id, subs, channel, Some(reply)).await,
+        Cmd::Publish(channel, data, reply) => {
+            let id = take_id(next_id);
+            pending.insert(id, Pending::Publish(reply));
+            let _ = sink
+                .send(Message::text(json!({"id": id, "op": "publish", "channel": channel, "data": data}).to_string()))
+                .await;
+        }
+        Cmd::Close => {}
+    }
+}
+
+async fn subscribe(
+    sink: &mut Sink,
+    pending: &mut HashMap<u64, Pending>,
+    next_id: &mut u64,
+    subs: &mut BTreeMap<String, Position>,
+    channel: String,
+    reply: Option<oneshot::Sender<Result<(), Error>>>,
+) {
+    let id = take_id(next_id);
+    let mut cmd = json!({"id": id, "op": "subscribe", "channel": channel});
+    if let Some(since) = subs.entry(channel.clone()).or_default().since() {
+        cmd["since"] = json!({"epoch": since.epoch.as_str(), "offset": since.offset.0});
+    }
+    pending.insert(id, Pending::Subscribe(channel, reply));
+    let _ = sink.send(Message::text(cmd.to_string())).await;
+}
+
+fn take_id(next_id: &mut u64) -> u64 {
+    let id = *next_id;
+    *next_id += 1;
+    id
+}

@@ -41,6 +41,8 @@ export interface ClientOptions {
   queueLimit?: number;
   /** A connection that lived this long resets the backoff (ms, default 10000). */
   healthyAfter?: number;
+  /** Clock, for tests (default Date.now). */
+  now?: () => number;
 }
 
 export interface Subscription {
@@ -60,5 +62,6 @@ export declare class HoldfastClient extends EventTarget {
   unsubscribe(channel: string): Promise<unknown>;
   publish(channel: string, data: unknown): Promise<{ channel: string; epoch: string; offset: number }>;
   // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?}, 'recovered' {channel},
-  // 'recovery-failed' {channel, epoch, offset}, 'watchdog' {silentFor}, 'error'.
+  // 'recovery-failed' {channel, epoch, offset}, 'watchdog' {silentFor},
+  // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings), 'error'.
 }

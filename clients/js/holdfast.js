@@ -100,6 +100,8 @@ export class HoldfastClient extends EventTarget {
     super();
     this.url = resolveUrl(url, options.page ?? globalThis.location);
     this.options = { pingGrace: 5000, commandTimeout: 10000, queueLimit: 100, healthyAfter: 10000, ...options };
+    this.now = options.now ?? Date.now;
+    this.requestedPing = undefined;
     this.backoff = new Backoff(options.backoff);
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.state = 'closed';
@@ -184,10 +186,12 @@ export class HoldfastClient extends EventTarget {
     this.#setState('connecting');
     const ws = new this.WebSocket(this.url, 'holdfast.v1.json');
     this.ws = ws;
-    this.openedAt = Date.now();
+    this.openedAt = this.now();
+    this.lastHeard = this.openedAt;
     ws.onopen = () => {
       const connect = { op: 'connect', client: 'holdfast.js/0.1' };
       if (this.options.token) connect.token = this.options.token;
+      if (this.requestedPing) connect.ping_interval_ms = this.requestedPing;
       this.#command(connect, { first: true }).then((reply) => {
         this.pingInterval = reply.ping_interval_ms;
         this.#armWatchdog();
@@ -197,6 +201,7 @@ export class HoldfastClient extends EventTarget {
       }, (e) => { this.#emit('error', e); ws.close(4000); });
     };
     ws.onmessage = (e) => {
+      this.lastHeard = this.now();
       this.#armWatchdog();
       for (const line of String(e.data).split('\n')) if (line.trim()) this.#handle(JSON.parse(line));
     };
@@ -287,12 +292,28 @@ export class HoldfastClient extends EventTarget {
     const info = closeCodeInfo(code);
     const hint = this.lastDisconnect?.reconnect_after_ms;
     this.lastDisconnect = null;
-    if (Date.now() - this.openedAt > this.options.healthyAfter) this.backoff.reset();
+    if (this.now() - this.openedAt > this.options.healthyAfter) this.backoff.reset();
+    this.#shortenPingAfterIdleCut(code);
     if (!info.reconnect) return this.#setState('closed', { ...info, reason });
     if (this.offline) return this.#setState('reconnecting', { ...info, reason, waitingForOnline: true });
     const delay = Math.max(hint ?? 0, this.backoff.next());
     this.#setState('reconnecting', { ...info, reason, delay });
     this.retryTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  /**
+   * A connection that died without a close frame (1006) after a silence
+   * shorter than the server's ping interval was most likely cut by an idle
+   * timeout in between (a proxy, a load balancer). Ask for pings at half
+   * that silence from now on (the server honours 5 s and up).
+   */
+  #shortenPingAfterIdleCut(code) {
+    const silence = this.now() - this.lastHeard;
+    if (code !== 1006 || !this.pingInterval || silence < 5000 || silence >= this.pingInterval) return;
+    const wanted = Math.max(5000, Math.floor(silence / 2));
+    if (this.requestedPing && this.requestedPing <= wanted) return;
+    this.#emit('ping-shortened', { from: this.requestedPing ?? this.pingInterval, to: wanted, silence });
+    this.requestedPing = wanted;
   }
 
   #reconnectNow() {

@@ -165,3 +165,23 @@ test('client: the watchdog replaces a connection whose pings stopped', async () 
   assert.equal(FakeSocket.all.length, 2, 'a new connection');
   c.close();
 });
+
+test('client: after an idle cut it asks for more frequent pings', async () => {
+  let now = 0;
+  const c = client({ now: () => now });
+  const events = [];
+  c.addEventListener('ping-shortened', (e) => events.push(e.detail));
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  now += 12000; // silent for 12 s, then cut without a close frame
+  ws.drop(1006);
+  assert.deepEqual(events, [{ from: 25000, to: 6000, silence: 12000 }]);
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  ws2.open();
+  assert.equal(ws2.last('connect').ping_interval_ms, 6000);
+  c.close();
+});

@@ -35,6 +35,12 @@ impl Heartbeat {
         Heartbeat { interval, timeout, last_heard: now, next_ping: now + interval, ping_sent: None }
     }
 
+    /// Pings every `interval` from now on (a client asked for a shorter one).
+    pub fn set_interval(&mut self, interval: Duration, now: Instant) {
+        self.interval = interval;
+        self.next_ping = self.next_ping.min(now + interval);
+    }
+
     /// The peer sent something.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use holdfast_protocol::{decode_frame, ChannelName, Command, ErrorCode, Reply, Request, StreamPosition};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::AuthError;
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
@@ -44,6 +44,8 @@ pub struct Session {
     heartbeat: Heartbeat,
     bucket: TokenBucket,
     token_expires: Option<Instant>,
+    /// When the frame being handled arrived (commands see one clock).
+    frame_time: Instant,
 }
 
 impl Session {
@@ -53,7 +55,17 @@ impl Session {
         let key = node.sessions.register(outbox.clone());
         let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
         let bucket = TokenBucket::new(node.config.commands_per_second, node.config.command_burst, now);
-        Session { node, key, outbox, info: None, subscriptions: Vec::new(), heartbeat, bucket, token_expires: None }
+        Session {
+            node,
+            key,
+            outbox,
+            info: None,
+            subscriptions: Vec::new(),
+            heartbeat,
+            bucket,
+            token_expires: None,
+            frame_time: now,
+        }
     }
 
     /// The session's outbound queue.
@@ -100,6 +112,7 @@ impl Session {
     /// Handles one text frame: one or more commands separated by `\n`.
     pub async fn handle_frame(&mut self, text: &str, now: Instant) -> FrameStats {
         self.heartbeat.heard(now);
+        self.frame_time = now;
         let mut stats = FrameStats::default();
         for request in decode_frame(text) {
             stats.commands += 1;
@@ -163,7 +176,7 @@ impl Session {
         let id_or_zero = id.unwrap_or(0);
         match command {
             Command::Pong => Ok(()),
-            Command::Connect { client, token } => {
+            Command::Connect { client, token, ping_interval_ms } => {
                 if self.info.is_some() {
                     return fail(ErrorCode::AlreadyConnected, "connect was already sent on this session".into());
                 }
@@ -183,11 +196,21 @@ impl Session {
                     _ => None,
                 };
                 let info = Arc::new(ClientInfo { session: new_session_id(), user, client });
+                // A client behind a proxy that cuts idle connections may ask
+                // for more frequent pings: never less often than configured,
+                // never more often than MIN_PING_INTERVAL.
+                let configured = self.node.config.ping_interval;
+                let interval = ping_interval_ms
+                    .map(|ms| Duration::from_millis(ms).clamp(MIN_PING_INTERVAL.min(configured), configured))
+                    .unwrap_or(configured);
+                if interval < configured {
+                    self.heartbeat.set_interval(interval, self.frame_time);
+                }
                 self.send(
                     Reply::Connected {
                         id: id_or_zero,
                         session: &info.session,
-                        ping_interval_ms: self.node.config.ping_interval.as_millis() as u64,
+                        ping_interval_ms: interval.as_millis() as u64,
                         node: self.node.name.as_deref(),
                     }
                     .encode(),
@@ -362,6 +385,9 @@ fn instant_of(at: std::time::SystemTime) -> Instant {
         Err(_) => now,
     }
 }
+
+/// The shortest ping interval a client may ask for.
+pub const MIN_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// 128 random bits as 32 hex characters: unguessable, because a session id
 /// will route fallback-transport requests.

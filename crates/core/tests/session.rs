@@ -139,3 +139,21 @@ async fn resubscribe_race_keeps_every_offset_exactly_once() {
     assert_eq!(seen, (1..=TOTAL).collect::<Vec<_>>(), "after {rounds} rounds");
     assert!(rounds > 10, "the race was exercised only {rounds} times");
 }
+
+#[tokio::test]
+async fn a_client_may_ask_for_more_frequent_pings_within_bounds() {
+    let node = node(HistoryLimits::default());
+    let t = Instant::now();
+    let mut s = Session::new(node.clone(), t);
+    s.handle_frame(r#"{"id":1,"op":"connect","ping_interval_ms":8000}"#, t).await;
+    assert_eq!(drain(&s)[0]["ping_interval_ms"], 8000);
+    s.tick(t + Duration::from_secs(8));
+    assert_eq!(drain(&s)[0]["op"], "ping", "the shorter interval applies");
+
+    let mut s = Session::new(node.clone(), t);
+    s.handle_frame(r#"{"id":1,"op":"connect","ping_interval_ms":10}"#, t).await;
+    assert_eq!(drain(&s)[0]["ping_interval_ms"], 5000, "never more often than every 5 s");
+    let mut s = Session::new(node, t);
+    s.handle_frame(r#"{"id":1,"op":"connect","ping_interval_ms":600000}"#, t).await;
+    assert_eq!(drain(&s)[0]["ping_interval_ms"], 25000, "never less often than configured");
+}

@@ -31,6 +31,9 @@ pub enum Command {
         token: Option<String>,
         /// Free-form client name/version, shown in presence.
         client: Option<String>,
+        /// A shorter ping interval the client asks for (it saw idle
+        /// connections die); the server honours it within bounds.
+        ping_interval_ms: Option<u64>,
     },
     /// Subscribes to a channel, recovering from `since` when given.
     Subscribe {
@@ -98,6 +101,8 @@ struct Envelope<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow)]
     client: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ping_interval_ms: Option<&'a RawValue>,
 }
 
 /// Splits a text frame on `\n` and decodes each non-blank line.
@@ -135,9 +140,11 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
     let op: String = required(id, "op", env.op)?;
     let command = match op.as_str() {
         "pong" => return Ok(Request { id, command: Command::Pong }),
-        "connect" => {
-            Command::Connect { token: optional(id, "token", env.token)?, client: optional(id, "client", env.client)? }
-        }
+        "connect" => Command::Connect {
+            token: optional(id, "token", env.token)?,
+            client: optional(id, "client", env.client)?,
+            ping_interval_ms: optional(id, "ping_interval_ms", env.ping_interval_ms)?,
+        },
         "subscribe" => Command::Subscribe {
             channel: channel(id, env.channel)?,
             since: optional(id, "since", env.since)?,
@@ -212,7 +219,7 @@ mod tests {
     fn decodes_each_command() {
         let r = decode_line(r#"{"id":1,"op":"connect","client":"t/1"}"#).unwrap();
         assert_eq!(r.id, Some(1));
-        assert!(matches!(r.command, Command::Connect { token: None, client: Some(ref c) } if c == "t/1"));
+        assert!(matches!(r.command, Command::Connect { token: None, client: Some(ref c), .. } if c == "t/1"));
 
         let r = decode_line(r#"{"id":2,"op":"subscribe","channel":"c","since":{"epoch":"e","offset":7}}"#).unwrap();
         let want = StreamPosition { epoch: Epoch::new("e"), offset: Offset(7) };

@@ -8,9 +8,9 @@ const { chromium } = require('playwright-core');
 
 const KEY = 'browser-key';
 
-function startServer(port = 0) {
+function startServer(port = 0, extra = []) {
   const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
-  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY, '--drain-window', '1s'],
+  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY, '--drain-window', '1s', ...extra],
     { stdio: ['ignore', 'pipe', 'ignore'] });
   return new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: proc.stdout });
@@ -97,6 +97,45 @@ test('a do-not-reconnect close is final; closing while connecting is clean', asy
       assert.deepEqual(errors, [], 'no console error such as "closed before the connection is established"');
     });
   } finally {
+    await stopped(proc);
+  }
+});
+
+test('the watchdog replaces a connection whose server pings stopped', async () => {
+  const { proc, base } = await startServer(0, ['--ping-interval', '1s']);
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  try {
+    const page = await browser.newPage();
+    let mute = false;
+    // Between page and server: drop the server's pings while `mute` is set.
+    await page.routeWebSocket(/\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      server.onMessage((message) => {
+        const lines = String(message).split('\n').filter((l) => !(mute && l.trim() === '{"op":"ping"}'));
+        if (lines.length) ws.send(lines.join('\n'));
+      });
+    });
+    await page.goto(`${base}/`);
+    await page.waitForFunction(() => window.holdfast?.state === 'open', null, { timeout: 10000 });
+    await page.evaluate(() => {
+      window.watchdogs = 0;
+      window.holdfast.addEventListener('watchdog', () => { window.watchdogs += 1; });
+    });
+    mute = true;
+    const started = Date.now();
+    await page.waitForFunction(() => window.watchdogs === 1, null, { timeout: 15000 });
+    const took = Date.now() - started;
+    mute = false;
+    // ping interval 1 s + grace 5 s, measured from the last message.
+    assert.ok(took >= 4000 && took < 8000, `the watchdog fired after ${took} ms`);
+    await page.waitForFunction(() => window.holdfast.state === 'open', null, { timeout: 15000 });
+    assert.match(await page.textContent('#timeline'), /no ping for 6000 ms/);
+  } finally {
+    await browser.close();
     await stopped(proc);
   }
 });

@@ -27,7 +27,7 @@ export declare class Position {
   since(): { epoch: string; offset: number } | undefined;
 }
 
-export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
+export type State = 'connecting' | 'open' | 'reconnecting' | 'closing' | 'closed';
 
 export interface ClientOptions {
   /** JWT sent in `connect`. */
@@ -61,7 +61,8 @@ export declare class HoldfastClient extends EventTarget {
   subscribe(channel: string, onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown }) => void): Subscription;
   unsubscribe(channel: string): Promise<unknown>;
   publish(channel: string, data: unknown): Promise<{ channel: string; epoch: string; offset: number }>;
-  // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?}, 'recovered' {channel},
+  // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?, session?, transport?, pingIntervalMs?},
+  // 'recovered' {channel, missed},
   // 'recovery-failed' {channel, epoch, offset}, 'watchdog' {silentFor},
   // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings), 'error'.
 }

@@ -156,6 +156,7 @@ export class HoldfastClient extends EventTarget {
       else if (ws.readyState === 1) ws.close(1000);
     }
     this.#fail(new Error('holdfast: client closed'));
+    this.#setState('closing');
     this.#setState('closed', { code: 1000, reconnect: false });
   }
 
@@ -195,7 +196,7 @@ export class HoldfastClient extends EventTarget {
       this.#command(connect, { first: true }).then((reply) => {
         this.pingInterval = reply.ping_interval_ms;
         this.#armWatchdog();
-        this.#setState('open', { session: reply.session });
+        this.#setState('open', { session: reply.session, transport: 'websocket', pingIntervalMs: reply.ping_interval_ms });
         for (const [channel, sub] of this.subs) this.#subscribe(channel, sub).catch((e) => this.#emit('error', e));
         for (const q of this.queue.splice(0)) this.#send(q.cmd, q);
       }, (e) => { this.#emit('error', e); ws.close(4000); });
@@ -220,8 +221,9 @@ export class HoldfastClient extends EventTarget {
       // Synchronously: the recovered messages follow in the same frame and
       // must meet the updated position.
       const sub = this.subs.get(m.channel);
+      const missed = sub ? m.offset - sub.position.offset : 0;
       const outcome = sub?.position.subscribed(m);
-      if (outcome === 'recovered') this.#emit('recovered', { channel: m.channel });
+      if (outcome === 'recovered') this.#emit('recovered', { channel: m.channel, missed });
       if (outcome === 'lost') this.#emit('recovery-failed', { channel: m.channel, epoch: m.epoch, offset: m.offset });
     }
     const p = m.id !== undefined && this.pending.get(m.id);

@@ -75,6 +75,7 @@ test('demo page: live messages, then recovery after going offline', async () => 
     const got = await page.evaluate(() => window.received.map((m) => [m.offset, m.data.text]));
     assert.deepEqual(got.map((g) => g[1]), ['hello from the API', 'missed 1', 'missed 2', 'missed 3', 'live again']);
     assert.deepEqual(got.map((g) => g[0]), [1, 2, 3, 4, 5]);
+    assert.match(await page.textContent('#timeline'), /recovered 3 missed message\(s\)/);
     assert.deepEqual(errors.filter((e) => !e.includes('ERR_INTERNET_DISCONNECTED')), []);
   } finally {
     await browser.close();

@@ -243,3 +243,15 @@ async fn api(port: u16, method: &str, path: &str, body: &str) -> serde_json::Val
     s.read_to_string(&mut buf).await.unwrap();
     serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
+
+#[tokio::test]
+async fn calls_made_while_disconnected_wait_with_a_bound_and_a_timeout() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let mut config = fast(format!("ws://127.0.0.1:{closed}/ws"));
+    config.command_timeout = Duration::from_millis(500);
+    let client = Client::start(config);
+    let calls = (0..101).map(|i| client.publish("q", json!(i)));
+    let results = futures_util::future::join_all(calls).await;
+    assert!(results.iter().any(|r| matches!(r, Err(holdfast_client::Error::QueueFull(100)))), "{results:?}");
+    assert!(results.iter().any(|r| matches!(r, Err(holdfast_client::Error::Timeout))), "{results:?}");
+}

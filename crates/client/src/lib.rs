@@ -125,6 +125,9 @@ pub enum Error {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// Too many calls already wait for a connection.
+    #[error("{0} calls already wait for a connection")]
+    QueueFull(usize),
 }
 
 enum Cmd {
@@ -242,13 +245,27 @@ fn meaning(code: u16) -> String {
     }
 }
 
+/// Calls that may wait for a connection.
+const MAX_WAITING: usize = 100;
+
 fn queue(waiting: &mut Vec<Cmd>, subs: &mut BTreeMap<String, Position>, cmd: Cmd) {
     if let Cmd::Subscribe(channel, _) = &cmd {
         subs.entry(channel.clone()).or_default();
     }
-    if waiting.len() < 100 {
+    if waiting.len() < MAX_WAITING {
         waiting.push(cmd);
-    } // else the caller's oneshot drops: it sees `Closed` at once rather than waiting forever
+        return;
+    }
+    // Full: fail at once, clearly, rather than let the call wait out its timeout.
+    match cmd {
+        Cmd::Subscribe(_, reply) => {
+            let _ = reply.send(Err(Error::QueueFull(MAX_WAITING)));
+        }
+        Cmd::Publish(_, _, reply) => {
+            let _ = reply.send(Err(Error::QueueFull(MAX_WAITING)));
+        }
+        Cmd::Close => {}
+    }
 }
 
 async fn connection(

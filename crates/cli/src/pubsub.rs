@@ -78,6 +78,9 @@ fn describe(e: &Event) -> String {
             format!("{channel}: recovery impossible (server restarted or history window passed)")
         }
         Event::Watchdog => "no ping from the server: replacing the connection".into(),
+        Event::PingShortened { to, silence } => {
+            format!("cut after {} s of silence: asking for pings every {} s", silence.as_secs(), to.as_secs())
+        }
         Event::Closed { code, meaning, reconnect_in } => {
             format!("closed {code} ({meaning}); reconnecting in {} ms", reconnect_in.map_or(0, |d| d.as_millis()))
         }

@@ -97,6 +97,15 @@ pub enum Event {
     },
     /// No ping within the interval plus grace: the connection was replaced.
     Watchdog,
+    /// The connection was cut after a silence shorter than the ping
+    /// interval (an idle timeout in between): the client now asks the
+    /// server for pings this often.
+    PingShortened {
+        /// The interval asked for.
+        to: Duration,
+        /// The silence after which the connection died.
+        silence: Duration,
+    },
     /// The connection closed.
     Closed {
         /// The close code (1006: no close frame).
@@ -198,14 +207,22 @@ struct Ended {
     hint: Option<Duration>,
     lived: Duration,
     stop: bool,
+    /// Silence before the end, and the server's ping interval (if known).
+    silence: Duration,
+    interval: Option<Duration>,
 }
 
 async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc::Sender<Event>) {
     let mut subs: BTreeMap<String, Position> = BTreeMap::new();
     let mut waiting: Vec<Cmd> = Vec::new();
+    let mut requested_ping: Option<Duration> = None;
     loop {
         let _ = events.send(Event::Connecting).await;
-        let ended = connection(&config, &mut subs, &mut waiting, &mut commands, &events).await;
+        let ended = connection(&config, requested_ping, &mut subs, &mut waiting, &mut commands, &events).await;
+        if let Some(to) = shorter_ping(&ended, requested_ping) {
+            requested_ping = Some(to);
+            let _ = events.send(Event::PingShortened { to, silence: ended.silence }).await;
+        }
         if ended.stop {
             let _ = events.send(Event::Closed { code: 1000, meaning: meaning(1000), reconnect_in: None }).await;
             return;
@@ -235,6 +252,18 @@ async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc
             }
         }
     }
+}
+
+/// A 1006 after a silence shorter than the ping interval means something in
+/// between cut an idle connection: ask for pings at half that silence
+/// (the server honours 5 s and up).
+fn shorter_ping(ended: &Ended, requested: Option<Duration>) -> Option<Duration> {
+    let interval = ended.interval?;
+    if ended.code != 1006 || ended.silence < Duration::from_secs(5) || ended.silence >= interval {
+        return None;
+    }
+    let to = (ended.silence / 2).max(Duration::from_secs(5));
+    requested.is_none_or(|r| to < r).then_some(to)
 }
 
 fn meaning(code: u16) -> String {
@@ -270,13 +299,23 @@ fn queue(waiting: &mut Vec<Cmd>, subs: &mut BTreeMap<String, Position>, cmd: Cmd
 
 async fn connection(
     config: &Config,
+    requested_ping: Option<Duration>,
     subs: &mut BTreeMap<String, Position>,
     waiting: &mut Vec<Cmd>,
     commands: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<Event>,
 ) -> Ended {
     let opened = Instant::now();
-    let fail = |code| Ended { code, hint: None, lived: opened.elapsed(), stop: false };
+    let mut last_heard = opened;
+    let mut interval: Option<Duration> = None;
+    let fail = |code| Ended {
+        code,
+        hint: None,
+        lived: opened.elapsed(),
+        stop: false,
+        silence: Duration::ZERO,
+        interval: None,
+    };
     let Ok(mut request) = config.url.as_str().into_client_request() else { return Ended { stop: true, ..fail(1006) } };
     request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(holdfast_protocol::SUBPROTOCOL));
     let ws = match tokio::time::timeout(config.command_timeout, tokio_tungstenite::connect_async(request)).await {
@@ -289,6 +328,9 @@ async fn connection(
     let mut connect = json!({"id": 0, "op": "connect", "client": "holdfast-client/0.1"});
     if let Some(t) = &config.token {
         connect["token"] = json!(t);
+    }
+    if let Some(p) = requested_ping {
+        connect["ping_interval_ms"] = json!(p.as_millis() as u64);
     }
     pending.insert(0, Pending::Connect);
     if sink.send(Message::text(connect.to_string())).await.is_err() {
@@ -321,16 +363,13 @@ async fn connection(
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(frame))) => {
-                return Ended {
-                    code: frame.map(|f| u16::from(f.code)).unwrap_or(1005),
-                    hint,
-                    lived: opened.elapsed(),
-                    stop: false,
-                }
+                let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                return Ended { code, hint, silence: last_heard.elapsed(), interval, ..fail(code) };
             }
             Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Ended { hint, ..fail(1006) },
+            Some(Err(_)) | None => return Ended { hint, silence: last_heard.elapsed(), interval, ..fail(1006) },
         };
+        last_heard = Instant::now();
         for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
             let Ok(m) = serde_json::from_str::<Value>(line) else { continue };
             match m["op"].as_str().unwrap_or("") {
@@ -357,8 +396,9 @@ async fn connection(
                             if err.is_some() {
                                 return Ended { stop: true, ..fail(4500) };
                             }
-                            let interval = Duration::from_millis(m["ping_interval_ms"].as_u64().unwrap_or(25_000));
-                            ping_window = interval + config.ping_grace;
+                            let every = Duration::from_millis(m["ping_interval_ms"].as_u64().unwrap_or(25_000));
+                            interval = Some(every);
+                            ping_window = every + config.ping_grace;
                             open = true;
                             let session = m["session"].as_str().unwrap_or_default().to_string();
                             let _ = events.send(Event::Open { session }).await;
@@ -457,4 +497,30 @@ fn take_id(next_id: &mut u64) -> u64 {
     let id = *next_id;
     *next_id += 1;
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(code: u16, silence: u64, interval: Option<u64>) -> Ended {
+        Ended {
+            code,
+            hint: None,
+            lived: Duration::from_secs(100),
+            stop: false,
+            silence: Duration::from_secs(silence),
+            interval: interval.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn an_idle_cut_asks_for_shorter_pings() {
+        assert_eq!(shorter_ping(&ended(1006, 12, Some(25)), None), Some(Duration::from_secs(6)));
+        assert_eq!(shorter_ping(&ended(1006, 8, Some(25)), None), Some(Duration::from_secs(5)), "never under 5 s");
+        assert_eq!(shorter_ping(&ended(1001, 12, Some(25)), None), None, "a clean close is no idle cut");
+        assert_eq!(shorter_ping(&ended(1006, 30, Some(25)), None), None, "pings were due: not an idle cut");
+        assert_eq!(shorter_ping(&ended(1006, 2, Some(25)), None), None, "too short to say");
+        assert_eq!(shorter_ping(&ended(1006, 12, Some(25)), Some(Duration::from_secs(5))), None, "already shorter");
+    }
 }

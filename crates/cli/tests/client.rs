@@ -255,3 +255,39 @@ async fn calls_made_while_disconnected_wait_with_a_bound_and_a_timeout() {
     assert!(results.iter().any(|r| matches!(r, Err(holdfast_client::Error::QueueFull(100)))), "{results:?}");
     assert!(results.iter().any(|r| matches!(r, Err(holdfast_client::Error::Timeout))), "{results:?}");
 }
+
+#[tokio::test]
+async fn holdfast_sub_prints_messages_and_events() {
+    let server = serve(0, &[]);
+    let mut sub = tokio::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["sub", &format!("ws://127.0.0.1:{}/ws", server.1), "a", "b", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    // Wait until it is open before publishing.
+    while !line.contains("open") {
+        line.clear();
+        use tokio::io::AsyncBufReadExt;
+        tokio::time::timeout(Duration::from_secs(10), stderr.read_line(&mut line)).await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(server.1, "a", json!({"x": 1})).await;
+    publish(server.1, "b", json!("two")).await;
+    let mut stdout = tokio::io::BufReader::new(sub.stdout.take().unwrap());
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        use tokio::io::AsyncBufReadExt;
+        tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut l)).await.unwrap().unwrap();
+        got.push(serde_json::from_str::<serde_json::Value>(&l).unwrap());
+    }
+    assert_eq!(
+        got,
+        vec![json!({"channel":"a","offset":1,"data":{"x":1}}), json!({"channel":"b","offset":1,"data":"two"})]
+    );
+    sub.kill().await.unwrap();
+}

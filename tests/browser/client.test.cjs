@@ -33,12 +33,14 @@ async function api(base, path, body) {
   return r.json();
 }
 
+const launch = () => chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+
 async function withPage(base, fn) {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     const errors = [];
@@ -103,11 +105,7 @@ test('a do-not-reconnect close is final; closing while connecting is clean', asy
 
 test('the watchdog replaces a connection whose server pings stopped', async () => {
   const { proc, base } = await startServer(0, ['--ping-interval', '1s']);
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     let mute = false;

@@ -7,6 +7,15 @@ fn holdfast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_holdfast"))
 }
 
+/// Spawns a `serve` command (stdout piped here) and returns it with the
+/// address it printed.
+fn started(mut cmd: Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let addr = first.rsplit("http://").next().unwrap().to_string();
+    (child, addr)
+}
+
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("holdfast-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -69,14 +78,9 @@ fn bad_settings_fail_with_a_message() {
 fn sigterm_drains_clients_and_exits_zero_within_the_window() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let mut child = holdfast()
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--drain-window", "1s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let addr = first.rsplit("http://").next().unwrap().to_string();
+    let mut cmd = holdfast();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--drain-window", "1s"]).stderr(Stdio::null());
+    let (mut child, addr) = started(cmd);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -108,18 +112,14 @@ fn sigterm_drains_clients_and_exits_zero_within_the_window() {
 fn out_of_file_descriptors_is_survived() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!(
             "ulimit -n 48 && exec {} serve --listen 127.0.0.1:0 --api-key k --max-connections 1000",
             env!("CARGO_BIN_EXE_holdfast")
         ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let addr = first.rsplit("http://").next().unwrap().to_string();
+        .stderr(Stdio::piped());
+    let (mut child, addr) = started(cmd);
     // Hold more connections than the process has descriptors.
     let held: Vec<std::net::TcpStream> = (0..80).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
     assert!(held.len() > 48);
@@ -165,14 +165,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn json_logs_carry_the_cause_of_a_refused_handshake() {
     use std::io::{Read, Write};
-    let mut child = holdfast()
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let addr = first.rsplit("http://").next().unwrap().to_string();
+    let mut cmd = holdfast();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--log-format", "json"]).stderr(Stdio::piped());
+    let (mut child, addr) = started(cmd);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 10.0.0.9\r\n\r\n").unwrap();
     let mut out = String::new();

@@ -3,37 +3,17 @@
 //! recovery-failed after a restart, no reconnect after a do-not-reconnect
 //! code, the heartbeat watchdog.
 
+mod common;
+
+use common::serve;
 use holdfast_client::{Client, Config, Event};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(port: u16, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--drain-window", "500ms"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let port = first.rsplit(':').next().unwrap().parse().unwrap();
-    Server(child, port)
-}
 
 /// A loopback TCP proxy: `cut` drops every connection (and refuses new
 /// ones while set); `mute` stops forwarding server → client but keeps TCP up.

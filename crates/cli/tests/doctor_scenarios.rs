@@ -6,7 +6,9 @@
 //!
 //! Needs nginx: `apt-get install -y nginx-light` (scripts/test does it).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,19 +39,6 @@ fn wait_for_port(port: u16) {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn start_holdfast(extra: &[&str]) -> (Guard, u16) {
-    let mut child = holdfast()
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let port = first.rsplit(':').next().unwrap().parse().unwrap();
-    (Guard(child), port)
 }
 
 /// Accepts connections and never answers.
@@ -164,7 +153,8 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
     std::fs::create_dir_all(&dir).unwrap();
     let certs = Certs::make(&dir.join("certs"));
 
-    let (_server, hf) = start_holdfast(&["--ping-interval", "30s"]);
+    let server = common::serve(0, &["--ping-interval", "30s"]);
+    let hf = server.1;
     let down = free_port();
     let hole = black_hole();
     let closes = scripted_ws(|s| {

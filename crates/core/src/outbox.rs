@@ -120,11 +120,6 @@ impl Outbox {
         first
     }
 
-    /// Whether the outbox is closing.
-    pub fn is_closing(&self) -> bool {
-        self.state.lock().expect("outbox lock poisoned").closing.is_some()
-    }
-
     /// Bytes queued right now.
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().expect("outbox lock poisoned").bytes

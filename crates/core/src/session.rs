@@ -349,11 +349,6 @@ impl Session {
         let _ = self.outbox.push(frame);
     }
 
-    /// Channels this session is subscribed to.
-    pub fn subscriptions(&self) -> &[ChannelName] {
-        &self.subscriptions
-    }
-
     /// Leaves every channel and the registry. Call exactly once, when the
     /// connection is gone.
     pub async fn finish(self) {

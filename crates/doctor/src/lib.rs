@@ -69,15 +69,7 @@ pub struct DoctorArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = n.parse().map_err(|_| format!("{s:?} is not a duration; write 75s, 500ms or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: use ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 75s, 500ms, 2m)"))
 }
 
 /// Probes `url` and diagnoses it.

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Broker: `memory` (embedded, default) or `redis://HOST:PORT/DB`.
     #[arg(long, env = "HOLDFAST_BROKER")]
     pub broker: Option<String>,
+    /// With a Redis broker: how long a crashed node's clients stay in
+    /// presence, e.g. `15s` (nodes refresh theirs every third of it).
+    #[arg(long, env = "HOLDFAST_PRESENCE_TTL", value_parser = parse_duration)]
+    pub presence_ttl: Option<Duration>,
     /// TOML file with any of these settings (flags and env override it).
     #[arg(long, env = "HOLDFAST_CONFIG")]
     pub config: Option<PathBuf>,
@@ -116,6 +120,8 @@ pub struct FileConfig {
     api_key: Option<String>,
     broker: Option<String>,
     #[serde(default, deserialize_with = "duration")]
+    presence_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
     ping_interval: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pong_timeout: Option<Duration>,
@@ -180,6 +186,7 @@ const FILE_KEYS: &[&str] = &[
     "listen",
     "api_key",
     "broker",
+    "presence_ttl",
     "ping_interval",
     "pong_timeout",
     "history_size",
@@ -229,8 +236,10 @@ pub struct Resolved {
     pub listen: SocketAddr,
     /// The API key, and whether it was generated.
     pub api_key: (String, bool),
-    /// The broker URL.
+    /// The broker URL: `memory` or `redis://…`.
     pub broker: String,
+    /// Presence expiry with a Redis broker.
+    pub presence_ttl: Option<Duration>,
     /// Network-edge settings.
     pub server: ServerConfig,
     /// Session settings.
@@ -293,6 +302,10 @@ impl ServeArgs {
             None => (generate_key(), true),
         };
         let broker = self.broker.or(file.broker).unwrap_or_else(|| "memory".into());
+        if broker != "memory" && !broker.starts_with("redis://") {
+            bail!("broker {broker:?}: use `memory` (one process) or `redis://HOST:PORT/DB` (several nodes)");
+        }
+        let presence_ttl = self.presence_ttl.or(file.presence_ttl);
         let secret = self.jwt_secret.or(file.jwt_secret);
         let public_key = self.jwt_public_key.or(file.jwt_public_key);
         let anonymous = self.allow_anonymous.or(file.allow_anonymous);
@@ -351,6 +364,7 @@ impl ServeArgs {
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             api_key: (api_key.clone(), generated),
             broker,
+            presence_ttl,
             server: ServerConfig {
                 api_key,
                 max_message_size,

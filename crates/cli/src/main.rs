@@ -4,9 +4,9 @@
 mod config;
 mod pubsub;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use holdfast_core::{MemoryBroker, Node};
+use holdfast_core::{MemoryBroker, Node, SessionRegistry};
 use holdfast_server::Metrics;
 use std::io::Write;
 use std::path::PathBuf;
@@ -109,17 +109,16 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         config::LogFormat::Text => logs.init(),
         config::LogFormat::Json => logs.json().with_current_span(true).init(),
     }
-    if cfg.broker != "memory" {
-        bail!("broker {:?} is not supported yet: use `memory` (the Redis broker is on the way)", cfg.broker);
-    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        let broker = Arc::new(MemoryBroker::with_namespaces(cfg.namespaces.clone()));
-        let mut node = Node::new(broker, cfg.session, cfg.node_name).with_namespaces(cfg.namespaces);
+        let sessions = Arc::new(SessionRegistry::default());
+        let broker = start_broker(&cfg.broker, cfg.presence_ttl, &cfg.namespaces, &sessions).await?;
+        let mut node =
+            Node::new(broker, cfg.session, cfg.node_name).with_namespaces(cfg.namespaces).with_sessions(sessions);
         if let Some(auth) = cfg.auth {
             node = node.with_auth(Arc::new(auth));
         }
@@ -129,6 +128,30 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The embedded broker, or Redis (waiting briefly for it: a node that
+/// starts while Redis is down serves local clients and reports not-ready).
+async fn start_broker(
+    url: &str,
+    presence_ttl: Option<std::time::Duration>,
+    namespaces: &holdfast_core::Namespaces,
+    sessions: &Arc<SessionRegistry>,
+) -> anyhow::Result<Arc<dyn holdfast_core::Broker>> {
+    if url == "memory" {
+        return Ok(Arc::new(MemoryBroker::with_namespaces(namespaces.clone())));
+    }
+    let mut options = holdfast_redis::RedisOptions::new(url);
+    if let Some(ttl) = presence_ttl {
+        options.presence_ttl = ttl;
+    }
+    let broker = holdfast_redis::RedisBroker::start(options, namespaces.clone(), sessions.clone())
+        .map_err(anyhow::Error::msg)?;
+    if !broker.wait_ready(std::time::Duration::from_secs(3)).await {
+        use holdfast_core::Broker;
+        tracing::warn!("starting without Redis: {}", broker.readiness().unwrap_err());
+    }
+    Ok(Arc::new(broker))
 }
 
 fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool)) {

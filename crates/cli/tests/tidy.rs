@@ -16,6 +16,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["axum", "hyper", "http", "tokio-tungstenite", "redis", "serde_json", "anyhow", "holdfast-server"],
         "core does no I/O and no JSON of its own (it encodes through protocol)",
     ),
+    (
+        "redis",
+        &["holdfast-server", "axum", "hyper", "clap", "anyhow"],
+        "the Redis broker implements core's Broker trait and never reaches into HTTP or the CLI",
+    ),
     ("server", &["redis", "clap", "holdfast-bench"], "server receives an Arc<dyn Broker> and never parses arguments"),
     ("bench", &["holdfast-core", "holdfast-server"], "bench must see the gateway the way a user does"),
 ];

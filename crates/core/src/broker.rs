@@ -9,7 +9,8 @@ use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPo
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::outbox::Outbox;
+use crate::outbox::{Disconnect, Outbox};
+use crate::registry::Target;
 
 /// Identifies a connection within this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,7 +56,8 @@ pub struct Published {
     pub epoch: Epoch,
     /// The offset assigned.
     pub offset: Offset,
-    /// Subscribers on this node it was queued for.
+    /// Subscribers on this node it was queued for (0 when delivery is
+    /// asynchronous, as through Redis, where each node fans out on arrival).
     pub delivered: usize,
 }
 
@@ -131,4 +133,23 @@ pub trait Broker: Send + Sync + 'static {
     /// Periodic upkeep (expiring history, collecting unused channels). The
     /// server calls it every few seconds.
     fn sweep(&self, _now: Instant) {}
+
+    /// Asks every *other* node sharing this broker to close the sessions
+    /// `target` names (the caller closes this node's own). Returns how many
+    /// other nodes heard the request; 0 for a single-process broker.
+    async fn disconnect_elsewhere(&self, _target: Target<'_>, _disconnect: &Disconnect) -> Result<usize, BrokerError> {
+        Ok(0)
+    }
+
+    /// `Ok` when the broker can serve; otherwise why not, in words an
+    /// operator can act on (`/readyz` shows it).
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Failures the broker met on its own, outside any call (lost backing
+    /// connections, messages it had to recover), for `/metrics`.
+    fn background_errors(&self) -> u64 {
+        0
+    }
 }

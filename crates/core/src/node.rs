@@ -50,8 +50,9 @@ impl Default for SessionConfig {
 pub struct Node {
     /// Channels, offsets and history.
     pub broker: Arc<dyn Broker>,
-    /// Every live connection.
-    pub sessions: SessionRegistry,
+    /// Every live connection (shared with a broker that delivers requests
+    /// from other nodes, such as a remote `/api/disconnect`).
+    pub sessions: Arc<SessionRegistry>,
     /// Session settings.
     pub config: SessionConfig,
     /// This node's name, sent in `connected`.
@@ -69,7 +70,7 @@ impl Node {
     pub fn new(broker: Arc<dyn Broker>, config: SessionConfig, name: Option<String>) -> Node {
         Node {
             broker,
-            sessions: SessionRegistry::default(),
+            sessions: Arc::new(SessionRegistry::default()),
             config: config.clone(),
             name,
             draining: AtomicBool::new(false),
@@ -86,6 +87,13 @@ impl Node {
     /// `allow_client_publish`).
     pub fn with_namespaces(mut self, namespaces: Namespaces) -> Node {
         self.namespaces = namespaces;
+        self
+    }
+
+    /// Uses `sessions` as the registry, so a broker built with the same
+    /// registry can reach this node's sessions.
+    pub fn with_sessions(mut self, sessions: Arc<SessionRegistry>) -> Node {
+        self.sessions = sessions;
         self
     }
 

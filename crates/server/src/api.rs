@@ -237,7 +237,10 @@ pub async fn disconnect(State(state): State<AppState>, req: Request<Body>) -> Ap
     };
     let reason = Disconnect::new(CloseCode::DisconnectedByServer, "disconnected by the application");
     let n = state.node.sessions.disconnect(target, &reason);
-    Ok(axum::Json(json!({"disconnected": n})).into_response())
+    // Other nodes close theirs when the broker delivers the request; their
+    // counts are not waited for.
+    let nodes = state.node.broker.disconnect_elsewhere(target, &reason).await.map_err(unavailable)?;
+    Ok(axum::Json(json!({"disconnected": n, "other_nodes": nodes})).into_response())
 }
 
 /// JSON 404 for unknown `/api/*` paths.

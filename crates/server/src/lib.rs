@@ -218,16 +218,18 @@ fn next_connection_id() -> u64 {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.node.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining for shutdown\n").into_response()
-    } else {
-        "ready\n".into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining for shutdown\n").into_response();
+    }
+    match state.node.broker.readiness() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: broker: {why}\n")).into_response(),
     }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let channels = state.node.broker.channels().await.unwrap_or_default();
     let subscriptions = channels.iter().map(|c| c.subscribers).sum();
-    let mut body = state.metrics.render(subscriptions, channels.len());
+    let mut body = state.metrics.render(subscriptions, channels.len(), state.node.broker.background_errors());
     body.push_str(&format!(
         "# HELP holdfast_resident_memory_bytes Resident memory of this process (sampled every second).\n\
          # TYPE holdfast_resident_memory_bytes gauge\nholdfast_resident_memory_bytes {}\n",

@@ -147,7 +147,7 @@ impl Metrics {
 
     /// The Prometheus text exposition. `subscriptions` and `channels` are
     /// read from the broker at scrape time.
-    pub fn render(&self, subscriptions: usize, channels: usize) -> String {
+    pub fn render(&self, subscriptions: usize, channels: usize, broker_background_errors: u64) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -220,8 +220,8 @@ impl Metrics {
         metric(
             "holdfast_broker_errors_total",
             "counter",
-            "Broker calls that failed.",
-            &plain(load(&self.broker_errors)),
+            "Broker calls that failed, and failures the broker met on its own (lost connections, lost messages).",
+            &plain((self.broker_errors.load(Ordering::Relaxed) + broker_background_errors).to_string()),
         );
         let mut cumulative = 0;
         let mut lines: Vec<(String, String)> = FANOUT_BUCKETS_US

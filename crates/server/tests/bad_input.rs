@@ -60,12 +60,12 @@ async fn small_limit_server() -> TestServer {
 async fn close_counted(server: &TestServer, code: u16) {
     let line = format!("holdfast_close_codes_total{{code=\"{code}\"}} 1");
     for _ in 0..200 {
-        if server.metrics.render(0, 0).contains(&line) {
+        if server.metrics.render(0, 0, 0).contains(&line) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{line} never appeared:\n{}", server.metrics.render(0, 0));
+    panic!("{line} never appeared:\n{}", server.metrics.render(0, 0, 0));
 }
 
 #[tokio::test]
@@ -276,7 +276,7 @@ async fn errors_lose_nothing() {
         assert_eq!(c.recv().await["op"], "error", "{line}");
     }
     assert_eq!(offsets, (1..=bad.len() as u64).collect::<Vec<_>>());
-    let metrics = server.metrics.render(0, 0);
+    let metrics = server.metrics.render(0, 0, 0);
     assert!(metrics.contains(&format!("holdfast_command_errors_total {}", bad.len())), "{metrics}");
     server.stop().await;
 }

@@ -133,7 +133,7 @@ async fn echo_drops_a_peer_that_never_reads_or_answers() {
     }
     let gave_up = started.elapsed();
     assert!(gave_up >= Duration::from_millis(400), "closed before a ping went unanswered: {gave_up:?}");
-    assert!(server.metrics.render(0, 0).contains("holdfast_close_codes_total{code=\"4001\"} 1"));
+    assert!(server.metrics.render(0, 0, 0).contains("holdfast_close_codes_total{code=\"4001\"} 1"));
 
     // The socket really is closed: what the server sent (pings, the close
     // frame) is followed by EOF or a reset, at once.

@@ -74,11 +74,11 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     assert!(elapsed < Duration::from_secs(10), "fast subscribers took {elapsed:?} for {MESSAGES} messages");
 
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.metrics.render(0, 0).contains("holdfast_slow_consumer_disconnects_total 1") {
-        assert!(Instant::now() < deadline, "the stalled reader was not dropped:\n{}", server.metrics.render(0, 0));
+    while !server.metrics.render(0, 0, 0).contains("holdfast_slow_consumer_disconnects_total 1") {
+        assert!(Instant::now() < deadline, "the stalled reader was not dropped:\n{}", server.metrics.render(0, 0, 0));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server.metrics.render(0, 0).contains("holdfast_close_codes_total{code=\"4000\"} 1"));
+    assert!(server.metrics.render(0, 0, 0).contains("holdfast_close_codes_total{code=\"4000\"} 1"));
     // The stalled socket is closed: reading it to the end terminates.
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink)).await.expect("socket closed");

@@ -1,0 +1,492 @@
+//! `LocalHub`: this node's subscribers by channel, and how far the node has
+//! delivered each channel. No Redis here: the link feeds it publications,
+//! the broker feeds it joins, and both get back a decision to act on.
+//!
+//! Redis pub/sub is at-most-once, so every arrival is checked against the
+//! channel's delivered position:
+//! - the next offset is delivered to live members and buffered for joining
+//!   ones;
+//! - an offset at or below the position is a duplicate (a gap fill already
+//!   delivered it) and is dropped;
+//! - an offset past the next one means messages were lost on the way; the
+//!   link fills the gap from history ([`LocalHub::fill`]);
+//! - another epoch means the channel's history was lost in Redis; members
+//!   are closed with `insufficient_state` so they resubscribe and learn
+//!   `recovered: false`, never a silent gap.
+//!
+//! A join is two-phase because its history read happens in Redis while
+//! publications keep arriving: [`LocalHub::begin_join`] adds the member in a
+//! buffering state *before* the read; [`LocalHub::complete_join`] queues the
+//! reply, the recovered history and then the buffered publications newer
+//! than the read, and makes the member live. Invariant: a member's outbox
+//! gets each offset once, in order.
+//!
+//! Why std `Mutex`: it is never held across an `.await`, and the work under
+//! it is pushes into outboxes, which never wait.
+
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use holdfast_core::{BrokerError, ClientInfo, Disconnect, SessionKey, Subscribed, SubscribedReply, Subscriber};
+use holdfast_protocol::{
+    plan_recovery, ChannelName, CloseCode, EncodedPublication, Epoch, HistoryWindow, Offset, Recovery, StreamPosition,
+};
+
+const SHARDS: usize = 32;
+
+/// A channel's state in Redis as one read saw it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The channel's epoch.
+    pub epoch: Epoch,
+    /// Its newest offset.
+    pub newest: Offset,
+    /// The oldest offset its history holds.
+    pub oldest_held: Option<Offset>,
+    /// Publications after the offset asked for, oldest first.
+    pub entries: Vec<EncodedPublication>,
+}
+
+/// What became of one publication that arrived from Redis.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Queued for this many members.
+    Delivered(usize),
+    /// Already delivered (by a gap fill); dropped.
+    Duplicate,
+    /// No member on this node.
+    NotHere,
+    /// Offsets after this one were lost on the way: fill from history.
+    Gap {
+        /// The last offset delivered.
+        after: Offset,
+    },
+    /// The channel's history was reset; its members were told to resubscribe.
+    Reset,
+}
+
+/// The outcome of [`LocalHub::complete_join`].
+#[derive(Debug)]
+pub enum Joined {
+    /// The member is live.
+    Live(Subscribed),
+    /// The read is older than what this node already delivered and the
+    /// member's buffer does not cover the difference: read again.
+    ReadAgain,
+}
+
+struct Member {
+    subscriber: Subscriber,
+    /// `Some` while joining: publications that arrived since `begin_join`.
+    buffered: Option<Vec<EncodedPublication>>,
+}
+
+#[derive(Default)]
+struct LocalChannel {
+    members: HashMap<SessionKey, Member>,
+    /// Epoch and newest offset delivered to live members.
+    position: Option<(Epoch, Offset)>,
+    /// The newest offset a position check saw in Redis and this node had not
+    /// yet delivered; if it still has not by the next check, fill.
+    suspect: Option<Offset>,
+}
+
+impl LocalChannel {
+    fn deliver(&mut self, p: &EncodedPublication) -> usize {
+        let mut n = 0;
+        for m in self.members.values_mut() {
+            match &mut m.buffered {
+                Some(buf) => buf.push(p.clone()),
+                // A refused push closes that member's outbox; nobody else waits.
+                None => n += usize::from(m.subscriber.outbox.push(p.frame.clone()).is_ok()),
+            }
+        }
+        if let Some((_, last)) = &mut self.position {
+            *last = p.offset;
+        }
+        n
+    }
+
+    /// Closes every member so it resubscribes and learns what was lost.
+    fn reset(&mut self, why: &'static str) {
+        for m in self.members.values() {
+            m.subscriber.outbox.start_closing(Disconnect::new(CloseCode::InsufficientState, why));
+        }
+        self.position = None;
+        self.suspect = None;
+    }
+}
+
+/// This node's subscribers; see the module docs.
+pub struct LocalHub {
+    shards: Box<[Mutex<HashMap<ChannelName, LocalChannel>>]>,
+}
+
+impl Default for LocalHub {
+    fn default() -> Self {
+        LocalHub { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+}
+
+impl LocalHub {
+    fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, HashMap<ChannelName, LocalChannel>> {
+        let mut h = DefaultHasher::new();
+        channel.hash(&mut h);
+        self.shards[(h.finish() as usize) % SHARDS].lock().expect("hub shard poisoned")
+    }
+
+    /// Adds a member that buffers publications until its join completes.
+    pub fn begin_join(&self, channel: &ChannelName, subscriber: Subscriber) -> Result<(), BrokerError> {
+        let mut map = self.shard(channel);
+        let ch = map.entry(channel.clone()).or_default();
+        match ch.members.entry(subscriber.key) {
+            Entry::Occupied(_) => Err(BrokerError::AlreadySubscribed(channel.clone())),
+            Entry::Vacant(slot) => {
+                slot.insert(Member { subscriber, buffered: Some(Vec::new()) });
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes a joining member live from a Redis read taken after
+    /// `begin_join`: reply, recovered history, then newer buffered
+    /// publications, in that order.
+    pub fn complete_join(
+        &self,
+        channel: &ChannelName,
+        key: SessionKey,
+        snapshot: &Snapshot,
+        since: Option<&StreamPosition>,
+        reply: SubscribedReply<'_>,
+    ) -> Result<Joined, BrokerError> {
+        let mut map = self.shard(channel);
+        let gone = || BrokerError::Unavailable("subscription ended while joining".into());
+        let ch = map.get_mut(channel).ok_or_else(gone)?;
+        let first_buffered = ch.members.get(&key).ok_or_else(gone)?.buffered.as_ref().and_then(|b| b.first());
+        match &ch.position {
+            Some((epoch, _)) if *epoch != snapshot.epoch => {
+                return Err(BrokerError::Unavailable("the channel's history was reset while joining; retry".into()));
+            }
+            Some((_, last))
+                if snapshot.newest < *last && first_buffered.is_none_or(|p| p.offset > snapshot.newest.next()) =>
+            {
+                return Ok(Joined::ReadAgain);
+            }
+            _ => {}
+        }
+        if ch.position.is_none() {
+            // Nobody is live here yet: delivery continues from this read.
+            ch.position = Some((snapshot.epoch.clone(), snapshot.newest));
+        }
+        let member = ch.members.get_mut(&key).ok_or_else(gone)?;
+        let recovery = since.map(|since| {
+            let window =
+                HistoryWindow { epoch: &snapshot.epoch, newest: snapshot.newest, oldest_held: snapshot.oldest_held };
+            plan_recovery(since, &window)
+        });
+        let outcome = Subscribed {
+            epoch: snapshot.epoch.clone(),
+            offset: snapshot.newest,
+            recovered: recovery.map(|r| matches!(r, Recovery::Recovered { .. })),
+        };
+        let outbox = &member.subscriber.outbox;
+        let _ = outbox.push(reply(&outcome));
+        if let Some(Recovery::Recovered { from }) = recovery {
+            for p in snapshot.entries.iter().filter(|p| p.offset >= from && p.offset <= snapshot.newest) {
+                if outbox.push(p.frame.clone()).is_err() {
+                    break;
+                }
+            }
+        }
+        for p in member.buffered.take().unwrap_or_default() {
+            if p.offset > snapshot.newest && outbox.push(p.frame.clone()).is_err() {
+                break;
+            }
+        }
+        Ok(Joined::Live(outcome))
+    }
+
+    /// Routes one publication from Redis; see [`Arrival`].
+    pub fn arrive(&self, channel: &ChannelName, epoch: &Epoch, p: &EncodedPublication) -> Arrival {
+        let mut map = self.shard(channel);
+        let Some(ch) = map.get_mut(channel) else {
+            return Arrival::NotHere;
+        };
+        match &ch.position {
+            None => {
+                ch.position = Some((epoch.clone(), p.offset));
+                Arrival::Delivered(ch.deliver(p))
+            }
+            Some((e, _)) if e != epoch => {
+                ch.reset("the channel's history was lost; resubscribe to resync");
+                Arrival::Reset
+            }
+            Some((_, last)) if p.offset <= *last => Arrival::Duplicate,
+            Some((_, last)) if p.offset > last.next() => Arrival::Gap { after: *last },
+            Some(_) => Arrival::Delivered(ch.deliver(p)),
+        }
+    }
+
+    /// Delivers what a history read after a gap found. Returns how many
+    /// publications were delivered, or `Reset` when the gap could not be
+    /// filled (history trimmed past it, or a new epoch).
+    pub fn fill(&self, channel: &ChannelName, snapshot: &Snapshot) -> Result<usize, Arrival> {
+        let mut map = self.shard(channel);
+        let Some(ch) = map.get_mut(channel) else {
+            return Ok(0);
+        };
+        ch.suspect = None;
+        let last = match &ch.position {
+            None => return Ok(0),
+            Some((e, _)) if *e != snapshot.epoch => {
+                ch.reset("the channel's history was lost; resubscribe to resync");
+                return Err(Arrival::Reset);
+            }
+            Some((_, last)) => *last,
+        };
+        if snapshot.newest <= last {
+            return Ok(0);
+        }
+        let mut next = last.next();
+        let mut n = 0;
+        for p in snapshot.entries.iter().skip_while(|p| p.offset <= last) {
+            if p.offset != next {
+                break;
+            }
+            ch.deliver(p);
+            next = next.next();
+            n += 1;
+        }
+        if next <= snapshot.newest {
+            ch.reset("messages were lost between nodes and left the history; resubscribe to resync");
+            return Err(Arrival::Reset);
+        }
+        Ok(n)
+    }
+
+    /// Notes the newest offset Redis holds for a channel; returns the offset
+    /// to fill after when a previous check's offset still has not arrived
+    /// (a lost publication with nothing after it to reveal the gap).
+    /// With `force` (after a reconnect), any offset not yet delivered is
+    /// filled at once.
+    pub fn check(&self, channel: &ChannelName, newest: Option<(Epoch, Offset)>, force: bool) -> Check {
+        let mut map = self.shard(channel);
+        let Some(ch) = map.get_mut(channel) else {
+            return Check::Fine;
+        };
+        let Some((epoch, last)) = ch.position.clone() else {
+            return Check::Fine;
+        };
+        let Some((seen_epoch, seen)) = newest else {
+            ch.reset("the channel's history was lost; resubscribe to resync");
+            return Check::Reset;
+        };
+        if seen_epoch != epoch {
+            ch.reset("the channel's history was lost; resubscribe to resync");
+            return Check::Reset;
+        }
+        let overdue = if force { seen > last } else { ch.suspect.is_some_and(|s| s > last) };
+        ch.suspect = (seen > last).then_some(seen);
+        if overdue {
+            Check::Fill { after: last }
+        } else {
+            Check::Fine
+        }
+    }
+
+    /// Removes a member; returns who it was.
+    pub fn leave(&self, channel: &ChannelName, key: SessionKey) -> Option<Arc<ClientInfo>> {
+        let mut map = self.shard(channel);
+        let ch = map.get_mut(channel)?;
+        let member = ch.members.remove(&key)?;
+        if ch.members.is_empty() {
+            map.remove(channel);
+        }
+        Some(member.subscriber.info)
+    }
+
+    /// Channels with members here.
+    pub fn channels(&self) -> Vec<ChannelName> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().expect("hub shard poisoned").keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Each channel with the members here, for refreshing presence.
+    pub fn members(&self) -> Vec<(ChannelName, Vec<Arc<ClientInfo>>)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let map = shard.lock().expect("hub shard poisoned");
+            out.extend(
+                map.iter().map(|(c, ch)| (c.clone(), ch.members.values().map(|m| m.subscriber.info.clone()).collect())),
+            );
+        }
+        out
+    }
+
+    /// Whether a channel has members here.
+    pub fn has(&self, channel: &ChannelName) -> bool {
+        self.shard(channel).contains_key(channel)
+    }
+}
+
+/// What a position check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing to do.
+    Fine,
+    /// Fill from history after this offset.
+    Fill {
+        /// The last offset delivered.
+        after: Offset,
+    },
+    /// The channel's history was lost; members were told to resubscribe.
+    Reset,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use holdfast_core::Outbox;
+
+    fn ch() -> ChannelName {
+        ChannelName::new("c").unwrap()
+    }
+
+    fn publication(offset: u64) -> EncodedPublication {
+        EncodedPublication::new(&ch(), Offset(offset), &offset.to_string())
+    }
+
+    fn subscriber(key: u64) -> Subscriber {
+        let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None });
+        Subscriber { key: SessionKey(key), info, outbox: Arc::new(Outbox::new(1 << 20)) }
+    }
+
+    fn snapshot(epoch: &str, newest: u64, held: std::ops::RangeInclusive<u64>) -> Snapshot {
+        Snapshot {
+            epoch: Epoch::new(epoch),
+            newest: Offset(newest),
+            oldest_held: (!held.is_empty()).then(|| Offset(*held.start())),
+            entries: held.map(publication).collect(),
+        }
+    }
+
+    /// Offsets of `message` frames in the outbox, and whether it is closing.
+    fn drained(sub: &Subscriber) -> (Vec<u64>, bool) {
+        let mut batch = holdfast_core::Batch::default();
+        sub.outbox.take(&mut batch);
+        let offsets = batch
+            .frames
+            .iter()
+            .map(|frame| {
+                let v: serde_json::Value = serde_json::from_slice(frame).unwrap();
+                v["offset"].as_u64().filter(|_| v["op"] == "message").unwrap_or(0)
+            })
+            .collect();
+        (offsets, batch.disconnect.is_some())
+    }
+
+    fn reply(_: &Subscribed) -> Bytes {
+        Bytes::from_static(b"{\"op\":\"subscribed\"}")
+    }
+
+    fn join(hub: &LocalHub, sub: &Subscriber, snap: &Snapshot, since: Option<(&str, u64)>) -> Joined {
+        let since = since.map(|(e, o)| StreamPosition { epoch: Epoch::new(e), offset: Offset(o) });
+        hub.complete_join(&ch(), sub.key, snap, since.as_ref(), &reply).unwrap()
+    }
+
+    #[test]
+    fn a_join_gets_reply_then_history_then_what_arrived_meanwhile_once() {
+        let hub = LocalHub::default();
+        let e = Epoch::new("e");
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        // 4 and 5 arrive while the read (which saw up to 4) is in flight.
+        assert_eq!(hub.arrive(&ch(), &e, &publication(4)), Arrival::Delivered(0));
+        assert_eq!(hub.arrive(&ch(), &e, &publication(5)), Arrival::Delivered(0));
+        assert!(matches!(join(&hub, &a, &snapshot("e", 4, 1..=4), Some(("e", 2))), Joined::Live(_)));
+        assert_eq!(drained(&a), (vec![0, 3, 4, 5], false));
+        assert_eq!(hub.arrive(&ch(), &e, &publication(6)), Arrival::Delivered(1));
+        assert_eq!(hub.arrive(&ch(), &e, &publication(6)), Arrival::Duplicate);
+        assert_eq!(drained(&a), (vec![6], false));
+    }
+
+    #[test]
+    fn a_read_older_than_what_was_delivered_is_read_again() {
+        let hub = LocalHub::default();
+        let (a, b) = (subscriber(1), subscriber(2));
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        hub.begin_join(&ch(), b.clone()).unwrap();
+        // a's read saw 7; b's read, taken earlier, saw only 5, and 6..=7
+        // never arrive over pub/sub because a's join already covered them.
+        assert!(matches!(join(&hub, &a, &snapshot("e", 7, 1..=7), None), Joined::Live(_)));
+        assert!(matches!(join(&hub, &b, &snapshot("e", 5, 1..=5), None), Joined::ReadAgain));
+        assert!(matches!(join(&hub, &b, &snapshot("e", 7, 1..=7), None), Joined::Live(_)));
+    }
+
+    #[test]
+    fn a_gap_is_reported_then_filled_in_order_once() {
+        let hub = LocalHub::default();
+        let e = Epoch::new("e");
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        join(&hub, &a, &snapshot("e", 2, 1..=2), None);
+        assert_eq!(hub.arrive(&ch(), &e, &publication(5)), Arrival::Gap { after: Offset(2) });
+        assert_eq!(hub.fill(&ch(), &snapshot("e", 5, 1..=5)), Ok(3));
+        assert_eq!(hub.arrive(&ch(), &e, &publication(5)), Arrival::Duplicate);
+        assert_eq!(drained(&a), (vec![0, 3, 4, 5], false));
+    }
+
+    #[test]
+    fn a_gap_past_the_history_closes_members_with_insufficient_state() {
+        let hub = LocalHub::default();
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        join(&hub, &a, &snapshot("e", 2, 1..=2), None);
+        assert_eq!(hub.fill(&ch(), &snapshot("e", 9, 6..=9)), Err(Arrival::Reset));
+        let (frames, closing) = drained(&a);
+        assert_eq!((frames, closing), (vec![0], true));
+    }
+
+    #[test]
+    fn a_new_epoch_closes_members_instead_of_a_silent_gap() {
+        let hub = LocalHub::default();
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        join(&hub, &a, &snapshot("e", 2, 1..=2), None);
+        assert_eq!(hub.arrive(&ch(), &Epoch::new("f"), &publication(1)), Arrival::Reset);
+        assert!(drained(&a).1);
+    }
+
+    #[test]
+    fn a_position_check_fills_only_when_an_offset_stays_overdue() {
+        let hub = LocalHub::default();
+        let e = Epoch::new("e");
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        join(&hub, &a, &snapshot("e", 2, 1..=2), None);
+        // Redis is at 3; 3 may still be in flight: wait one check.
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(3))), false), Check::Fine);
+        hub.arrive(&ch(), &e, &publication(3));
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(4))), false), Check::Fine);
+        // 4 never arrives.
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(4))), false), Check::Fill { after: Offset(3) });
+        assert_eq!(hub.check(&ch(), None, false), Check::Reset, "the channel vanished from Redis");
+    }
+
+    #[test]
+    fn leaving_the_last_member_forgets_the_channel() {
+        let hub = LocalHub::default();
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        assert!(matches!(hub.begin_join(&ch(), a.clone()), Err(BrokerError::AlreadySubscribed(_))));
+        assert!(hub.has(&ch()));
+        assert_eq!(hub.leave(&ch(), a.key).unwrap().session, "s1");
+        assert!(!hub.has(&ch()));
+        assert!(hub.leave(&ch(), a.key).is_none());
+    }
+}

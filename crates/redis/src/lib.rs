@@ -1,0 +1,392 @@
+//! `RedisBroker`: the [`Broker`] for several nodes. Redis is the authority
+//! for offsets, epochs, history and presence ([`scripts`] says what lives
+//! where); each node keeps only its own subscribers ([`hub::LocalHub`]) and
+//! one pub/sub connection ([`link`]) that brings publications to them.
+//!
+//! Why no sticky sessions are needed: any node can serve any client,
+//! because a position `(epoch, offset)` means the same thing on every node
+//! and every node can read the history to recover from it.
+//!
+//! Failure model:
+//! - pub/sub loses messages silently when its connection drops; the hub
+//!   notices the gap (or a periodic position check does) and fills it from
+//!   history, or closes the affected subscribers with `insufficient_state`;
+//! - Redis unreachable: calls fail fast with [`BrokerError::Unavailable`],
+//!   local sessions keep their connections, `readiness` says why, and the
+//!   link reconnects with backoff and then catches up;
+//! - Redis restarted empty: every channel gets a new epoch, so clients are
+//!   told `recovered: false` instead of seeing a silent gap.
+
+mod hub;
+mod link;
+mod scripts;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use holdfast_core::{
+    new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Namespaces, Published,
+    SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
+};
+use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use hub::{Joined, LocalHub, Snapshot};
+use scripts::{Keys, Scripts, CHANNELS_KEY, CONTROL_TOPIC};
+
+/// How the broker reaches Redis.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port/db`.
+    pub url: String,
+    /// How long a node's presence entries outlive it: a crashed node's
+    /// clients leave presence within this time. Nodes refresh every third.
+    pub presence_ttl: Duration,
+    /// The longest any Redis call may take before it fails.
+    pub timeout: Duration,
+}
+
+impl RedisOptions {
+    /// Defaults for `url`: 15 s presence, 2 s timeout.
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions { url: url.into(), presence_ttl: Duration::from_secs(15), timeout: Duration::from_secs(2) }
+    }
+}
+
+/// The Redis broker; see the module docs.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    link: mpsc::Sender<link::Request>,
+}
+
+/// State shared by the broker's calls and its link task.
+struct Shared {
+    client: redis::Client,
+    options: RedisOptions,
+    /// The command connection (multiplexed: concurrent calls are pipelined);
+    /// `None` until the first connect succeeds.
+    commands: RwLock<Option<ConnectionManager>>,
+    hub: LocalHub,
+    namespaces: Namespaces,
+    sessions: Arc<SessionRegistry>,
+    /// Tells this node's own control messages from the others'.
+    node_id: String,
+    readiness: Mutex<Result<(), String>>,
+    errors: AtomicU64,
+    scripts: Scripts,
+}
+
+impl RedisBroker {
+    /// Starts a broker on `options.url`, delivering requests from other
+    /// nodes (remote disconnects) to `sessions`. Returns at once: Redis may
+    /// be down, in which case the broker reports not-ready and keeps trying.
+    /// Must be called within a tokio runtime.
+    pub fn start(
+        options: RedisOptions,
+        namespaces: Namespaces,
+        sessions: Arc<SessionRegistry>,
+    ) -> Result<RedisBroker, String> {
+        if !options.url.starts_with("redis://") {
+            return Err(format!(
+                "broker URL {:?} must start with redis:// (TLS to Redis is not built in)",
+                options.url
+            ));
+        }
+        let client =
+            redis::Client::open(options.url.as_str()).map_err(|e| format!("broker URL {:?}: {e}", options.url))?;
+        let shared = Arc::new(Shared {
+            client,
+            options,
+            commands: RwLock::new(None),
+            hub: LocalHub::default(),
+            namespaces,
+            sessions,
+            node_id: new_epoch().as_str().to_owned(),
+            readiness: Mutex::new(Err("connecting to Redis".into())),
+            errors: AtomicU64::new(0),
+            scripts: Scripts::default(),
+        });
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(link::run(shared.clone(), rx));
+        Ok(RedisBroker { shared, link: tx })
+    }
+
+    /// Waits up to `timeout` for the first connection; returns whether the
+    /// broker is ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.readiness().is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.readiness().is_ok()
+    }
+
+    /// Asks the link to hold a pub/sub subscription for `channel`.
+    async fn ensure_subscribed(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        let down = || BrokerError::Unavailable("the Redis subscription connection is down".into());
+        self.link.send(link::Request::Ensure(channel.clone(), tx)).await.map_err(|_| down())?;
+        tokio::time::timeout(self.shared.options.timeout, rx).await.map_err(|_| down())?.map_err(|_| down())?
+    }
+}
+
+impl Shared {
+    fn conn(&self) -> Result<ConnectionManager, BrokerError> {
+        self.commands
+            .read()
+            .expect("commands lock poisoned")
+            .clone()
+            .ok_or_else(|| BrokerError::Unavailable("not connected to Redis yet".into()))
+    }
+
+    /// Runs a Redis call with the configured timeout; failures become
+    /// `Unavailable` with Redis's own words.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(self.options.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(BrokerError::Unavailable(format!("redis {what}: {e}"))),
+            Err(_) => {
+                Err(BrokerError::Unavailable(format!("redis {what}: no answer within {:?}", self.options.timeout)))
+            }
+        }
+    }
+
+    fn limits(&self, channel: &ChannelName) -> HistoryLimits {
+        self.namespaces.rules(channel).history
+    }
+
+    /// How long a channel's epoch and history live in Redis after the last
+    /// publish or presence refresh.
+    fn channel_ttl(&self, limits: HistoryLimits) -> u64 {
+        (limits.max_age.max(self.options.presence_ttl) + self.options.presence_ttl).as_millis() as u64
+    }
+
+    /// Reads a channel's state (creating its epoch if it has none) and the
+    /// history after `since`; with `presence`, records it atomically.
+    async fn snapshot(
+        &self,
+        channel: &ChannelName,
+        since: Option<Offset>,
+        limit: usize,
+        presence: Option<&ClientInfo>,
+    ) -> Result<Snapshot, BrokerError> {
+        let limits = self.limits(channel);
+        let keys = Keys::of(channel.as_str());
+        let member = presence.map(presence_entry).unwrap_or_default();
+        let mut conn = self.conn()?;
+        let mut call = self.scripts.state.prepare_invoke();
+        call.key(&keys.meta).key(&keys.history).key(&keys.presence).key(CHANNELS_KEY);
+        call.arg(limits.max_age.as_millis() as u64)
+            .arg(self.channel_ttl(limits))
+            .arg(new_epoch().as_str())
+            .arg(since.map_or(-1, |o| o.0 as i64))
+            .arg(limit.max(1))
+            .arg(member)
+            .arg(unix_ms() + self.options.presence_ttl.as_millis() as u64)
+            .arg(self.options.presence_ttl.as_millis() as u64)
+            .arg(channel.as_str());
+        let (epoch, newest, held, entries): (String, u64, u64, Vec<String>) =
+            self.call("read", call.invoke_async(&mut conn)).await?;
+        let oldest_held = (held > 0).then(|| Offset(newest + 1 - held));
+        let entries = entries.iter().filter_map(|e| parse_entry(channel, e)).collect();
+        Ok(Snapshot { epoch: Epoch::new(epoch), newest: Offset(newest), oldest_held, entries })
+    }
+
+    /// Fills a gap after `after` from history; returns how many it delivered.
+    async fn fill(&self, channel: &ChannelName, after: Offset) -> Result<usize, BrokerError> {
+        let limit = self.limits(channel).max_len;
+        let snapshot = self.snapshot(channel, Some(after), limit, None).await?;
+        let filled = self.hub.fill(channel, &snapshot);
+        if filled.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%channel, "messages lost between Redis and this node could not be recovered; subscribers told to resubscribe");
+        }
+        Ok(filled.unwrap_or(0))
+    }
+
+    async fn leave_presence(&self, channel: &ChannelName, info: &ClientInfo) -> Result<(), BrokerError> {
+        let mut conn = self.conn()?;
+        let keys = Keys::of(channel.as_str());
+        self.call("presence", redis::cmd("ZREM").arg(&keys.presence).arg(presence_entry(info)).query_async(&mut conn))
+            .await
+    }
+
+    fn set_readiness(&self, r: Result<(), String>) {
+        *self.readiness.lock().expect("readiness lock poisoned") = r;
+    }
+
+    /// Carries out a request another node published on the control topic.
+    fn on_control(&self, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        if v["from"].as_str() == Some(self.node_id.as_str()) {
+            return;
+        }
+        let Some(code) =
+            v["code"].as_u64().and_then(|c| u16::try_from(c).ok()).and_then(holdfast_protocol::CloseCode::from_code)
+        else {
+            return;
+        };
+        let reason = v["reason"].as_str().unwrap_or("").to_owned();
+        let disconnect = Disconnect::new(code, reason);
+        let closed = match (v["user"].as_str(), v["session"].as_str()) {
+            (Some(u), _) => self.sessions.disconnect(Target::User(u), &disconnect),
+            (_, Some(s)) => self.sessions.disconnect(Target::Session(s), &disconnect),
+            _ => 0,
+        };
+        tracing::debug!(closed, "remote disconnect request");
+    }
+}
+
+/// A presence entry: the client's info as JSON (keys sorted, so the same
+/// info always gives the same entry and `ZREM` finds it).
+fn presence_entry(info: &ClientInfo) -> String {
+    serde_json::json!({"session": info.session, "user": info.user, "client": info.client}).to_string()
+}
+
+fn parse_presence(entry: &str) -> Option<ClientInfo> {
+    let v: serde_json::Value = serde_json::from_str(entry).ok()?;
+    Some(ClientInfo {
+        session: v["session"].as_str()?.to_owned(),
+        user: v["user"].as_str().map(str::to_owned),
+        client: v["client"].as_str().map(str::to_owned),
+    })
+}
+
+/// Parses a history entry `"<offset> <unix ms> <data>"`.
+fn parse_entry(channel: &ChannelName, entry: &str) -> Option<EncodedPublication> {
+    let mut parts = entry.splitn(3, ' ');
+    let offset = parts.next()?.parse().ok()?;
+    let _at = parts.next()?;
+    Some(EncodedPublication::new(channel, Offset(offset), parts.next()?))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
+        let s = &self.shared;
+        let limits = s.limits(channel);
+        let keys = Keys::of(channel.as_str());
+        let mut conn = s.conn()?;
+        let mut call = s.scripts.publish.prepare_invoke();
+        call.key(&keys.meta).key(&keys.history);
+        call.arg(data)
+            .arg(limits.max_len)
+            .arg(limits.max_age.as_millis() as u64)
+            .arg(s.channel_ttl(limits))
+            .arg(new_epoch().as_str())
+            .arg(scripts::topic(channel.as_str()));
+        let (epoch, offset): (String, u64) = s.call("publish", call.invoke_async(&mut conn)).await?;
+        Ok(Published { epoch: Epoch::new(epoch), offset: Offset(offset), delivered: 0 })
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &ChannelName,
+        subscriber: Subscriber,
+        since: Option<&StreamPosition>,
+        reply: SubscribedReply<'_>,
+    ) -> Result<Subscribed, BrokerError> {
+        let s = &self.shared;
+        let key = subscriber.key;
+        let info = subscriber.info.clone();
+        s.hub.begin_join(channel, subscriber)?;
+        let joined = async {
+            // Subscribe before reading, so whatever the read misses arrives.
+            self.ensure_subscribed(channel).await?;
+            let limit = s.limits(channel).max_len;
+            for _ in 0..5 {
+                let snapshot = s.snapshot(channel, since.map(|p| p.offset), limit, Some(&info)).await?;
+                if let Joined::Live(outcome) = s.hub.complete_join(channel, key, &snapshot, since, reply)? {
+                    return Ok(outcome);
+                }
+            }
+            Err(BrokerError::Unavailable("the channel moved too fast to join; retry".into()))
+        }
+        .await;
+        if joined.is_err() {
+            s.hub.leave(channel, key);
+            let _ = s.leave_presence(channel, &info).await;
+        }
+        joined
+    }
+
+    async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool {
+        let Some(info) = self.shared.hub.leave(channel, key) else {
+            return false;
+        };
+        // If Redis is away the entry expires on its own (presence_ttl).
+        let _ = self.shared.leave_presence(channel, &info).await;
+        true
+    }
+
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<Offset>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        let snapshot = self.shared.snapshot(channel, Some(since.unwrap_or(Offset(0))), limit, None).await?;
+        Ok(History { epoch: snapshot.epoch, offset: snapshot.newest, publications: snapshot.entries })
+    }
+
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
+        let s = &self.shared;
+        let mut conn = s.conn()?;
+        let keys = Keys::of(channel.as_str());
+        let entries: Vec<String> =
+            s.call("presence", s.scripts.presence.key(&keys.presence).arg(unix_ms()).invoke_async(&mut conn)).await?;
+        Ok(entries.iter().filter_map(|e| parse_presence(e)).map(Arc::new).collect())
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, BrokerError> {
+        let s = &self.shared;
+        let mut conn = s.conn()?;
+        let flat: Vec<(String, usize)> =
+            s.call("channels", s.scripts.channels.key(CHANNELS_KEY).arg(unix_ms()).invoke_async(&mut conn)).await?;
+        let mut out: Vec<ChannelInfo> = flat
+            .into_iter()
+            .filter_map(|(name, subscribers)| Some(ChannelInfo { channel: ChannelName::new(&name).ok()?, subscribers }))
+            .collect();
+        out.sort_by(|a, b| a.channel.cmp(&b.channel));
+        Ok(out)
+    }
+
+    async fn disconnect_elsewhere(&self, target: Target<'_>, disconnect: &Disconnect) -> Result<usize, BrokerError> {
+        let s = &self.shared;
+        let mut conn = s.conn()?;
+        let mut msg =
+            serde_json::json!({"from": s.node_id, "code": disconnect.code.code(), "reason": disconnect.reason});
+        match target {
+            Target::User(u) => msg["user"] = u.into(),
+            Target::Session(id) => msg["session"] = id.into(),
+        }
+        let heard: usize = s
+            .call("publish", redis::cmd("PUBLISH").arg(CONTROL_TOPIC).arg(msg.to_string()).query_async(&mut conn))
+            .await?;
+        Ok(heard.saturating_sub(1))
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.shared.readiness.lock().expect("readiness lock poisoned").clone()
+    }
+
+    fn background_errors(&self) -> u64 {
+        self.shared.errors.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,166 @@
+//! What holdfast keeps in Redis, and the Lua scripts that change it.
+//!
+//! Per channel `C` (the `{C}` hash tag keeps a channel's keys in one
+//! cluster slot):
+//! - `hf:{C}:m` — hash `e` (epoch), `o` (newest offset);
+//! - `hf:{C}:h` — list of `"<offset> <unix ms> <data>"`, oldest first,
+//!   holding a contiguous run of offsets that ends at `o`;
+//! - `hf:{C}:p` — sorted set of presence entries (client info as JSON),
+//!   scored by when they expire unless a node refreshes them.
+//!
+//! Plus `hf:channels` (channel names scored by expiry), the pub/sub topic
+//! `hf:p:C` for each channel's publications (`"<epoch> <offset> <data>"`)
+//! and `hf:ctl` for requests between nodes.
+//!
+//! Invariants kept by running every change as one script:
+//! - offsets are assigned by `HINCRBY` in the same script that appends to
+//!   history and publishes, so every node sees the same `(epoch, offset)`;
+//! - the epoch is created only when `hf:{C}:m` is missing (expired or
+//!   flushed), and the history is dropped with it, so a history never
+//!   mixes two epochs.
+
+use redis::Script;
+
+/// Every key and topic starts with this.
+pub const TOPIC_PREFIX: &str = "hf:p:";
+/// Requests between nodes (remote disconnects).
+pub const CONTROL_TOPIC: &str = "hf:ctl";
+/// Channels with subscribers somewhere, scored by expiry.
+pub const CHANNELS_KEY: &str = "hf:channels";
+
+/// The keys of one channel.
+pub struct Keys {
+    pub meta: String,
+    pub history: String,
+    pub presence: String,
+}
+
+impl Keys {
+    pub fn of(channel: &str) -> Keys {
+        Keys {
+            meta: format!("hf:{{{channel}}}:m"),
+            history: format!("hf:{{{channel}}}:h"),
+            presence: format!("hf:{{{channel}}}:p"),
+        }
+    }
+}
+
+/// The pub/sub topic of a channel.
+pub fn topic(channel: &str) -> String {
+    format!("{TOPIC_PREFIX}{channel}")
+}
+
+/// Drops history entries older than a cutoff (shared by the scripts).
+const TRIM_AGE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function trim_age(key, cutoff)
+  while true do
+    local first = redis.call('LINDEX', key, 0)
+    if not first then return end
+    local at = tonumber(string.match(first, '^%d+ (%d+) '))
+    if at and at >= cutoff then return end
+    redis.call('LPOP', key)
+  end
+end
+local function ensure_epoch(meta, history, candidate)
+  local epoch = redis.call('HGET', meta, 'e')
+  if not epoch then
+    epoch = candidate
+    redis.call('HSET', meta, 'e', epoch, 'o', 0)
+    redis.call('DEL', history)
+  end
+  return epoch
+end
+"#;
+
+/// KEYS: meta, history. ARGV: data, max_len, max_age_ms, ttl_ms,
+/// candidate epoch, topic. Returns `{epoch, offset}`.
+const PUBLISH: &str = r#"
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[5])
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local max_len = tonumber(ARGV[2])
+if max_len > 0 then
+  local now = now_ms()
+  redis.call('RPUSH', KEYS[2], offset .. ' ' .. now .. ' ' .. ARGV[1])
+  redis.call('LTRIM', KEYS[2], -max_len, -1)
+  trim_age(KEYS[2], now - tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[1])
+return {epoch, offset}
+"#;
+
+/// KEYS: meta, history, presence, channels. ARGV: max_age_ms, ttl_ms,
+/// candidate epoch, since (-1: no entries), limit, presence member ('' for
+/// none), presence expiry (unix ms), presence ttl ms, channel name.
+/// Returns `{epoch, newest, held, {entries after since}}`.
+const STATE: &str = r#"
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[3])
+local newest = tonumber(redis.call('HGET', KEYS[1], 'o'))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+trim_age(KEYS[2], now_ms() - tonumber(ARGV[1]))
+local held = redis.call('LLEN', KEYS[2])
+local entries = {}
+local since = tonumber(ARGV[4])
+if since >= 0 and held > 0 then
+  local oldest = newest - held + 1
+  local from = since + 1
+  if from < oldest then from = oldest end
+  local start = from - oldest
+  if start < held then
+    entries = redis.call('LRANGE', KEYS[2], start, start + tonumber(ARGV[5]) - 1)
+  end
+end
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[9])
+end
+return {epoch, newest, held, entries}
+"#;
+
+/// KEYS: presence. ARGV: now (unix ms). Returns live entries.
+const PRESENCE: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+
+/// KEYS: channels. ARGV: now (unix ms). Returns `{name, subscribers, …}`
+/// for channels with live presence entries.
+const CHANNELS: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local n = redis.call('ZCOUNT', 'hf:{' .. name .. '}:p', '(' .. ARGV[1], '+inf')
+  if n > 0 then
+    table.insert(out, name)
+    table.insert(out, n)
+  end
+end
+return out
+"#;
+
+/// The scripts, hashed once (`invoke_async` runs `EVALSHA` and loads the
+/// script on `NOSCRIPT`, so a restarted Redis needs nothing else).
+pub struct Scripts {
+    pub publish: Script,
+    pub state: Script,
+    pub presence: Script,
+    pub channels: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        let with_helpers = |body: &str| Script::new(&format!("{TRIM_AGE}{body}"));
+        Scripts {
+            publish: with_helpers(PUBLISH),
+            state: with_helpers(STATE),
+            presence: Script::new(PRESENCE),
+            channels: Script::new(CHANNELS),
+        }
+    }
+}

@@ -8,37 +8,17 @@
 
 mod common;
 
+use common::{free_port, wait_for_port};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn holdfast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_holdfast"))
-}
-
-/// Kills a child process (by PID, through its handle) when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Accepts connections and never answers.
@@ -136,18 +116,8 @@ struct Scenario {
     mentions: &'static [&'static str],
 }
 
-fn find_nginx() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("nginx is missing: install it with `apt-get install -y nginx-light` (scripts/test does this)");
-}
-
 #[test]
 fn the_doctor_names_the_cause_of_each_real_failure() {
-    let nginx = find_nginx();
     let dir = std::env::temp_dir().join(format!("holdfast-doctor-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -210,14 +180,7 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         ("auth", "location /ws { return 401 'Unauthorized'; }".to_string(), ""),
         ("ratelimit", "location /ws { add_header Retry-After 5 always; return 429 'slow down'; }".to_string(), ""),
     ];
-    let mut conf = format!(
-        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  \
-         fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n  \
-         map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n",
-        d = dir.display()
-    );
+    let mut conf = "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n".to_string();
     for (name, location, cert) in &servers {
         let listen = if cert.is_empty() {
             format!("listen 127.0.0.1:{};", port(name))
@@ -226,21 +189,7 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         };
         conf.push_str(&format!("  server {{ {listen} server_name localhost; {location} }}\n"));
     }
-    conf.push_str("}\n");
-    std::fs::write(dir.join("nginx.conf"), &conf).unwrap();
-    let nginx = Guard(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let nginx = common::nginx(&dir, &conf);
     for p in &ports {
         wait_for_port(*p);
     }

@@ -5,9 +5,10 @@
 /// Settings for the generated config.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NginxArgs {
-    /// The backend, HOST:PORT.
+    /// A backend, HOST:PORT; repeat it for several nodes (round robin, no
+    /// sticky sessions: with a Redis broker any node serves any client).
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub upstream: String,
+    pub upstream: Vec<String>,
     /// The WebSocket path.
     #[arg(long, default_value = "/ws")]
     pub path: String,
@@ -44,9 +45,10 @@ map $http_upgrade $connection_upgrade {{
     ''      close;
 }}
 
+# Round robin. No sticky sessions needed: with `--broker redis://` every node
+# shares channels, offsets and history, so a reconnect may land anywhere.
 upstream holdfast {{
-    server {up};
-    keepalive 16;
+{servers}    keepalive 16;
 }}
 
 server {{
@@ -87,7 +89,8 @@ server {{
     }}
 }}
 "#,
-        up = a.upstream,
+        up = a.upstream.join(", "),
+        servers = a.upstream.iter().map(|u| format!("    server {u};\n")).collect::<String>(),
         name = a.server_name,
         ping = a.ping_interval,
     )
@@ -307,7 +310,7 @@ mod tests {
 
     fn args() -> NginxArgs {
         NginxArgs {
-            upstream: "127.0.0.1:8080".into(),
+            upstream: vec!["127.0.0.1:8080".into()],
             path: "/ws".into(),
             server_name: "example.com".into(),
             tls: false,

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A running server and its port.
 pub struct Served(pub Child, pub u16);
@@ -28,4 +30,126 @@ pub fn serve(port: u16, extra: &[&str]) -> Served {
     let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let port = first.rsplit(':').next().unwrap().parse().unwrap();
     Served(child, port)
+}
+
+impl Served {
+    /// Kills the server at once (SIGKILL): a crash, not a drain.
+    pub fn crash(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills a child process (by PID, through its handle) when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits up to 10 s for something to listen on `port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The nginx binary; fails with the install step when it is missing.
+pub fn find_nginx() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nginx is missing: install it with `apt-get install -y nginx-light` (scripts/test does this)");
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("holdfast-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs nginx unprivileged in `dir` with `http_body` inside its `http {}`
+/// block (temp paths, logs and the pid file are set here).
+pub fn nginx(dir: &Path, http_body: &str) -> Guard {
+    let conf = format!(
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n{http_body}\n}}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), &conf).unwrap();
+    Guard(
+        Command::new(find_nginx())
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A real `redis-server` on a loopback port of its own, with no
+/// persistence (a restart starts empty), stopped by PID when dropped.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Guard>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis { port: free_port(), child: None };
+        r.up();
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server again on the same port, with an empty data set.
+    pub fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server cannot start ({e}): install it with `apt-get install -y redis-server` (scripts/test does this)")
+            });
+        self.child = Some(Guard(child));
+        wait_for_port(self.port);
+    }
+
+    /// Kills the server (SIGKILL): everything it held is gone.
+    pub fn down(&mut self) {
+        self.child = None;
+    }
+
+    /// Runs a command through `redis-cli`; returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }

@@ -1,0 +1,445 @@
+//! Several `holdfast serve` nodes on one real Redis (`--broker redis://`),
+//! with real nginx round robin in front where a load balancer belongs: the
+//! same offsets everywhere, nothing lost when a node crashes or the
+//! pub/sub connection drops, `recovered: false` after Redis loses its data,
+//! not-ready and fast failures while Redis is down, presence and
+//! disconnects across nodes.
+//!
+//! Needs redis-server and nginx: `apt-get install -y redis-server nginx-light`
+//! (scripts/test does it).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use common::{free_port, nginx, scratch, serve, wait_for_port, Redis, Served};
+use futures_util::{SinkExt, StreamExt};
+use holdfast_client::{Client, Config, Event};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A node on `redis` with presence expiring in 3 s and no client limits in
+/// the way of load from one address.
+fn node(redis: &Redis, extra: &[&str]) -> Served {
+    let url = redis.url();
+    let mut args = vec!["--broker", &url, "--presence-ttl", "3s", "--commands-per-second", "0"];
+    args.extend(["--max-connections-per-ip", "100000", "--connect-rate-per-ip", "100000"]);
+    args.extend(extra);
+    serve(0, &args)
+}
+
+/// One HTTP request (`Connection: close`) with the API key; status and JSON.
+async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut buf)).await.expect("answer in 10 s").unwrap();
+    let status = buf.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::String(body.into())))
+}
+
+async fn publish(port: u16, channel: &str, data: Value) -> u64 {
+    let (status, v) = api(port, "POST", "/api/publish", &json!({"channel": channel, "data": data}).to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    v["offset"].as_u64().unwrap()
+}
+
+/// Publishes `total` messages at about `rate` per second, spread over
+/// `ports`, on several keep-alive connections; returns when all are done.
+async fn publish_stream(ports: Vec<u16>, channel: &'static str, total: u64, rate: u64) {
+    let lanes = 4;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let ports = ports.clone();
+        tasks.push(tokio::spawn(async move {
+            let port = ports[lane as usize % ports.len()];
+            let mut conn = KeepAlive::open(port).await;
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * lanes / rate));
+            for n in (lane..total).step_by(lanes as usize) {
+                tick.tick().await;
+                let status = conn.post("/api/publish", &json!({"channel": channel, "data": n}).to_string()).await;
+                assert_eq!(status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection for publishing fast.
+struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    async fn open(port: u16) -> KeepAlive {
+        KeepAlive { stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(), buf: Vec::new() }
+    }
+
+    async fn post(&mut self, path: &str, body: &str) -> u16 {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    self.buf.drain(..end + 4 + len);
+                    return status;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed a keep-alive connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A raw protocol client: what the server sends, with no library between
+/// (so duplicates and gaps would show).
+struct Raw {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: VecDeque<Value>,
+    session: String,
+}
+
+impl Raw {
+    async fn connect(port: u16) -> Raw {
+        let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("holdfast.v1.json"));
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut raw = Raw { ws, pending: VecDeque::new(), session: String::new() };
+        raw.send(json!({"id": 1, "op": "connect", "client": "scale-out-test"})).await;
+        let connected = raw.next().await;
+        assert_eq!(connected["op"], "connected", "{connected}");
+        raw.session = connected["session"].as_str().unwrap().to_string();
+        raw
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send(json!({"id": 2, "op": "subscribe", "channel": channel})).await;
+        let reply = self.next().await;
+        assert_eq!(reply["op"], "subscribed", "{reply}");
+        reply
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// The next object other than `ping` (answered), within 10 s.
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.pending.pop_front() {
+                if v["op"] == "ping" {
+                    self.send(json!({"op": "pong"})).await;
+                    continue;
+                }
+                return v;
+            }
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("connection open")
+                .expect("no WebSocket error");
+            match msg {
+                Message::Text(t) => self
+                    .pending
+                    .extend(t.split('\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap())),
+                Message::Close(f) => return json!({"op": "closed", "code": f.map(|f| u16::from(f.code))}),
+                _ => {}
+            }
+        }
+    }
+
+    /// Message offsets until `last` arrives.
+    async fn offsets_until(&mut self, last: u64) -> Vec<u64> {
+        let mut got = Vec::new();
+        loop {
+            let v = self.next().await;
+            assert_eq!(v["op"], "message", "{v}");
+            let offset = v["offset"].as_u64().unwrap();
+            got.push(offset);
+            if offset >= last {
+                return got;
+            }
+        }
+    }
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn presence_count(port: u16, channel: &str) -> usize {
+    let (_, v) = api(port, "GET", &format!("/api/presence?channel={channel}"), "").await;
+    v["subscribers"].as_array().map_or(usize::MAX, Vec::len)
+}
+
+async fn metric(port: u16, name: &str) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_offsets_history_presence_and_disconnects() {
+    let redis = Redis::start();
+    let nodes: Vec<Served> = (0..3).map(|_| node(&redis, &[])).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let mut subs = Vec::new();
+    for &p in &ports {
+        let mut raw = Raw::connect(p).await;
+        let reply = raw.subscribe("room").await;
+        subs.push((raw, reply["epoch"].as_str().unwrap().to_string()));
+    }
+    assert!(subs.iter().all(|(_, e)| *e == subs[0].1), "every node reports the same epoch");
+
+    // Over the HTTP API on node 2, and over WebSocket from the client on node 3.
+    assert_eq!(publish(ports[1], "room", json!("a")).await, 1);
+    subs[2].0.send(json!({"id": 9, "op": "publish", "channel": "room", "data": "b"})).await;
+    for (i, (raw, _)) in subs.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let v = raw.next().await;
+            if v["op"] == "message" {
+                got.push((v["offset"].as_u64().unwrap(), v["data"].clone()));
+            } else {
+                assert_eq!((i, v["op"].as_str()), (2, Some("published")), "{v}");
+                assert_eq!(v["offset"], 2);
+            }
+        }
+        assert_eq!(got, vec![(1, json!("a")), (2, json!("b"))], "node {}", i + 1);
+    }
+    let (_, history) = api(ports[0], "GET", "/api/history?channel=room", "").await;
+    assert_eq!(history["epoch"], subs[0].1.as_str());
+    assert_eq!(history["messages"], json!([{"offset": 1, "data": "a"}, {"offset": 2, "data": "b"}]));
+
+    // Presence and channels answer for the whole cluster, from any node.
+    assert_eq!(presence_count(ports[0], "room").await, 3);
+    let (_, channels) = api(ports[2], "GET", "/api/channels", "").await;
+    assert_eq!(channels["channels"], json!([{"channel": "room", "subscribers": 3}]));
+
+    // A disconnect asked of node 1 reaches the session on node 3.
+    let session = subs[2].0.session.clone();
+    let (status, answer) = api(ports[0], "POST", "/api/disconnect", &json!({"session": session}).to_string()).await;
+    assert_eq!((status, answer), (200, json!({"disconnected": 0, "other_nodes": 2})));
+    loop {
+        let v = subs[2].0.next().await;
+        if v["op"] == "closed" {
+            assert_eq!(v["code"], 4500, "{v}");
+            break;
+        }
+    }
+    eventually("presence drops the disconnected session", Duration::from_secs(5), || async {
+        presence_count(ports[1], "room").await == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pubsub_connection_is_noticed_and_filled_from_history() {
+    let redis = Redis::start();
+    let a = node(&redis, &["--history-size", "5000"]);
+    let b = node(&redis, &[]);
+    let mut sub = Raw::connect(a.1).await;
+    sub.subscribe("feed").await;
+    let total = 1500;
+    let publisher = tokio::spawn(publish_stream(vec![b.1], "feed", total, 1000));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Every node's subscription connection dies; publishing goes on.
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed.trim().parse::<u32>().unwrap() >= 2, "killed {killed}");
+    publisher.await.unwrap();
+    let got = sub.offsets_until(total).await;
+    assert_eq!(got, (1..=total).collect::<Vec<_>>(), "every offset once, in order, on the wire");
+    assert!(metric(a.1, "holdfast_broker_errors_total").await >= 1.0, "the lost connection is counted");
+}
+
+fn fast(url: String) -> Config {
+    let mut c = Config::new(url);
+    c.backoff = holdfast_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(300), 2.0);
+    c
+}
+
+/// `holdfast nginx` for these upstreams, listening on `port` (round robin,
+/// no stickiness).
+fn generated_nginx(dir: &std::path::Path, port: u16, upstreams: &[u16]) -> common::Guard {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    cmd.arg("nginx");
+    for p in upstreams {
+        cmd.args(["--upstream", &format!("127.0.0.1:{p}")]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    let conf = String::from_utf8(out.stdout).unwrap().replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let directives = conf.lines().map(str::trim).filter(|l| !l.starts_with('#'));
+    assert!(directives.clone().all(|l| !l.contains("ip_hash") && !l.contains("sticky")), "no sticky sessions");
+    let guard = nginx(dir, &conf);
+    wait_for_port(port);
+    guard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_crash_under_1000_msgs_per_second_loses_nothing() {
+    let redis = Redis::start();
+    let mut nodes: Vec<Served> = (0..3).map(|_| node(&redis, &["--history-size", "10000"])).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let lb = free_port();
+    let _nginx = generated_nginx(&scratch("crash"), lb, &ports);
+
+    let clients = 24;
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let client = Client::start(fast(format!("ws://127.0.0.1:{lb}/ws")));
+        client.subscribe("ticks").await.unwrap();
+        handles.push(client);
+    }
+    // Every client is subscribed before the stream starts.
+    eventually("all clients subscribed", Duration::from_secs(10), || async {
+        presence_count(ports[1], "ticks").await == clients
+    })
+    .await;
+
+    let total = 3000;
+    let publisher = tokio::spawn(publish_stream(vec![ports[1], ports[2]], "ticks", total, 1000));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    nodes[0].crash();
+    publisher.await.unwrap();
+
+    let mut recovered = 0;
+    for (i, client) in handles.iter_mut().enumerate() {
+        let mut offsets = Vec::new();
+        while offsets.last() != Some(&total) {
+            let e = tokio::time::timeout(Duration::from_secs(20), client.next_event())
+                .await
+                .unwrap_or_else(|_| panic!("client {i} stalled at {:?}", offsets.last()))
+                .expect("client running");
+            match e {
+                Event::Message { offset, .. } => offsets.push(offset),
+                Event::Recovered { .. } => recovered += 1,
+                Event::RecoveryFailed { .. } => panic!("client {i} could not recover"),
+                _ => {}
+            }
+        }
+        assert_eq!(offsets, (1..=total).collect::<Vec<_>>(), "client {i}: every message once, in order");
+    }
+    assert!(recovered >= 1, "the crashed node's clients recovered on other nodes");
+    // The crashed node's presence entries expire (presence_ttl 3 s).
+    eventually("presence forgets the crashed node", Duration::from_secs(10), || async {
+        presence_count(ports[2], "ticks").await == clients
+    })
+    .await;
+    for c in handles {
+        c.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_not_ready_and_fast_errors_and_empty_redis_means_recovered_false() {
+    let mut redis = Redis::start();
+    let n = node(&redis, &[]);
+    let mut client = Client::start(fast(format!("ws://127.0.0.1:{}/ws", n.1)));
+    client.subscribe("news").await.unwrap();
+    eventually("subscribed", Duration::from_secs(5), || async { presence_count(n.1, "news").await == 1 }).await;
+    publish(n.1, "news", json!(1)).await;
+    publish(n.1, "news", json!(2)).await;
+
+    redis.down();
+    eventually("/readyz reports the broker", Duration::from_secs(5), || async {
+        let (status, body) = api(n.1, "GET", "/readyz", "").await;
+        status == 503 && body.as_str().is_some_and(|b| b.contains("broker") && b.contains("Redis"))
+    })
+    .await;
+    let started = Instant::now();
+    let (status, body) = api(n.1, "POST", "/api/publish", r#"{"channel":"news","data":3}"#).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("broker_unavailable")), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "a publish fails fast, it does not hang");
+    assert!(metric(n.1, "holdfast_broker_errors_total").await >= 2.0);
+
+    // Redis comes back with nothing: a new epoch, so the client learns it
+    // could not recover instead of seeing a silent gap.
+    redis.up();
+    let mut seen = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(15), client.next_event()).await.expect("event").unwrap();
+        seen.push(format!("{e:?}"));
+        match e {
+            Event::Message { offset, .. } => assert!(offset <= 2, "{seen:?}"),
+            Event::Recovered { .. } => panic!("recovered across a Redis data loss: {seen:?}"),
+            Event::RecoveryFailed { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(seen.iter().any(|e| e.contains("4002")), "closed with insufficient_state: {seen:?}");
+    let (status, _) = api(n.1, "GET", "/readyz", "").await;
+    assert_eq!(status, 200);
+    eventually("resubscribed", Duration::from_secs(5), || async { presence_count(n.1, "news").await == 1 }).await;
+    assert_eq!(publish(n.1, "news", json!("new")).await, 1);
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), client.next_event()).await.expect("event").unwrap();
+        if let Event::Message { offset, .. } = e {
+            assert_eq!(offset, 1);
+            break;
+        }
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_clients_through_nginx_round_robin_get_every_message() {
+    let redis = Redis::start();
+    let nodes: Vec<Served> = (0..3).map(|_| node(&redis, &[])).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let lb = free_port();
+    let _nginx = generated_nginx(&scratch("round-robin"), lb, &ports);
+
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let batch = (0..50).map(|_| async move {
+            let mut raw = Raw::connect(lb).await;
+            raw.subscribe("all").await;
+            raw
+        });
+        clients.extend(futures_util::future::join_all(batch).await);
+    }
+    for &p in &ports {
+        assert!(metric(p, "holdfast_connections{transport=\"websocket\"}").await > 50.0, "nginx spread the clients");
+    }
+    assert_eq!(presence_count(ports[0], "all").await, 500);
+    for n in 0..10u64 {
+        publish(ports[n as usize % 3], "all", json!(n)).await;
+    }
+    let reads = clients.iter_mut().map(|c| c.offsets_until(10));
+    for got in futures_util::future::join_all(reads).await {
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+    }
+}

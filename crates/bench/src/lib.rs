@@ -38,7 +38,9 @@ pub enum Scenario {
 /// Arguments of `holdfast bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// The server, e.g. `ws://127.0.0.1:8080/ws` (loopback only).
+    /// The server, e.g. `ws://127.0.0.1:8080/ws` (loopback only); several
+    /// comma-separated URLs spread subscribers over the nodes of a cluster
+    /// (the publisher uses the first).
     pub url: String,
     /// The scenario.
     #[arg(long, value_enum, default_value = "fanout")]
@@ -73,13 +75,17 @@ fn humantime_secs(s: &str) -> Result<Duration, String> {
 
 type Conn = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
+/// A server URL and the address it names.
+type Target = (String, SocketAddr);
+
 /// Runs the chosen scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let target = target(&args.url)?;
+    let targets: Vec<Target> =
+        args.url.split(',').map(|u| Ok((u.to_string(), target(u)?))).collect::<anyhow::Result<_>>()?;
     match args.scenario {
-        Scenario::Idle => idle(&args, target).await,
-        Scenario::Fanout => fanout(&args, target).await,
-        Scenario::Flood => flood(&args, target).await,
+        Scenario::Idle => idle(&args, &targets).await,
+        Scenario::Fanout => fanout(&args, &targets).await,
+        Scenario::Flood => flood(&args, &targets[0]).await,
     }
 }
 
@@ -124,7 +130,7 @@ async fn subscribe(ws: &mut Conn, channel: &str) -> anyhow::Result<()> {
     bail!("connection closed before subscribed")
 }
 
-async fn open_many(args: &BenchArgs, target: SocketAddr, channel: impl Fn(usize) -> String) -> Vec<Conn> {
+async fn open_many(args: &BenchArgs, targets: &[Target], channel: impl Fn(usize) -> String) -> Vec<Conn> {
     let started = Instant::now();
     let conns = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
     let failures = Arc::new(AtomicU64::new(0));
@@ -132,8 +138,8 @@ async fn open_many(args: &BenchArgs, target: SocketAddr, channel: impl Fn(usize)
     let channel = Arc::new(channel);
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (conns, failures, next, channel, args) =
-                (conns.clone(), failures.clone(), next.clone(), channel.clone(), args.clone());
+            let (conns, failures, next, channel, args, targets) =
+                (conns.clone(), failures.clone(), next.clone(), channel.clone(), args.clone(), targets.to_vec());
             async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -142,7 +148,8 @@ async fn open_many(args: &BenchArgs, target: SocketAddr, channel: impl Fn(usize)
                     }
                     let source = (i % args.sources.max(1) as usize) as u8 + 1;
                     let result = async {
-                        let mut ws = open(&args.url, target, source).await?;
+                        let (url, target) = &targets[i % targets.len()];
+                        let mut ws = open(url, *target, source).await?;
                         subscribe(&mut ws, &channel(i)).await?;
                         anyhow::Ok(ws)
                     };
@@ -174,9 +181,9 @@ fn rss_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn idle(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
+async fn idle(args: &BenchArgs, targets: &[Target]) -> anyhow::Result<()> {
     let before = args.server_pid.and_then(rss_kb);
-    let conns = open_many(args, target, |i| format!("bench:idle:{}", i % 100)).await;
+    let conns = open_many(args, targets, |i| format!("bench:idle:{}", i % 100)).await;
     tokio::time::sleep(args.duration).await;
     let after = args.server_pid.and_then(rss_kb);
     if let (Some(b), Some(a)) = (before, after) {
@@ -205,9 +212,9 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
 
-async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
+async fn fanout(args: &BenchArgs, targets: &[Target]) -> anyhow::Result<()> {
     let channel = format!("bench:fanout:{}", now_ns());
-    let subs = open_many(args, target, |_| channel.clone()).await;
+    let subs = open_many(args, targets, |_| channel.clone()).await;
     let n = subs.len();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let delivered = Arc::new(AtomicU64::new(0));
@@ -262,7 +269,7 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / args.publish_rate.max(1) as f64);
     // The publisher's replies are read by their own task so writes never wait on them.
-    let mut publisher = open(&args.url, target, 1).await?;
+    let mut publisher = open(&targets[0].0, targets[0].1, 1).await?;
     publisher.send(Message::text("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}")).await?;
     let (mut psink, mut pstream) = publisher.split();
     tokio::spawn(async move { while let Some(Ok(_)) = pstream.next().await {} });
@@ -300,7 +307,7 @@ async fn fanout(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn flood(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
+async fn flood(args: &BenchArgs, (url, target): &Target) -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut sent, mut cuts) = (0u64, 0u64);
     // 100 subscribe/unsubscribe pairs per frame: cheap to send, real work to answer.
@@ -309,7 +316,7 @@ async fn flood(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join("\n");
     while started.elapsed() < args.duration {
-        let Ok(ws) = open(&args.url, target, 1).await else {
+        let Ok(ws) = open(url, *target, 1).await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };

@@ -443,3 +443,27 @@ async fn five_hundred_clients_through_nginx_round_robin_get_every_message() {
         assert_eq!(got, (1..=10).collect::<Vec<_>>());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_without_redis_serves_locally_and_becomes_ready_when_redis_comes() {
+    let mut redis = Redis::not_started();
+    let n = node(&redis, &[]);
+    let (status, body) = api(n.1, "GET", "/readyz", "").await;
+    assert_eq!(status, 503);
+    assert!(body.as_str().unwrap().contains("Redis unreachable"), "{body}");
+    assert_eq!(api(n.1, "GET", "/healthz", "").await.0, 200, "alive, just not ready");
+    // Connections are served; what needs Redis fails with a clear code.
+    let mut raw = Raw::connect(n.1).await;
+    raw.send(json!({"id": 2, "op": "subscribe", "channel": "later"})).await;
+    let reply = raw.next().await;
+    assert_eq!((reply["op"].as_str(), reply["code"].as_str()), (Some("error"), Some("broker_unavailable")), "{reply}");
+
+    redis.up();
+    eventually("ready once Redis is up", Duration::from_secs(10), || async {
+        api(n.1, "GET", "/readyz", "").await.0 == 200
+    })
+    .await;
+    raw.subscribe("later").await;
+    publish(n.1, "later", json!("hi")).await;
+    assert_eq!(raw.offsets_until(1).await, vec![1]);
+}

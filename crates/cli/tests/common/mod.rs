@@ -117,9 +117,14 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let mut r = Redis { port: free_port(), child: None };
+        let mut r = Redis::not_started();
         r.up();
         r
+    }
+
+    /// A port for a Redis that is not running yet (`up` starts it).
+    pub fn not_started() -> Redis {
+        Redis { port: free_port(), child: None }
     }
 
     /// `redis://127.0.0.1:PORT/0`.

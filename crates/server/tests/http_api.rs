@@ -164,7 +164,7 @@ async fn disconnect_by_session_closes_with_4500_and_no_reconnect() {
 
     let r = server.api("POST", "/api/disconnect", &format!(r#"{{"session":"{session}"}}"#)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json(), json!({"disconnected": 1}));
+    assert_eq!(r.json(), json!({"disconnected": 1, "other_nodes": 0}));
     let (d, code) = a.closed().await;
     assert_eq!(code, Some(4500));
     let d = d.expect("disconnect before close");
@@ -172,11 +172,11 @@ async fn disconnect_by_session_closes_with_4500_and_no_reconnect() {
     // The session is still finishing its closing handshake (the client has
     // not replied yet); asking again disconnects nobody new.
     let r = server.api("POST", "/api/disconnect", &format!(r#"{{"session":"{session}"}}"#)).await;
-    assert_eq!(r.json(), json!({"disconnected": 0}), "already disconnected");
+    assert_eq!(r.json(), json!({"disconnected": 0, "other_nodes": 0}), "already disconnected");
     // Reading on sends the close reply tungstenite queued, as a browser would at once.
     let _ = tokio::time::timeout(Duration::from_secs(1), a.ws.next()).await;
     let r = server.api("POST", "/api/disconnect", r#"{"user":"nobody"}"#).await;
-    assert_eq!(r.json(), json!({"disconnected": 0}));
+    assert_eq!(r.json(), json!({"disconnected": 0, "other_nodes": 0}));
     let r = server.api("POST", "/api/disconnect", r#"{}"#).await;
     api_error(&r, 400, "bad_request");
 

@@ -282,6 +282,11 @@ async fn a_dropped_pubsub_connection_is_noticed_and_filled_from_history() {
     let got = sub.offsets_until(total).await;
     assert_eq!(got, (1..=total).collect::<Vec<_>>(), "every offset once, in order, on the wire");
     assert!(metric(a.1, "holdfast_broker_errors_total").await >= 1.0, "the lost connection is counted");
+    assert_eq!(
+        metric(a.1, "holdfast_messages_delivered_total").await,
+        total as f64,
+        "deliveries are counted where they happen"
+    );
 }
 
 fn fast(url: String) -> Config {

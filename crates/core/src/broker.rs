@@ -9,6 +9,7 @@ use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPo
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::observer::Observer;
 use crate::outbox::{Disconnect, Outbox};
 use crate::registry::Target;
 
@@ -56,9 +57,10 @@ pub struct Published {
     pub epoch: Epoch,
     /// The offset assigned.
     pub offset: Offset,
-    /// Subscribers on this node it was queued for (0 when delivery is
-    /// asynchronous, as through Redis, where each node fans out on arrival).
-    pub delivered: usize,
+    /// Subscribers on this node it was queued for; `None` when delivery is
+    /// asynchronous, as through Redis, where each node fans out on arrival
+    /// and reports it through [`Observer::delivered`].
+    pub delivered: Option<usize>,
 }
 
 /// A slice of a channel's history.
@@ -133,6 +135,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Periodic upkeep (expiring history, collecting unused channels). The
     /// server calls it every few seconds.
     fn sweep(&self, _now: Instant) {}
+
+    /// Tells `observer` about deliveries the broker makes on its own (a
+    /// broker that fans out publications arriving from other nodes).
+    fn observe_with(&self, _observer: Arc<dyn Observer>) {}
 
     /// Asks every *other* node sharing this broker to close the sessions
     /// `target` names (the caller closes this node's own). Returns how many

@@ -121,7 +121,7 @@ impl Broker for MemoryBroker {
         }
         let delivered = ch.subscribers.len();
         ch.history.push(publication, now, ch.limits);
-        Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered })
+        Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered: Some(delivered) })
     }
 
     async fn subscribe(

@@ -105,6 +105,7 @@ impl Node {
 
     /// Sets who is told what sessions do (once; later calls are ignored).
     pub fn observe_with(&self, observer: Arc<dyn Observer>) {
+        self.broker.observe_with(observer.clone());
         let _ = self.observer.set(observer);
     }
 

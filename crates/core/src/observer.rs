@@ -51,9 +51,14 @@ impl Op {
 pub trait Observer: Send + Sync {
     /// A command ran (`ok`) or was answered with `error`.
     fn command(&self, _op: Op, _ok: bool) {}
-    /// A publication was queued for `delivered` local subscribers; the
-    /// fan-out (offset, history, every outbox) took `fanout`.
-    fn published(&self, _delivered: usize, _fanout: Duration) {}
+    /// A publication was made. With `Some(n)` it was queued for `n` local
+    /// subscribers and the fan-out (offset, history, every outbox) took
+    /// `fanout`; with `None` the broker fans out later ([`Observer::delivered`]).
+    fn published(&self, _delivered: Option<usize>, _fanout: Duration) {}
+    /// A publication made elsewhere (another node, through the broker)
+    /// reached this node and was queued for `delivered` local subscribers
+    /// in `fanout`.
+    fn delivered(&self, _delivered: usize, _fanout: Duration) {}
     /// The broker failed a call.
     fn broker_error(&self) {}
 }

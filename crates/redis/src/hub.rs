@@ -230,8 +230,9 @@ impl LocalHub {
     }
 
     /// Delivers what a history read after a gap found. Returns how many
-    /// publications were delivered, or `Reset` when the gap could not be
-    /// filled (history trimmed past it, or a new epoch).
+    /// deliveries (publications × live members) were queued, or `Reset`
+    /// when the gap could not be filled (history trimmed past it, or a new
+    /// epoch).
     pub fn fill(&self, channel: &ChannelName, snapshot: &Snapshot) -> Result<usize, Arrival> {
         let mut map = self.shard(channel);
         let Some(ch) = map.get_mut(channel) else {
@@ -255,9 +256,8 @@ impl LocalHub {
             if p.offset != next {
                 break;
             }
-            ch.deliver(p);
+            n += ch.deliver(p);
             next = next.next();
-            n += 1;
         }
         if next <= snapshot.newest {
             ch.reset("messages were lost between nodes and left the history; resubscribe to resync");

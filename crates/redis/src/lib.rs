@@ -22,13 +22,13 @@ mod link;
 mod scripts;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use holdfast_core::{
-    new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Namespaces, Published,
-    SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
+    new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Namespaces, Observer,
+    Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
 };
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
 use redis::aio::ConnectionManager;
@@ -76,6 +76,7 @@ struct Shared {
     node_id: String,
     readiness: Mutex<Result<(), String>>,
     errors: AtomicU64,
+    observer: OnceLock<Arc<dyn Observer>>,
     scripts: Scripts,
 }
 
@@ -107,6 +108,7 @@ impl RedisBroker {
             node_id: new_epoch().as_str().to_owned(),
             readiness: Mutex::new(Err("connecting to Redis".into())),
             errors: AtomicU64::new(0),
+            observer: OnceLock::new(),
             scripts: Scripts::default(),
         });
         let (tx, rx) = mpsc::channel(1024);
@@ -202,16 +204,20 @@ impl Shared {
         Ok(Snapshot { epoch: Epoch::new(epoch), newest: Offset(newest), oldest_held, entries })
     }
 
-    /// Fills a gap after `after` from history; returns how many it delivered.
-    async fn fill(&self, channel: &ChannelName, after: Offset) -> Result<usize, BrokerError> {
+    /// Fills a gap after `after` from history.
+    async fn fill(&self, channel: &ChannelName, after: Offset) -> Result<(), BrokerError> {
         let limit = self.limits(channel).max_len;
         let snapshot = self.snapshot(channel, Some(after), limit, None).await?;
+        let started = std::time::Instant::now();
         let filled = self.hub.fill(channel, &snapshot);
+        if let (Ok(n), Some(observer)) = (&filled, self.observer.get()) {
+            observer.delivered(*n, started.elapsed());
+        }
         if filled.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%channel, "messages lost between Redis and this node could not be recovered; subscribers told to resubscribe");
         }
-        Ok(filled.unwrap_or(0))
+        Ok(())
     }
 
     async fn leave_presence(&self, channel: &ChannelName, info: &ClientInfo) -> Result<(), BrokerError> {
@@ -292,7 +298,7 @@ impl Broker for RedisBroker {
             .arg(new_epoch().as_str())
             .arg(scripts::topic(channel.as_str()));
         let (epoch, offset): (String, u64) = s.call("publish", call.invoke_async(&mut conn)).await?;
-        Ok(Published { epoch: Epoch::new(epoch), offset: Offset(offset), delivered: 0 })
+        Ok(Published { epoch: Epoch::new(epoch), offset: Offset(offset), delivered: None })
     }
 
     async fn subscribe(
@@ -380,6 +386,10 @@ impl Broker for RedisBroker {
             .call("publish", redis::cmd("PUBLISH").arg(CONTROL_TOPIC).arg(msg.to_string()).query_async(&mut conn))
             .await?;
         Ok(heard.saturating_sub(1))
+    }
+
+    fn observe_with(&self, observer: Arc<dyn Observer>) {
+        let _ = self.shared.observer.set(observer);
     }
 
     fn readiness(&self) -> Result<(), String> {

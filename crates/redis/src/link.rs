@@ -186,7 +186,12 @@ async fn on_message(shared: &Shared, msg: &redis::Msg) {
         tracing::warn!(%channel, "unreadable publication from Redis dropped");
         return;
     };
-    if let Arrival::Gap { after } = shared.hub.arrive(&channel, &epoch, &publication) {
+    let started = std::time::Instant::now();
+    let arrival = shared.hub.arrive(&channel, &epoch, &publication);
+    if let (Arrival::Delivered(n), Some(observer)) = (&arrival, shared.observer.get()) {
+        observer.delivered(*n, started.elapsed());
+    }
+    if let Arrival::Gap { after } = arrival {
         shared.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%channel, after = after.0, got = publication.offset.0, "publications lost on the way from Redis; filling from history");
         if let Err(e) = shared.fill(&channel, after).await {

@@ -83,8 +83,14 @@ impl Observer for Metrics {
         self.commands[op.index()][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn published(&self, delivered: usize, fanout: std::time::Duration) {
+    fn published(&self, delivered: Option<usize>, fanout: std::time::Duration) {
         self.publications.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = delivered {
+            self.delivered(n, fanout);
+        }
+    }
+
+    fn delivered(&self, delivered: usize, fanout: std::time::Duration) {
         self.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
         self.fanout.observe(fanout);
     }

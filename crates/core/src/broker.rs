@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::observer::Observer;
 use crate::outbox::{Disconnect, Outbox};
@@ -145,6 +145,19 @@ pub trait Broker: Send + Sync + 'static {
     /// other nodes heard the request; 0 for a single-process broker.
     async fn disconnect_elsewhere(&self, _target: Target<'_>, _disconnect: &Disconnect) -> Result<usize, BrokerError> {
         Ok(0)
+    }
+
+    /// Hands commands to a request-based session (SSE, long-polling) that
+    /// lives on another node. `Ok(false)`: no node holds it.
+    async fn send_to_session(&self, _session: &str, _commands: &str) -> Result<bool, BrokerError> {
+        Ok(false)
+    }
+
+    /// Reads a request-based session that lives on another node: its
+    /// frames (and `disconnect`, encoded), waiting up to `wait` for some.
+    /// `Ok(None)`: no node holds it.
+    async fn poll_session(&self, _session: &str, _wait: Duration) -> Result<Option<Vec<Bytes>>, BrokerError> {
+        Ok(None)
     }
 
     /// `Ok` when the broker can serve; otherwise why not, in words an

@@ -31,5 +31,5 @@ pub use namespace::{NamespaceRules, Namespaces};
 pub use node::{Node, SessionConfig};
 pub use observer::{NoObserver, Observer, Op};
 pub use outbox::{Batch, Disconnect, Outbox, Refused};
-pub use registry::{SessionRegistry, Target};
+pub use registry::{Input, Route, SessionRegistry, Target};
 pub use session::{FrameStats, Session};

@@ -37,6 +37,17 @@ impl Disconnect {
         Disconnect { code, reason: reason.into(), reconnect_after_ms: None }
     }
 
+    /// The `disconnect` message that tells the client about this close.
+    pub fn frame(&self) -> Bytes {
+        holdfast_protocol::Reply::Disconnect {
+            code: self.code.code(),
+            reason: &self.reason,
+            reconnect: self.code.reconnect(),
+            reconnect_after_ms: self.reconnect_after_ms,
+        }
+        .encode()
+    }
+
     /// The close for a consumer whose outbox overflowed.
     pub fn slow_consumer() -> Disconnect {
         Disconnect::new(CloseCode::SlowConsumer, "outbound queue full: client reads too slowly")
@@ -123,6 +134,11 @@ impl Outbox {
     /// Bytes queued right now.
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().expect("outbox lock poisoned").bytes
+    }
+
+    /// The close code, once the outbox is closing.
+    pub fn closing_code(&self) -> Option<CloseCode> {
+        self.state.lock().expect("outbox lock poisoned").closing.as_ref().map(|d| d.code)
     }
 
     /// Takes everything queued, moving frames into `batch`.

@@ -1,9 +1,13 @@
 //! `SessionRegistry`: every live connection on this node, so the node can
-//! reach them all (graceful drain) or by user (`/api/disconnect`).
+//! reach them all (graceful drain), by user (`/api/disconnect`), or — for
+//! sessions on request-based transports (SSE, long-polling), whose commands
+//! and reads arrive on separate requests — by session id ([`Route`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
 
 use crate::broker::SessionKey;
 use crate::outbox::{Disconnect, Outbox};
@@ -12,6 +16,25 @@ struct Entry {
     outbox: Arc<Outbox>,
     session: Option<Arc<str>>,
     user: Option<Arc<str>>,
+}
+
+/// What a request-based session's task receives.
+#[derive(Debug)]
+pub enum Input {
+    /// One or more commands, as a WebSocket frame would carry them.
+    Commands(String),
+    /// The client showed it is alive (a poll, a delivered stream chunk).
+    Heard,
+}
+
+/// How to reach a session whose requests may land anywhere: its task's
+/// input (bounded) and its outbox.
+#[derive(Clone)]
+pub struct Route {
+    /// Commands and liveness for the session's task.
+    pub input: mpsc::Sender<Input>,
+    /// What the session sends.
+    pub outbox: Arc<Outbox>,
 }
 
 /// Which sessions [`SessionRegistry::disconnect`] closes.
@@ -27,6 +50,7 @@ pub enum Target<'a> {
 #[derive(Default)]
 pub struct SessionRegistry {
     entries: Mutex<HashMap<SessionKey, Entry>>,
+    routes: Mutex<HashMap<Arc<str>, Route>>,
     next_key: AtomicU64,
 }
 
@@ -48,7 +72,28 @@ impl SessionRegistry {
 
     /// Removes a connection.
     pub fn unregister(&self, key: SessionKey) {
-        self.lock().remove(&key);
+        if let Some(Entry { session: Some(id), .. }) = self.lock().remove(&key) {
+            self.routes().remove(&id);
+        }
+    }
+
+    /// Makes a connected session reachable by its id.
+    pub fn add_route(&self, session: &str, route: Route) {
+        self.routes().insert(Arc::from(session), route);
+    }
+
+    /// How to reach a session by id, if it lives on this node.
+    pub fn route(&self, session: &str) -> Option<Route> {
+        self.routes().get(session).cloned()
+    }
+
+    /// Ids of the sessions reachable by id.
+    pub fn routed(&self) -> Vec<Arc<str>> {
+        self.routes().keys().cloned().collect()
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Route>> {
+        self.routes.lock().expect("session routes poisoned")
     }
 
     /// Live connections.

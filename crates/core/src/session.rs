@@ -68,6 +68,11 @@ impl Session {
         }
     }
 
+    /// The session id sent in `connected`, once connected.
+    pub fn id(&self) -> Option<&str> {
+        self.info.as_deref().map(|i| i.session.as_str())
+    }
+
     /// The session's outbound queue.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     MessageTooBig,
     /// The broker could not complete the command; retrying may help.
     BrokerUnavailable,
+    /// No node has a session with this id (SSE and long-polling requests).
+    UnknownSession,
     /// The session sent commands faster than its limit.
     RateLimited,
     /// This server needs a token in `connect`.
@@ -57,7 +59,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the docs list them.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -69,6 +71,7 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::MessageTooBig,
         ErrorCode::BrokerUnavailable,
+        ErrorCode::UnknownSession,
         ErrorCode::RateLimited,
         ErrorCode::TokenRequired,
         ErrorCode::TokenInvalid,
@@ -96,6 +99,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
+            ErrorCode::UnknownSession => "unknown_session",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TokenRequired => "token_required",
             ErrorCode::TokenInvalid => "token_invalid",
@@ -128,6 +132,9 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "The session reached its subscription limit.",
             ErrorCode::MessageTooBig => "The publication is larger than `max_message_size`.",
             ErrorCode::BrokerUnavailable => "The broker could not complete the command; retry.",
+            ErrorCode::UnknownSession => {
+                "No node holds a session with this id (it ended, expired or never existed): open a new session."
+            }
             ErrorCode::TokenRequired => "This server does not accept anonymous connections: send `token` in `connect`.",
             ErrorCode::TokenInvalid => {
                 "The token is malformed, badly signed, not valid yet, or uses an algorithm this server does not accept."

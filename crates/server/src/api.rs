@@ -19,10 +19,10 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 
 /// An API error: status, stable code, message.
-pub struct ApiError(StatusCode, ErrorCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) ErrorCode, pub(crate) String);
 
 impl ApiError {
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(message: impl Into<String>) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message.into())
     }
 }

@@ -13,6 +13,7 @@ mod admission;
 mod api;
 mod auth;
 mod drain;
+mod fallback;
 mod listener;
 mod metrics;
 mod origin;
@@ -156,6 +157,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/ws", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)))
+        .route("/sse", get(fallback::sse).post(fallback::commands))
+        .route("/poll", get(fallback::poll).post(fallback::commands))
         .route("/echo", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)))
         // Browsers ask for it on every page; an empty answer beats a 404 in the console.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))

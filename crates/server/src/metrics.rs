@@ -24,6 +24,10 @@ pub enum Transport {
     WebSocket,
     /// `/echo`: the diagnostic echo.
     Echo,
+    /// `/sse`: Server-Sent Events, commands by POST.
+    Sse,
+    /// `/poll`: HTTP long-polling.
+    LongPoll,
 }
 
 impl Transport {
@@ -31,6 +35,8 @@ impl Transport {
         match self {
             Transport::WebSocket => "websocket",
             Transport::Echo => "echo",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "long_polling",
         }
     }
 }
@@ -40,6 +46,8 @@ impl Transport {
 pub struct Metrics {
     ws_connections: AtomicI64,
     echo_connections: AtomicI64,
+    sse_connections: AtomicI64,
+    poll_connections: AtomicI64,
     connections_total: AtomicU64,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -105,6 +113,8 @@ impl Metrics {
         match t {
             Transport::WebSocket => &self.ws_connections,
             Transport::Echo => &self.echo_connections,
+            Transport::Sse => &self.sse_connections,
+            Transport::LongPoll => &self.poll_connections,
         }
     }
 
@@ -166,7 +176,7 @@ impl Metrics {
             "holdfast_connections",
             "gauge",
             "Open connections by transport.",
-            &[Transport::WebSocket, Transport::Echo]
+            &[Transport::WebSocket, Transport::Echo, Transport::Sse, Transport::LongPoll]
                 .map(|t| (format!("{{transport=\"{}\"}}", t.label()), self.open_connections(t).to_string())),
         );
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();

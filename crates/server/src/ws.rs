@@ -15,7 +15,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, Session};
-use holdfast_protocol::{CloseCode, Reply};
+use holdfast_protocol::CloseCode;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -196,13 +196,7 @@ where
     S: SinkExt<Message, Error = WsError> + Unpin,
 {
     let code = d.code.code();
-    let message = Reply::Disconnect {
-        code,
-        reason: &d.reason,
-        reconnect: d.code.reconnect(),
-        reconnect_after_ms: d.reconnect_after_ms,
-    }
-    .encode();
+    let message = d.frame();
     let close = async {
         sink.feed(text(message)).await?;
         sink.send(close_frame(d)).await

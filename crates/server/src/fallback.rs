@@ -1,0 +1,459 @@
+//! Fallback transports for networks that block WebSocket: Server-Sent
+//! Events (`GET /sse`) and HTTP long-polling (`GET /poll`), with commands
+//! sent by `POST` to either path with `?session=ID`.
+//!
+//! Both carry exactly the JSON objects of the WebSocket protocol and run
+//! the same [`Session`], so offsets, pings, recovery and limits are the
+//! same. Only the plumbing differs: a session's task owns the `Session`
+//! and takes [`Input`] from any request that names its id (a POST, a poll,
+//! the stream staying open); reads drain the session's outbox.
+//!
+//! No sticky sessions: a POST or poll that lands on a node which does not
+//! hold the session goes to the node that does through the broker
+//! ([`holdfast_core::Broker::send_to_session`],
+//! [`holdfast_core::Broker::poll_session`]); with the memory broker every
+//! session is local.
+//!
+//! Plain `EventSource` support: `GET /sse?channel=a&channel=b` connects and
+//! subscribes, and every `message` event carries `id:` with the position of
+//! every channel of the stream, so the browser's automatic reconnect (which
+//! sends `Last-Event-ID`) resumes exactly where it left off.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session};
+use holdfast_protocol::{CloseCode, ErrorCode};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout};
+
+use crate::api::ApiError;
+use crate::metrics::{Metrics, Transport};
+use crate::AppState;
+
+/// How long a poll waits for something to send: below the 60 s idle
+/// timeouts of common proxies and load balancers, with room to spare.
+pub const POLL_WAIT: Duration = Duration::from_secs(25);
+
+/// How long a closed session stays reachable so the client's next read
+/// collects its `disconnect`.
+const CLOSED_GRACE: Duration = Duration::from_secs(10);
+
+/// Commands queued for one session's task before POSTs are refused.
+const INPUT_QUEUE: usize = 64;
+
+/// A comment sent first on every stream: some proxies hold the first
+/// kilobytes of a response before passing anything on.
+const SSE_PREAMBLE: &str =
+    concat!(":", "                                                                ", "\nretry: 2000\n\n");
+
+/// What opens a session: the `connect` fields and, for plain `EventSource`
+/// use, channels to subscribe.
+#[derive(Default)]
+struct Open {
+    client: Option<String>,
+    token: Option<String>,
+    ping_interval_ms: Option<u64>,
+    channels: Vec<String>,
+    session: Option<String>,
+}
+
+fn parse_query(query: Option<&str>) -> Open {
+    let mut open = Open::default();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "client" => open.client = Some(v.into_owned()),
+            "token" => open.token = Some(v.into_owned()),
+            "ping_interval_ms" => open.ping_interval_ms = v.parse().ok(),
+            "channel" => open.channels.push(v.into_owned()),
+            "session" => open.session = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    open
+}
+
+/// Each channel's `(epoch, offset)`, as carried in SSE `id:` fields:
+/// `channel epoch offset` triples separated by spaces (channel names and
+/// epochs never contain spaces).
+#[derive(Default, Debug, PartialEq, Eq)]
+pub struct Positions(BTreeMap<String, (String, u64)>);
+
+impl Positions {
+    /// Parses a `Last-Event-ID`; malformed input yields no positions.
+    pub fn parse(id: &str) -> Positions {
+        let parts: Vec<&str> = id.split_whitespace().collect();
+        let mut map = BTreeMap::new();
+        for t in parts.chunks(3) {
+            if let [c, e, o] = t {
+                if let Ok(o) = o.parse() {
+                    map.insert(c.to_string(), (e.to_string(), o));
+                }
+            }
+        }
+        Positions(map)
+    }
+
+    /// The `id:` value.
+    pub fn encode(&self) -> String {
+        let triples: Vec<String> = self.0.iter().map(|(c, (e, o))| format!("{c} {e} {o}")).collect();
+        triples.join(" ")
+    }
+
+    /// Follows one outgoing frame; returns whether it is a `message` (whose
+    /// event then carries the positions).
+    fn follow(&mut self, frame: &[u8]) -> bool {
+        if frame.starts_with(br#"{"op":"message""#) {
+            let text = std::str::from_utf8(frame).unwrap_or("");
+            let channel = text.split(r#""channel":""#).nth(1).and_then(|r| r.split('"').next());
+            let offset = text.split(r#""offset":"#).nth(1).and_then(|r| r.split([',', '}']).next()?.parse().ok());
+            if let (Some(c), Some(o)) = (channel, offset) {
+                if let Some(p) = self.0.get_mut(c) {
+                    p.1 = o;
+                }
+            }
+            return true;
+        }
+        if frame.starts_with(br#"{"op":"subscribed""#) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(frame) {
+                let (Some(c), Some(e), Some(o)) = (v["channel"].as_str(), v["epoch"].as_str(), v["offset"].as_u64())
+                else {
+                    return false;
+                };
+                let recovered = v["recovered"].as_bool() == Some(true);
+                let keep = recovered && self.0.get(c).is_some_and(|(old, _)| old == e);
+                if !keep {
+                    self.0.insert(c.to_string(), (e.to_string(), o));
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Opens a session for a request-based transport: admission, `connect`,
+/// subscriptions; starts its task. Returns its route, or the response that
+/// refuses it.
+async fn open_session(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    open: &Open,
+    since: &Positions,
+    transport: Transport,
+) -> Result<Route, Response> {
+    if state.node.is_draining() {
+        let e = ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "this node is shutting down".into());
+        return Err(([(header::RETRY_AFTER, "1")], e).into_response());
+    }
+    let ip = peer.map(|p| p.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let ticket = match state.admission.admit(ip) {
+        Ok(t) => t,
+        Err(refusal) => {
+            state.metrics.rejections.record(&refusal, Instant::now());
+            return Err(refusal.into_response());
+        }
+    };
+    let mut session = Session::new(state.node.clone(), Instant::now());
+    let mut connect = serde_json::json!({"id": 1, "op": "connect"});
+    if let Some(c) = &open.client {
+        connect["client"] = c.as_str().into();
+    }
+    if let Some(t) = &open.token {
+        connect["token"] = t.as_str().into();
+    }
+    if let Some(ms) = open.ping_interval_ms {
+        connect["ping_interval_ms"] = ms.into();
+    }
+    session.handle_frame(&connect.to_string(), Instant::now()).await;
+    let Some(id) = session.id().map(str::to_owned) else {
+        // The connect was refused (a bad token, say): answer with what the
+        // session said, as a WebSocket client would have read it.
+        let mut batch = Batch::default();
+        session.outbox().take(&mut batch);
+        session.finish().await;
+        return Err((StatusCode::UNAUTHORIZED, json_array(&batch)).into_response());
+    };
+    for (i, channel) in open.channels.iter().enumerate() {
+        let mut subscribe = serde_json::json!({"id": i + 2, "op": "subscribe", "channel": channel});
+        if let Some((epoch, offset)) = since.0.get(channel) {
+            subscribe["since"] = serde_json::json!({"epoch": epoch, "offset": offset});
+        }
+        session.handle_frame(&subscribe.to_string(), Instant::now()).await;
+    }
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let route = Route { input: tx, outbox: session.outbox().clone() };
+    state.node.sessions.add_route(&id, route.clone());
+    state.metrics.connection_opened(transport);
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        let _ticket = ticket;
+        run_session(session, rx, &metrics, transport).await;
+    });
+    Ok(route)
+}
+
+/// A request-based session's task: commands, liveness and heartbeat in,
+/// until the session closes.
+async fn run_session(mut session: Session, mut input: mpsc::Receiver<Input>, metrics: &Metrics, transport: Transport) {
+    let outbox = session.outbox().clone();
+    loop {
+        let deadline = session.deadline();
+        tokio::select! {
+            next = input.recv() => match next {
+                Some(Input::Commands(text)) => {
+                    let stats = session.handle_frame(&text, Instant::now()).await;
+                    metrics.messages_in(stats.commands);
+                    metrics.command_errors(stats.errors);
+                    metrics.rate_limited(stats.rate_limited);
+                }
+                Some(Input::Heard) => session.heard(Instant::now()),
+                None => break,
+            },
+            () = sleep_until(deadline.into()) => session.tick(Instant::now()),
+            () = outbox.closing() => break,
+        }
+    }
+    // Stay reachable until a read collected the `disconnect`.
+    let _ = timeout(CLOSED_GRACE, async {
+        while let Some(i) = input.recv().await {
+            if matches!(i, Input::Heard) && outbox.queued_bytes() == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    let code = outbox.closing_code().map_or(1006, |c| c.code());
+    session.finish().await;
+    metrics.connection_closed(transport, code);
+}
+
+fn peer_of(req: &Request<Body>) -> Option<SocketAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// `GET /sse`: opens a session and streams what it sends as events.
+pub async fn sse(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let open = parse_query(req.uri().query());
+    let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let since = Positions::parse(last_id);
+    let route = match open_session(&state, peer_of(&req), &open, &since, Transport::Sse).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let stream = EventStream { route, positions: since, batch: Batch::default(), started: false, done: false };
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(chunk), s))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache, no-store, no-transform"),
+            // nginx: do not buffer this response.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// One session's event stream. Dropping it (the client went away) closes
+/// the session.
+struct EventStream {
+    route: Route,
+    positions: Positions,
+    batch: Batch,
+    started: bool,
+    done: bool,
+}
+
+impl EventStream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            return Some(Bytes::from_static(SSE_PREAMBLE.as_bytes()));
+        }
+        // Being asked for more means the last chunk went out: the client is there.
+        let _ = self.route.input.try_send(Input::Heard);
+        let outbox = &self.route.outbox;
+        outbox.ready().await;
+        outbox.take(&mut self.batch);
+        let mut out = BytesMut::new();
+        for frame in self.batch.frames.drain(..) {
+            let is_message = self.positions.follow(&frame);
+            write_event(&mut out, &frame, is_message.then(|| self.positions.encode()).as_deref());
+        }
+        if let Some(d) = self.batch.disconnect.take() {
+            write_event(&mut out, &d.frame(), None);
+            self.done = true;
+        }
+        Some(out.freeze())
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.route.outbox.start_closing(Disconnect::new(CloseCode::GoingAway, "the event stream ended"));
+        let _ = self.route.input.try_send(Input::Heard);
+    }
+}
+
+fn write_event(out: &mut BytesMut, frame: &[u8], id: Option<&str>) {
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    // Data that holds newlines (pretty-printed JSON) spans several `data:`
+    // lines, which the browser joins back with newlines.
+    for line in frame.split(|b| *b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
+}
+
+/// The frames of a batch, and its `disconnect`, as one JSON array.
+fn json_array(batch: &Batch) -> Response {
+    let mut body = BytesMut::from(&b"["[..]);
+    let disconnect = batch.disconnect.as_ref().map(Disconnect::frame);
+    for (i, frame) in batch.frames.iter().chain(disconnect.as_ref()).enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b",");
+        }
+        body.extend_from_slice(frame);
+    }
+    body.extend_from_slice(b"]");
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache, no-store")], body.freeze())
+        .into_response()
+}
+
+fn unknown_session() -> Response {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        ErrorCode::UnknownSession,
+        "no session with this id: it ended or expired; open a new one".into(),
+    )
+    .into_response()
+}
+
+/// `GET /poll`: without `session`, opens one and answers at once (the
+/// `connected` reply first); with it, answers with what the session sent,
+/// waiting up to [`POLL_WAIT`] for something.
+pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let open = parse_query(req.uri().query());
+    let Some(id) = &open.session else {
+        return match open_session(&state, peer_of(&req), &open, &Positions::default(), Transport::LongPoll).await {
+            Ok(route) => json_array(&take(&route.outbox)),
+            Err(refused) => refused,
+        };
+    };
+    let Some(route) = state.node.sessions.route(id) else {
+        return match state.node.broker.poll_session(id, POLL_WAIT).await {
+            Ok(Some(frames)) => json_array(&Batch { frames, disconnect: None }),
+            Ok(None) => unknown_session(),
+            Err(e) => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string()).into_response()
+            }
+        };
+    };
+    json_array(&read_route(&route, POLL_WAIT).await)
+}
+
+/// Waits up to `wait` for a session's frames and takes them, telling its
+/// task the client is alive (before, and after when the batch ends it).
+pub async fn read_route(route: &Route, wait: Duration) -> Batch {
+    let _ = route.input.try_send(Input::Heard);
+    let _ = timeout(wait, route.outbox.ready()).await;
+    let batch = take(&route.outbox);
+    if batch.disconnect.is_some() {
+        let _ = route.input.try_send(Input::Heard);
+    }
+    batch
+}
+
+fn take(outbox: &Outbox) -> Batch {
+    let mut batch = Batch::default();
+    outbox.take(&mut batch);
+    batch
+}
+
+/// `POST /sse?session=ID` and `POST /poll?session=ID`: one or more commands
+/// (JSON lines, as in a WebSocket frame) for a session. Replies arrive on
+/// the session's stream or poll, not in this response (204).
+pub async fn commands(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let open = parse_query(req.uri().query());
+    let Some(id) = open.session else {
+        return ApiError::bad("give the session id: POST …?session=ID").into_response();
+    };
+    let limit = state.config.max_message_size;
+    let body = match to_bytes(req.into_body(), limit + 1).await {
+        Ok(b) if b.len() <= limit => b,
+        _ => {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::MessageTooBig,
+                format!("commands are limited to {limit} bytes per request"),
+            )
+            .into_response()
+        }
+    };
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return ApiError::bad("the body is not valid UTF-8").into_response();
+    };
+    if let Some(route) = state.node.sessions.route(&id) {
+        return match route.input.try_send(Input::Commands(text)) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(mpsc::error::TrySendError::Full(_)) => ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                "too many command requests queued for this session; wait for replies".into(),
+            )
+            .into_response(),
+            Err(mpsc::error::TrySendError::Closed(_)) => unknown_session(),
+        };
+    }
+    match state.node.broker.send_to_session(&id, &text).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => unknown_session(),
+        Err(e) => {
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string()).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_follow_subscriptions_and_messages_and_round_trip() {
+        let mut p = Positions::parse("news e1 4 bad");
+        assert_eq!(p.encode(), "news e1 4");
+        assert!(!p.follow(br#"{"op":"subscribed","id":2,"channel":"news","epoch":"e1","offset":9,"recovered":true}"#));
+        assert_eq!(p.encode(), "news e1 4", "a recovered subscription resumes from the old position");
+        assert!(!p.follow(br#"{"op":"subscribed","id":3,"channel":"chat","epoch":"e2","offset":7}"#));
+        assert!(p.follow(br#"{"op":"message","channel":"news","offset":5,"data":{"a":1}}"#));
+        assert_eq!(p.encode(), "chat e2 7 news e1 5");
+        assert_eq!(Positions::parse(&p.encode()), p);
+        assert!(!p.follow(br#"{"op":"subscribed","id":2,"channel":"news","epoch":"e9","offset":2,"recovered":false}"#));
+        assert_eq!(p.encode(), "chat e2 7 news e9 2", "a lost position restarts from the reply");
+    }
+
+    #[test]
+    fn events_split_multi_line_data_and_carry_the_id() {
+        let mut out = BytesMut::new();
+        write_event(&mut out, b"{\"a\":\n1}", Some("c e 1"));
+        assert_eq!(&out[..], b"id: c e 1\ndata: {\"a\":\ndata: 1}\n\n");
+    }
+}

@@ -41,6 +41,19 @@ export interface ClientOptions {
   queueLimit?: number;
   /** A connection that lived this long resets the backoff (ms, default 10000). */
   healthyAfter?: number;
+  /** Transports to try, in order (default ['websocket', 'sse', 'polling']). */
+  transports?: Array<'websocket' | 'sse' | 'polling'>;
+  /** Start the next transport when the current one has not connected within this (ms, default 2000). */
+  raceDelay?: number;
+  /** On a fallback transport, try WebSocket again this often (ms, default 30000). */
+  upgradeInterval?: number;
+  /** Remember a fallback transport that worked, per URL in localStorage, this long (ms, default 600000). */
+  rememberFor?: number;
+  /** Stand-ins for tests. */
+  WebSocket?: typeof WebSocket;
+  EventSource?: typeof EventSource;
+  fetch?: typeof fetch;
+  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
   /** Clock, for tests (default Date.now). */
   now?: () => number;
 }
@@ -61,7 +74,8 @@ export declare class HoldfastClient extends EventTarget {
   subscribe(channel: string, onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown }) => void): Subscription;
   unsubscribe(channel: string): Promise<unknown>;
   publish(channel: string, data: unknown): Promise<{ channel: string; epoch: string; offset: number }>;
-  // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?, session?, transport?, pingIntervalMs?},
+  // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?, session?, transport?, pingIntervalMs?}
+  //   (transport: 'websocket' | 'sse' | 'polling'), 'upgrade' {from, to} (back on WebSocket),
   // 'recovered' {channel, missed},
   // 'recovery-failed' {channel, epoch, offset}, 'watchdog' {silentFor},
   // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings), 'error'.

@@ -7,7 +7,11 @@
 // replaces a connection whose server pings stopped (watchdog), resubscribes
 // every channel from its last position so missed messages arrive before live
 // ones (and tells you when they could not), queues calls made while
-// disconnected (bounded), and times commands out.
+// disconnected (bounded), and times commands out. When WebSocket is blocked
+// it falls back to Server-Sent Events, then to long-polling: it races them
+// (the next starts if the previous has not connected within raceDelay),
+// remembers what worked for this URL, and keeps trying to get back to
+// WebSocket in the background.
 
 /** The close-code table; kept equal to crates/protocol/src/close.rs by a test. */
 export const CLOSE_CODES = {
@@ -90,20 +94,158 @@ export function resolveUrl(url, page = globalThis.location) {
   return url;
 }
 
+/** The HTTP base URL of a ws(s)://host/path endpoint: http(s)://host. */
+function httpBase(wsUrl) {
+  const u = new URL(wsUrl);
+  return `${u.protocol === 'wss:' ? 'https:' : 'http:'}//${u.host}`;
+}
+
+function connectQuery(connect) {
+  const q = new URLSearchParams();
+  for (const k of ['client', 'token', 'ping_interval_ms']) if (connect[k] !== undefined) q.set(k, connect[k]);
+  return q.toString();
+}
+
+/**
+ * A transport carries protocol objects both ways and reports through hooks:
+ * onConnected(reply) once the session is connected, onFrame(message) for
+ * everything after, onClose(code, reason) once, when it ends.
+ */
+class WebSocketTransport {
+  constructor(client, connect, hooks) {
+    this.name = 'websocket';
+    this.hooks = hooks;
+    const ws = new client.WebSocket(client.url, 'holdfast.v1.json');
+    this.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({ ...connect, id: 0 }));
+    ws.onmessage = (e) => {
+      for (const line of String(e.data).split('\n')) {
+        if (!line.trim()) continue;
+        const m = JSON.parse(line);
+        if (this.connected) hooks.onFrame(m);
+        else if (m.op === 'connected') { this.connected = true; hooks.onConnected(m); }
+        else if (m.op === 'error') { this.close(4000); hooks.onClose(4000, m.message, m); }
+        else if (m.op === 'disconnect') this.disconnect = m;
+      }
+    };
+    ws.onclose = (e) => { this.ws = null; hooks.onClose(e.code, e.reason); };
+  }
+  send(text) { this.ws?.send(text); }
+  close(code = 1000) {
+    const ws = this.ws;
+    this.ws = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    // Closing a socket that is still CONNECTING makes browsers log "closed
+    // before the connection is established"; let it open, then close it.
+    if (ws.readyState === 0) ws.onopen = () => ws.close(1000);
+    else if (ws.readyState === 1) ws.close(code);
+  }
+}
+
+/** Server-Sent Events down, POST up: for networks that block WebSocket. */
+class SseTransport {
+  constructor(client, connect, hooks) {
+    this.name = 'sse';
+    this.client = client;
+    this.hooks = hooks;
+    const es = new client.EventSource(`${httpBase(client.url)}/sse?${connectQuery(connect)}`);
+    this.es = es;
+    es.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      if (this.session) {
+        if (m.op === 'disconnect') this.disconnect = m;
+        hooks.onFrame(m);
+      } else if (m.op === 'connected') { this.session = m.session; hooks.onConnected(m); }
+    };
+    // The browser would reconnect on its own; the client does that itself,
+    // from its positions, so the stream ends here.
+    es.onerror = () => this.#end(this.disconnect?.code ?? 1006, this.disconnect?.reason ?? 'the event stream failed');
+  }
+  send(text) {
+    if (!this.session) return;
+    this.client.fetch(`${httpBase(this.client.url)}/sse?session=${this.session}`, {
+      method: 'POST', body: text, headers: { 'Content-Type': 'application/json' },
+    }).then((r) => { if (r.status === 404) this.#end(1006, 'the server no longer knows this session'); },
+      () => this.#end(1006, 'a command could not be sent'));
+  }
+  close() { this.closed = true; this.es?.close(); this.es = null; }
+  #end(code, reason) {
+    if (this.closed) return;
+    this.close();
+    this.hooks.onClose(code, reason);
+  }
+}
+
+/** HTTP long-polling: the last resort, through anything that passes HTTP. */
+class PollingTransport {
+  constructor(client, connect, hooks) {
+    this.name = 'polling';
+    this.client = client;
+    this.hooks = hooks;
+    this.#loop(`${httpBase(client.url)}/poll?${connectQuery(connect)}`);
+  }
+  async #loop(url) {
+    while (!this.closed) {
+      let frames;
+      try {
+        const r = await this.client.fetch(url, { cache: 'no-store' });
+        if (r.status === 404) return this.#end(1006, 'the server no longer knows this session');
+        frames = await r.json();
+        if (!Array.isArray(frames)) throw new Error(`HTTP ${r.status}`);
+      } catch (e) {
+        return this.#end(1006, `poll failed: ${e.message}`);
+      }
+      for (const m of frames) {
+        if (this.closed) return;
+        if (this.session) {
+          this.hooks.onFrame(m);
+          if (m.op === 'disconnect') return this.#end(m.code, m.reason);
+        } else if (m.op === 'connected') { this.session = m.session; this.hooks.onConnected(m); }
+        else if (m.op === 'error') return this.#end(4000, m.message);
+      }
+      url = `${httpBase(this.client.url)}/poll?session=${this.session}`;
+    }
+  }
+  send(text) {
+    if (!this.session) return;
+    this.client.fetch(`${httpBase(this.client.url)}/poll?session=${this.session}`, {
+      method: 'POST', body: text, headers: { 'Content-Type': 'application/json' },
+    }).catch(() => {});
+  }
+  close() { this.closed = true; }
+  #end(code, reason) {
+    if (this.closed) return;
+    this.closed = true;
+    this.hooks.onClose(code, reason);
+  }
+}
+
+const TRANSPORTS = { websocket: WebSocketTransport, sse: SseTransport, polling: PollingTransport };
+
 export class HoldfastClient extends EventTarget {
   /**
    * @param {string} [url] ws(s)://host/ws; derived from the page when omitted.
    * @param {object} [options] token, client, backoff ({min,max,factor}), pingGrace (ms),
-   *   commandTimeout (ms), queueLimit, WebSocket (constructor, for tests).
+   *   commandTimeout (ms), queueLimit, transports (['websocket','sse','polling']),
+   *   raceDelay (ms), upgradeInterval (ms), rememberFor (ms),
+   *   WebSocket / EventSource / fetch / storage (for tests).
    */
   constructor(url, options = {}) {
     super();
     this.url = resolveUrl(url, options.page ?? globalThis.location);
-    this.options = { pingGrace: 5000, commandTimeout: 10000, queueLimit: 100, healthyAfter: 10000, ...options };
+    this.options = {
+      pingGrace: 5000, commandTimeout: 10000, queueLimit: 100, healthyAfter: 10000,
+      transports: ['websocket', 'sse', 'polling'], raceDelay: 2000, upgradeInterval: 30000, rememberFor: 600000,
+      ...options,
+    };
     this.now = options.now ?? Date.now;
     this.requestedPing = undefined;
     this.backoff = new Backoff(options.backoff);
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.EventSource = options.EventSource ?? globalThis.EventSource;
+    this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this.storage = options.storage ?? globalThis.localStorage;
     this.state = 'closed';
     this.subs = new Map(); // channel -> { position, handler }
     this.pending = new Map(); // id -> { resolve, reject, timer }
@@ -119,11 +261,8 @@ export class HoldfastClient extends EventTarget {
     };
     this.onOffline = () => {
       this.offline = true;
-      const ws = this.ws;
-      if (!ws || this.closedByUser) return;
-      this.ws = null;
-      ws.onclose = null;
-      if (ws.readyState === 1) ws.close(1000);
+      if (!this.transport || this.closedByUser) return;
+      this.#dropTransport();
       this.#closed(1006, 'the browser went offline');
     };
     globalThis.addEventListener?.('online', this.onOnline);
@@ -143,18 +282,13 @@ export class HoldfastClient extends EventTarget {
     this.closedByUser = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.watchdog);
+    clearInterval(this.upgradeTimer);
     globalThis.removeEventListener?.('online', this.onOnline);
     globalThis.removeEventListener?.('offline', this.onOffline);
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = null;
-      ws.onclose = null;
-      // Closing a socket that is still CONNECTING makes browsers log "closed
-      // before the connection is established"; let it open, then close it.
-      if (ws.readyState === 0) ws.onopen = () => ws.close(1000);
-      else if (ws.readyState === 1) ws.close(1000);
-    }
+    this.#dropTransport();
+    for (const t of this.attempts ?? []) { clearTimeout(t.raceTimer); t.close(1000); }
+    this.attempts?.clear();
+    this.probe?.close();
     this.#fail(new Error('holdfast: client closed'));
     this.#setState('closing');
     this.#setState('closed', { code: 1000, reconnect: false });
@@ -183,34 +317,149 @@ export class HoldfastClient extends EventTarget {
 
   #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
+  /** The transports to try, the one that worked last for this URL first. */
+  #order() {
+    const usable = this.options.transports.filter((t) =>
+      t === 'websocket' ? this.WebSocket : t === 'sse' ? this.EventSource && this.fetch : this.fetch);
+    const remembered = this.#remembered();
+    return remembered && usable.includes(remembered)
+      ? [remembered, ...usable.filter((t) => t !== remembered)] : usable;
+  }
+
+  #remembered() {
+    try {
+      const r = JSON.parse(this.storage?.getItem(`holdfast:transport:${this.url}`) ?? 'null');
+      return r && r.until > this.now() ? r.transport : undefined;
+    } catch { return undefined; }
+  }
+
+  #remember(transport) {
+    try {
+      const key = `holdfast:transport:${this.url}`;
+      if (transport === 'websocket') this.storage?.removeItem(key);
+      else this.storage?.setItem(key, JSON.stringify({ transport, until: this.now() + this.options.rememberFor }));
+    } catch { /* storage may be disabled */ }
+  }
+
+  #connectCommand() {
+    const connect = { op: 'connect', client: 'holdfast.js/0.1' };
+    if (this.options.token) connect.token = this.options.token;
+    if (this.requestedPing) connect.ping_interval_ms = this.requestedPing;
+    return connect;
+  }
+
+  /**
+   * Starts the first transport; each one that has not connected within
+   * raceDelay (or failed) starts the next, in parallel. The first to connect
+   * wins and the others are closed: a blocked WebSocket costs seconds.
+   */
   #open() {
     this.#setState('connecting');
-    const ws = new this.WebSocket(this.url, 'holdfast.v1.json');
-    this.ws = ws;
     this.openedAt = this.now();
     this.lastHeard = this.openedAt;
-    ws.onopen = () => {
-      const connect = { op: 'connect', client: 'holdfast.js/0.1' };
-      if (this.options.token) connect.token = this.options.token;
-      if (this.requestedPing) connect.ping_interval_ms = this.requestedPing;
-      this.#command(connect, { first: true }).then((reply) => {
-        this.pingInterval = reply.ping_interval_ms;
-        this.#armWatchdog();
-        this.#setState('open', { session: reply.session, transport: 'websocket', pingIntervalMs: reply.ping_interval_ms });
-        for (const [channel, sub] of this.subs) this.#subscribe(channel, sub).catch((e) => this.#emit('error', e));
-        for (const q of this.queue.splice(0)) this.#send(q.cmd, q);
-      }, (e) => { this.#emit('error', e); ws.close(4000); });
+    const order = this.#order();
+    const attempts = new Set();
+    this.attempts = attempts;
+    let next = 0;
+    let lastFailure = [1006, 'no transport available'];
+    const startNext = () => {
+      if (this.closedByUser || this.transport || next >= order.length) {
+        if (!this.transport && attempts.size === 0 && !this.closedByUser) this.#closed(...lastFailure);
+        return;
+      }
+      const name = order[next++];
+      let t;
+      const hooks = {
+        onConnected: (reply) => {
+          if (this.closedByUser || this.transport) return t.close();
+          for (const other of attempts) if (other !== t) { clearTimeout(other.raceTimer); other.close(); }
+          attempts.clear();
+          clearTimeout(t.raceTimer);
+          this.transport = t;
+          this.#connected(t, reply);
+        },
+        onFrame: (m) => { if (this.transport === t) this.#frame(m); },
+        onClose: (code, reason, error) => {
+          clearTimeout(t.raceTimer);
+          if (t.disconnect && !this.transport) this.lastDisconnect = t.disconnect;
+          if (this.transport === t) { this.transport = null; return this.#closed(code, reason); }
+          if (!attempts.delete(t)) return;
+          if (error) {
+            // The server answered and refused (a bad token, say): another
+            // transport would hear the same.
+            this.#emit('error', Object.assign(new Error(error.message), { code: error.code }));
+            for (const other of attempts) { clearTimeout(other.raceTimer); other.close(); }
+            attempts.clear();
+            next = order.length;
+            return this.#closed(code, reason);
+          }
+          lastFailure = [code, reason];
+          // A transport that failed outright does not make the next one wait.
+          startNext();
+        },
+      };
+      t = new TRANSPORTS[name](this, this.#connectCommand(), hooks);
+      attempts.add(t);
+      t.raceTimer = setTimeout(startNext, this.options.raceDelay);
     };
-    ws.onmessage = (e) => {
-      this.lastHeard = this.now();
-      this.#armWatchdog();
-      for (const line of String(e.data).split('\n')) if (line.trim()) this.#handle(JSON.parse(line));
-    };
-    ws.onclose = (e) => this.#closed(e.code, e.reason);
+    startNext();
+  }
+
+  #connected(t, reply) {
+    this.pingInterval = reply.ping_interval_ms;
+    this.lastHeard = this.now();
+    this.#armWatchdog();
+    this.#remember(t.name);
+    this.#setState('open', { session: reply.session, transport: t.name, pingIntervalMs: reply.ping_interval_ms });
+    for (const [channel, sub] of this.subs) this.#subscribe(channel, sub).catch((e) => this.#emit('error', e));
+    for (const q of this.queue.splice(0)) this.#send(q.cmd, q);
+    clearInterval(this.upgradeTimer);
+    if (t.name !== 'websocket' && this.options.transports.includes('websocket') && this.WebSocket) {
+      this.upgradeTimer = setInterval(() => this.#tryUpgrade(), this.options.upgradeInterval);
+    }
+  }
+
+  /**
+   * On a fallback transport: tries WebSocket again; when it connects, the
+   * client moves to it (resubscribing from its positions, so nothing is
+   * lost or repeated).
+   */
+  #tryUpgrade() {
+    if (this.probe || this.state !== 'open' || this.transport?.name === 'websocket') return;
+    const done = () => { clearTimeout(this.probe?.raceTimer); this.probe = null; };
+    this.probe = new WebSocketTransport(this, this.#connectCommand(), {
+      onConnected: () => {
+        const probe = this.probe;
+        done();
+        probe.close();
+        if (this.closedByUser || this.state !== 'open') return;
+        this.#remember('websocket');
+        this.#emit('upgrade', { from: this.transport.name, to: 'websocket' });
+        clearInterval(this.upgradeTimer);
+        this.#dropTransport();
+        this.#fail(new Error('holdfast: moving to WebSocket'));
+        this.#open();
+      },
+      onFrame: () => {},
+      onClose: done,
+    });
+    this.probe.raceTimer = setTimeout(() => { this.probe?.close(); done(); }, this.options.raceDelay * 2);
+  }
+
+  #dropTransport() {
+    const t = this.transport;
+    this.transport = null;
+    t?.close(1000);
+  }
+
+  #frame(m) {
+    this.lastHeard = this.now();
+    this.#armWatchdog();
+    this.#handle(m);
   }
 
   #handle(m) {
-    if (m.op === 'ping') return this.ws?.send('{"op":"pong"}');
+    if (m.op === 'ping') return this.transport?.send('{"op":"pong"}');
     if (m.op === 'message') {
       const sub = this.subs.get(m.channel);
       if (sub && sub.position.accept(m)) sub.handler?.(m.data, m);
@@ -265,7 +514,7 @@ export class HoldfastClient extends EventTarget {
       entry.reject(new Error(`holdfast: ${cmd.op} got no reply within ${this.options.commandTimeout} ms`));
     }, this.options.commandTimeout);
     this.pending.set(id, entry);
-    this.ws.send(JSON.stringify({ ...cmd, id }));
+    this.transport.send(JSON.stringify({ ...cmd, id }));
   }
 
   /** No server ping within interval + grace: the connection is dead. */
@@ -274,9 +523,9 @@ export class HoldfastClient extends EventTarget {
     if (!this.pingInterval) return;
     this.watchdog = setTimeout(() => {
       this.#emit('watchdog', { silentFor: this.pingInterval + this.options.pingGrace });
-      const ws = this.ws;
-      this.ws = null;
-      if (ws) { ws.onclose = null; ws.close(4001); }
+      const t = this.transport;
+      this.transport = null;
+      t?.close(4001);
       this.#closed(4001, 'no ping from the server');
     }, this.pingInterval + this.options.pingGrace);
   }
@@ -288,7 +537,8 @@ export class HoldfastClient extends EventTarget {
 
   #closed(code, reason) {
     clearTimeout(this.watchdog);
-    this.ws = null;
+    clearInterval(this.upgradeTimer);
+    this.transport = null;
     this.#fail(new Error(`holdfast: connection closed (${code})`));
     if (this.closedByUser) return;
     const info = closeCodeInfo(code);

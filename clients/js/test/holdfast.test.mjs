@@ -64,7 +64,9 @@ class FakeSocket {
 
 function client(options = {}) {
   FakeSocket.all = [];
-  return new HoldfastClient('ws://test/ws', { WebSocket: FakeSocket, page: null, backoff: { min: 1, max: 1 }, ...options });
+  return new HoldfastClient('ws://test/ws', {
+    WebSocket: FakeSocket, transports: ['websocket'], storage: null, page: null, backoff: { min: 1, max: 1 }, ...options,
+  });
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
@@ -184,4 +186,73 @@ test('client: after an idle cut it asks for more frequent pings', async () => {
   ws2.open();
   assert.equal(ws2.last('connect').ping_interval_ms, 6000);
   c.close();
+});
+
+/** A scriptable stand-in for the browser's EventSource. */
+class FakeEventSource {
+  static all = [];
+  constructor(url) { Object.assign(this, { url, closed: false }); FakeEventSource.all.push(this); }
+  emit(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
+  close() { this.closed = true; }
+}
+
+function memoryStorage() {
+  const m = new Map();
+  return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, v), removeItem: (k) => m.delete(k), m };
+}
+
+test('client: a blocked WebSocket falls back to SSE within the race delay, is remembered, and upgrades back', async () => {
+  FakeEventSource.all = [];
+  const posts = [];
+  const fetch = async (url, init) => { posts.push({ url, body: init?.body }); return { status: 204 }; };
+  const storage = memoryStorage();
+  const c = client({
+    transports: ['websocket', 'sse', 'polling'], EventSource: FakeEventSource, fetch, storage,
+    raceDelay: 20, upgradeInterval: 40,
+  });
+  const states = [];
+  c.addEventListener('state', (e) => states.push(e.detail));
+  c.subscribe('news', () => {});
+  c.connect();
+  assert.equal(FakeSocket.all.length, 1, 'WebSocket first');
+  assert.equal(FakeEventSource.all.length, 0, 'SSE waits for the race delay');
+  await new Promise((r) => setTimeout(r, 30));
+  const es = FakeEventSource.all[0];
+  assert.ok(es, 'SSE started while the WebSocket hangs');
+  assert.match(es.url, /^http:\/\/test\/sse\?client=holdfast\.js/);
+  es.emit({ op: 'connected', id: 1, session: 'abc', ping_interval_ms: 25000 });
+  assert.equal(states.at(-1).state, 'open');
+  assert.equal(states.at(-1).transport, 'sse');
+  assert.equal(FakeSocket.all[0].closedWith, null, 'the hanging socket is let go without a close on CONNECTING');
+  assert.equal(JSON.parse(storage.getItem('holdfast:transport:ws://test/ws')).transport, 'sse', 'remembered');
+  await tick();
+  assert.equal(posts[0].url, 'http://test/sse?session=abc');
+  assert.equal(JSON.parse(posts[0].body).op, 'subscribe', 'commands go up by POST');
+  es.emit({ op: 'subscribed', id: JSON.parse(posts[0].body).id, channel: 'news', epoch: 'e', offset: 3 });
+
+  // In the background it tries WebSocket again; once that connects, it moves.
+  await new Promise((r) => setTimeout(r, 50));
+  const probe = FakeSocket.all.at(-1);
+  assert.ok(FakeSocket.all.length >= 2, 'an upgrade probe');
+  probe.open();
+  probe.receive({ op: 'connected', id: probe.last('connect').id, session: 'p', ping_interval_ms: 25000 });
+  await tick();
+  assert.ok(es.closed, 'the SSE stream is closed after the upgrade');
+  const ws = FakeSocket.all.at(-1);
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 'w', ping_interval_ms: 25000 });
+  assert.equal(states.at(-1).transport, 'websocket');
+  assert.deepEqual(ws.last('subscribe').since, { epoch: 'e', offset: 3 }, 'resubscribed from its position');
+  assert.equal(storage.getItem('holdfast:transport:ws://test/ws'), null, 'forgotten once WebSocket works');
+  c.close();
+
+  // A remembered fallback is tried first next time.
+  storage.setItem('holdfast:transport:ws://test/ws', JSON.stringify({ transport: 'polling', until: Date.now() + 1000 }));
+  const calls = [];
+  const d = client({ transports: ['websocket', 'sse', 'polling'], EventSource: FakeEventSource, storage, raceDelay: 1000,
+    fetch: (url) => { calls.push(url); return new Promise(() => {}); } });
+  d.connect();
+  assert.equal(FakeSocket.all.length, 0, 'no WebSocket first');
+  assert.match(calls[0], /^http:\/\/test\/poll\?client=/);
+  d.close();
 });

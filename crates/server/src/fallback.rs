@@ -303,6 +303,8 @@ impl EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.route.outbox.start_closing(Disconnect::new(CloseCode::GoingAway, "the event stream ended"));
+        // Nobody will read what is left: drop it, so the session ends now.
+        take(&self.route.outbox);
         let _ = self.route.input.try_send(Input::Heard);
     }
 }

@@ -1,0 +1,140 @@
+// Fallback transports in real headless Chromium behind real nginx set up the
+// way the seeds warn about: no Upgrade/Connection headers, so every
+// WebSocket handshake fails. The demo page must fall back to Server-Sent
+// Events within 3 s and get every message; with SSE blocked too (403) it
+// must end on long-polling and still get every message.
+// Run by scripts/test: `node --test tests/browser/` with HOLDFAST_BIN set and
+// NODE_PATH pointing at playwright-core; needs nginx (scripts/test installs it).
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const readline = require('node:readline');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+let chromium;
+try {
+  ({ chromium } = require('playwright-core'));
+} catch {
+  throw new Error('playwright-core is missing: scripts/test installs it (npm install playwright-core into $HOLDFAST_CACHE/node)');
+}
+if (!fs.existsSync('/usr/bin/chromium')) {
+  throw new Error('chromium is missing: apt-get install -y chromium (scripts/test does this)');
+}
+const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
+if (!NGINX) throw new Error('nginx is missing: apt-get install -y nginx-light (scripts/test does this)');
+
+function startServer() {
+  const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
+  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--api-key', 'browser-key'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  return new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: proc.stdout });
+    const timer = setTimeout(() => reject(new Error('the server did not start')), 20000);
+    lines.on('line', (line) => {
+      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))/);
+      if (m) { clearTimeout(timer); resolve({ proc, base: m[1], port: Number(m[2]) }); }
+    });
+  });
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+async function waitForPort(port) {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const ok = await new Promise((r) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); }).on('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** nginx on a port of its own with `locations` in its one server block. */
+async function startNginx(locations) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-fallback-'));
+  const port = await freePort();
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), `daemon off; master_process off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+events { worker_connections 256; }
+http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  server { listen 127.0.0.1:${port}; ${locations} } }
+`);
+  const proc = spawn(NGINX, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')], { stdio: 'ignore' });
+  await waitForPort(port);
+  return { proc, base: `http://127.0.0.1:${port}` };
+}
+
+async function publish(base, text) {
+  const r = await fetch(`${base}/api/publish`, {
+    method: 'POST',
+    headers: { Authorization: 'Bearer browser-key', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel: 'chat:lobby', data: { text } }),
+  });
+  assert.equal(r.status, 200);
+  return (await r.json()).offset;
+}
+
+/** Loads the demo through `front`, checks the transport it settles on and that every message arrives. */
+async function demoSettlesOn(front, server, transport, withinMs) {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    const started = Date.now();
+    await page.goto(`${front}/`);
+    await page.waitForFunction(() => window.holdfast?.state === 'open', null, { timeout: 15000 });
+    const took = Date.now() - started;
+    assert.equal(await page.evaluate(() => window.transport), transport);
+    assert.ok(took < withinMs, `open on ${transport} after ${took} ms (limit ${withinMs})`);
+    assert.match(await page.textContent('#state'), transport === 'sse' ? /Server-Sent Events/ : /long-polling/);
+    await page.waitForFunction(() => window.holdfast.subs.get('chat:lobby').position.epoch !== null, null, { timeout: 10000 });
+    const sent = [];
+    for (let i = 1; i <= 5; i++) sent.push(await publish(server, `over ${transport} ${i}`));
+    await page.waitForFunction((n) => (window.received ?? []).length >= n, sent.length, { timeout: 15000 });
+    // And from the page itself: its publish goes up by POST.
+    await page.fill('#text', 'typed in the page');
+    await page.click('#send button, #send [type=submit]');
+    await page.waitForFunction(() => window.received.some((m) => m.data.text === 'typed in the page'), null, { timeout: 10000 });
+    const got = await page.evaluate(() => window.received.map((m) => m.offset));
+    assert.deepEqual(got, [...sent, sent.at(-1) + 1], 'every message once, in order');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+}
+
+test('behind nginx without Upgrade headers the demo falls back to SSE within 3 s', async () => {
+  const server = await startServer();
+  const nginx = await startNginx(`location / { proxy_pass http://127.0.0.1:${server.port}; proxy_http_version 1.1; }`);
+  try {
+    await demoSettlesOn(nginx.base, server.base, 'sse', 3000);
+  } finally {
+    nginx.proc.kill();
+    server.proc.kill();
+  }
+});
+
+test('with SSE blocked as well the demo ends on long-polling', async () => {
+  const server = await startServer();
+  const nginx = await startNginx(`location /sse { return 403; }
+    location / { proxy_pass http://127.0.0.1:${server.port}; proxy_http_version 1.1; }`);
+  try {
+    await demoSettlesOn(nginx.base, server.base, 'polling', 6000);
+  } finally {
+    nginx.proc.kill();
+    server.proc.kill();
+  }
+});

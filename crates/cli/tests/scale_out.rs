@@ -472,3 +472,125 @@ async fn a_node_started_without_redis_serves_locally_and_becomes_ready_when_redi
     publish(n.1, "later", json!("hi")).await;
     assert_eq!(raw.offsets_until(1).await, vec![1]);
 }
+
+/// An SSE stream read over HTTP/1.0 (no chunked encoding to undo): each
+/// `data:` payload as JSON.
+struct Events {
+    stream: TcpStream,
+    buf: String,
+}
+
+impl Events {
+    async fn open(port: u16, query: &str) -> Events {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.write_all(format!("GET /sse?{query} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        Events { stream, buf: String::new() }
+    }
+
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                if !data.is_empty() {
+                    return serde_json::from_str(&data.join("\n")).unwrap();
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("an event within 10 s")
+                .unwrap();
+            assert!(n > 0, "the stream ended");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]).replace("\r\n", "\n"));
+        }
+    }
+
+    /// The next event with this op, skipping pings.
+    async fn next_op(&mut self, op: &str) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["op"] == op {
+                return v;
+            }
+            assert!(v["op"] == "ping" || v["op"] == "message" || v["op"] == "published", "unexpected {v}");
+        }
+    }
+}
+
+async fn post_commands(port: u16, path: &str, session: &str, body: Value) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST {path}?session={session} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    buf.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_and_long_polling_sessions_work_whichever_node_a_request_lands_on() {
+    let redis = Redis::start();
+    let nodes: Vec<Served> = (0..2).map(|_| node(&redis, &[])).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let lb = free_port();
+    let _nginx = generated_nginx(&scratch("fallback"), lb, &ports);
+
+    // SSE through round robin; commands through nginx and to each node directly.
+    let mut events = Events::open(lb, "client=t").await;
+    let session = events.next_op("connected").await["session"].as_str().unwrap().to_string();
+    assert_eq!(post_commands(lb, "/sse", &session, json!({"id": 2, "op": "subscribe", "channel": "x"})).await, 204);
+    assert_eq!(events.next_op("subscribed").await["id"], 2);
+    let mut id = 3;
+    for port in [lb, lb, ports[0], ports[1]] {
+        let publish = json!({"id": id, "op": "publish", "channel": "x", "data": id});
+        assert_eq!(post_commands(port, "/sse", &session, publish).await, 204, "a command landing on port {port}");
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let v = events.next().await;
+            if v["op"] != "ping" {
+                got.push(v);
+            }
+        }
+        assert!(got.iter().any(|v| v["op"] == "published" && v["id"] == id), "{got:?}");
+        assert!(got.iter().any(|v| v["op"] == "message" && v["data"] == id), "{got:?}");
+        id += 1;
+    }
+    assert_eq!(post_commands(ports[0], "/sse", "nobody", json!({"op": "pong"})).await, 404);
+
+    // Long-polling: every request may land on either node.
+    let (status, opened) = api(lb, "GET", "/poll?client=t", "").await;
+    assert_eq!(status, 200);
+    let session = opened[0]["session"].as_str().unwrap().to_string();
+    for port in [lb, ports[0], ports[1]] {
+        let sub = json!({"id": 2, "op": "unsubscribe", "channel": "y"});
+        assert_eq!(post_commands(port, "/poll", &session, sub).await, 204);
+    }
+    assert_eq!(post_commands(lb, "/poll", &session, json!({"id": 9, "op": "subscribe", "channel": "y"})).await, 204);
+    let mut seen: Vec<Value> = Vec::new();
+    let messages = |seen: &[Value]| seen.iter().filter(|v| v["op"] == "message").count();
+    for port in [ports[0], ports[1], lb].into_iter().cycle().take(12) {
+        if messages(&seen) >= 4 {
+            break;
+        }
+        // Something is always pending before a poll, so none waits 25 s.
+        if seen.iter().any(|v| v["op"] == "subscribed") {
+            publish(port, "y", json!(port)).await;
+        }
+        let (status, frames) = api(port, "GET", &format!("/poll?session={session}"), "").await;
+        assert_eq!(status, 200, "{frames}");
+        seen.extend(frames.as_array().unwrap().iter().filter(|v| v["op"] != "ping").cloned());
+    }
+    let ops: Vec<&str> = seen.iter().map(|v| v["op"].as_str().unwrap()).collect();
+    assert_eq!(&ops[..4], ["error", "error", "error", "subscribed"], "{seen:?}");
+    let offsets: Vec<u64> =
+        seen.iter().filter(|v| v["op"] == "message").map(|v| v["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (1..=offsets.len() as u64).collect::<Vec<_>>());
+    assert_eq!(offsets.len(), 4, "{seen:?}");
+    let (status, _) = api(ports[1], "GET", "/poll?session=nobody", "").await;
+    assert_eq!(status, 404);
+}

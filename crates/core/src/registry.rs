@@ -37,6 +37,26 @@ pub struct Route {
     pub outbox: Arc<Outbox>,
 }
 
+impl Route {
+    /// One read (a long-poll): tells the session its client is alive, waits
+    /// until it has something to send or `give_up` completes, and takes it
+    /// all. A batch that ends the session is acknowledged, so the session's
+    /// task can finish at once.
+    pub async fn read(&self, give_up: impl std::future::Future<Output = ()>) -> crate::outbox::Batch {
+        let _ = self.input.try_send(Input::Heard);
+        tokio::select! {
+            () = self.outbox.ready() => {}
+            () = give_up => {}
+        }
+        let mut batch = crate::outbox::Batch::default();
+        self.outbox.take(&mut batch);
+        if batch.disconnect.is_some() {
+            let _ = self.input.try_send(Input::Heard);
+        }
+        batch
+    }
+}
+
 /// Which sessions [`SessionRegistry::disconnect`] closes.
 #[derive(Clone, Copy, Debug)]
 pub enum Target<'a> {

@@ -21,21 +21,26 @@ mod hub;
 mod link;
 mod scripts;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use holdfast_core::{
-    new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Namespaces, Observer,
-    Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
+    new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Input, Namespaces,
+    Observer, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
 };
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use hub::{Joined, LocalHub, Snapshot};
-use scripts::{Keys, Scripts, CHANNELS_KEY, CONTROL_TOPIC};
+use scripts::{inbox, Keys, Scripts, CHANNELS_KEY, CONTROL_TOPIC};
+
+/// How long a node waits for the node holding a session to say so.
+const REMOTE_ACK: Duration = Duration::from_secs(1);
 
 /// How the broker reaches Redis.
 #[derive(Clone, Debug)]
@@ -78,6 +83,9 @@ struct Shared {
     errors: AtomicU64,
     observer: OnceLock<Arc<dyn Observer>>,
     scripts: Scripts,
+    /// Requests this node published, by id: where their answers go.
+    pending: Mutex<HashMap<u64, mpsc::Sender<String>>>,
+    next_request: AtomicU64,
 }
 
 impl RedisBroker {
@@ -110,6 +118,8 @@ impl RedisBroker {
             errors: AtomicU64::new(0),
             observer: OnceLock::new(),
             scripts: Scripts::default(),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
         });
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(link::run(shared.clone(), rx));
@@ -231,14 +241,25 @@ impl Shared {
         *self.readiness.lock().expect("readiness lock poisoned") = r;
     }
 
-    /// Carries out a request another node published on the control topic.
-    fn on_control(&self, payload: &[u8]) {
+    /// Carries out a request another node published on the control topic:
+    /// a disconnect (every node acts), or commands and reads for a
+    /// request-based session (only the node holding it acts, and answers on
+    /// the asker's inbox).
+    fn on_control(self: &Arc<Self>, payload: &[u8]) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
             return;
         };
         if v["from"].as_str() == Some(self.node_id.as_str()) {
             return;
         }
+        match v["op"].as_str() {
+            Some("commands") => self.remote_commands(&v),
+            Some("poll") => self.remote_poll(&v),
+            _ => self.remote_disconnect(&v),
+        }
+    }
+
+    fn remote_disconnect(&self, v: &serde_json::Value) {
         let Some(code) =
             v["code"].as_u64().and_then(|c| u16::try_from(c).ok()).and_then(holdfast_protocol::CloseCode::from_code)
         else {
@@ -252,6 +273,99 @@ impl Shared {
             _ => 0,
         };
         tracing::debug!(closed, "remote disconnect request");
+    }
+
+    fn remote_commands(self: &Arc<Self>, v: &serde_json::Value) {
+        let (Some(route), Some(lines)) =
+            (v["session"].as_str().and_then(|s| self.sessions.route(s)), v["lines"].as_str())
+        else {
+            return;
+        };
+        let accepted = route.input.try_send(Input::Commands(lines.to_owned())).is_ok();
+        self.answer(v, format!(r#"{{"accepted":{accepted}}}"#));
+    }
+
+    fn remote_poll(self: &Arc<Self>, v: &serde_json::Value) {
+        let Some(route) = v["session"].as_str().and_then(|s| self.sessions.route(s)) else {
+            return;
+        };
+        self.answer(v, r#"{"held":true}"#.into());
+        let wait = Duration::from_millis(v["wait_ms"].as_u64().unwrap_or(0).min(60_000));
+        let (me, v) = (self.clone(), v.clone());
+        tokio::spawn(async move {
+            let batch = route.read(tokio::time::sleep(wait)).await;
+            let disconnect = batch.disconnect.as_ref().map(Disconnect::frame);
+            let frames: Vec<&str> = batch
+                .frames
+                .iter()
+                .chain(disconnect.as_ref())
+                .map(|f| std::str::from_utf8(f).expect("frames are UTF-8"))
+                .collect();
+            me.answer(&v, format!(r#"{{"frames":[{}]}}"#, frames.join(",")));
+        });
+    }
+
+    /// Publishes `body` (a JSON object) on the asker's inbox, tagged with
+    /// the request id.
+    fn answer(self: &Arc<Self>, request: &serde_json::Value, body: String) {
+        let (Some(from), Some(req)) = (request["from"].as_str(), request["req"].as_u64()) else {
+            return;
+        };
+        let (me, topic) = (self.clone(), inbox(from));
+        let text = format!(r#"{{"req":{req},{}"#, &body[1..]);
+        tokio::spawn(async move {
+            if let Ok(mut conn) = me.conn() {
+                let _ =
+                    me.call("answer", redis::cmd("PUBLISH").arg(topic).arg(text).query_async::<()>(&mut conn)).await;
+            }
+        });
+    }
+
+    /// An answer on this node's inbox: hand it to the request waiting for it.
+    fn on_answer(&self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let req = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v["req"].as_u64());
+        let waiting = req.and_then(|r| self.pending.lock().expect("pending lock poisoned").get(&r).cloned());
+        if let Some(tx) = waiting {
+            let _ = tx.try_send(text.to_owned());
+        }
+    }
+
+    /// Publishes a request for whichever node holds a session; answers
+    /// arrive on the returned `Asked` until it is dropped.
+    async fn ask(self: &Arc<Self>, mut request: serde_json::Value) -> Result<Asked, BrokerError> {
+        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(2);
+        self.pending.lock().expect("pending lock poisoned").insert(req, tx);
+        request["from"] = self.node_id.as_str().into();
+        request["req"] = req.into();
+        let sent = async {
+            let mut conn = self.conn()?;
+            self.call(
+                "publish",
+                redis::cmd("PUBLISH").arg(CONTROL_TOPIC).arg(request.to_string()).query_async::<()>(&mut conn),
+            )
+            .await
+        }
+        .await;
+        let asked = Asked { shared: self.clone(), req, answers: rx };
+        sent.map(|()| asked)
+    }
+}
+
+/// A request published to the other nodes; dropping it (answered, timed
+/// out, or the asking client left) stops listening for its answers.
+struct Asked {
+    shared: Arc<Shared>,
+    req: u64,
+    answers: mpsc::Receiver<String>,
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        self.shared.pending.lock().expect("pending lock poisoned").remove(&self.req);
     }
 }
 
@@ -386,6 +500,43 @@ impl Broker for RedisBroker {
             .call("publish", redis::cmd("PUBLISH").arg(CONTROL_TOPIC).arg(msg.to_string()).query_async(&mut conn))
             .await?;
         Ok(heard.saturating_sub(1))
+    }
+
+    async fn send_to_session(&self, session: &str, commands: &str) -> Result<bool, BrokerError> {
+        let mut asked =
+            self.shared.ask(serde_json::json!({"op": "commands", "session": session, "lines": commands})).await?;
+        // Only the holder answers; silence means no node holds it.
+        match tokio::time::timeout(REMOTE_ACK, asked.answers.recv()).await.ok().flatten() {
+            None => Ok(false),
+            Some(a) if a.contains(r#""accepted":true"#) => Ok(true),
+            Some(_) => Err(BrokerError::Unavailable("too many commands queued for this session; slow down".into())),
+        }
+    }
+
+    async fn poll_session(&self, session: &str, wait: Duration) -> Result<Option<Vec<Bytes>>, BrokerError> {
+        use serde_json::value::RawValue;
+        let request = serde_json::json!({"op": "poll", "session": session, "wait_ms": wait.as_millis() as u64});
+        let mut asked = self.shared.ask(request).await?;
+        let unreadable = |e: serde_json::Error| BrokerError::Unavailable(format!("unreadable answer: {e}"));
+        // The holder says so at once ("held"), then answers with the frames;
+        // the two may arrive in either order.
+        let mut held = false;
+        loop {
+            let limit = if held { wait + REMOTE_ACK } else { REMOTE_ACK };
+            let Some(answer) = tokio::time::timeout(limit, asked.answers.recv()).await.ok().flatten() else {
+                return match held {
+                    false => Ok(None),
+                    true => Err(BrokerError::Unavailable("the node holding this session did not answer".into())),
+                };
+            };
+            let fields: HashMap<&str, &RawValue> = serde_json::from_str(&answer).map_err(unreadable)?;
+            let Some(frames) = fields.get("frames") else {
+                held = true;
+                continue;
+            };
+            let frames: Vec<&RawValue> = serde_json::from_str(frames.get()).map_err(unreadable)?;
+            return Ok(Some(frames.iter().map(|f| Bytes::copy_from_slice(f.get().as_bytes())).collect()));
+        }
     }
 
     fn observe_with(&self, observer: Arc<dyn Observer>) {

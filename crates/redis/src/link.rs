@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use holdfast_core::BrokerError;
+
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset};
 use rand::Rng;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::{Arrival, Check};
-use crate::scripts::{topic, Keys, CHANNELS_KEY, CONTROL_TOPIC, TOPIC_PREFIX};
+use crate::scripts::{inbox, topic, Keys, CHANNELS_KEY, CONTROL_TOPIC, TOPIC_PREFIX};
 use crate::{unix_ms, Shared};
 
 /// What the broker asks of the link.
@@ -131,6 +132,7 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
     let channels: HashSet<ChannelName> = shared.hub.channels().into_iter().collect();
     let mut topics: Vec<String> = channels.iter().map(|c| topic(c.as_str())).collect();
     topics.push(CONTROL_TOPIC.into());
+    topics.push(inbox(&shared.node_id));
     timed(shared, sink.subscribe(topics)).await.map_err(|e| format!("subscribe: {e}"))?;
     Ok((sink, stream, channels))
 }
@@ -173,10 +175,14 @@ async fn timed<T>(shared: &Shared, fut: impl std::future::Future<Output = redis:
     }
 }
 
-async fn on_message(shared: &Shared, msg: &redis::Msg) {
+async fn on_message(shared: &Arc<Shared>, msg: &redis::Msg) {
     let name = msg.get_channel_name();
     if name == CONTROL_TOPIC {
         shared.on_control(msg.get_payload_bytes());
+        return;
+    }
+    if name.starts_with("hf:n:") {
+        shared.on_answer(msg.get_payload_bytes());
         return;
     }
     let Some(channel) = name.strip_prefix(TOPIC_PREFIX).and_then(|n| ChannelName::new(n).ok()) else {

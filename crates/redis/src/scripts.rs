@@ -23,7 +23,8 @@ use redis::Script;
 
 /// Every key and topic starts with this.
 pub const TOPIC_PREFIX: &str = "hf:p:";
-/// Requests between nodes (remote disconnects).
+/// Requests between nodes (remote disconnects, commands and reads for
+/// request-based sessions).
 pub const CONTROL_TOPIC: &str = "hf:ctl";
 /// Channels with subscribers somewhere, scored by expiry.
 pub const CHANNELS_KEY: &str = "hf:channels";
@@ -43,6 +44,12 @@ impl Keys {
             presence: format!("hf:{{{channel}}}:p"),
         }
     }
+}
+
+/// A node's inbox: answers to the requests it published on the control
+/// topic.
+pub fn inbox(node_id: &str) -> String {
+    format!("hf:n:{node_id}")
 }
 
 /// The pub/sub topic of a channel.

@@ -369,19 +369,7 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
             }
         };
     };
-    json_array(&read_route(&route, POLL_WAIT).await)
-}
-
-/// Waits up to `wait` for a session's frames and takes them, telling its
-/// task the client is alive (before, and after when the batch ends it).
-pub async fn read_route(route: &Route, wait: Duration) -> Batch {
-    let _ = route.input.try_send(Input::Heard);
-    let _ = timeout(wait, route.outbox.ready()).await;
-    let batch = take(&route.outbox);
-    if batch.disconnect.is_some() {
-        let _ = route.input.try_send(Input::Heard);
-    }
-    batch
+    json_array(&route.read(tokio::time::sleep(POLL_WAIT)).await)
 }
 
 fn take(outbox: &Outbox) -> Batch {

@@ -82,7 +82,7 @@ test('a do-not-reconnect close is final; closing while connecting is clean', asy
     await withPage(base, async (page, errors) => {
       const presence = await api(base, '/api/presence?channel=chat:lobby');
       const session = presence.subscribers[0].session;
-      assert.deepEqual(await api(base, '/api/disconnect', { session }), { disconnected: 1 });
+      assert.deepEqual(await api(base, '/api/disconnect', { session }), { disconnected: 1, other_nodes: 0 });
       await page.waitForFunction(() => window.holdfast.state === 'closed', null, { timeout: 10000 });
       await page.waitForTimeout(1500);
       assert.equal(await page.evaluate(() => window.holdfast.state), 'closed', 'no reconnect after 4500');

@@ -545,8 +545,7 @@ async fn sse_and_long_polling_sessions_work_whichever_node_a_request_lands_on() 
     let session = events.next_op("connected").await["session"].as_str().unwrap().to_string();
     assert_eq!(post_commands(lb, "/sse", &session, json!({"id": 2, "op": "subscribe", "channel": "x"})).await, 204);
     assert_eq!(events.next_op("subscribed").await["id"], 2);
-    let mut id = 3;
-    for port in [lb, lb, ports[0], ports[1]] {
+    for (id, port) in (3..).zip([lb, lb, ports[0], ports[1]]) {
         let publish = json!({"id": id, "op": "publish", "channel": "x", "data": id});
         assert_eq!(post_commands(port, "/sse", &session, publish).await, 204, "a command landing on port {port}");
         let mut got = Vec::new();
@@ -558,7 +557,6 @@ async fn sse_and_long_polling_sessions_work_whichever_node_a_request_lands_on() 
         }
         assert!(got.iter().any(|v| v["op"] == "published" && v["id"] == id), "{got:?}");
         assert!(got.iter().any(|v| v["op"] == "message" && v["data"] == id), "{got:?}");
-        id += 1;
     }
     assert_eq!(post_commands(ports[0], "/sse", "nobody", json!({"op": "pong"})).await, 404);
 

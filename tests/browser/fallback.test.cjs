@@ -138,3 +138,49 @@ test('with SSE blocked as well the demo ends on long-polling', async () => {
     server.proc.kill();
   }
 });
+
+test('a plain EventSource recovers what it missed after a server-side disconnect, via Last-Event-ID', async () => {
+  const server = await startServer();
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${server.base}/healthz`); // any page of the server's origin
+    await page.evaluate(() => {
+      window.got = [];
+      window.opens = 0;
+      // No library: the browser's own EventSource and its automatic reconnect.
+      const es = new EventSource('/sse?channel=chat:lobby');
+      es.onopen = () => { window.opens += 1; };
+      es.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        if (m.op === 'connected') window.session = m.session;
+        if (m.op === 'subscribed') window.subscribed = m;
+        if (m.op === 'message') window.got.push([m.offset, m.data.text, e.lastEventId]);
+      };
+    });
+    await page.waitForFunction(() => window.subscribed, null, { timeout: 10000 });
+    await publish(server.base, 'one');
+    await publish(server.base, 'two');
+    await page.waitForFunction(() => window.got.length === 2, null, { timeout: 10000 });
+    const session = await page.evaluate(() => window.session);
+    const r = await fetch(`${server.base}/api/disconnect`, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer browser-key', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ session }),
+    });
+    assert.equal(r.status, 200);
+    // Published while the stream is down (the browser waits `retry: 2000`).
+    for (const t of ['three', 'four', 'five']) await publish(server.base, t);
+    await page.waitForFunction(() => window.got.length >= 5, null, { timeout: 15000 });
+    const got = await page.evaluate(() => window.got);
+    assert.deepEqual(got.map((g) => g[1]), ['one', 'two', 'three', 'four', 'five'], 'each once, in order');
+    assert.deepEqual(got.map((g) => g[0]), [1, 2, 3, 4, 5]);
+    const epoch = await page.evaluate(() => window.subscribed.epoch);
+    assert.equal(got[1][2], `chat:lobby ${epoch} 2`, 'the event id is the resumable position');
+    assert.equal(await page.evaluate(() => window.subscribed.recovered), true, 'the reconnect recovered');
+    assert.equal(await page.evaluate(() => window.opens), 2, 'one automatic reconnect');
+  } finally {
+    await browser.close();
+    server.proc.kill();
+  }
+});

@@ -72,7 +72,10 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
 fn describe(e: &Event) -> String {
     match e {
         Event::Connecting => "connecting".into(),
-        Event::Open { session } => format!("open (session {})", &session[..session.len().min(8)]),
+        Event::Open { session, transport } => {
+            format!("open over {transport} (session {})", &session[..session.len().min(8)])
+        }
+        Event::Upgraded { from } => format!("WebSocket works again: leaving {from}"),
         Event::Recovered { channel } => format!("{channel}: recovered every missed message"),
         Event::RecoveryFailed { channel } => {
             format!("{channel}: recovery impossible (server restarted or history window passed)")

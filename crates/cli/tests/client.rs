@@ -7,7 +7,7 @@ mod common;
 
 use common::serve;
 use holdfast_client::{Client, Config, Event};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct Proxy {
     cut: Arc<AtomicBool>,
     mute: Arc<AtomicBool>,
+    /// Drop WebSocket handshakes (a proxy or firewall that blocks them).
+    block_upgrades: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
 }
 
@@ -33,6 +35,13 @@ impl Proxy {
             while let Ok((client, _)) = listener.accept().await {
                 if me.cut.load(Ordering::SeqCst) {
                     continue; // dropped at once
+                }
+                if me.block_upgrades.load(Ordering::SeqCst) {
+                    let mut head = [0u8; 1024];
+                    let n = client.peek(&mut head).await.unwrap_or(0);
+                    if String::from_utf8_lossy(&head[..n]).to_ascii_lowercase().contains("upgrade: websocket") {
+                        continue;
+                    }
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
                 let me = me.clone();
@@ -270,4 +279,63 @@ async fn holdfast_sub_prints_messages_and_events() {
         vec![json!({"channel":"a","offset":1,"data":{"x":1}}), json!({"channel":"b","offset":1,"data":"two"})]
     );
     sub.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_blocked_websocket_falls_back_to_sse_and_moves_back_once_it_works() {
+    let server = serve(0, &[]);
+    let proxy = Proxy::default();
+    proxy.block_upgrades.store(true, Ordering::SeqCst);
+    let port = proxy.start(server.1).await;
+    let mut config = fast(format!("ws://127.0.0.1:{port}/ws"));
+    config.race_delay = Duration::from_millis(300);
+    config.upgrade_interval = Duration::from_millis(500);
+    let mut client = Client::start(config);
+    client.subscribe("f").await.unwrap();
+    let seen = until(&mut client, |e| matches!(e, Event::Open { .. })).await;
+    assert!(matches!(seen.last(), Some(Event::Open { transport, .. }) if transport == "sse"), "{seen:?}");
+    publish(server.1, "f", json!(1)).await;
+    publish(server.1, "f", json!(2)).await;
+    let mut offsets = Vec::new();
+    for e in until(&mut client, |e| matches!(e, Event::Message { offset: 2, .. })).await {
+        if let Event::Message { offset, .. } = e {
+            offsets.push(offset);
+        }
+    }
+    // Publishing goes up by POST and its reply comes down the stream.
+    assert_eq!(client.publish("f", json!(3)).await.unwrap(), 3);
+
+    proxy.block_upgrades.store(false, Ordering::SeqCst);
+    let seen = until(&mut client, |e| matches!(e, Event::Open { transport, .. } if transport == "websocket")).await;
+    assert!(seen.iter().any(|e| matches!(e, Event::Upgraded { from } if from == "sse")), "{seen:?}");
+    offsets
+        .extend(seen.iter().filter_map(|e| if let Event::Message { offset, .. } = e { Some(*offset) } else { None }));
+    publish(server.1, "f", json!(4)).await;
+    for e in until(&mut client, |e| matches!(e, Event::Message { offset: 4, .. })).await {
+        if let Event::Message { offset, .. } = e {
+            offsets.push(offset);
+        }
+    }
+    assert_eq!(offsets, vec![1, 2, 3, 4], "every message once, in order, across the move");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn long_polling_carries_a_whole_session() {
+    let server = serve(0, &[]);
+    let mut config = fast(format!("ws://127.0.0.1:{}/ws", server.1));
+    config.transports = vec![holdfast_client::Kind::LongPolling];
+    let mut client = Client::start(config);
+    client.subscribe("lp").await.unwrap();
+    let seen = until(&mut client, |e| matches!(e, Event::Open { .. })).await;
+    assert!(matches!(seen.last(), Some(Event::Open { transport, .. }) if transport == "polling"), "{seen:?}");
+    publish(server.1, "lp", json!("a")).await;
+    assert_eq!(client.publish("lp", json!("b")).await.unwrap(), 2);
+    let seen = until(&mut client, |e| matches!(e, Event::Message { offset: 2, .. })).await;
+    let got: Vec<(u64, Value)> = seen
+        .into_iter()
+        .filter_map(|e| if let Event::Message { offset, data, .. } = e { Some((offset, data)) } else { None })
+        .collect();
+    assert_eq!(got, vec![(1, json!("a")), (2, json!("b"))]);
+    client.close().await;
 }

@@ -20,19 +20,18 @@
 
 mod backoff;
 mod position;
+mod transport;
 
 pub use backoff::Backoff;
 pub use position::{Position, Resumed};
+pub use transport::Kind;
+use transport::{Incoming, Transport};
 
-use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::{CloseCode, Epoch, Offset};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -50,10 +49,19 @@ pub struct Config {
     pub command_timeout: Duration,
     /// A connection that lived this long resets the backoff.
     pub healthy_after: Duration,
+    /// Transports to try, in order; the one that worked last goes first.
+    pub transports: Vec<Kind>,
+    /// Start the next transport when the current one has not connected
+    /// within this: a blocked WebSocket costs seconds, not a minute.
+    pub race_delay: Duration,
+    /// On a fallback transport, try WebSocket again this often.
+    pub upgrade_interval: Duration,
 }
 
 impl Config {
-    /// Defaults: backoff 0.5 s → 20 s, ping grace 5 s, command timeout 10 s.
+    /// Defaults: backoff 0.5 s → 20 s, ping grace 5 s, command timeout 10 s,
+    /// WebSocket then SSE then long-polling raced 2 s apart, upgrade back
+    /// to WebSocket tried every 30 s.
     pub fn new(url: impl Into<String>) -> Config {
         Config {
             url: url.into(),
@@ -62,6 +70,9 @@ impl Config {
             ping_grace: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
             healthy_after: Duration::from_secs(10),
+            transports: vec![Kind::WebSocket, Kind::Sse, Kind::LongPolling],
+            race_delay: Duration::from_secs(2),
+            upgrade_interval: Duration::from_secs(30),
         }
     }
 }
@@ -75,6 +86,14 @@ pub enum Event {
     Open {
         /// The session id.
         session: String,
+        /// `websocket`, `sse` or `polling`.
+        transport: String,
+    },
+    /// WebSocket works again: the client moves to it from this fallback
+    /// transport (a reconnect that resubscribes from each position).
+    Upgraded {
+        /// The transport left.
+        from: String,
     },
     /// A publication, delivered once and in order.
     Message {
@@ -196,7 +215,6 @@ impl Client {
 }
 
 enum Pending {
-    Connect,
     Subscribe(String, Option<oneshot::Sender<Result<(), Error>>>),
     Publish(oneshot::Sender<Result<u64, Error>>),
 }
@@ -210,18 +228,25 @@ struct Ended {
     /// Silence before the end, and the server's ping interval (if known).
     silence: Duration,
     interval: Option<Duration>,
+    /// Left a fallback transport because WebSocket works again: reconnect now.
+    upgrade: bool,
 }
 
 async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc::Sender<Event>) {
     let mut subs: BTreeMap<String, Position> = BTreeMap::new();
     let mut waiting: Vec<Cmd> = Vec::new();
     let mut requested_ping: Option<Duration> = None;
+    let mut worked: Option<Kind> = None;
     loop {
         let _ = events.send(Event::Connecting).await;
-        let ended = connection(&config, requested_ping, &mut subs, &mut waiting, &mut commands, &events).await;
+        let ended =
+            connection(&config, requested_ping, &mut worked, &mut subs, &mut waiting, &mut commands, &events).await;
         if let Some(to) = shorter_ping(&ended, requested_ping) {
             requested_ping = Some(to);
             let _ = events.send(Event::PingShortened { to, silence: ended.silence }).await;
+        }
+        if ended.upgrade {
+            continue;
         }
         if ended.stop {
             let _ = events.send(Event::Closed { code: 1000, meaning: meaning(1000), reconnect_in: None }).await;
@@ -297,9 +322,20 @@ fn queue(waiting: &mut Vec<Cmd>, subs: &mut BTreeMap<String, Position>, cmd: Cmd
     }
 }
 
+/// The transports to try: the one that worked last first.
+fn order(config: &Config, worked: Option<Kind>) -> Vec<Kind> {
+    let mut kinds = config.transports.clone();
+    if let Some(k) = worked.filter(|k| kinds.contains(k)) {
+        kinds.retain(|x| *x != k);
+        kinds.insert(0, k);
+    }
+    kinds
+}
+
 async fn connection(
     config: &Config,
     requested_ping: Option<Duration>,
+    worked: &mut Option<Kind>,
     subs: &mut BTreeMap<String, Position>,
     waiting: &mut Vec<Cmd>,
     commands: &mut mpsc::Receiver<Cmd>,
@@ -307,7 +343,6 @@ async fn connection(
 ) -> Ended {
     let opened = Instant::now();
     let mut last_heard = opened;
-    let mut interval: Option<Duration> = None;
     let fail = |code| Ended {
         code,
         hint: None,
@@ -315,16 +350,8 @@ async fn connection(
         stop: false,
         silence: Duration::ZERO,
         interval: None,
+        upgrade: false,
     };
-    let Ok(mut request) = config.url.as_str().into_client_request() else { return Ended { stop: true, ..fail(1006) } };
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(holdfast_protocol::SUBPROTOCOL));
-    let ws = match tokio::time::timeout(config.command_timeout, tokio_tungstenite::connect_async(request)).await {
-        Ok(Ok((ws, _))) => ws,
-        _ => return fail(1006),
-    };
-    let (mut sink, mut stream) = ws.split();
-    let mut next_id = 1u64;
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut connect = json!({"id": 0, "op": "connect", "client": "holdfast-client/0.1"});
     if let Some(t) = &config.token {
         connect["token"] = json!(t);
@@ -332,26 +359,59 @@ async fn connection(
     if let Some(p) = requested_ping {
         connect["ping_interval_ms"] = json!(p.as_millis() as u64);
     }
-    pending.insert(0, Pending::Connect);
-    if sink.send(Message::text(connect.to_string())).await.is_err() {
+    let kinds = order(config, *worked);
+    let race = transport::race(&config.url, &kinds, &connect, config.race_delay);
+    let Ok(Some((mut link, reply))) = tokio::time::timeout(config.command_timeout, race).await else {
         return fail(1006);
+    };
+    if reply["op"] != "connected" {
+        // connect was refused (a bad token): no transport will do better.
+        return Ended { stop: true, ..fail(4500) };
+    }
+    *worked = Some(link.kind);
+    let every = Duration::from_millis(reply["ping_interval_ms"].as_u64().unwrap_or(25_000));
+    let interval = Some(every);
+    let ping_window = every + config.ping_grace;
+    let session = reply["session"].as_str().unwrap_or_default().to_string();
+    let _ = events.send(Event::Open { session, transport: link.kind.name().to_string() }).await;
+    let mut next_id = 1u64;
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    // Calls queued while away name their channels too; resubscribe the
+    // others, each from its position.
+    let queued: Vec<String> = waiting
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Subscribe(ch, _) => Some(ch.clone()),
+            _ => None,
+        })
+        .collect();
+    for channel in subs.keys().filter(|c| !queued.contains(c)).cloned().collect::<Vec<_>>() {
+        subscribe(&mut link, &mut pending, &mut next_id, subs, channel, None).await;
+    }
+    for cmd in std::mem::take(waiting) {
+        send(&mut link, &mut pending, &mut next_id, subs, cmd).await;
     }
     let mut hint = None;
-    // Until `connected` names the ping interval, the command timeout bounds the wait.
-    let mut ping_window = config.command_timeout;
     let mut watchdog = Instant::now() + ping_window;
-    let mut open = false;
+    // On a fallback transport, try WebSocket again now and then.
+    let upgrading = link.kind != Kind::WebSocket && config.transports.contains(&Kind::WebSocket);
+    let mut upgrade =
+        tokio::time::interval_at((Instant::now() + config.upgrade_interval).into(), config.upgrade_interval);
+    let ended =
+        |code, hint, last_heard: Instant| Ended { code, hint, silence: last_heard.elapsed(), interval, ..fail(code) };
     loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
+        let m = tokio::select! {
+            incoming = link.recv() => match incoming {
+                Incoming::Object(m) => m,
+                Incoming::Closed(code) => return ended(code, hint, last_heard),
+            },
             cmd = commands.recv() => {
                 match cmd {
                     None | Some(Cmd::Close) => {
-                        let _ = sink.send(Message::Close(None)).await;
+                        link.close().await;
                         return Ended { stop: true, ..fail(1000) };
                     }
-                    Some(cmd) if open => send(&mut sink, &mut pending, &mut next_id, subs, cmd).await,
-                    Some(cmd) => queue(waiting, subs, cmd),
+                    Some(cmd) => send(&mut link, &mut pending, &mut next_id, subs, cmd).await,
                 }
                 continue;
             }
@@ -359,125 +419,95 @@ async fn connection(
                 let _ = events.send(Event::Watchdog).await;
                 return fail(1006);
             }
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => {
-                let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
-                return Ended { code, hint, silence: last_heard.elapsed(), interval, ..fail(code) };
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Ended { hint, silence: last_heard.elapsed(), interval, ..fail(1006) },
-        };
-        last_heard = Instant::now();
-        for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
-            let Ok(m) = serde_json::from_str::<Value>(line) else { continue };
-            match m["op"].as_str().unwrap_or("") {
-                "ping" => {
-                    let _ = sink.send(Message::text(r#"{"op":"pong"}"#)).await;
-                }
-                "disconnect" => hint = m["reconnect_after_ms"].as_u64().map(Duration::from_millis),
-                "message" => {
-                    let channel = m["channel"].as_str().unwrap_or_default();
-                    let offset = m["offset"].as_u64().unwrap_or(0);
-                    if subs.get_mut(channel).is_some_and(|p| p.accept(Offset(offset))) {
-                        let event = Event::Message { channel: channel.to_string(), offset, data: m["data"].clone() };
-                        let _ = events.send(event).await;
+            _ = upgrade.tick(), if upgrading => {
+                let probe = transport::race(&config.url, &[Kind::WebSocket], &connect, config.race_delay);
+                if let Ok(Some((ws, r))) = tokio::time::timeout(config.race_delay, probe).await {
+                    if r["op"] == "connected" {
+                        ws.close().await;
+                        let from = link.kind.name().to_string();
+                        link.close().await;
+                        *worked = Some(Kind::WebSocket);
+                        let _ = events.send(Event::Upgraded { from }).await;
+                        // Reconnect at once over WebSocket, resubscribing from each position.
+                        return Ended { upgrade: true, ..ended(1000, hint, last_heard) };
                     }
                 }
-                _ => {
-                    let Some(p) = m["id"].as_u64().and_then(|id| pending.remove(&id)) else { continue };
-                    let err = (m["op"] == "error").then(|| Error::Server {
-                        code: m["code"].as_str().unwrap_or_default().into(),
-                        message: m["message"].as_str().unwrap_or_default().into(),
-                    });
-                    match p {
-                        Pending::Connect => {
-                            if err.is_some() {
-                                return Ended { stop: true, ..fail(4500) };
-                            }
-                            let every = Duration::from_millis(m["ping_interval_ms"].as_u64().unwrap_or(25_000));
-                            interval = Some(every);
-                            ping_window = every + config.ping_grace;
-                            open = true;
-                            let session = m["session"].as_str().unwrap_or_default().to_string();
-                            let _ = events.send(Event::Open { session }).await;
-                            // Calls queued while away name their channels too; resubscribe
-                            // the others, each from its position.
-                            let queued: Vec<String> = waiting
-                                .iter()
-                                .filter_map(|c| match c {
-                                    Cmd::Subscribe(ch, _) => Some(ch.clone()),
-                                    _ => None,
-                                })
-                                .collect();
-                            for channel in subs.keys().filter(|c| !queued.contains(c)).cloned().collect::<Vec<_>>() {
-                                subscribe(&mut sink, &mut pending, &mut next_id, subs, channel, None).await;
-                            }
-                            for cmd in std::mem::take(waiting) {
-                                send(&mut sink, &mut pending, &mut next_id, subs, cmd).await;
-                            }
-                        }
-                        Pending::Subscribe(channel, reply) => {
-                            if let (None, Some(pos)) = (&err, subs.get_mut(&channel)) {
-                                let epoch = Epoch::new(m["epoch"].as_str().unwrap_or_default());
-                                let resumed = pos.subscribed(
-                                    epoch,
-                                    Offset(m["offset"].as_u64().unwrap_or(0)),
-                                    m["recovered"].as_bool(),
-                                );
-                                let event = match resumed {
-                                    Resumed::Recovered => Some(Event::Recovered { channel: channel.clone() }),
-                                    Resumed::Lost => Some(Event::RecoveryFailed { channel: channel.clone() }),
-                                    Resumed::Fresh => None,
-                                };
-                                if let Some(e) = event {
-                                    let _ = events.send(e).await;
-                                }
-                            }
-                            if let Some(reply) = reply {
-                                let _ = reply.send(err.map_or(Ok(()), Err));
+                continue;
+            }
+        };
+        last_heard = Instant::now();
+        // Any traffic proves the server is alive.
+        watchdog = Instant::now() + ping_window;
+        match m["op"].as_str().unwrap_or("") {
+            "ping" => {
+                link.send(r#"{"op":"pong"}"#.to_string()).await;
+            }
+            "disconnect" => hint = m["reconnect_after_ms"].as_u64().map(Duration::from_millis),
+            "message" => {
+                let channel = m["channel"].as_str().unwrap_or_default();
+                let offset = m["offset"].as_u64().unwrap_or(0);
+                if subs.get_mut(channel).is_some_and(|p| p.accept(Offset(offset))) {
+                    let event = Event::Message { channel: channel.to_string(), offset, data: m["data"].clone() };
+                    let _ = events.send(event).await;
+                }
+            }
+            _ => {
+                let Some(p) = m["id"].as_u64().and_then(|id| pending.remove(&id)) else { continue };
+                let err = (m["op"] == "error").then(|| Error::Server {
+                    code: m["code"].as_str().unwrap_or_default().into(),
+                    message: m["message"].as_str().unwrap_or_default().into(),
+                });
+                match p {
+                    Pending::Subscribe(channel, reply) => {
+                        if let (None, Some(pos)) = (&err, subs.get_mut(&channel)) {
+                            let epoch = Epoch::new(m["epoch"].as_str().unwrap_or_default());
+                            let resumed = pos.subscribed(
+                                epoch,
+                                Offset(m["offset"].as_u64().unwrap_or(0)),
+                                m["recovered"].as_bool(),
+                            );
+                            let event = match resumed {
+                                Resumed::Recovered => Some(Event::Recovered { channel: channel.clone() }),
+                                Resumed::Lost => Some(Event::RecoveryFailed { channel: channel.clone() }),
+                                Resumed::Fresh => None,
+                            };
+                            if let Some(e) = event {
+                                let _ = events.send(e).await;
                             }
                         }
-                        Pending::Publish(reply) => {
-                            let _ = reply.send(err.map_or(Ok(m["offset"].as_u64().unwrap_or(0)), Err));
+                        if let Some(reply) = reply {
+                            let _ = reply.send(err.map_or(Ok(()), Err));
                         }
+                    }
+                    Pending::Publish(reply) => {
+                        let _ = reply.send(err.map_or(Ok(m["offset"].as_u64().unwrap_or(0)), Err));
                     }
                 }
             }
         }
-        // Any traffic proves the server is alive.
-        watchdog = Instant::now() + ping_window;
     }
 }
 
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Message,
->;
-
 async fn send(
-    sink: &mut Sink,
+    link: &mut Transport,
     pending: &mut HashMap<u64, Pending>,
     next_id: &mut u64,
     subs: &mut BTreeMap<String, Position>,
     cmd: Cmd,
 ) {
     match cmd {
-        Cmd::Subscribe(channel, reply) => subscribe(sink, pending, next_id, subs, channel, Some(reply)).await,
+        Cmd::Subscribe(channel, reply) => subscribe(link, pending, next_id, subs, channel, Some(reply)).await,
         Cmd::Publish(channel, data, reply) => {
             let id = take_id(next_id);
             pending.insert(id, Pending::Publish(reply));
-            let _ = sink
-                .send(Message::text(json!({"id": id, "op": "publish", "channel": channel, "data": data}).to_string()))
-                .await;
+            link.send(json!({"id": id, "op": "publish", "channel": channel, "data": data}).to_string()).await;
         }
         Cmd::Close => {}
     }
 }
 
 async fn subscribe(
-    sink: &mut Sink,
+    link: &mut Transport,
     pending: &mut HashMap<u64, Pending>,
     next_id: &mut u64,
     subs: &mut BTreeMap<String, Position>,
@@ -490,7 +520,7 @@ async fn subscribe(
         cmd["since"] = json!({"epoch": since.epoch.as_str(), "offset": since.offset.0});
     }
     pending.insert(id, Pending::Subscribe(channel, reply));
-    let _ = sink.send(Message::text(cmd.to_string())).await;
+    link.send(cmd.to_string()).await;
 }
 
 fn take_id(next_id: &mut u64) -> u64 {
@@ -511,6 +541,7 @@ mod tests {
             stop: false,
             silence: Duration::from_secs(silence),
             interval: interval.map(Duration::from_secs),
+            upgrade: false,
         }
     }
 

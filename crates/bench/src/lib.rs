@@ -1,341 +1,699 @@
 //! `holdfast bench`: a load generator that sees the gateway only from the
-//! outside, as a client would (WebSocket + the protocol crate).
+//! outside, as a client would (WebSocket + the protocol's JSON), so it can
+//! measure any server that speaks it — and Socket.IO through an adapter.
 //!
-//! Scenarios:
-//! - `idle`: hold N subscribed connections for a while and report the
-//!   server's resident memory per connection (`--server-pid`);
-//! - `fanout`: S subscribers on one channel, one publisher at a rate;
-//!   reports deliveries per second, end-to-end latency percentiles
-//!   (timestamps ride in the payload) and lost/duplicated messages,
-//!   checked against offsets.
+//! Scenarios (presets):
+//! - `idle`: hold N subscribed connections; the server's RSS and CPU per
+//!   connection at its default ping interval (`--server-pid`);
+//! - `fanout`: everyone on one channel, one publisher at a rate;
+//! - `many-channels`: each connection on its own channels
+//!   (`--channels`, `--subscriptions-per-conn`);
+//! - `churn`: connect, subscribe and leave at `--ramp` per second;
+//! - `flood`: one client sending commands as fast as it can, to run beside
+//!   another scenario and see what a flood costs the others.
+//!
+//! Every delivery is checked against offsets (lost, duplicated), latency
+//! is publish-to-receipt (timestamps ride in the payload, hdrhistogram),
+//! and the report names the load generator's own CPU next to the server's:
+//! a saturated generator measures itself.
+//!
+//! One process holds at most its open-files limit of connections; with
+//! `--processes K` the bench runs K subscriber processes (each on its share
+//! of the connections and source addresses), publishes from the parent
+//! once all are subscribed, and merges their reports.
 //!
 //! Load goes to loopback only: the bench refuses other addresses.
 
-use anyhow::{bail, Context};
-use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod plan;
+mod report;
+mod sequence;
+mod sources;
+mod wire;
+
+use std::io::{BufRead, Write};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+
+pub use plan::{share, Plan};
+pub use report::{Latency, LatencySummary, Report, ServerUse};
+pub use sequence::{Seen, Sequence};
+pub use wire::{Protocol, Target};
 
 /// What to run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
-    /// Hold idle subscribed connections; report server memory per connection.
+    /// Hold idle subscribed connections; report server memory and CPU per connection.
     Idle,
     /// One channel, many subscribers, one publisher.
     Fanout,
-    /// One client sending commands as fast as it can (reconnecting when cut),
-    /// to run beside another scenario and see what a flood costs others.
+    /// Each connection on its own channels.
+    ManyChannels,
+    /// Connect, subscribe and disconnect at a rate.
+    Churn,
+    /// One client sending commands as fast as it can.
     Flood,
+}
+
+/// How publications reach the server.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `publish` commands on one WebSocket.
+    Ws,
+    /// `POST /api/publish` on a keep-alive connection (`--api-key`).
+    Http,
 }
 
 /// Arguments of `holdfast bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// The server, e.g. `ws://127.0.0.1:8080/ws` (loopback only); several
-    /// comma-separated URLs spread subscribers over the nodes of a cluster
+    /// comma-separated URLs spread connections over the nodes of a cluster
     /// (the publisher uses the first).
     pub url: String,
     /// The scenario.
     #[arg(long, value_enum, default_value = "fanout")]
     pub scenario: Scenario,
-    /// Connections to open (subscribers).
+    /// Connections to open.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
-    /// Publications per second (fanout).
+    /// Channels (default: 1 for fanout, one per connection for many-channels, 100 for idle).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Channels each connection subscribes to.
+    #[arg(long, default_value_t = 1)]
+    pub subscriptions_per_conn: usize,
+    /// Publications per second, over all channels.
     #[arg(long, default_value_t = 100)]
     pub publish_rate: u64,
-    /// Payload bytes per publication (fanout), at least 32.
+    /// How to publish.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub publish_via: Via,
+    /// API key for `--publish-via http`.
+    #[arg(long, env = "HOLDFAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Payload bytes per publication, at least 32.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// How long to measure, e.g. `10s`.
     #[arg(long, default_value = "10s", value_parser = humantime_secs)]
     pub duration: Duration,
-    /// Number of loopback source addresses 127.0.0.1..=127.0.0.N to spread
-    /// connections over (each gives ~28k ephemeral ports).
-    #[arg(long, default_value_t = 1)]
-    pub sources: u8,
-    /// PID of a local server, to read its resident memory.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Loopback source addresses to spread connections over:
+    /// `127.0.0.1-127.0.0.8`, one address, or a count N (127.0.0.1..N).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub sources: String,
+    /// Connections opened per second (0: as fast as `--concurrency` allows);
+    /// for churn, connect-subscribe-leave cycles per second.
+    #[arg(long, default_value_t = 0)]
+    pub ramp: u64,
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+    /// PIDs of local server processes (comma-separated), to read their memory and CPU.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Load processes to run (each under its own open-files limit).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// The framing of the server under test.
+    #[arg(long, value_enum, default_value = "holdfast")]
+    pub protocol: Protocol,
+    /// Internal: run as subscriber process N of a multi-process run.
+    #[arg(long, hide = true)]
+    pub subscriber_process: Option<usize>,
+    /// Internal: the run's id (channel names), shared by its processes.
+    #[arg(long, hide = true)]
+    pub run_id: Option<String>,
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
-type Conn = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-/// A server URL and the address it names.
-type Target = (String, SocketAddr);
-
 /// Runs the chosen scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let targets: Vec<Target> =
-        args.url.split(',').map(|u| Ok((u.to_string(), target(u)?))).collect::<anyhow::Result<_>>()?;
-    match args.scenario {
-        Scenario::Idle => idle(&args, &targets).await,
-        Scenario::Fanout => fanout(&args, &targets).await,
-        Scenario::Flood => flood(&args, &targets[0]).await,
-    }
-}
-
-fn target(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url.strip_prefix("ws://").context("the bench speaks ws:// only")?;
-    let hostport = rest.split('/').next().unwrap_or_default();
-    let addr: SocketAddr =
-        hostport.replace("localhost", "127.0.0.1").parse().with_context(|| format!("{hostport:?} is not IP:PORT"))?;
-    if !addr.ip().is_loopback() {
-        bail!("load tests only target loopback; {} is not", addr.ip());
-    }
-    Ok(addr)
-}
-
-async fn open(url: &str, target: SocketAddr, source: u8) -> anyhow::Result<Conn> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source.max(1))), 0))?;
-    let stream = socket.connect(target).await?;
-    stream.set_nodelay(true)?;
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("holdfast.v1.json"));
-    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
-    Ok(ws)
-}
-
-/// Sends `connect` and `subscribe`, waits for `subscribed`.
-async fn subscribe(ws: &mut Conn, channel: &str) -> anyhow::Result<()> {
-    let frame = format!(
-        "{{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}}\n{{\"id\":2,\"op\":\"subscribe\",\"channel\":\"{channel}\"}}"
-    );
-    ws.send(Message::text(frame)).await?;
-    while let Some(msg) = ws.next().await {
-        if let Message::Text(t) = msg? {
-            if t.contains("\"op\":\"subscribed\"") {
-                return Ok(());
-            }
-            if t.contains("\"op\":\"error\"") {
-                bail!("subscribe failed: {t}");
-            }
-        }
-    }
-    bail!("connection closed before subscribed")
-}
-
-async fn open_many(args: &BenchArgs, targets: &[Target], channel: impl Fn(usize) -> String) -> Vec<Conn> {
-    let started = Instant::now();
-    let conns = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
-    let failures = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    let channel = Arc::new(channel);
-    let workers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|_| {
-            let (conns, failures, next, channel, args, targets) =
-                (conns.clone(), failures.clone(), next.clone(), channel.clone(), args.clone(), targets.to_vec());
-            async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= args.connections {
-                        return;
-                    }
-                    let source = (i % args.sources.max(1) as usize) as u8 + 1;
-                    let result = async {
-                        let (url, target) = &targets[i % targets.len()];
-                        let mut ws = open(url, *target, source).await?;
-                        subscribe(&mut ws, &channel(i)).await?;
-                        anyhow::Ok(ws)
-                    };
-                    match tokio::time::timeout(Duration::from_secs(10), result).await {
-                        Ok(Ok(ws)) => conns.lock().expect("not poisoned").push(ws),
-                        _ => {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        })
-        .collect();
-    futures_util::future::join_all(workers).await;
-    let conns = std::mem::take(&mut *conns.lock().expect("not poisoned"));
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "opened {} connections in {secs:.2} s ({:.0}/s), {} failed",
-        conns.len(),
-        conns.len() as f64 / secs,
-        failures.load(Ordering::Relaxed)
-    );
-    conns
-}
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-async fn idle(args: &BenchArgs, targets: &[Target]) -> anyhow::Result<()> {
-    let before = args.server_pid.and_then(rss_kb);
-    let conns = open_many(args, targets, |i| format!("bench:idle:{}", i % 100)).await;
-    tokio::time::sleep(args.duration).await;
-    let after = args.server_pid.and_then(rss_kb);
-    if let (Some(b), Some(a)) = (before, after) {
-        let per = (a.saturating_sub(b) as f64 * 1024.0) / conns.len().max(1) as f64;
-        println!(
-            "server RSS {b} KiB before, {a} KiB with {} idle connections: {:.0} bytes ({:.1} KB) per connection",
-            conns.len(),
-            per,
-            per / 1000.0
-        );
+    let targets: Vec<Target> = args.url.split(',').map(Target::parse).collect::<anyhow::Result<_>>()?;
+    let sources = sources::parse(&args.sources).map_err(anyhow::Error::msg)?;
+    let report = match args.scenario {
+        Scenario::Idle => idle(&args, &targets, &sources).await?,
+        Scenario::Fanout | Scenario::ManyChannels => fanout(&args, &targets, &sources).await?,
+        Scenario::Churn => churn(&args, &targets[0], &sources).await?,
+        Scenario::Flood => flood(&args, &targets[0]).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("pass --server-pid to measure server memory per connection");
+        eprint!("\r\x1b[K");
+        print!("{}", report.text());
     }
-    drop(conns);
     Ok(())
 }
 
-/// The unsigned integer right after `key` in `line`.
-fn number_after(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(key)? + key.len();
-    let digits = line[start..].split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok()
+fn scenario_name(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Idle => "idle",
+        Scenario::Fanout => "fanout",
+        Scenario::ManyChannels => "many-channels",
+        Scenario::Churn => "churn",
+        Scenario::Flood => "flood",
+    }
 }
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
 
-async fn fanout(args: &BenchArgs, targets: &[Target]) -> anyhow::Result<()> {
-    let channel = format!("bench:fanout:{}", now_ns());
-    let subs = open_many(args, targets, |_| channel.clone()).await;
-    let n = subs.len();
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
-    let delivered = Arc::new(AtomicU64::new(0));
-    let anomalies = Arc::new(AtomicU64::new(0));
-    let total = (args.publish_rate as f64 * args.duration.as_secs_f64()) as u64;
-    let readers: Vec<_> = subs
-        .into_iter()
-        .map(|mut ws| {
-            let (hist, delivered, anomalies) = (hist.clone(), delivered.clone(), anomalies.clone());
-            tokio::spawn(async move {
-                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-                let mut last = 0u64;
-                let deadline = tokio::time::sleep(Duration::from_secs(5));
-                tokio::pin!(deadline);
-                loop {
-                    let msg = tokio::select! {
-                        m = ws.next() => m,
-                        () = &mut deadline => break,
-                    };
-                    let Some(Ok(Message::Text(t))) = msg else {
-                        break;
-                    };
-                    for line in t.split('\n') {
-                        if !line.starts_with("{\"op\":\"message\"") {
-                            if line.contains("\"op\":\"ping\"") {
-                                let _ = ws.send(Message::text("{\"op\":\"pong\"}")).await;
-                            }
-                            continue;
-                        }
-                        // A scan, not a JSON parse: the load generator must stay
-                        // cheaper than the server it measures.
-                        let offset = number_after(line, "\"offset\":").unwrap_or(0);
-                        if offset != last + 1 {
-                            anomalies.fetch_add(1, Ordering::Relaxed);
-                        }
-                        last = offset;
-                        let sent = number_after(line, "\"t\":").unwrap_or(0);
-                        let _ = local.record((now_ns().saturating_sub(sent) / 1000).max(1));
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                        if offset == total {
-                            hist.lock().expect("not poisoned").add(&local).expect("same bounds");
-                            return;
-                        }
-                    }
-                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
-                }
-                hist.lock().expect("not poisoned").add(&local).expect("same bounds");
-            })
-        })
-        .collect();
-    let pad = "x".repeat(args.payload.saturating_sub(32));
+/// CPU ticks (user + system) of a process, from /proc (100 per second).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU use of some processes over a window, in % of one core.
+struct CpuWindow {
+    pids: Vec<String>,
+    ticks: u64,
+    started: Instant,
+}
+
+impl CpuWindow {
+    fn start(pids: Vec<String>) -> CpuWindow {
+        let ticks = pids.iter().filter_map(|p| cpu_ticks(p)).sum();
+        CpuWindow { pids, ticks, started: Instant::now() }
+    }
+
+    fn percent(&self) -> f64 {
+        let now: u64 = self.pids.iter().filter_map(|p| cpu_ticks(p)).sum();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        now.saturating_sub(self.ticks) as f64 / 100.0 / secs * 100.0
+    }
+}
+
+fn server_pids(args: &BenchArgs) -> Vec<String> {
+    args.server_pid.iter().map(u32::to_string).collect()
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+struct Progress {
+    opened: AtomicU64,
+    delivered: AtomicU64,
+}
+
+/// Prints a progress line on stderr every second until dropped.
+fn progress_line(progress: Arc<Progress>, quiet: bool) -> Option<tokio::task::JoinHandle<()>> {
+    if quiet {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let started = Instant::now();
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let d = progress.delivered.load(Ordering::Relaxed);
+            eprint!(
+                "\r\x1b[K[{:>4.0} s] opened {}, delivered {} ({}/s)",
+                started.elapsed().as_secs_f64(),
+                progress.opened.load(Ordering::Relaxed),
+                d,
+                d - last
+            );
+            last = d;
+        }
+    }))
+}
+
+/// An opened, subscribed connection: its global index and where each of
+/// its channels stood at subscribe time.
+struct Subscribed {
+    ws: wire::Conn,
+    channels: Vec<(usize, u64)>,
+}
+
+/// Sends `connect` and one `subscribe` per channel; waits for every
+/// `subscribed` and notes its offset.
+async fn subscribe(
+    protocol: Protocol,
+    ws: &mut wire::Conn,
+    run_id: &str,
+    channels: &[usize],
+) -> anyhow::Result<Vec<(usize, u64)>> {
+    let mut frame = protocol.command("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}");
+    for (j, c) in channels.iter().enumerate() {
+        let cmd = format!("{{\"id\":{},\"op\":\"subscribe\",\"channel\":\"bench:{run_id}:{c}\"}}", j + 2);
+        if protocol == Protocol::Holdfast {
+            frame.push('\n');
+            frame.push_str(&cmd);
+        } else {
+            ws.send(Message::text(frame)).await?;
+            frame = protocol.command(&cmd);
+        }
+    }
+    ws.send(Message::text(frame)).await?;
+    let mut out = Vec::new();
+    while out.len() < channels.len() {
+        let Some(msg) = ws.next().await else { bail!("closed before subscribed") };
+        let Message::Text(t) = msg? else { continue };
+        let (objects, pong) = protocol.objects(&t);
+        if let Some(p) = pong {
+            ws.send(Message::text(p)).await?;
+        }
+        for o in objects {
+            if o.contains("\"op\":\"error\"") {
+                bail!("refused: {o}");
+            }
+            if o.contains("\"op\":\"subscribed\"") {
+                let c = wire::string_after(o, "\"channel\":\"")
+                    .and_then(|name| name.rsplit(':').next()?.parse().ok())
+                    .context("subscribed names no bench channel")?;
+                out.push((c, wire::number_after(o, "\"offset\":").unwrap_or(0)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens connections `range` (global indices) with their channels, at most
+/// `--concurrency` at once and `--ramp` per second.
+async fn open_many(
+    args: &BenchArgs,
+    targets: &[Target],
+    sources: &[Ipv4Addr],
+    (plan, run_id): (Plan, &str),
+    range: std::ops::Range<usize>,
+    progress: &Progress,
+    report: &mut Report,
+) -> Vec<Subscribed> {
     let started = Instant::now();
+    let next = AtomicU64::new(range.start as u64);
+    let conns = Mutex::new(Vec::with_capacity(range.len()));
+    let failures = Mutex::new(Report::default());
+    let worker = || async {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+            if i >= range.end {
+                return;
+            }
+            if args.ramp > 0 {
+                let due = started + Duration::from_secs_f64((i - range.start) as f64 / args.ramp as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let target = &targets[i % targets.len()];
+            let channels: Vec<usize> = plan.channels_of(i).collect();
+            let attempt = async {
+                let mut ws = args.protocol.open(target, sources::pick(sources, i)).await?;
+                let subscribed = subscribe(args.protocol, &mut ws, run_id, &channels).await?;
+                anyhow::Ok(Subscribed { ws, channels: subscribed })
+            };
+            match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+                Ok(Ok(s)) => {
+                    progress.opened.fetch_add(1, Ordering::Relaxed);
+                    conns.lock().expect("not poisoned").push(s);
+                }
+                Ok(Err(e)) => {
+                    let kind = if format!("{e:#}").contains("refused:") { "subscribe" } else { "handshake" };
+                    failures.lock().expect("not poisoned").error(kind);
+                }
+                Err(_) => failures.lock().expect("not poisoned").error("timeout"),
+            }
+        }
+    };
+    futures_util::future::join_all((0..args.concurrency.max(1)).map(|_| worker())).await;
+    let failed = failures.into_inner().expect("not poisoned");
+    report.handshake_failures += failed.errors.values().sum::<u64>();
+    for (k, v) in failed.errors {
+        *report.errors.entry(k).or_default() += v;
+    }
+    report.connections += range.len() as u64;
+    let conns = conns.into_inner().expect("not poisoned");
+    report.opened += conns.len() as u64;
+    report.connect_secs = started.elapsed().as_secs_f64();
+    conns
+}
+
+/// Reads one connection until every channel got its last publication (or
+/// 5 s of silence once publishing is over); counts into `report`.
+async fn read_until_done(protocol: Protocol, mut sub: Subscribed, plan: Plan, progress: Arc<Progress>) -> Report {
+    let mut report = Report::default();
+    let mut seqs: Vec<(usize, Sequence, u64)> =
+        sub.channels.iter().map(|&(c, at)| (c, Sequence::starting_at(at), at + plan.publications_on(c))).collect();
+    let silence = Duration::from_secs(5);
+    loop {
+        if seqs.iter().all(|(_, s, last)| s.last() >= *last) {
+            break;
+        }
+        let msg = match tokio::time::timeout(silence, sub.ws.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => {
+                report.error("closed");
+                break;
+            }
+        };
+        let (objects, pong) = protocol.objects(&msg);
+        if let Some(p) = pong {
+            let _ = sub.ws.send(Message::text(p)).await;
+        }
+        for o in objects {
+            if !o.contains("\"op\":\"message\"") {
+                continue;
+            }
+            let channel = wire::string_after(o, "\"channel\":\"").and_then(|n| n.rsplit(':').next()?.parse().ok());
+            let Some(entry) = seqs.iter_mut().find(|(c, _, _)| Some(*c) == channel) else { continue };
+            report.delivered += 1;
+            progress.delivered.fetch_add(1, Ordering::Relaxed);
+            match entry.1.observe(wire::number_after(o, "\"offset\":").unwrap_or(0)) {
+                Seen::Again => report.duplicates += 1,
+                Seen::Next | Seen::Skipped(_) => {}
+            }
+            let sent = wire::number_after(o, "\"t\":").unwrap_or(0);
+            report.histogram.record(now_ns().saturating_sub(sent) / 1000);
+        }
+    }
+    report
+}
+
+/// Publishes `plan.publications` at `rate` per second, round robin over the channels.
+async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) -> anyhow::Result<()> {
+    let pad = "x".repeat(args.payload.saturating_sub(32));
     let interval = Duration::from_secs_f64(1.0 / args.publish_rate.max(1) as f64);
-    // The publisher's replies are read by their own task so writes never wait on them.
-    let mut publisher = open(&targets[0].0, targets[0].1, 1).await?;
-    publisher.send(Message::text("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}")).await?;
-    let (mut psink, mut pstream) = publisher.split();
-    tokio::spawn(async move { while let Some(Ok(_)) = pstream.next().await {} });
-    for i in 1..=total {
-        let due = started + interval * (i as u32 - 1);
-        tokio::time::sleep_until(due.into()).await;
-        let frame = format!(
-            "{{\"id\":{},\"op\":\"publish\",\"channel\":\"{channel}\",\"data\":{{\"t\":{},\"p\":\"{pad}\"}}}}",
-            i + 1,
-            now_ns()
-        );
-        psink.send(Message::text(frame)).await?;
+    let started = Instant::now();
+    match args.publish_via {
+        Via::Ws => {
+            let mut ws = args.protocol.open(target, Ipv4Addr::LOCALHOST).await?;
+            ws.send(Message::text(
+                args.protocol.command("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}"),
+            ))
+            .await?;
+            let (mut sink, mut stream) = ws.split();
+            // Replies are read by their own task so writes never wait on them.
+            tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+            for k in 0..plan.publications {
+                tokio::time::sleep_until((started + interval * k as u32).into()).await;
+                let c = plan.channel_of_publication(k);
+                let cmd = format!(
+                    "{{\"id\":{},\"op\":\"publish\",\"channel\":\"bench:{run_id}:{c}\",\"data\":{{\"t\":{},\"p\":\"{pad}\"}}}}",
+                    k + 2,
+                    now_ns()
+                );
+                sink.send(Message::text(args.protocol.command(&cmd))).await?;
+            }
+        }
+        Via::Http => {
+            let key = args.api_key.clone().context("--publish-via http needs --api-key (or HOLDFAST_API_KEY)")?;
+            let tcp = tokio::net::TcpStream::connect(target.addr).await?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            for k in 0..plan.publications {
+                tokio::time::sleep_until((started + interval * k as u32).into()).await;
+                let c = plan.channel_of_publication(k);
+                let body =
+                    format!("{{\"channel\":\"bench:{run_id}:{c}\",\"data\":{{\"t\":{},\"p\":\"{pad}\"}}}}", now_ns());
+                let request = hyper::Request::post("/api/publish")
+                    .header("host", target.authority())
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                if !response.status().is_success() {
+                    bail!("publish: HTTP {}", response.status());
+                }
+                use http_body_util::BodyExt;
+                let _ = response.into_body().collect().await?;
+            }
+        }
     }
-    for r in readers {
-        let _ = r.await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let h = hist.lock().expect("not poisoned");
-    let got = delivered.load(Ordering::Relaxed);
-    let expected = total * n as u64;
-    println!("fanout: {n} subscribers, {total} publications of {} B in {secs:.1} s", args.payload.max(32));
-    println!(
-        "delivered {got}/{expected} ({:.0}/s); lost {}; out-of-order or duplicate {}",
-        got as f64 / secs,
-        expected.saturating_sub(got),
-        anomalies.load(Ordering::Relaxed)
-    );
-    println!(
-        "latency µs: p50 {} p99 {} p99.9 {} max {}",
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.max()
-    );
     Ok(())
 }
 
-async fn flood(args: &BenchArgs, (url, target): &Target) -> anyhow::Result<()> {
+async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> anyhow::Result<Report> {
+    let channels = args.channels.unwrap_or(match args.scenario {
+        Scenario::ManyChannels => args.connections.max(1),
+        _ => 1,
+    });
+    let plan = Plan {
+        channels,
+        per_conn: args.subscriptions_per_conn.max(1),
+        publications: (args.publish_rate as f64 * args.duration.as_secs_f64()) as u64,
+    };
+    let run_id = args.run_id.clone().unwrap_or_else(|| format!("{:x}", now_ns()));
+    if args.processes > 1 && args.subscriber_process.is_none() {
+        return fanout_processes(args, targets, plan, &run_id).await;
+    }
+    let index = args.subscriber_process.unwrap_or(0);
+    let range = share(args.connections, args.processes, index);
+    let mine: Vec<Ipv4Addr> =
+        sources.iter().copied().skip(index % sources.len()).step_by(args.processes.max(1)).collect();
+    let mine = if mine.is_empty() { sources.to_vec() } else { mine };
+    let progress = Arc::new(Progress::default());
+    let ticker = progress_line(progress.clone(), args.json);
+    let load = CpuWindow::start(vec!["self".into()]);
+    let mut report = Report { scenario: scenario_name(args.scenario).into(), processes: 1, ..Report::default() };
+    let subs = open_many(args, targets, &mine, (plan, &run_id), range.clone(), &progress, &mut report).await;
+    report.expected = subs.iter().flat_map(|s| s.channels.iter()).map(|&(c, _)| plan.publications_on(c)).sum();
+    if args.subscriber_process.is_some() {
+        // Tell the parent we are subscribed; wait for its go.
+        println!("ready");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+    let server = CpuWindow::start(server_pids(args));
     let started = Instant::now();
-    let (mut sent, mut cuts) = (0u64, 0u64);
+    let readers: Vec<_> =
+        subs.into_iter().map(|s| tokio::spawn(read_until_done(args.protocol, s, plan, progress.clone()))).collect();
+    if args.subscriber_process.is_none() {
+        publish(args, &targets[0], plan, &run_id).await?;
+    }
+    report.publications = plan.publications;
+    for r in futures_util::future::join_all(readers).await {
+        let r = r?;
+        report.delivered += r.delivered;
+        report.duplicates += r.duplicates;
+        let _ = report.histogram.0.add(&r.histogram.0);
+        for (k, v) in r.errors {
+            *report.errors.entry(k).or_default() += v;
+        }
+    }
+    report.secs = started.elapsed().as_secs_f64().min(args.duration.as_secs_f64() + 5.0);
+    report.load_cpu_percent = load.percent();
+    if !args.server_pid.is_empty() {
+        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    report.finish();
+    Ok(report)
+}
+
+/// The parent of a multi-process run: starts the subscriber processes,
+/// publishes once all are subscribed, and merges their reports.
+async fn fanout_processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &str) -> anyhow::Result<Report> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for i in 0..args.processes {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", &args.url, "--json", "--scenario", scenario_name(args.scenario)])
+            .args(["--connections", &args.connections.to_string()])
+            .args(["--channels", &plan.channels.to_string()])
+            .args(["--subscriptions-per-conn", &plan.per_conn.to_string()])
+            .args(["--publish-rate", &args.publish_rate.to_string()])
+            .args(["--duration", &format!("{}ms", args.duration.as_millis())])
+            .args(["--sources", &args.sources, "--processes", &args.processes.to_string()])
+            .args(["--ramp", &(args.ramp / args.processes as u64).to_string()])
+            .args(["--concurrency", &args.concurrency.to_string()])
+            .args(["--protocol", if args.protocol == Protocol::Socketio { "socketio" } else { "holdfast" }])
+            .args(["--subscriber-process", &i.to_string(), "--run-id", run_id])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        children.push(cmd.spawn().context("starting a load process")?);
+    }
+    let mut outs = Vec::new();
+    for child in &mut children {
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("a load process failed before subscribing: {line}");
+        }
+        outs.push(out);
+    }
+    for child in &mut children {
+        writeln!(child.stdin.as_mut().expect("piped"))?;
+    }
+    let server = CpuWindow::start(server_pids(args));
+    let load = CpuWindow::start(vec!["self".into()]);
+    publish(args, &targets[0], plan, run_id).await?;
+    let mut report = Report { scenario: scenario_name(args.scenario).into(), ..Report::default() };
+    for (mut out, mut child) in outs.into_iter().zip(children) {
+        let mut json = String::new();
+        out.read_line(&mut json)?;
+        child.wait()?;
+        let part: Report = serde_json::from_str(&json).context("a load process's report")?;
+        report.merge(&part);
+    }
+    report.publications = plan.publications;
+    report.load_cpu_percent += load.percent();
+    if !args.server_pid.is_empty() {
+        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
+    }
+    report.finish();
+    Ok(report)
+}
+
+async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> anyhow::Result<Report> {
+    let plan = Plan { channels: args.channels.unwrap_or(100).max(1), per_conn: 1, publications: 0 };
+    let run_id = args.run_id.clone().unwrap_or_else(|| format!("{:x}", now_ns()));
+    let before: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
+    let progress = Arc::new(Progress::default());
+    let ticker = progress_line(progress.clone(), args.json);
+    let mut report = Report { scenario: "idle".into(), processes: 1, ..Report::default() };
+    let conns = open_many(args, targets, sources, (plan, &run_id), 0..args.connections, &progress, &mut report).await;
+    // Hold them (answering pings) while measuring the server's CPU.
+    let server = CpuWindow::start(server_pids(args));
+    let load = CpuWindow::start(vec!["self".into()]);
+    let holders: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| {
+            let protocol = args.protocol;
+            tokio::spawn(async move {
+                while let Some(Ok(msg)) = s.ws.next().await {
+                    if let Message::Text(t) = msg {
+                        if let (_, Some(p)) = protocol.objects(&t) {
+                            let _ = s.ws.send(Message::text(p)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(args.duration).await;
+    report.secs = args.duration.as_secs_f64();
+    report.load_cpu_percent = load.percent();
+    if !args.server_pid.is_empty() {
+        let after: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
+        report.server = Some(ServerUse {
+            rss_kib_before: before,
+            rss_kib_after: after,
+            rss_bytes_per_connection: after.saturating_sub(before) as f64 * 1024.0 / report.opened.max(1) as f64,
+            cpu_percent: server.percent(),
+        });
+    }
+    for h in holders {
+        h.abort();
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    report.finish();
+    Ok(report)
+}
+
+/// Connect, subscribe, leave — `--ramp` times per second for `--duration`;
+/// the histogram holds connect-to-subscribed times.
+async fn churn(args: &BenchArgs, target: &Target, sources: &[Ipv4Addr]) -> anyhow::Result<Report> {
+    let rate = args.ramp.max(1);
+    let total = (rate as f64 * args.duration.as_secs_f64()) as u64;
+    let run_id = format!("{:x}", now_ns());
+    let report = Arc::new(Mutex::new(Report { scenario: "churn".into(), processes: 1, ..Report::default() }));
+    let server = CpuWindow::start(server_pids(args));
+    let load = CpuWindow::start(vec!["self".into()]);
+    let started = Instant::now();
+    let mut cycles = Vec::new();
+    for i in 0..total {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate as f64)).into()).await;
+        let (report, target, run_id) = (report.clone(), target.clone(), run_id.clone());
+        let (protocol, source) = (args.protocol, sources::pick(sources, i as usize));
+        cycles.push(tokio::spawn(async move {
+            let begun = Instant::now();
+            let attempt = async {
+                let mut ws = protocol.open(&target, source).await?;
+                subscribe(protocol, &mut ws, &run_id, &[i as usize % 100]).await?;
+                let _ = ws.close(None).await;
+                anyhow::Ok(())
+            };
+            let result = tokio::time::timeout(Duration::from_secs(10), attempt).await;
+            let mut r = report.lock().expect("not poisoned");
+            r.connections += 1;
+            match result {
+                Ok(Ok(())) => {
+                    r.opened += 1;
+                    r.histogram.record(begun.elapsed().as_micros() as u64);
+                }
+                Ok(Err(e)) => {
+                    r.handshake_failures += 1;
+                    r.error(if format!("{e:#}").contains("refused:") { "subscribe" } else { "handshake" });
+                }
+                Err(_) => {
+                    r.handshake_failures += 1;
+                    r.error("timeout");
+                }
+            }
+        }));
+    }
+    futures_util::future::join_all(cycles).await;
+    let mut report = Arc::try_unwrap(report).map_err(|_| anyhow::anyhow!("cycles still running"))?.into_inner()?;
+    report.connect_secs = started.elapsed().as_secs_f64();
+    report.secs = report.connect_secs;
+    report.load_cpu_percent = load.percent();
+    if !args.server_pid.is_empty() {
+        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
+    }
+    report.finish();
+    Ok(report)
+}
+
+async fn flood(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut report = Report { scenario: "flood".into(), processes: 1, ..Report::default() };
     // 100 subscribe/unsubscribe pairs per frame: cheap to send, real work to answer.
     let frame: String = (0..100)
         .map(|i| format!("{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"flood:{i}\"}}\n{{\"id\":{i},\"op\":\"unsubscribe\",\"channel\":\"flood:{i}\"}}"))
         .collect::<Vec<_>>()
         .join("\n");
+    let mut sent = 0u64;
     while started.elapsed() < args.duration {
-        let Ok(ws) = open(url, *target, 1).await else {
+        let Ok(ws) = args.protocol.open(target, Ipv4Addr::LOCALHOST).await else {
+            report.error("connect");
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        report.opened += 1;
         let (mut sink, mut stream) = ws.split();
         let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
         let _ = sink.send(Message::text("{\"id\":0,\"op\":\"connect\",\"client\":\"holdfast-bench flood\"}")).await;
         while started.elapsed() < args.duration {
             if sink.send(Message::text(frame.clone())).await.is_err() {
-                cuts += 1;
+                report.error("cut off by the server");
                 break;
             }
             sent += 200;
         }
         drain.abort();
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "flood: wrote {sent} commands in {secs:.1} s ({:.0}/s), cut off by the server {cuts} times",
-        sent as f64 / secs
-    );
-    Ok(())
+    report.connections = report.opened;
+    report.secs = started.elapsed().as_secs_f64();
+    report.publications = 0;
+    report.errors.insert("commands sent".into(), sent);
+    report.finish();
+    Ok(report)
 }

@@ -1,0 +1,232 @@
+//! `Report`: what a bench run measured, printable as text or JSON, and
+//! mergeable, so several load processes (each under its own open-files
+//! limit) add up to one result.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Latencies in microseconds; serialised as `(value, count)` pairs so
+/// reports from several processes merge exactly.
+#[derive(Clone, Debug)]
+pub struct Latency(pub Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"))
+    }
+}
+
+impl Latency {
+    /// Records one latency.
+    pub fn record(&mut self, us: u64) {
+        let _ = self.0.record(us.clamp(1, 120_000_000));
+    }
+
+    fn summary(&self) -> LatencySummary {
+        let q = |x| if self.0.is_empty() { 0 } else { self.0.value_at_quantile(x) };
+        LatencySummary { count: self.0.len(), p50: q(0.5), p99: q(0.99), p999: q(0.999), max: self.0.max() }
+    }
+}
+
+impl Serialize for Latency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(u64, u64)> =
+            self.0.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+        pairs.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Latency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(u64, u64)>::deserialize(d)?;
+        let mut l = Latency::default();
+        for (v, n) in pairs {
+            let _ = l.0.record_n(v.max(1), n);
+        }
+        Ok(l)
+    }
+}
+
+/// Percentiles of a [`Latency`], in microseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// A local server's resource use, read from /proc.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerUse {
+    /// Resident memory before the connections opened, KiB (all PIDs).
+    pub rss_kib_before: u64,
+    /// Resident memory with the connections open, KiB.
+    pub rss_kib_after: u64,
+    /// (after − before) / connections.
+    pub rss_bytes_per_connection: f64,
+    /// CPU over the measured window, in % of one core (all PIDs).
+    pub cpu_percent: f64,
+}
+
+/// One run's result; see the module docs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    /// Connections asked for, opened, and refused or failed at the handshake.
+    pub connections: u64,
+    pub opened: u64,
+    pub handshake_failures: u64,
+    /// Time to open them all, and the rate.
+    pub connect_secs: f64,
+    pub connect_rate: f64,
+    /// Publications made, deliveries expected and received.
+    pub publications: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    /// Deliveries that never came, came twice (or out of order).
+    pub lost: u64,
+    pub duplicates: u64,
+    /// The measured window, and deliveries per second over it.
+    pub secs: f64,
+    pub deliveries_per_sec: f64,
+    /// Publish-to-receipt latency (timestamps ride in the payload).
+    pub latency: LatencySummary,
+    #[serde(rename = "latency_histogram")]
+    pub histogram: Latency,
+    /// Errors by kind (`connect`, `handshake`, `subscribe`, `closed`, …).
+    pub errors: BTreeMap<String, u64>,
+    /// The load generator's own CPU, % of one core: a busy generator
+    /// measures itself, not the server.
+    pub load_cpu_percent: f64,
+    /// The server's, when its PIDs were given.
+    pub server: Option<ServerUse>,
+    /// Storm: seconds from the drop until every client was back.
+    pub recovery_secs: Option<f64>,
+    /// Load processes summed into this report.
+    pub processes: u64,
+}
+
+impl Report {
+    /// Counts an error of `kind`.
+    pub fn error(&mut self, kind: &str) {
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Fills the derived fields (rates, percentiles, losses).
+    pub fn finish(&mut self) {
+        self.connect_rate = if self.connect_secs > 0.0 { self.opened as f64 / self.connect_secs } else { 0.0 };
+        self.deliveries_per_sec = if self.secs > 0.0 { self.delivered as f64 / self.secs } else { 0.0 };
+        self.lost = self.expected.saturating_sub(self.delivered.saturating_sub(self.duplicates));
+        self.latency = self.histogram.summary();
+    }
+
+    /// Adds another process's report for the same run.
+    pub fn merge(&mut self, other: &Report) {
+        self.connections += other.connections;
+        self.opened += other.opened;
+        self.handshake_failures += other.handshake_failures;
+        self.connect_secs = self.connect_secs.max(other.connect_secs);
+        self.publications = self.publications.max(other.publications);
+        self.expected += other.expected;
+        self.delivered += other.delivered;
+        self.duplicates += other.duplicates;
+        self.secs = self.secs.max(other.secs);
+        let _ = self.histogram.0.add(&other.histogram.0);
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        self.load_cpu_percent += other.load_cpu_percent;
+        self.recovery_secs = match (self.recovery_secs, other.recovery_secs) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.processes += other.processes.max(1);
+        self.finish();
+    }
+
+    /// The human-readable report.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{}: {} of {} connections opened in {:.2} s ({:.0}/s), {} handshake failures\n",
+            self.scenario, self.opened, self.connections, self.connect_secs, self.connect_rate, self.handshake_failures
+        );
+        if self.publications > 0 {
+            out += &format!(
+                "{} publications; delivered {}/{} ({:.0}/s over {:.1} s); lost {}; duplicate or out of order {}\n",
+                self.publications,
+                self.delivered,
+                self.expected,
+                self.deliveries_per_sec,
+                self.secs,
+                self.lost,
+                self.duplicates
+            );
+            let l = self.latency;
+            out += &format!("latency µs: p50 {} p99 {} p99.9 {} max {}\n", l.p50, l.p99, l.p999, l.max);
+        }
+        if self.publications == 0 && self.scenario == "churn" {
+            let l = self.latency;
+            out += &format!("connect to subscribed µs: p50 {} p99 {} p99.9 {} max {}\n", l.p50, l.p99, l.p999, l.max);
+        }
+        if let Some(r) = self.recovery_secs {
+            out += &format!("all clients back {r:.2} s after the drop\n");
+        }
+        if let Some(s) = self.server.as_ref().filter(|s| s.rss_kib_after == 0) {
+            out += &format!("server CPU {:.0} %\n", s.cpu_percent);
+        }
+        if let Some(s) = self.server.as_ref().filter(|s| s.rss_kib_after > 0) {
+            out += &format!(
+                "server RSS {} KiB before, {} KiB after: {:.0} bytes ({:.1} KB) per connection; server CPU {:.0} %\n",
+                s.rss_kib_before,
+                s.rss_kib_after,
+                s.rss_bytes_per_connection,
+                s.rss_bytes_per_connection / 1000.0,
+                s.cpu_percent
+            );
+        }
+        if !self.errors.is_empty() {
+            let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out += &format!("errors: {}\n", e.join(", "));
+        }
+        out += &format!("load generator CPU {:.0} % ({} process(es))\n", self.load_cpu_percent, self.processes.max(1));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(delivered: u64, dup: u64, lat: &[u64]) -> Report {
+        let mut r = Report { expected: 100, delivered, duplicates: dup, secs: 2.0, processes: 1, ..Report::default() };
+        for &l in lat {
+            r.histogram.record(l);
+        }
+        r.error("closed");
+        r.finish();
+        r
+    }
+
+    #[test]
+    fn losses_count_duplicates_once_and_reports_merge_exactly() {
+        let a = part(100, 0, &[100, 200]);
+        assert_eq!(a.lost, 0);
+        let b = part(99, 2, &[300, 400]);
+        assert_eq!(b.lost, 3, "97 distinct deliveries of 100");
+        let mut sum = a.clone();
+        sum.merge(&b);
+        assert_eq!((sum.expected, sum.delivered, sum.duplicates, sum.lost), (200, 199, 2, 3));
+        assert_eq!(sum.latency.count, 4);
+        assert_eq!(sum.latency.max, 400);
+        assert_eq!(sum.errors["closed"], 2);
+        assert_eq!(sum.processes, 2);
+        // Through JSON (how processes hand reports over), nothing changes.
+        let back: Report = serde_json::from_str(&serde_json::to_string(&sum).unwrap()).unwrap();
+        assert_eq!(back.histogram.0.len(), 4);
+        assert_eq!(back.histogram.summary(), sum.latency);
+    }
+}

@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// API key for the HTTP API; generated and printed at start when unset.
     #[arg(long, env = "HOLDFAST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Share the listen port with other holdfast processes (SO_REUSEPORT):
+    /// the kernel spreads new connections over them, one per core.
+    #[arg(long, env = "HOLDFAST_REUSE_PORT")]
+    pub reuse_port: Option<bool>,
     /// Broker: `memory` (embedded, default) or `redis://HOST:PORT/DB`.
     #[arg(long, env = "HOLDFAST_BROKER")]
     pub broker: Option<String>,
@@ -119,6 +123,7 @@ pub struct FileConfig {
     listen: Option<SocketAddr>,
     api_key: Option<String>,
     broker: Option<String>,
+    reuse_port: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     presence_ttl: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
@@ -186,6 +191,7 @@ const FILE_KEYS: &[&str] = &[
     "listen",
     "api_key",
     "broker",
+    "reuse_port",
     "presence_ttl",
     "ping_interval",
     "pong_timeout",
@@ -240,6 +246,8 @@ pub struct Resolved {
     pub broker: String,
     /// Presence expiry with a Redis broker.
     pub presence_ttl: Option<Duration>,
+    /// Bind with SO_REUSEPORT.
+    pub reuse_port: bool,
     /// Network-edge settings.
     pub server: ServerConfig,
     /// Session settings.
@@ -365,6 +373,7 @@ impl ServeArgs {
             api_key: (api_key.clone(), generated),
             broker,
             presence_ttl,
+            reuse_port: self.reuse_port.or(file.reuse_port).unwrap_or(false),
             server: ServerConfig {
                 api_key,
                 max_message_size,

@@ -111,9 +111,8 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let listener =
+            listen(cfg.listen, cfg.reuse_port).with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let sessions = Arc::new(SessionRegistry::default());
         let broker = start_broker(&cfg.broker, cfg.presence_ttl, &cfg.namespaces, &sessions).await?;
@@ -128,6 +127,18 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Binds the listen address; with `reuse_port`, several processes share it
+/// and the kernel balances new connections between them.
+fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// The embedded broker, or Redis (waiting briefly for it: a node that

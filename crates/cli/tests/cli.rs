@@ -1,5 +1,7 @@
 //! The `holdfast` binary as a user runs it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -181,4 +183,14 @@ fn json_logs_carry_the_cause_of_a_refused_handshake() {
     let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
     assert_eq!(v["level"], "WARN");
     assert_eq!(v["fields"]["cause"], "proxy_dropped_upgrade");
+}
+
+#[test]
+fn several_processes_share_a_port_with_reuse_port() {
+    let first = common::serve(0, &["--reuse-port", "true"]);
+    let second = common::serve(first.1, &["--reuse-port", "true"]);
+    assert_eq!(first.1, second.1, "both listen on the same port");
+    let out = holdfast().args(["serve", "--listen", &format!("127.0.0.1:{}", first.1)]).output().unwrap();
+    assert!(!out.status.success(), "without --reuse-port the port is taken");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }

@@ -456,13 +456,9 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     };
     let run_id = args.run_id.clone().unwrap_or_else(|| format!("{:x}", now_ns()));
     if args.processes > 1 && args.subscriber_process.is_none() {
-        return fanout_processes(args, targets, plan, &run_id).await;
+        return processes(args, targets, plan, &run_id).await;
     }
-    let index = args.subscriber_process.unwrap_or(0);
-    let range = share(args.connections, args.processes, index);
-    let mine: Vec<Ipv4Addr> =
-        sources.iter().copied().skip(index % sources.len()).step_by(args.processes.max(1)).collect();
-    let mine = if mine.is_empty() { sources.to_vec() } else { mine };
+    let (range, mine) = my_share(args, sources);
     let progress = Arc::new(Progress::default());
     let ticker = progress_line(progress.clone(), args.json);
     let load = CpuWindow::start(vec!["self".into()]);
@@ -471,10 +467,7 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     report.expected = subs.iter().flat_map(|s| s.channels.iter()).map(|&(c, _)| plan.publications_on(c)).sum();
     if args.subscriber_process.is_some() {
         // Tell the parent we are subscribed; wait for its go.
-        println!("ready");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
+        ready_then_wait(1).await?;
     }
     let server = CpuWindow::start(server_pids(args));
     let started = Instant::now();
@@ -505,10 +498,39 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     Ok(report)
 }
 
-/// The parent of a multi-process run: starts the subscriber processes,
-/// publishes once all are subscribed, and merges their reports.
-async fn fanout_processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &str) -> anyhow::Result<Report> {
+/// This process's connections (global indices) and source addresses: its
+/// share of both when it is one of several.
+fn my_share(args: &BenchArgs, sources: &[Ipv4Addr]) -> (std::ops::Range<usize>, Vec<Ipv4Addr>) {
+    let index = args.subscriber_process.unwrap_or(0);
+    let range = share(args.connections, args.processes, index);
+    let n = args.processes.max(1);
+    let mine: Vec<Ipv4Addr> = sources.iter().copied().skip(index % sources.len()).step_by(n).collect();
+    (range, if mine.is_empty() || sources.len() < n { sources.to_vec() } else { mine })
+}
+
+/// A load process tells its parent it is ready, then waits for `lines`
+/// lines from it (off the runtime's threads, which keep serving sockets).
+async fn ready_then_wait(lines: usize) -> anyhow::Result<()> {
+    println!("ready");
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(move || {
+        let mut stdin = std::io::stdin().lock();
+        for _ in 0..lines {
+            let mut line = String::new();
+            stdin.read_line(&mut line)?;
+        }
+        std::io::Result::Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// The parent of a multi-process run: starts the load processes, and once
+/// all are subscribed publishes (fanout) or holds (idle, measuring the
+/// server), then merges their reports.
+async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &str) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()?;
+    let rss_before: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
     let mut children = Vec::new();
     for i in 0..args.processes {
         let mut cmd = std::process::Command::new(&exe);
@@ -542,7 +564,17 @@ async fn fanout_processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_
     }
     let server = CpuWindow::start(server_pids(args));
     let load = CpuWindow::start(vec!["self".into()]);
-    publish(args, &targets[0], plan, run_id).await?;
+    let rss_after = if args.scenario == Scenario::Idle {
+        tokio::time::sleep(args.duration).await;
+        args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum()
+    } else {
+        publish(args, &targets[0], plan, run_id).await?;
+        0
+    };
+    for child in &mut children {
+        // Idle processes hold their connections until told to report.
+        let _ = writeln!(child.stdin.as_mut().expect("piped"));
+    }
     let mut report = Report { scenario: scenario_name(args.scenario).into(), ..Report::default() };
     for (mut out, mut child) in outs.into_iter().zip(children) {
         let mut json = String::new();
@@ -554,7 +586,13 @@ async fn fanout_processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_
     report.publications = plan.publications;
     report.load_cpu_percent += load.percent();
     if !args.server_pid.is_empty() {
-        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
+        report.server = Some(ServerUse {
+            rss_kib_before: rss_before,
+            rss_kib_after: rss_after,
+            rss_bytes_per_connection: rss_after.saturating_sub(rss_before) as f64 * 1024.0
+                / report.opened.max(1) as f64,
+            cpu_percent: server.percent(),
+        });
     }
     report.finish();
     Ok(report)
@@ -563,11 +601,15 @@ async fn fanout_processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_
 async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> anyhow::Result<Report> {
     let plan = Plan { channels: args.channels.unwrap_or(100).max(1), per_conn: 1, publications: 0 };
     let run_id = args.run_id.clone().unwrap_or_else(|| format!("{:x}", now_ns()));
+    if args.processes > 1 && args.subscriber_process.is_none() {
+        return processes(args, targets, plan, &run_id).await;
+    }
+    let (range, mine) = my_share(args, sources);
     let before: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
     let progress = Arc::new(Progress::default());
     let ticker = progress_line(progress.clone(), args.json);
     let mut report = Report { scenario: "idle".into(), processes: 1, ..Report::default() };
-    let conns = open_many(args, targets, sources, (plan, &run_id), 0..args.connections, &progress, &mut report).await;
+    let conns = open_many(args, targets, &mine, (plan, &run_id), range, &progress, &mut report).await;
     // Hold them (answering pings) while measuring the server's CPU.
     let server = CpuWindow::start(server_pids(args));
     let load = CpuWindow::start(vec!["self".into()]);
@@ -586,7 +628,12 @@ async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> any
             })
         })
         .collect();
-    tokio::time::sleep(args.duration).await;
+    if args.subscriber_process.is_some() {
+        // Opened; hold until the parent has measured, then report.
+        ready_then_wait(2).await?;
+    } else {
+        tokio::time::sleep(args.duration).await;
+    }
     report.secs = args.duration.as_secs_f64();
     report.load_cpu_percent = load.percent();
     if !args.server_pid.is_empty() {

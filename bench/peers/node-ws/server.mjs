@@ -1,0 +1,135 @@
+// Benchmark peer for holdfast: a broadcast server on the `ws` package.
+//
+// Speaks just enough of the holdfast protocol (docs/PROTOCOL.md) for
+// `holdfast bench`: connect, subscribe, unsubscribe, publish, pong on /ws,
+// and POST /api/publish; offsets count per channel from 1; no history, no
+// auth (any Authorization header is accepted), no pings.
+//
+//   node server.mjs [--port P]     (or PORT=P; default 8080)
+//
+// prints `listening on http://127.0.0.1:PORT` once bound.
+import http from "node:http";
+import { parseArgs } from "node:util";
+import { WebSocketServer } from "ws";
+
+const SUBPROTOCOL = "holdfast.v1.json";
+const MAX_MESSAGE_SIZE = 64 * 1024; // holdfast's default max_message_size
+
+const { values } = parseArgs({ options: { port: { type: "string", default: process.env.PORT ?? "8080" } } });
+const port = Number(values.port);
+
+/** @type {Map<string, {offset: number, subscribers: Set<import("ws").WebSocket>}>} */
+const channels = new Map();
+let sessions = 0;
+
+function channel(name) {
+  let ch = channels.get(name);
+  if (!ch) channels.set(name, (ch = { offset: 0, subscribers: new Set() }));
+  return ch;
+}
+
+function publish(name, data) {
+  const ch = channel(name);
+  const offset = ++ch.offset;
+  // Encoded once: every subscriber gets the same Buffer.
+  const frame = Buffer.from(JSON.stringify({ op: "message", channel: name, offset, data: data ?? null }));
+  for (const ws of ch.subscribers) ws.send(frame, { binary: false });
+  return offset;
+}
+
+/** Runs one command; returns the reply object, if any. */
+function command(ws, cmd, subscriptions) {
+  if (cmd === null || typeof cmd !== "object") return { op: "error", code: "bad_request", message: "not an object" };
+  const { id, op, channel: name } = cmd;
+  switch (op) {
+    case "connect":
+      return { op: "connected", id, session: String(++sessions), ping_interval_ms: 25000 };
+    case "pong":
+      return null;
+    case "subscribe":
+    case "unsubscribe":
+    case "publish":
+      break;
+    default:
+      return { op: "error", id, code: "unknown_op", message: "unknown op" };
+  }
+  if (typeof name !== "string") return { op: "error", id, code: "bad_request", message: "channel must be a string" };
+  if (op === "subscribe") {
+    const ch = channel(name);
+    ch.subscribers.add(ws);
+    subscriptions.add(name);
+    return { op: "subscribed", id, channel: name, epoch: "peer", offset: ch.offset };
+  }
+  if (op === "unsubscribe") {
+    channel(name).subscribers.delete(ws);
+    subscriptions.delete(name);
+    return { op: "unsubscribed", id, channel: name };
+  }
+  return { op: "published", id, channel: name, epoch: "peer", offset: publish(name, cmd.data) };
+}
+
+function parse(line) {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}
+
+// POST /api/publish {"channel", "data"} → {"channel", "epoch", "offset"}.
+function api(req, res) {
+  const answer = (status, body) => {
+    res.writeHead(status, { "Content-Type": "application/json" });
+    res.end(JSON.stringify(body));
+  };
+  if (req.url !== "/api/publish") return answer(404, { error: { code: "not_found", message: "no such path" } });
+  if (req.method !== "POST") return answer(405, { error: { code: "method_not_allowed", message: "POST only" } });
+  const chunks = [];
+  let size = 0;
+  req.on("data", (chunk) => {
+    size += chunk.length;
+    if (size > MAX_MESSAGE_SIZE + 1024) req.destroy();
+    else chunks.push(chunk);
+  });
+  req.on("end", () => {
+    const body = parse(Buffer.concat(chunks).toString());
+    if (typeof body?.channel !== "string") {
+      return answer(400, { error: { code: "bad_request", message: "channel must be a string" } });
+    }
+    answer(200, { channel: body.channel, epoch: "peer", offset: publish(body.channel, body.data) });
+  });
+}
+
+const server = http.createServer(api);
+const wss = new WebSocketServer({
+  server,
+  path: "/ws",
+  perMessageDeflate: false,
+  maxPayload: MAX_MESSAGE_SIZE,
+  clientTracking: false,
+  // The holdfast subprotocol when offered; clients offering none are accepted too.
+  handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+});
+
+wss.on("connection", (ws) => {
+  const subscriptions = new Set();
+  ws.on("message", (data, isBinary) => {
+    if (isBinary) return;
+    for (const line of data.toString().split("\n")) {
+      if (!line.trim()) continue;
+      const cmd = parse(line);
+      const reply =
+        cmd === undefined ? { op: "error", code: "bad_json", message: "not JSON" } : command(ws, cmd, subscriptions);
+      if (reply) ws.send(JSON.stringify(reply));
+    }
+  });
+  ws.on("close", () => {
+    for (const name of subscriptions) channels.get(name)?.subscribers.delete(ws);
+  });
+  ws.on("error", () => {});
+});
+
+// Backlog 1024, tokio's, as holdfast and bare have (Node's default is 511).
+server.listen({ port, host: "127.0.0.1", backlog: 1024 }, () =>
+  console.log(`listening on http://127.0.0.1:${server.address().port}`),
+);

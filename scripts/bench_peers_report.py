@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Medians, a Markdown table and an SVG chart from scripts/bench-peers results.
+
+usage: bench_peers_report.py RESULTS.jsonl CHART.svg
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+PEERS = ["holdfast", "bare", "node-ws", "socketio", "python-websockets"]
+NAMES = {
+    "holdfast": "holdfast",
+    "bare": "bare tokio-tungstenite",
+    "node-ws": "Node ws",
+    "socketio": "Socket.IO 4.8",
+    "python-websockets": "Python websockets",
+}
+
+
+def load(path):
+    runs = defaultdict(list)
+    for line in open(path):
+        r = json.loads(line)
+        runs[(r["peer"], r["workload"], r["rate"])].append(r)
+    return runs
+
+
+def med(rows, f):
+    vals = [f(r) for r in rows]
+    return statistics.median(vals) if vals else 0
+
+
+def main(path, svg_path):
+    runs = load(path)
+    peers = [p for p in PEERS if any(k[0] == p for k in runs)]
+    rates = sorted({k[2] for k in runs if k[1] == "fanout"})
+    print("### Idle connections\n")
+    print("| server | RSS per idle connection | vs holdfast | connect rate | server CPU while idle | lost |")
+    print("|---|---|---|---|---|---|")
+    idle = {p: runs.get((p, "idle", 0), []) for p in peers}
+    base = med(idle.get("holdfast", []), lambda r: (r.get("server") or {}).get("rss_bytes_per_connection", 0)) or 1
+    for p in peers:
+        rows = idle[p]
+        if not rows:
+            continue
+        rss = med(rows, lambda r: (r.get("server") or {}).get("rss_bytes_per_connection", 0))
+        rate = med(rows, lambda r: r["connect_rate"])
+        cpu = med(rows, lambda r: (r.get("server") or {}).get("cpu_percent", 0))
+        opened = min(r["opened"] for r in rows)
+        print(f"| {NAMES[p]} | {rss / 1000:.1f} KB | {rss / base:.2f}× | {rate:,.0f}/s | {cpu:.1f} % | {rows[0]['connections'] - opened} not opened |")
+    print("\n### Fan-out to one channel\n")
+    header = " | ".join(f"{r}/s: deliveries/s, p99, load CPU" for r in rates)
+    print(f"| server | {header} | best deliveries/s | vs bare |")
+    print("|---|" + "---|" * (len(rates) + 2))
+    best = {p: max((med(runs[k], lambda r: r["deliveries_per_sec"]) for k in runs if k[0] == p and k[1] == "fanout"),
+                   default=0) for p in peers}
+    for p in peers:
+        cells = []
+        for rate in rates:
+            rows = runs.get((p, "fanout", rate), [])
+            if not rows:
+                cells.append("—")
+                continue
+            d = med(rows, lambda r: r["deliveries_per_sec"])
+            p99 = med(rows, lambda r: r["latency"]["p99"]) / 1000
+            load_cpu = med(rows, lambda r: r["load_cpu_percent"])
+            lost = max(r["lost"] for r in rows)
+            cells.append(f"{d / 1000:,.1f} k, {p99:,.0f} ms, {load_cpu:.0f} %" + (f", lost {lost}" if lost else ""))
+        ratio = best.get(p, 0) / best["bare"] if best.get("bare") else 0
+        print(f"| {NAMES[p]} | " + " | ".join(cells) + f" | {best.get(p, 0) / 1000:,.1f} k | {ratio:.2f}× |")
+    write_svg(svg_path, peers, best, {p: med(idle[p], lambda r: (r.get("server") or {}).get("rss_bytes_per_connection", 0)) for p in peers})
+
+
+def write_svg(path, peers, best, rss):
+    """Two horizontal bar charts: best fan-out deliveries/s and idle RSS per connection."""
+    width, bar, gap, left = 760, 22, 8, 190
+    panels = [
+        ("Fan-out: best deliveries/s (1,000 subscribers)", best, lambda v: f"{v / 1000:,.0f} k/s"),
+        ("Idle: server RSS per connection", rss, lambda v: f"{v / 1000:.1f} KB"),
+    ]
+    y = 20
+    parts = []
+    for title, values, fmt in panels:
+        parts.append(f'<text x="10" y="{y}" font-weight="bold">{title}</text>')
+        y += 12
+        top = max(values.values()) or 1
+        for p in peers:
+            v = values.get(p, 0)
+            w = (width - left - 110) * v / top
+            color = "#2a7" if p == "holdfast" else "#789"
+            parts.append(f'<text x="10" y="{y + 16}">{NAMES[p]}</text>')
+            parts.append(f'<rect x="{left}" y="{y + 2}" width="{w:.0f}" height="{bar}" fill="{color}"/>')
+            parts.append(f'<text x="{left + w + 6:.0f}" y="{y + 18}">{fmt(v)}</text>')
+            y += bar + gap
+        y += 24
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
+           f'font-family="sans-serif" font-size="13">\n<rect width="100%" height="100%" fill="white"/>\n'
+           + "\n".join(parts) + "\n</svg>\n")
+    open(path, "w").write(svg)
+    print(f"\nchart: {path}")
+
+
+def last(path):
+    """One line about the newest run, while the script runs."""
+    r = json.loads(open(path).read().splitlines()[-1])
+    s = r.get("server") or {}
+    print(f"  {r['peer']:<18} {r['workload']:<7} rate {r['rate']:>5}: opened {r['opened']:>6} "
+          f"in {r['connect_secs']:.2f} s, {r['deliveries_per_sec']:>9.0f} deliveries/s, "
+          f"p99 {r['latency']['p99'] / 1000:>7.1f} ms, lost {r['lost']}, "
+          f"RSS/conn {s.get('rss_bytes_per_connection', 0):>6.0f} B, server CPU {s.get('cpu_percent', 0):>4.0f} %, "
+          f"load CPU {r['load_cpu_percent']:>4.0f} %")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--last":
+        last(sys.argv[2])
+    else:
+        main(sys.argv[1], sys.argv[2])

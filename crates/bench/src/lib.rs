@@ -56,6 +56,9 @@ pub enum Scenario {
     ManyChannels,
     /// Connect, subscribe and disconnect at a rate.
     Churn,
+    /// Drain a server (`--drain-pid`) under N connections that reconnect
+    /// like clients; time until all are back, and the servers' CPU.
+    Storm,
     /// One client sending commands as fast as it can.
     Flood,
 }
@@ -117,6 +120,9 @@ pub struct BenchArgs {
     /// PIDs of local server processes (comma-separated), to read their memory and CPU.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Storm: the server process to drain (SIGTERM) once all are connected.
+    #[arg(long)]
+    pub drain_pid: Option<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -146,6 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Idle => idle(&args, &targets, &sources).await?,
         Scenario::Fanout | Scenario::ManyChannels => fanout(&args, &targets, &sources).await?,
         Scenario::Churn => churn(&args, &targets[0], &sources).await?,
+        Scenario::Storm => storm(&args, &targets, &sources).await?,
         Scenario::Flood => flood(&args, &targets[0]).await?,
     };
     if args.json {
@@ -163,6 +170,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Fanout => "fanout",
         Scenario::ManyChannels => "many-channels",
         Scenario::Churn => "churn",
+        Scenario::Storm => "storm",
         Scenario::Flood => "flood",
     }
 }
@@ -704,6 +712,102 @@ async fn churn(args: &BenchArgs, target: &Target, sources: &[Ipv4Addr]) -> anyho
     report.load_cpu_percent = load.percent();
     if !args.server_pid.is_empty() {
         report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
+    }
+    report.finish();
+    Ok(report)
+}
+
+/// Holds N connections that behave like clients when dropped: wait the
+/// server's `reconnect_after_ms` (or a jittered second), reconnect with
+/// backoff, resubscribe. Drains `--drain-pid` and times the return.
+async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> anyhow::Result<Report> {
+    let drain_pid = args.drain_pid.context("storm needs --drain-pid: the server process to drain")?;
+    let plan = Plan { channels: args.channels.unwrap_or(100).max(1), per_conn: 1, publications: 0 };
+    let run_id = format!("{:x}", now_ns());
+    let progress = Arc::new(Progress::default());
+    let ticker = progress_line(progress.clone(), args.json);
+    let mut report = Report { scenario: "storm".into(), processes: 1, ..Report::default() };
+    let conns = open_many(args, targets, sources, (plan, &run_id), 0..args.connections, &progress, &mut report).await;
+    let dropped = Arc::new(AtomicU64::new(0));
+    let back = Arc::new(AtomicU64::new(0));
+    let holders: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            let (dropped, back, protocol, run_id) = (dropped.clone(), back.clone(), args.protocol, run_id.clone());
+            let (target, source) = (targets[i % targets.len()].clone(), sources::pick(sources, i));
+            let channels: Vec<usize> = s.channels.iter().map(|c| c.0).collect();
+            tokio::spawn(async move {
+                loop {
+                    let mut hint = None;
+                    while let Some(Ok(msg)) = s.ws.next().await {
+                        let Message::Text(t) = msg else { continue };
+                        let (objects, pong) = protocol.objects(&t);
+                        if let Some(p) = pong {
+                            let _ = s.ws.send(Message::text(p)).await;
+                        }
+                        if let Some(d) = objects.iter().find(|o| o.contains("\"op\":\"disconnect\"")) {
+                            hint = wire::number_after(d, "\"reconnect_after_ms\":");
+                        }
+                    }
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    // Free the socket first: near the open-files limit the
+                    // reconnect needs this descriptor.
+                    drop(s);
+                    let wait = hint.unwrap_or_else(|| (now_ns() % 1000) as u64);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    let mut backoff = Duration::from_millis(100);
+                    s = loop {
+                        let attempt = async {
+                            let mut ws = protocol.open(&target, source).await?;
+                            let channels = subscribe(protocol, &mut ws, &run_id, &channels).await?;
+                            anyhow::Ok(Subscribed { ws, channels })
+                        };
+                        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), attempt).await {
+                            break s;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    };
+                    back.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let others: Vec<String> = args.server_pid.iter().filter(|p| **p != drain_pid).map(u32::to_string).collect();
+    let server = CpuWindow::start(others);
+    let load = CpuWindow::start(vec!["self".into()]);
+    let started = Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &drain_pid.to_string()]).status()?;
+    // Back = every dropped connection reconnected and resubscribed, with no
+    // new drop for a second (a paced drain spreads its closes).
+    let deadline = started + Duration::from_secs(120);
+    let mut settled = None;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (d, b) = (dropped.load(Ordering::Relaxed), back.load(Ordering::Relaxed));
+        if d > 0 && b >= d {
+            let at = *settled.get_or_insert(started.elapsed());
+            if started.elapsed() > at + Duration::from_secs(1) {
+                report.recovery_secs = Some(at.as_secs_f64());
+                break;
+            }
+        } else {
+            settled = None;
+        }
+    }
+    report.secs = started.elapsed().as_secs_f64();
+    report.errors.insert("dropped by the drain".into(), dropped.load(Ordering::Relaxed));
+    report.errors.insert("reconnected".into(), back.load(Ordering::Relaxed));
+    report.load_cpu_percent = load.percent();
+    if args.server_pid.len() > 1 {
+        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
+    }
+    for h in holders {
+        h.abort();
+    }
+    if let Some(t) = ticker {
+        t.abort();
     }
     report.finish();
     Ok(report)

@@ -754,7 +754,7 @@ async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> an
                     // Free the socket first: near the open-files limit the
                     // reconnect needs this descriptor.
                     drop(s);
-                    let wait = hint.unwrap_or_else(|| (now_ns() % 1000) as u64);
+                    let wait = hint.unwrap_or_else(|| now_ns() % 1000);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                     let mut backoff = Duration::from_millis(100);
                     s = loop {

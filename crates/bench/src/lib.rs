@@ -108,6 +108,8 @@ pub struct BenchArgs {
     pub duration: Duration,
     /// Loopback source addresses to spread connections over:
     /// `127.0.0.1-127.0.0.8`, one address, or a count N (127.0.0.1..N).
+    /// One address is widened to as many as the connections need
+    /// (25,000 each).
     #[arg(long, default_value = "127.0.0.1")]
     pub sources: String,
     /// Connections opened per second (0: as fast as `--concurrency` allows);
@@ -147,7 +149,7 @@ fn humantime_secs(s: &str) -> Result<Duration, String> {
 /// Runs the chosen scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let targets: Vec<Target> = args.url.split(',').map(Target::parse).collect::<anyhow::Result<_>>()?;
-    let sources = sources::parse(&args.sources).map_err(anyhow::Error::msg)?;
+    let sources = sources::enough(sources::parse(&args.sources).map_err(anyhow::Error::msg)?, args.connections);
     let report = match args.scenario {
         Scenario::Idle => idle(&args, &targets, &sources).await?,
         Scenario::Fanout | Scenario::ManyChannels => fanout(&args, &targets, &sources).await?,

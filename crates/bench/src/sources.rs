@@ -33,6 +33,21 @@ fn addr(s: &str) -> Result<Ipv4Addr, String> {
     Ok(a)
 }
 
+/// Connections one source address can carry to one server port, with room
+/// to spare below the ~28,000 ephemeral ports.
+pub const PER_SOURCE: usize = 25_000;
+
+/// Widens a single default address to as many as `connections` need
+/// (127.0.0.1, .2, …), so a large run does not run out of ports.
+pub fn enough(sources: Vec<Ipv4Addr>, connections: usize) -> Vec<Ipv4Addr> {
+    let needed = connections.div_ceil(PER_SOURCE).clamp(1, 254);
+    if sources.len() != 1 || needed == 1 {
+        return sources;
+    }
+    let first = u32::from(sources[0]);
+    (0..needed as u32).map(|k| Ipv4Addr::from(first + k)).filter(|a| a.is_loopback()).collect()
+}
+
 /// The source for connection `i`: round robin, so each address carries an
 /// equal share.
 pub fn pick(sources: &[Ipv4Addr], i: usize) -> Ipv4Addr {
@@ -53,5 +68,9 @@ mod tests {
         let s = parse("127.0.0.1-127.0.0.4").unwrap();
         let picks: Vec<u8> = (0..8).map(|i| pick(&s, i).octets()[3]).collect();
         assert_eq!(picks, vec![1, 2, 3, 4, 1, 2, 3, 4]);
+        let one = parse("127.0.0.1").unwrap();
+        assert_eq!(enough(one.clone(), 1000), one);
+        assert_eq!(enough(one, 100_000).len(), 4, "100,000 connections need 4 addresses");
+        assert_eq!(enough(s.clone(), 100_000), s, "an explicit range is kept");
     }
 }

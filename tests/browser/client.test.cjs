@@ -2,42 +2,7 @@
 // new epoch, a do-not-reconnect close, and clients closed while connecting.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
-const readline = require('node:readline');
-const { chromium } = require('playwright-core');
-
-const KEY = 'browser-key';
-
-function startServer(port = 0, extra = []) {
-  const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
-  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY, '--drain-window', '1s', ...extra],
-    { stdio: ['ignore', 'pipe', 'ignore'] });
-  return new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: proc.stdout });
-    const timer = setTimeout(() => reject(new Error('the server did not start')), 20000);
-    lines.on('line', (line) => {
-      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))/);
-      if (m) { clearTimeout(timer); resolve({ proc, base: m[1], port: Number(m[2]) }); }
-    });
-  });
-}
-
-const stopped = (proc) => new Promise((r) => { proc.once('exit', r); proc.kill('SIGTERM'); });
-
-async function api(base, path, body) {
-  const r = await fetch(`${base}${path}`, {
-    method: body ? 'POST' : 'GET',
-    headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return r.json();
-}
-
-const launch = () => chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const { startServer, stopped, api, launch } = require('./support.cjs');
 
 async function withPage(base, fn) {
   const browser = await launch();

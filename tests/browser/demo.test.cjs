@@ -5,50 +5,11 @@
 // NODE_PATH pointing at playwright-core (scripts/tools.sh installs both).
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
-const readline = require('node:readline');
-const fs = require('node:fs');
-
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch {
-  throw new Error('playwright-core is missing: scripts/test installs it (npm install playwright-core into $HOLDFAST_CACHE/node)');
-}
-if (!fs.existsSync('/usr/bin/chromium')) {
-  throw new Error('chromium is missing: apt-get install -y chromium (scripts/test does this)');
-}
-
-function startServer() {
-  const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
-  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--api-key', 'browser-key'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  return new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: proc.stdout });
-    const timer = setTimeout(() => reject(new Error('the server did not start')), 20000);
-    lines.on('line', (line) => {
-      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
-      if (m) { clearTimeout(timer); resolve({ proc, base: m[1] }); }
-    });
-  });
-}
-
-async function publish(base, text) {
-  const r = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { Authorization: 'Bearer browser-key', 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel: 'chat:lobby', data: { text } }),
-  });
-  assert.equal(r.status, 200);
-  return (await r.json()).offset;
-}
+const { startServer, publish, launch } = require('./support.cjs');
 
 test('demo page: live messages, then recovery after going offline', async () => {
   const { proc, base } = await startServer();
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext();
     const page = await context.newPage();

@@ -8,36 +8,15 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
-const readline = require('node:readline');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch {
-  throw new Error('playwright-core is missing: scripts/test installs it (npm install playwright-core into $HOLDFAST_CACHE/node)');
-}
-if (!fs.existsSync('/usr/bin/chromium')) {
-  throw new Error('chromium is missing: apt-get install -y chromium (scripts/test does this)');
-}
+const { startServer, publish, launch } = require('./support.cjs');
+
 const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
 if (!NGINX) throw new Error('nginx is missing: apt-get install -y nginx-light (scripts/test does this)');
-
-function startServer() {
-  const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
-  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--api-key', 'browser-key'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  return new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: proc.stdout });
-    const timer = setTimeout(() => reject(new Error('the server did not start')), 20000);
-    lines.on('line', (line) => {
-      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))/);
-      if (m) { clearTimeout(timer); resolve({ proc, base: m[1], port: Number(m[2]) }); }
-    });
-  });
-}
 
 function freePort() {
   return new Promise((resolve) => {
@@ -72,23 +51,9 @@ http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}
   return { proc, base: `http://127.0.0.1:${port}` };
 }
 
-async function publish(base, text) {
-  const r = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { Authorization: 'Bearer browser-key', 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel: 'chat:lobby', data: { text } }),
-  });
-  assert.equal(r.status, 200);
-  return (await r.json()).offset;
-}
-
 /** Loads the demo through `front`, checks the transport it settles on and that every message arrives. */
 async function demoSettlesOn(front, server, transport, withinMs) {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     const errors = [];
@@ -141,7 +106,7 @@ test('with SSE blocked as well the demo ends on long-polling', async () => {
 
 test('a plain EventSource recovers what it missed after a server-side disconnect, via Last-Event-ID', async () => {
   const server = await startServer();
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     await page.goto(`${server.base}/healthz`); // any page of the server's origin

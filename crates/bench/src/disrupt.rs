@@ -13,8 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    now_ns, open_many, progress_line, server_pids, sources, subscribe, wire, BenchArgs, CpuWindow, Plan, Progress,
-    Report, ServerUse, Subscribed, Target,
+    now_ns, open_many, progress_line, server_pids, server_use, sources, subscribe, wire, BenchArgs, CpuWindow, Plan,
+    Progress, Report, ServerUse, Subscribed, Target,
 };
 
 /// Connect, subscribe, leave — `--ramp` times per second for `--duration`;
@@ -64,9 +64,7 @@ pub(crate) async fn churn(args: &BenchArgs, target: &Target, sources: &[Ipv4Addr
     report.connect_secs = started.elapsed().as_secs_f64();
     report.secs = report.connect_secs;
     report.load_cpu_percent = load.percent();
-    if !args.server_pid.is_empty() {
-        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
-    }
+    report.server = server_use(args, &server, None, report.opened);
     report.finish();
     Ok(report)
 }
@@ -79,19 +77,20 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
     let plan = Plan { channels: args.channels.unwrap_or(100).max(1), per_conn: 1, publications: 0 };
     let run_id = format!("{:x}", now_ns());
     let progress = Arc::new(Progress::default());
-    let ticker = progress_line(progress.clone(), args.json);
+    let _ticker = progress_line(progress.clone(), args.json);
     let mut report = Report { scenario: "storm".into(), processes: 1, ..Report::default() };
     let conns = open_many(args, targets, sources, (plan, &run_id), 0..args.connections, &progress, &mut report).await;
     let dropped = Arc::new(AtomicU64::new(0));
     let back = Arc::new(AtomicU64::new(0));
-    let holders: Vec<_> = conns
+    // Dropped (aborted) when the report is done.
+    let _holders: tokio::task::JoinSet<()> = conns
         .into_iter()
         .enumerate()
         .map(|(i, mut s)| {
             let (dropped, back, protocol, run_id) = (dropped.clone(), back.clone(), args.protocol, run_id.clone());
             let (target, source) = (targets[i % targets.len()].clone(), sources::pick(sources, i));
             let channels: Vec<usize> = s.channels.iter().map(|c| c.0).collect();
-            tokio::spawn(async move {
+            async move {
                 loop {
                     let mut hint = None;
                     while let Some(Ok(msg)) = s.ws.next().await {
@@ -125,7 +124,7 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
                     };
                     back.fetch_add(1, Ordering::Relaxed);
                 }
-            })
+            }
         })
         .collect();
     let others: Vec<String> = args.server_pid.iter().filter(|p| **p != drain_pid).map(u32::to_string).collect();
@@ -154,15 +153,8 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
     report.errors.insert("dropped by the drain".into(), dropped.load(Ordering::Relaxed));
     report.errors.insert("reconnected".into(), back.load(Ordering::Relaxed));
     report.load_cpu_percent = load.percent();
-    if args.server_pid.len() > 1 {
-        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
-    }
-    for h in holders {
-        h.abort();
-    }
-    if let Some(t) = ticker {
-        t.abort();
-    }
+    // The drained server is gone; the others' CPU is what the storm cost.
+    report.server = (args.server_pid.len() > 1).then(|| ServerUse::measured(server.percent(), None, report.opened));
     report.finish();
     Ok(report)
 }

@@ -218,6 +218,17 @@ fn server_pids(args: &BenchArgs) -> Vec<String> {
     args.server_pid.iter().map(u32::to_string).collect()
 }
 
+/// Resident memory of all the given server processes, KiB.
+fn servers_rss(args: &BenchArgs) -> u64 {
+    args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum()
+}
+
+/// What the servers used over `window` (and, with `rss_kib`, their memory),
+/// when their PIDs were given.
+fn server_use(args: &BenchArgs, window: &CpuWindow, rss_kib: Option<(u64, u64)>, opened: u64) -> Option<ServerUse> {
+    (!args.server_pid.is_empty()).then(|| ServerUse::measured(window.percent(), rss_kib, opened))
+}
+
 /// Live counters for the progress line.
 #[derive(Default)]
 struct Progress {
@@ -225,12 +236,23 @@ struct Progress {
     delivered: AtomicU64,
 }
 
-/// Prints a progress line on stderr every second until dropped.
-fn progress_line(progress: Arc<Progress>, quiet: bool) -> Option<tokio::task::JoinHandle<()>> {
-    if quiet {
-        return None;
+/// The progress line's task; dropping it stops the line.
+struct Ticker(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
     }
-    Some(tokio::spawn(async move {
+}
+
+/// Prints a progress line on stderr every second until dropped.
+fn progress_line(progress: Arc<Progress>, quiet: bool) -> Ticker {
+    if quiet {
+        return Ticker(None);
+    }
+    Ticker(Some(tokio::spawn(async move {
         let started = Instant::now();
         let mut last = 0;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -247,7 +269,7 @@ fn progress_line(progress: Arc<Progress>, quiet: bool) -> Option<tokio::task::Jo
             );
             last = d;
         }
-    }))
+    })))
 }
 
 /// An opened, subscribed connection: its global index and where each of
@@ -471,7 +493,7 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     }
     let (range, mine) = my_share(args, sources);
     let progress = Arc::new(Progress::default());
-    let ticker = progress_line(progress.clone(), args.json);
+    let _ticker = progress_line(progress.clone(), args.json);
     let load = CpuWindow::start(vec!["self".into()]);
     let mut report = Report { scenario: scenario_name(args.scenario).into(), processes: 1, ..Report::default() };
     let subs = open_many(args, targets, &mine, (plan, &run_id), range.clone(), &progress, &mut report).await;
@@ -499,12 +521,7 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     }
     report.secs = started.elapsed().as_secs_f64().min(args.duration.as_secs_f64() + 5.0);
     report.load_cpu_percent = load.percent();
-    if !args.server_pid.is_empty() {
-        report.server = Some(ServerUse { cpu_percent: server.percent(), ..ServerUse::default() });
-    }
-    if let Some(t) = ticker {
-        t.abort();
-    }
+    report.server = server_use(args, &server, None, report.opened);
     report.finish();
     Ok(report)
 }
@@ -541,7 +558,7 @@ async fn ready_then_wait(lines: usize) -> anyhow::Result<()> {
 /// server), then merges their reports.
 async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &str) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()?;
-    let rss_before: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
+    let rss_before: u64 = servers_rss(args);
     let mut children = Vec::new();
     for i in 0..args.processes {
         let mut cmd = std::process::Command::new(&exe);
@@ -577,7 +594,7 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
     let load = CpuWindow::start(vec!["self".into()]);
     let rss_after = if args.scenario == Scenario::Idle {
         tokio::time::sleep(args.duration).await;
-        args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum()
+        servers_rss(args)
     } else {
         publish(args, &targets[0], plan, run_id).await?;
         0
@@ -596,15 +613,8 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
     }
     report.publications = plan.publications;
     report.load_cpu_percent += load.percent();
-    if !args.server_pid.is_empty() {
-        report.server = Some(ServerUse {
-            rss_kib_before: rss_before,
-            rss_kib_after: rss_after,
-            rss_bytes_per_connection: rss_after.saturating_sub(rss_before) as f64 * 1024.0
-                / report.opened.max(1) as f64,
-            cpu_percent: server.percent(),
-        });
-    }
+    let rss = (args.scenario == Scenario::Idle).then_some((rss_before, rss_after));
+    report.server = server_use(args, &server, rss, report.opened);
     report.finish();
     Ok(report)
 }
@@ -616,19 +626,20 @@ async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> any
         return processes(args, targets, plan, &run_id).await;
     }
     let (range, mine) = my_share(args, sources);
-    let before: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
+    let before: u64 = servers_rss(args);
     let progress = Arc::new(Progress::default());
-    let ticker = progress_line(progress.clone(), args.json);
+    let _ticker = progress_line(progress.clone(), args.json);
     let mut report = Report { scenario: "idle".into(), processes: 1, ..Report::default() };
     let conns = open_many(args, targets, &mine, (plan, &run_id), range, &progress, &mut report).await;
     // Hold them (answering pings) while measuring the server's CPU.
     let server = CpuWindow::start(server_pids(args));
     let load = CpuWindow::start(vec!["self".into()]);
-    let holders: Vec<_> = conns
+    // Dropped (aborted) when the report is done.
+    let _holders: tokio::task::JoinSet<()> = conns
         .into_iter()
         .map(|mut s| {
             let protocol = args.protocol;
-            tokio::spawn(async move {
+            async move {
                 while let Some(Ok(msg)) = s.ws.next().await {
                     if let Message::Text(t) = msg {
                         if let (_, Some(p)) = protocol.objects(&t) {
@@ -636,7 +647,7 @@ async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> any
                         }
                     }
                 }
-            })
+            }
         })
         .collect();
     if args.subscriber_process.is_some() {
@@ -647,21 +658,7 @@ async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> any
     }
     report.secs = args.duration.as_secs_f64();
     report.load_cpu_percent = load.percent();
-    if !args.server_pid.is_empty() {
-        let after: u64 = args.server_pid.iter().filter_map(|p| rss_kib(*p)).sum();
-        report.server = Some(ServerUse {
-            rss_kib_before: before,
-            rss_kib_after: after,
-            rss_bytes_per_connection: after.saturating_sub(before) as f64 * 1024.0 / report.opened.max(1) as f64,
-            cpu_percent: server.percent(),
-        });
-    }
-    for h in holders {
-        h.abort();
-    }
-    if let Some(t) = ticker {
-        t.abort();
-    }
+    report.server = server_use(args, &server, Some((before, servers_rss(args))), report.opened);
     report.finish();
     Ok(report)
 }

@@ -72,6 +72,20 @@ pub struct ServerUse {
     pub cpu_percent: f64,
 }
 
+impl ServerUse {
+    /// CPU over a window, with the servers' memory before and after
+    /// `opened` connections when it was read.
+    pub fn measured(cpu_percent: f64, rss_kib: Option<(u64, u64)>, opened: u64) -> ServerUse {
+        let (before, after) = rss_kib.unwrap_or_default();
+        ServerUse {
+            rss_kib_before: before,
+            rss_kib_after: after,
+            rss_bytes_per_connection: after.saturating_sub(before) as f64 * 1024.0 / opened.max(1) as f64,
+            cpu_percent,
+        }
+    }
+}
+
 /// One run's result; see the module docs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {

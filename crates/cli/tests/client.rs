@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::serve;
+use common::{api, serve};
 use holdfast_client::{Client, Config, Event};
 use serde_json::{json, Value};
 use std::process::Stdio;
@@ -188,9 +188,9 @@ async fn a_restart_reports_recovery_failed_and_a_4500_is_final() {
     assert!(matches!(seen.last(), Some(Event::Message { offset: 1, data, .. }) if data == "after"));
 
     // The backend disconnects this session: close 4500, no reconnect.
-    let body = api(port, "GET", "/api/presence?channel=room", "").await;
+    let body = api(port, "GET", "/api/presence?channel=room", "").await.1;
     let session = body["subscribers"][0]["session"].as_str().unwrap().to_string();
-    let answer = api(port, "POST", "/api/disconnect", &json!({"session": session}).to_string()).await;
+    let answer = api(port, "POST", "/api/disconnect", &json!({"session": session}).to_string()).await.1;
     assert_eq!(answer["disconnected"], 1);
     let seen = until(&mut client, |e| matches!(e, Event::Closed { .. })).await;
     assert!(matches!(seen.last(), Some(Event::Closed { code: 4500, reconnect_in: None, .. })), "{seen:?}");
@@ -221,17 +221,6 @@ async fn the_watchdog_replaces_a_connection_whose_pings_stopped() {
 }
 
 /// An API call with the key, by hand (the test needs no HTTP client crate).
-async fn api(port: u16, method: &str, path: &str, body: &str) -> serde_json::Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-}
 
 #[tokio::test]
 async fn calls_made_while_disconnected_wait_with_a_bound_and_a_timeout() {

@@ -13,7 +13,7 @@ mod common;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use common::{free_port, nginx, scratch, serve, wait_for_port, Redis, Served};
+use common::{api, free_port, nginx, scratch, serve, wait_for_port, Redis, Served};
 use futures_util::{SinkExt, StreamExt};
 use holdfast_client::{Client, Config, Event};
 use serde_json::{json, Value};
@@ -32,21 +32,6 @@ fn node(redis: &Redis, extra: &[&str]) -> Served {
     args.extend(["--max-connections-per-ip", "100000", "--connect-rate-per-ip", "100000"]);
     args.extend(extra);
     serve(0, &args)
-}
-
-/// One HTTP request (`Connection: close`) with the API key; status and JSON.
-async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut buf)).await.expect("answer in 10 s").unwrap();
-    let status = buf.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::String(body.into())))
 }
 
 async fn publish(port: u16, channel: &str, data: Value) -> u64 {

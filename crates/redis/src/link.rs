@@ -88,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
                             subscribed.remove(c);
                         }
                         let topics: Vec<String> = idle.iter().map(|c| topic(c.as_str())).collect();
-                        if timed(&shared, sink.unsubscribe(topics)).await.is_err() {
+                        if shared.call("unsubscribe", sink.unsubscribe(topics)).await.is_err() {
                             break "unsubscribe failed";
                         }
                     }
@@ -96,7 +96,7 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
                     if ticks.is_multiple_of(refresh_every) {
                         refresh_presence(&shared).await;
                     }
-                    if timed(&shared, sink.ping::<redis::Value>()).await.is_err() {
+                    if shared.call("ping", sink.ping::<redis::Value>()).await.is_err() {
                         break "no answer to PING on the subscription connection";
                     }
                 }
@@ -133,7 +133,7 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
     let mut topics: Vec<String> = channels.iter().map(|c| topic(c.as_str())).collect();
     topics.push(CONTROL_TOPIC.into());
     topics.push(inbox(&shared.node_id));
-    timed(shared, sink.subscribe(topics)).await.map_err(|e| format!("subscribe: {e}"))?;
+    shared.call("subscribe", sink.subscribe(topics)).await.map_err(|e| e.to_string())?;
     Ok((sink, stream, channels))
 }
 
@@ -146,7 +146,7 @@ async fn ensure(
     if subscribed.contains(&channel) {
         return Ok(());
     }
-    timed(shared, sink.subscribe(topic(channel.as_str()))).await.map_err(BrokerError::Unavailable)?;
+    shared.call("subscribe", sink.subscribe(topic(channel.as_str()))).await?;
     subscribed.insert(channel);
     Ok(())
 }
@@ -165,13 +165,6 @@ async fn refuse_while(requests: &mut mpsc::Receiver<Request>, wait: impl std::fu
                 None => return false,
             },
         }
-    }
-}
-
-async fn timed<T>(shared: &Shared, fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
-    match tokio::time::timeout(shared.options.timeout, fut).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {:?}", shared.options.timeout)),
     }
 }
 

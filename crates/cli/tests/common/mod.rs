@@ -158,3 +158,19 @@ impl Redis {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// One HTTP request (`Connection: close`) with the API key; status and JSON.
+pub async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut buf)).await.expect("answer in 10 s").unwrap();
+    let status = buf.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into())))
+}

@@ -28,6 +28,8 @@
 
 # shellcheck source=tools.sh
 source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+# shellcheck source=start-server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/start-server.sh"
 
 PEERS_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS_SRC="$PEERS_REPO/bench/peers"
@@ -150,7 +152,7 @@ peer_command() {
 }
 
 start_peer() {
-  local name="$1" port="$2" line out err
+  local name="$1" port="$2" out err
   [ -n "$name" ] && [ -n "$port" ] || die "usage: start_peer NAME PORT (NAME: ${PEERS_ALL[*]})"
   command -v taskset >/dev/null || die "taskset is missing: install it with 'apt-get install -y util-linux'"
   peer_command "$name" "$port"
@@ -162,22 +164,6 @@ start_peer() {
   PORT="$port" taskset -c 0 "${PEER_CMD[@]}" >"$out" 2>"$err" &
   PEER_PID=$!
   PEER_PORT=""
-  local deadline=$((SECONDS + 20))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    line="$(grep -m1 -o 'listening on http://127\.0\.0\.1:[0-9]\+' "$out" 2>/dev/null || true)"
-    if [ -n "$line" ]; then
-      PEER_PORT="${line##*:}"
-      return 0
-    fi
-    if ! kill -0 "$PEER_PID" 2>/dev/null; then
-      echo "error: the $name peer exited at start; its stderr ($err):" >&2
-      tail -n 20 "$err" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "error: the $name peer did not print 'listening on http://127.0.0.1:PORT' within 20 s; its stderr ($err):" >&2
-  tail -n 20 "$err" >&2
-  kill "$PEER_PID" 2>/dev/null || true
-  return 1
+  await_listening "$name peer" "$PEER_PID" "$out" "$err" || return 1
+  PEER_PORT="$LISTEN_PORT"
 }

@@ -28,9 +28,15 @@ pub struct ServeArgs {
     /// the kernel spreads new connections over them, one per core.
     #[arg(long, env = "HOLDFAST_REUSE_PORT")]
     pub reuse_port: Option<bool>,
-    /// Broker: `memory` (embedded, default) or `redis://HOST:PORT/DB`.
-    #[arg(long, env = "HOLDFAST_BROKER")]
+    /// Broker: `memory` (embedded, default); `redis[s]://[USER:PASS@]HOST:PORT/DB`;
+    /// `redis[s]-sentinel://[USER:PASS@]HOST:PORT,…/MASTER_NAME`;
+    /// `redis[s]-cluster://[USER:PASS@]HOST:PORT,…` (`rediss`: TLS).
+    #[arg(long, env = "HOLDFAST_BROKER", hide_env_values = true)]
     pub broker: Option<String>,
+    /// PEM file of the CA that signed Redis's TLS certificate (instead of
+    /// the system's roots), for `rediss…://` brokers.
+    #[arg(long, env = "HOLDFAST_BROKER_CA_FILE")]
+    pub broker_ca_file: Option<PathBuf>,
     /// With a Redis broker: how long a crashed node's clients stay in
     /// presence, e.g. `15s` (nodes refresh theirs every third of it).
     #[arg(long, env = "HOLDFAST_PRESENCE_TTL", value_parser = parse_duration)]
@@ -123,6 +129,7 @@ pub struct FileConfig {
     listen: Option<SocketAddr>,
     api_key: Option<String>,
     broker: Option<String>,
+    broker_ca_file: Option<PathBuf>,
     reuse_port: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     presence_ttl: Option<Duration>,
@@ -191,6 +198,7 @@ const FILE_KEYS: &[&str] = &[
     "listen",
     "api_key",
     "broker",
+    "broker_ca_file",
     "reuse_port",
     "presence_ttl",
     "ping_interval",
@@ -242,8 +250,10 @@ pub struct Resolved {
     pub listen: SocketAddr,
     /// The API key, and whether it was generated.
     pub api_key: (String, bool),
-    /// The broker URL: `memory` or `redis://…`.
+    /// The broker URL: `memory` or `redis…://…`.
     pub broker: String,
+    /// The PEM CA certificates to trust for a TLS broker.
+    pub broker_ca: Option<Vec<u8>>,
     /// Presence expiry with a Redis broker.
     pub presence_ttl: Option<Duration>,
     /// Bind with SO_REUSEPORT.
@@ -310,9 +320,15 @@ impl ServeArgs {
             None => (generate_key(), true),
         };
         let broker = self.broker.or(file.broker).unwrap_or_else(|| "memory".into());
-        if broker != "memory" && !broker.starts_with("redis://") {
-            bail!("broker {broker:?}: use `memory` (one process) or `redis://HOST:PORT/DB` (several nodes)");
+        if broker != "memory" {
+            holdfast_redis::check_url(&broker).map_err(|e| anyhow::anyhow!("{e} (or use `memory` for one process)"))?;
         }
+        let broker_ca = match self.broker_ca_file.or(file.broker_ca_file) {
+            None => None,
+            Some(path) => {
+                Some(std::fs::read(&path).with_context(|| format!("cannot read broker_ca_file {}", path.display()))?)
+            }
+        };
         let presence_ttl = self.presence_ttl.or(file.presence_ttl);
         let secret = self.jwt_secret.or(file.jwt_secret);
         let public_key = self.jwt_public_key.or(file.jwt_public_key);
@@ -372,6 +388,7 @@ impl ServeArgs {
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             api_key: (api_key.clone(), generated),
             broker,
+            broker_ca,
             presence_ttl,
             reuse_port: self.reuse_port.or(file.reuse_port).unwrap_or(false),
             server: ServerConfig {

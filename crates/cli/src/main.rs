@@ -115,7 +115,7 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
             listen(cfg.listen, cfg.reuse_port).with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let sessions = Arc::new(SessionRegistry::default());
-        let broker = start_broker(&cfg.broker, cfg.presence_ttl, &cfg.namespaces, &sessions).await?;
+        let broker = start_broker(&cfg, &sessions).await?;
         let mut node =
             Node::new(broker, cfg.session, cfg.node_name).with_namespaces(cfg.namespaces).with_sessions(sessions);
         if let Some(auth) = cfg.auth {
@@ -143,24 +143,25 @@ fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<tokio
 
 /// The embedded broker, or Redis (waiting briefly for it: a node that
 /// starts while Redis is down serves local clients and reports not-ready).
+/// Redis refusing this node's credentials or certificate ends the start:
+/// that is a setting to fix, not an outage to wait out.
 async fn start_broker(
-    url: &str,
-    presence_ttl: Option<std::time::Duration>,
-    namespaces: &holdfast_core::Namespaces,
+    cfg: &config::Resolved,
     sessions: &Arc<SessionRegistry>,
 ) -> anyhow::Result<Arc<dyn holdfast_core::Broker>> {
-    if url == "memory" {
-        return Ok(Arc::new(MemoryBroker::with_namespaces(namespaces.clone())));
+    if cfg.broker == "memory" {
+        return Ok(Arc::new(MemoryBroker::with_namespaces(cfg.namespaces.clone())));
     }
-    let mut options = holdfast_redis::RedisOptions::new(url);
-    if let Some(ttl) = presence_ttl {
+    let mut options = holdfast_redis::RedisOptions::new(&cfg.broker);
+    options.ca_pem = cfg.broker_ca.clone();
+    if let Some(ttl) = cfg.presence_ttl {
         options.presence_ttl = ttl;
     }
-    let broker = holdfast_redis::RedisBroker::start(options, namespaces.clone(), sessions.clone())
+    let broker = holdfast_redis::RedisBroker::start(options, cfg.namespaces.clone(), sessions.clone())
         .map_err(anyhow::Error::msg)?;
-    if !broker.wait_ready(std::time::Duration::from_secs(3)).await {
+    if !broker.wait_ready(std::time::Duration::from_secs(3)).await.map_err(anyhow::Error::msg)? {
         use holdfast_core::Broker;
-        tracing::warn!("starting without Redis: {}", broker.readiness().unwrap_err());
+        tracing::warn!(broker = broker.shown_url(), "starting without Redis: {}", broker.readiness().unwrap_err());
     }
     Ok(Arc::new(broker))
 }

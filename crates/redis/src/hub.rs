@@ -12,7 +12,12 @@
 //!   link fills the gap from history ([`LocalHub::fill`]);
 //! - another epoch means the channel's history was lost in Redis; members
 //!   are closed with `insufficient_state` so they resubscribe and learn
-//!   `recovered: false`, never a silent gap.
+//!   `recovered: false`, never a silent gap;
+//! - Redis holding a *lower* newest offset than was delivered, or other
+//!   data at the last delivered offset, means a failover lost writes that
+//!   had already been delivered: the same offsets will be reused for other
+//!   publications, so members are reset too (a digest of the last
+//!   delivered data is kept per channel to tell).
 //!
 //! A join is two-phase because its history read happens in Redis while
 //! publications keep arriving: [`LocalHub::begin_join`] adds the member in a
@@ -91,6 +96,15 @@ struct LocalChannel {
     /// The newest offset a position check saw in Redis and this node had not
     /// yet delivered; if it still has not by the next check, fill.
     suspect: Option<Offset>,
+    /// A digest of the data delivered at `position`, when known.
+    digest: Option<u64>,
+}
+
+/// What tells one publication's data from another's at the same offset.
+fn digest(p: &EncodedPublication) -> u64 {
+    let mut h = DefaultHasher::new();
+    p.data().hash(&mut h);
+    h.finish()
 }
 
 impl LocalChannel {
@@ -105,6 +119,7 @@ impl LocalChannel {
         }
         if let Some((_, last)) = &mut self.position {
             *last = p.offset;
+            self.digest = Some(digest(p));
         }
         n
     }
@@ -116,6 +131,7 @@ impl LocalChannel {
         }
         self.position = None;
         self.suspect = None;
+        self.digest = None;
     }
 }
 
@@ -179,6 +195,7 @@ impl LocalHub {
         if ch.position.is_none() {
             // Nobody is live here yet: delivery continues from this read.
             ch.position = Some((snapshot.epoch.clone(), snapshot.newest));
+            ch.digest = snapshot.entries.last().filter(|p| p.offset == snapshot.newest).map(digest);
         }
         let member = ch.members.get_mut(&key).ok_or_else(gone)?;
         let recovery = since.map(|since| {
@@ -229,10 +246,11 @@ impl LocalHub {
         }
     }
 
-    /// Delivers what a history read after a gap found. Returns how many
-    /// deliveries (publications × live members) were queued, or `Reset`
-    /// when the gap could not be filled (history trimmed past it, or a new
-    /// epoch).
+    /// Delivers what a history read after a gap found (a read from the
+    /// last delivered offset itself, so it can be verified). Returns how
+    /// many deliveries (publications × live members) were queued, or
+    /// `Reset` when the gap could not be filled (history trimmed past it, a
+    /// new epoch, or history rewritten by a failover).
     pub fn fill(&self, channel: &ChannelName, snapshot: &Snapshot) -> Result<usize, Arrival> {
         let mut map = self.shard(channel);
         let Some(ch) = map.get_mut(channel) else {
@@ -247,7 +265,16 @@ impl LocalHub {
             }
             Some((_, last)) => *last,
         };
-        if snapshot.newest <= last {
+        let rewritten = snapshot
+            .entries
+            .iter()
+            .find(|p| p.offset == last)
+            .is_some_and(|p| ch.digest.is_some_and(|d| d != digest(p)));
+        if snapshot.newest < last || rewritten {
+            ch.reset("the channel's newest messages were lost in a Redis failover; resubscribe to resync");
+            return Err(Arrival::Reset);
+        }
+        if snapshot.newest == last {
             return Ok(0);
         }
         let mut next = last.next();
@@ -269,9 +296,7 @@ impl LocalHub {
     /// Notes the newest offset Redis holds for a channel; returns the offset
     /// to fill after when a previous check's offset still has not arrived
     /// (a lost publication with nothing after it to reveal the gap).
-    /// With `force` (after a reconnect), any offset not yet delivered is
-    /// filled at once.
-    pub fn check(&self, channel: &ChannelName, newest: Option<(Epoch, Offset)>, force: bool) -> Check {
+    pub fn check(&self, channel: &ChannelName, newest: Option<(Epoch, Offset)>) -> Check {
         let mut map = self.shard(channel);
         let Some(ch) = map.get_mut(channel) else {
             return Check::Fine;
@@ -287,7 +312,11 @@ impl LocalHub {
             ch.reset("the channel's history was lost; resubscribe to resync");
             return Check::Reset;
         }
-        let overdue = if force { seen > last } else { ch.suspect.is_some_and(|s| s > last) };
+        if seen < last {
+            ch.reset("the channel's newest messages were lost in a Redis failover; resubscribe to resync");
+            return Check::Reset;
+        }
+        let overdue = ch.suspect.is_some_and(|s| s > last);
         ch.suspect = (seen > last).then_some(seen);
         if overdue {
             Check::Fill { after: last }
@@ -305,6 +334,17 @@ impl LocalHub {
             map.remove(channel);
         }
         Some(member.subscriber.info)
+    }
+
+    /// The last offset delivered on each channel that has delivered.
+    pub fn positions(&self) -> Vec<(ChannelName, Offset)> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                let map = s.lock().expect("hub shard poisoned");
+                map.iter().filter_map(|(c, ch)| Some((c.clone(), ch.position.as_ref()?.1))).collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Channels with members here.
@@ -470,12 +510,48 @@ mod tests {
         hub.begin_join(&ch(), a.clone()).unwrap();
         join(&hub, &a, &snapshot("e", 2, 1..=2), None);
         // Redis is at 3; 3 may still be in flight: wait one check.
-        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(3))), false), Check::Fine);
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(3)))), Check::Fine);
         hub.arrive(&ch(), &e, &publication(3));
-        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(4))), false), Check::Fine);
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(4)))), Check::Fine);
         // 4 never arrives.
-        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(4))), false), Check::Fill { after: Offset(3) });
-        assert_eq!(hub.check(&ch(), None, false), Check::Reset, "the channel vanished from Redis");
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(4)))), Check::Fill { after: Offset(3) });
+        assert_eq!(hub.check(&ch(), None), Check::Reset, "the channel vanished from Redis");
+    }
+
+    #[test]
+    fn writes_lost_in_a_failover_reset_members_even_when_offsets_moved_on() {
+        let e = Epoch::new("e");
+        let other = |offset: u64| EncodedPublication::new(&ch(), Offset(offset), "\"other\"");
+        // The new master is behind what was delivered: offsets will be reused.
+        let hub = LocalHub::default();
+        let a = subscriber(1);
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        join(&hub, &a, &snapshot("e", 2, 1..=2), None);
+        hub.arrive(&ch(), &e, &publication(3));
+        assert_eq!(hub.check(&ch(), Some((e.clone(), Offset(2)))), Check::Reset);
+        assert!(drained(&a).1, "told to resubscribe");
+
+        // It already took new publications past the lost ones: the data at
+        // the last delivered offset gives it away.
+        let hub = LocalHub::default();
+        let b = subscriber(2);
+        hub.begin_join(&ch(), b.clone()).unwrap();
+        join(&hub, &b, &snapshot("e", 2, 1..=2), None);
+        hub.arrive(&ch(), &e, &publication(3));
+        let mut rewritten = snapshot("e", 5, 1..=2);
+        rewritten.entries.extend([other(3), other(4), other(5)]);
+        assert_eq!(hub.fill(&ch(), &rewritten), Err(Arrival::Reset));
+        assert!(drained(&b).1);
+
+        // The same data at that offset: an ordinary fill.
+        let hub = LocalHub::default();
+        let c = subscriber(3);
+        hub.begin_join(&ch(), c.clone()).unwrap();
+        join(&hub, &c, &snapshot("e", 2, 1..=2), None);
+        hub.arrive(&ch(), &e, &publication(3));
+        let _ = drained(&c);
+        assert_eq!(hub.fill(&ch(), &snapshot("e", 5, 3..=5)), Ok(2));
+        assert_eq!(drained(&c), (vec![4, 5], false));
     }
 
     #[test]

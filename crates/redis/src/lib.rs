@@ -15,29 +15,48 @@
 //!   local sessions keep their connections, `readiness` says why, and the
 //!   link reconnects with backoff and then catches up;
 //! - Redis restarted empty: every channel gets a new epoch, so clients are
-//!   told `recovered: false` instead of seeing a silent gap.
+//!   told `recovered: false` instead of seeing a silent gap;
+//! - a failover (Sentinel or Cluster) may lose the newest writes, which
+//!   replication had not reached: after every reconnect each channel's
+//!   last delivered publication is compared with what Redis now holds at
+//!   that offset ([`hub::LocalHub::verify`]), and a channel whose history
+//!   was rewritten is reset rather than silently diverging.
+//!
+//! The deployment (one server, Sentinel, Cluster; TLS; ACL users) is
+//! [`deployment`]'s business; the rest of the crate sees one [`Conn`] for
+//! commands ([`commands`]) and one for the link.
 
+mod commands;
+mod deployment;
 mod hub;
 mod link;
 mod scripts;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use holdfast_core::{
     new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Input, Namespaces,
     Observer, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
 };
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
+use commands::Commands;
+pub use deployment::mask_password;
+use deployment::{Conn, Deployment};
 use hub::{Joined, LocalHub, Snapshot};
-use scripts::{inbox, Keys, Scripts, CHANNELS_KEY, CONTROL_TOPIC};
+use scripts::{inbox, Keys, Naming, Scripts, CHANNELS_KEY, CONTROL_TOPIC};
+
+/// Checks a broker URL without connecting (for `holdfast config check`).
+pub fn check_url(url: &str) -> Result<(), String> {
+    Deployment::parse(url, None).map(drop)
+}
 
 /// How long a node waits for the node holding a session to say so.
 const REMOTE_ACK: Duration = Duration::from_secs(1);
@@ -45,8 +64,11 @@ const REMOTE_ACK: Duration = Duration::from_secs(1);
 /// How the broker reaches Redis.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port/db`.
+    /// `redis[s]://…`, `redis[s]-sentinel://…` or `redis[s]-cluster://…`
+    /// (see [`deployment`]).
     pub url: String,
+    /// PEM certificates to trust for TLS instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
     /// How long a node's presence entries outlive it: a crashed node's
     /// clients leave presence within this time. Nodes refresh every third.
     pub presence_ttl: Duration,
@@ -57,7 +79,12 @@ pub struct RedisOptions {
 impl RedisOptions {
     /// Defaults for `url`: 15 s presence, 2 s timeout.
     pub fn new(url: impl Into<String>) -> RedisOptions {
-        RedisOptions { url: url.into(), presence_ttl: Duration::from_secs(15), timeout: Duration::from_secs(2) }
+        RedisOptions {
+            url: url.into(),
+            ca_pem: None,
+            presence_ttl: Duration::from_secs(15),
+            timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -69,17 +96,20 @@ pub struct RedisBroker {
 
 /// State shared by the broker's calls and its link task.
 struct Shared {
-    client: redis::Client,
+    deployment: Deployment,
+    naming: Naming,
     options: RedisOptions,
-    /// The command connection (multiplexed: concurrent calls are pipelined);
-    /// `None` until the first connect succeeds.
-    commands: RwLock<Option<ConnectionManager>>,
+    /// The command connection (multiplexed: concurrent calls are pipelined).
+    commands: Commands,
     hub: LocalHub,
     namespaces: Namespaces,
     sessions: Arc<SessionRegistry>,
     /// Tells this node's own control messages from the others'.
     node_id: String,
     readiness: Mutex<Result<(), String>>,
+    /// Set when Redis refused this node's credentials or certificate: not
+    /// worth waiting for at start.
+    refused: OnceLock<String>,
     errors: AtomicU64,
     observer: OnceLock<Arc<dyn Observer>>,
     scripts: Scripts,
@@ -98,26 +128,22 @@ impl RedisBroker {
         namespaces: Namespaces,
         sessions: Arc<SessionRegistry>,
     ) -> Result<RedisBroker, String> {
-        if !options.url.starts_with("redis://") {
-            return Err(format!(
-                "broker URL {:?} must start with redis:// (TLS to Redis is not built in)",
-                options.url
-            ));
-        }
-        let client =
-            redis::Client::open(options.url.as_str()).map_err(|e| format!("broker URL {:?}: {e}", options.url))?;
+        let deployment = Deployment::parse(&options.url, options.ca_pem.clone())?;
+        let naming = Naming { sharded: deployment.sharded() };
         let shared = Arc::new(Shared {
-            client,
+            commands: Commands::new(deployment.clone(), options.timeout),
+            deployment,
+            naming,
             options,
-            commands: RwLock::new(None),
             hub: LocalHub::default(),
             namespaces,
             sessions,
             node_id: new_epoch().as_str().to_owned(),
             readiness: Mutex::new(Err("connecting to Redis".into())),
+            refused: OnceLock::new(),
             errors: AtomicU64::new(0),
             observer: OnceLock::new(),
-            scripts: Scripts::default(),
+            scripts: Scripts::new(naming),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
         });
@@ -127,16 +153,24 @@ impl RedisBroker {
     }
 
     /// Waits up to `timeout` for the first connection; returns whether the
-    /// broker is ready.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+    /// broker is ready, or why it never will be (Redis refused this node's
+    /// credentials or certificate: a setting to fix, not an outage).
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<bool, String> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.readiness().is_ok() {
-                return true;
+        loop {
+            if let Some(why) = self.shared.refused.get() {
+                return Err(why.clone());
+            }
+            if self.readiness().is_ok() || tokio::time::Instant::now() >= deadline {
+                return Ok(self.readiness().is_ok());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.readiness().is_ok()
+    }
+
+    /// The broker URL with its password masked.
+    pub fn shown_url(&self) -> &str {
+        &self.shared.deployment.shown
     }
 
     /// Asks the link to hold a pub/sub subscription for `channel`.
@@ -149,28 +183,53 @@ impl RedisBroker {
 }
 
 impl Shared {
-    fn conn(&self) -> Result<ConnectionManager, BrokerError> {
-        self.commands
-            .read()
-            .expect("commands lock poisoned")
-            .clone()
-            .ok_or_else(|| BrokerError::Unavailable("not connected to Redis yet".into()))
+    /// Runs one command on the command connection.
+    async fn query<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T, BrokerError> {
+        let cmd = &cmd;
+        self.commands.call(what, |mut c: Conn| async move { cmd.query_async(&mut c).await }).await
     }
 
-    /// Runs a Redis call with the configured timeout; failures become
-    /// `Unavailable` with Redis's own words.
-    async fn call<T>(
+    /// Runs the commands `build` adds for each channel (exactly one of them
+    /// not ignored) and returns that command's answer per channel: as one
+    /// pipeline on one server, one pipeline per channel in a Cluster, where
+    /// a pipeline may not cross slots.
+    async fn per_channel<T: redis::FromRedisValue>(
         &self,
         what: &str,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, BrokerError> {
-        match tokio::time::timeout(self.options.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(BrokerError::Unavailable(format!("redis {what}: {e}"))),
-            Err(_) => {
-                Err(BrokerError::Unavailable(format!("redis {what}: no answer within {:?}", self.options.timeout)))
+        channels: &[ChannelName],
+        build: impl Fn(&mut redis::Pipeline, &ChannelName),
+    ) -> Result<Vec<T>, BrokerError> {
+        if !self.naming.sharded {
+            let mut pipe = redis::pipe();
+            for c in channels {
+                build(&mut pipe, c);
             }
+            let pipe = &pipe;
+            return self.commands.call(what, |mut c: Conn| async move { pipe.query_async(&mut c).await }).await;
         }
+        let mut calls = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let mut pipe = redis::pipe();
+            build(&mut pipe, channel);
+            calls.push(self.one_of(what, pipe));
+        }
+        futures_util::stream::iter(calls).buffered(64).try_collect().await
+    }
+
+    /// The one answer a pipeline of [`Self::per_channel`] keeps.
+    async fn one_of<T: redis::FromRedisValue>(&self, what: &str, pipe: redis::Pipeline) -> Result<T, BrokerError> {
+        let pipe = &pipe;
+        let mut answer: Vec<T> =
+            self.commands.call(what, |mut c: Conn| async move { pipe.query_async(&mut c).await }).await?;
+        answer.pop().ok_or_else(|| BrokerError::Unavailable(format!("redis {what}: no answer")))
+    }
+
+    /// Publishes on a topic (`PUBLISH`, or `SPUBLISH` in a Cluster);
+    /// returns how many subscribers heard it.
+    async fn publish_topic(&self, what: &str, topic: String, text: String) -> Result<usize, BrokerError> {
+        let mut cmd = redis::cmd(self.naming.publish());
+        cmd.arg(topic).arg(text);
+        self.query(what, cmd).await
     }
 
     fn limits(&self, channel: &ChannelName) -> HistoryLimits {
@@ -195,29 +254,40 @@ impl Shared {
         let limits = self.limits(channel);
         let keys = Keys::of(channel.as_str());
         let member = presence.map(presence_entry).unwrap_or_default();
-        let mut conn = self.conn()?;
+        let expires = unix_ms() + self.options.presence_ttl.as_millis() as u64;
         let mut call = self.scripts.state.prepare_invoke();
-        call.key(&keys.meta).key(&keys.history).key(&keys.presence).key(CHANNELS_KEY);
+        call.key(&keys.meta).key(&keys.history).key(&keys.presence);
         call.arg(limits.max_age.as_millis() as u64)
             .arg(self.channel_ttl(limits))
             .arg(new_epoch().as_str())
             .arg(since.map_or(-1, |o| o.0 as i64))
             .arg(limit.max(1))
             .arg(member)
-            .arg(unix_ms() + self.options.presence_ttl.as_millis() as u64)
-            .arg(self.options.presence_ttl.as_millis() as u64)
-            .arg(channel.as_str());
-        let (epoch, newest, held, entries): (String, u64, u64, Vec<String>) =
-            self.call("read", call.invoke_async(&mut conn)).await?;
+            .arg(expires)
+            .arg(self.options.presence_ttl.as_millis() as u64);
+        let call = &call;
+        let read = self.commands.call("read", |mut c: Conn| async move { call.invoke_async(&mut c).await });
+        let (epoch, newest, held, entries): (String, u64, u64, Vec<String>) = if presence.is_some() {
+            // `hf:channels` is in another slot than the channel's keys.
+            let mut listed = redis::cmd("ZADD");
+            listed.arg(CHANNELS_KEY).arg(expires).arg(channel.as_str());
+            let (state, listed) = tokio::join!(read, self.query::<()>("channel list", listed));
+            listed?;
+            state?
+        } else {
+            read.await?
+        };
         let oldest_held = (held > 0).then(|| Offset(newest + 1 - held));
         let entries = entries.iter().filter_map(|e| parse_entry(channel, e)).collect();
         Ok(Snapshot { epoch: Epoch::new(epoch), newest: Offset(newest), oldest_held, entries })
     }
 
-    /// Fills a gap after `after` from history.
+    /// Fills a gap after `after` (the last offset delivered) from history.
+    /// The read starts at `after` itself, so the hub can tell whether a
+    /// failover rewrote it.
     async fn fill(&self, channel: &ChannelName, after: Offset) -> Result<(), BrokerError> {
-        let limit = self.limits(channel).max_len;
-        let snapshot = self.snapshot(channel, Some(after), limit, None).await?;
+        let limit = self.limits(channel).max_len + 1;
+        let snapshot = self.snapshot(channel, Some(Offset(after.0.saturating_sub(1))), limit, None).await?;
         let started = std::time::Instant::now();
         let filled = self.hub.fill(channel, &snapshot);
         if let (Ok(n), Some(observer)) = (&filled, self.observer.get()) {
@@ -231,10 +301,18 @@ impl Shared {
     }
 
     async fn leave_presence(&self, channel: &ChannelName, info: &ClientInfo) -> Result<(), BrokerError> {
-        let mut conn = self.conn()?;
         let keys = Keys::of(channel.as_str());
-        self.call("presence", redis::cmd("ZREM").arg(&keys.presence).arg(presence_entry(info)).query_async(&mut conn))
-            .await
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(&keys.presence).arg(presence_entry(info));
+        self.query("presence", cmd).await
+    }
+
+    /// Live members of a sorted set scored by expiry.
+    async fn live(&self, what: &str, key: &str) -> Result<Vec<String>, BrokerError> {
+        let mut call = self.scripts.live.prepare_invoke();
+        call.key(key).arg(unix_ms());
+        let call = &call;
+        self.commands.call(what, |mut c: Conn| async move { call.invoke_async(&mut c).await }).await
     }
 
     fn set_readiness(&self, r: Result<(), String>) {
@@ -314,10 +392,7 @@ impl Shared {
         let (me, topic) = (self.clone(), inbox(from));
         let text = format!(r#"{{"req":{req},{}"#, &body[1..]);
         tokio::spawn(async move {
-            if let Ok(mut conn) = me.conn() {
-                let _ =
-                    me.call("answer", redis::cmd("PUBLISH").arg(topic).arg(text).query_async::<()>(&mut conn)).await;
-            }
+            let _ = me.publish_topic("answer", topic, text).await;
         });
     }
 
@@ -341,17 +416,9 @@ impl Shared {
         self.pending.lock().expect("pending lock poisoned").insert(req, tx);
         request["from"] = self.node_id.as_str().into();
         request["req"] = req.into();
-        let sent = async {
-            let mut conn = self.conn()?;
-            self.call(
-                "publish",
-                redis::cmd("PUBLISH").arg(CONTROL_TOPIC).arg(request.to_string()).query_async::<()>(&mut conn),
-            )
-            .await
-        }
-        .await;
         let asked = Asked { shared: self.clone(), req, answers: rx };
-        sent.map(|()| asked)
+        self.publish_topic("publish", CONTROL_TOPIC.into(), request.to_string()).await?;
+        Ok(asked)
     }
 }
 
@@ -402,7 +469,6 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let limits = s.limits(channel);
         let keys = Keys::of(channel.as_str());
-        let mut conn = s.conn()?;
         let mut call = s.scripts.publish.prepare_invoke();
         call.key(&keys.meta).key(&keys.history);
         call.arg(data)
@@ -410,8 +476,10 @@ impl Broker for RedisBroker {
             .arg(limits.max_age.as_millis() as u64)
             .arg(s.channel_ttl(limits))
             .arg(new_epoch().as_str())
-            .arg(scripts::topic(channel.as_str()));
-        let (epoch, offset): (String, u64) = s.call("publish", call.invoke_async(&mut conn)).await?;
+            .arg(s.naming.topic(channel.as_str()));
+        let call = &call;
+        let (epoch, offset): (String, u64) =
+            s.commands.call("publish", |mut c: Conn| async move { call.invoke_async(&mut c).await }).await?;
         Ok(Published { epoch: Epoch::new(epoch), offset: Offset(offset), delivered: None })
     }
 
@@ -466,22 +534,26 @@ impl Broker for RedisBroker {
     }
 
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
-        let s = &self.shared;
-        let mut conn = s.conn()?;
-        let keys = Keys::of(channel.as_str());
-        let entries: Vec<String> =
-            s.call("presence", s.scripts.presence.key(&keys.presence).arg(unix_ms()).invoke_async(&mut conn)).await?;
+        let entries = self.shared.live("presence", &Keys::of(channel.as_str()).presence).await?;
         Ok(entries.iter().filter_map(|e| parse_presence(e)).map(Arc::new).collect())
     }
 
     async fn channels(&self) -> Result<Vec<ChannelInfo>, BrokerError> {
         let s = &self.shared;
-        let mut conn = s.conn()?;
-        let flat: Vec<(String, usize)> =
-            s.call("channels", s.scripts.channels.key(CHANNELS_KEY).arg(unix_ms()).invoke_async(&mut conn)).await?;
-        let mut out: Vec<ChannelInfo> = flat
-            .into_iter()
-            .filter_map(|(name, subscribers)| Some(ChannelInfo { channel: ChannelName::new(&name).ok()?, subscribers }))
+        let names = s.live("channels", CHANNELS_KEY).await?;
+        let now = unix_ms();
+        // One count per channel: their presence keys are spread over slots.
+        let counts = names.iter().map(|name| {
+            let mut cmd = redis::cmd("ZCOUNT");
+            cmd.arg(Keys::of(name).presence).arg(format!("({now}")).arg("+inf");
+            s.query::<usize>("channels", cmd)
+        });
+        let counts = futures_util::future::try_join_all(counts).await?;
+        let mut out: Vec<ChannelInfo> = names
+            .iter()
+            .zip(counts)
+            .filter(|(_, subscribers)| *subscribers > 0)
+            .filter_map(|(name, subscribers)| Some(ChannelInfo { channel: ChannelName::new(name).ok()?, subscribers }))
             .collect();
         out.sort_by(|a, b| a.channel.cmp(&b.channel));
         Ok(out)
@@ -489,16 +561,13 @@ impl Broker for RedisBroker {
 
     async fn disconnect_elsewhere(&self, target: Target<'_>, disconnect: &Disconnect) -> Result<usize, BrokerError> {
         let s = &self.shared;
-        let mut conn = s.conn()?;
         let mut msg =
             serde_json::json!({"from": s.node_id, "code": disconnect.code.code(), "reason": disconnect.reason});
         match target {
             Target::User(u) => msg["user"] = u.into(),
             Target::Session(id) => msg["session"] = id.into(),
         }
-        let heard: usize = s
-            .call("publish", redis::cmd("PUBLISH").arg(CONTROL_TOPIC).arg(msg.to_string()).query_async(&mut conn))
-            .await?;
+        let heard = s.publish_topic("publish", CONTROL_TOPIC.into(), msg.to_string()).await?;
         Ok(heard.saturating_sub(1))
     }
 

@@ -1,5 +1,5 @@
-//! The link: this node's one pub/sub connection to Redis, and the task that
-//! owns it.
+//! The link: this node's pub/sub connection to Redis (to each shard's
+//! master, in a Cluster), and the task that owns it.
 //!
 //! It subscribes to the topic of every channel with members here (joins
 //! ask for it through [`Request::Ensure`] and wait for Redis to confirm, so
@@ -8,25 +8,32 @@
 //! refreshes presence, and every second checks channel positions so a
 //! message lost with nothing after it is still noticed.
 //!
-//! When the connection drops, the node reports not-ready, reconnects with
-//! jittered exponential backoff (0.1 s to 5 s), resubscribes, and fills
-//! every channel from history before going on.
+//! In a Cluster the topics are sharded (`SSUBSCRIBE`): each publication
+//! travels only from its shard's master to the nodes that subscribed
+//! there, over one connection per shard per node.
+//!
+//! The link is rebuilt, not patched, whenever it may have lost something:
+//! a connection closed (the library's `Disconnection` push), Redis dropped
+//! a subscription we still want (a slot moved to another shard, or a
+//! failover), or a PING went unanswered. Meanwhile the node reports
+//! not-ready; it reconnects with jittered exponential backoff (0.1 s to
+//! 5 s), resubscribes, and verifies and fills every channel from history
+//! before going on.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use holdfast_core::BrokerError;
-
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset};
 use rand::Rng;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::deployment::Conn;
 use crate::hub::{Arrival, Check};
-use crate::scripts::{inbox, topic, Keys, CHANNELS_KEY, CONTROL_TOPIC, TOPIC_PREFIX};
+use crate::scripts::{inbox, Keys, CHANNELS_KEY, CONTROL_TOPIC};
 use crate::{unix_ms, Shared};
 
 /// What the broker asks of the link.
@@ -44,11 +51,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let (mut sink, mut stream, mut subscribed) = match connect(&shared).await {
+        let (mut conn, mut pushes, mut subscribed) = match connect(&shared).await {
             Ok(link) => link,
             Err(why) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("redis: {why}; retrying in about {backoff:?}");
+                tracing::warn!(broker = %shared.deployment.shown, "redis: {why}; retrying in about {backoff:?}");
                 shared.set_readiness(Err(format!("Redis unreachable ({why}); reconnecting")));
                 let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -59,23 +66,37 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
             }
         };
         backoff = MIN_BACKOFF;
-        // Publications made while this node was away are in history.
-        check_positions(&shared, true).await;
+        // Publications made while this node was away are in history (and a
+        // failover may have rewritten it).
+        verify_all(&shared).await;
         shared.set_readiness(Ok(()));
-        tracing::info!(url = %shared.options.url, channels = subscribed.len(), "redis connected");
+        tracing::info!(broker = %shared.deployment.shown, channels = subscribed.len(), "redis connected");
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let refresh_every = (shared.options.presence_ttl / 3).max(TICK).as_secs().max(1);
         let mut ticks = 0u64;
         let why = loop {
             tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => on_message(&shared, &msg).await,
-                    None => break "the subscription connection closed",
+                push = pushes.recv() => match push {
+                    None => break "the subscription connection closed".to_owned(),
+                    Some(push) => match push.kind {
+                        PushKind::Disconnection => break "a subscription connection closed".to_owned(),
+                        PushKind::Message | PushKind::SMessage => {
+                            if let Some(msg) = redis::Msg::from_push_info(push) {
+                                on_message(&shared, &msg).await;
+                            }
+                        }
+                        PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                            if let Some(topic) = dropped_but_wanted(&shared, &subscribed, &push) {
+                                break format!("Redis dropped the subscription to {topic} (a slot moved or a failover)");
+                            }
+                        }
+                        _ => {}
+                    },
                 },
                 req = requests.recv() => match req {
                     Some(Request::Ensure(channel, reply)) => {
-                        let r = ensure(&shared, &mut sink, &mut subscribed, channel).await;
+                        let r = ensure(&shared, &mut conn, &mut subscribed, channel).await;
                         let _ = reply.send(r);
                     }
                     None => return,
@@ -87,66 +108,123 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
                         for c in &idle {
                             subscribed.remove(c);
                         }
-                        let topics: Vec<String> = idle.iter().map(|c| topic(c.as_str())).collect();
-                        if shared.call("unsubscribe", sink.unsubscribe(topics)).await.is_err() {
-                            break "unsubscribe failed";
+                        let topics: Vec<String> = idle.iter().map(|c| shared.naming.topic(c.as_str())).collect();
+                        if let Err(e) = within(&shared, conn.unsubscribe(&topics)).await {
+                            break format!("unsubscribe failed ({e})");
                         }
                     }
-                    check_positions(&shared, false).await;
+                    check_positions(&shared).await;
                     if ticks.is_multiple_of(refresh_every) {
                         refresh_presence(&shared).await;
                     }
-                    if shared.call("ping", sink.ping::<redis::Value>()).await.is_err() {
-                        break "no answer to PING on the subscription connection";
+                    if let Err(e) = within(&shared, conn.ping()).await {
+                        break format!("no answer to PING on the subscription connection ({e})");
+                    }
+                    // Ready means a publish will work: the command
+                    // connection must answer too.
+                    match shared.commands.probe().await {
+                        Ok(()) => shared.set_readiness(Ok(())),
+                        Err(e) => shared.set_readiness(Err(format!("the Redis command connection fails ({e}); reconnecting"))),
                     }
                 }
             }
         };
         shared.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("redis: {why}; reconnecting");
+        tracing::warn!(broker = %shared.deployment.shown, "redis: {why}; reconnecting");
         shared.set_readiness(Err(format!("lost Redis ({why}); reconnecting")));
     }
 }
 
-type Link = (PubSubSink, PubSubStream, HashSet<ChannelName>);
+type Link = (Conn, mpsc::UnboundedReceiver<PushInfo>, HashSet<ChannelName>);
 
-/// Opens the pub/sub connection (and the command connection, the first
-/// time) and subscribes to the control topic and every channel here.
+/// Runs a link call within the broker's timeout.
+async fn within<T>(
+    shared: &Shared,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(shared.options.timeout, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", shared.options.timeout)),
+    }
+}
+
+/// Opens the pub/sub connection, subscribes to the control topic, this
+/// node's inbox and every channel here, and makes sure the command
+/// connection answers: ready must mean a publish will work.
 async fn connect(shared: &Shared) -> Result<Link, String> {
     let timeout = shared.options.timeout;
-    if shared.conn().is_err() {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(MAX_BACKOFF);
-        let manager =
-            ConnectionManager::new_with_config(shared.client.clone(), config).await.map_err(|e| e.to_string())?;
-        *shared.commands.write().expect("commands lock poisoned") = Some(manager);
-    }
-    let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
-        .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
-    let (mut sink, stream) = pubsub.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut conn = match tokio::time::timeout(timeout, shared.deployment.connect(tx, timeout)).await {
+        Err(_) => return Err(format!("no connection within {timeout:?}")),
+        Ok(Err(e)) => {
+            if let Some(why) = refusal(&e) {
+                let _ = shared.refused.set(format!("broker {}: {why}", shared.deployment.shown));
+            }
+            return Err(e.to_string());
+        }
+        Ok(Ok(conn)) => conn,
+    };
     let channels: HashSet<ChannelName> = shared.hub.channels().into_iter().collect();
-    let mut topics: Vec<String> = channels.iter().map(|c| topic(c.as_str())).collect();
+    let mut topics: Vec<String> = channels.iter().map(|c| shared.naming.topic(c.as_str())).collect();
     topics.push(CONTROL_TOPIC.into());
     topics.push(inbox(&shared.node_id));
-    shared.call("subscribe", sink.subscribe(topics)).await.map_err(|e| e.to_string())?;
-    Ok((sink, stream, channels))
+    within(shared, conn.subscribe(&topics)).await?;
+    shared.commands.probe().await.map_err(|e| format!("the command connection fails: {e}"))?;
+    Ok((conn, rx, channels))
+}
+
+/// Why Redis will not take this node whatever the wait: credentials or
+/// certificate (a setting to fix, named at start).
+fn refusal(e: &redis::RedisError) -> Option<String> {
+    let text = e.to_string();
+    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        || ["WRONGPASS", "NOAUTH", "NOPERM", "invalid password"].iter().any(|w| text.contains(w));
+    if auth {
+        return Some(format!(
+            "Redis refused the credentials ({text}); fix USER:PASSWORD in the broker URL \
+             (--broker, HOLDFAST_BROKER or `broker` in the config file); an ACL user needs \
+             `on >PASSWORD ~hf:* &hf:* +@all` (docs/OPERATIONS.md lists the commands)"
+        ));
+    }
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        return Some(format!(
+            "the TLS handshake with Redis failed ({text}); give the CA that signed Redis's certificate \
+             with --broker-ca-file (HOLDFAST_BROKER_CA_FILE), or check the host name in the URL"
+        ));
+    }
+    None
+}
+
+/// The topic an `unsubscribe` push names, when it is one this node still
+/// wants (Redis dropped it: a slot moved, or a failover).
+fn dropped_but_wanted(shared: &Shared, subscribed: &HashSet<ChannelName>, push: &PushInfo) -> Option<String> {
+    let topic = match push.data.first()? {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => return None,
+    };
+    let wanted = topic == CONTROL_TOPIC
+        || topic == inbox(&shared.node_id)
+        || shared
+            .naming
+            .channel_of(&topic)
+            .and_then(|c| ChannelName::new(c).ok())
+            .is_some_and(|c| subscribed.contains(&c));
+    wanted.then_some(topic)
 }
 
 async fn ensure(
     shared: &Shared,
-    sink: &mut PubSubSink,
+    conn: &mut Conn,
     subscribed: &mut HashSet<ChannelName>,
     channel: ChannelName,
 ) -> Result<(), BrokerError> {
     if subscribed.contains(&channel) {
         return Ok(());
     }
-    shared.call("subscribe", sink.subscribe(topic(channel.as_str()))).await?;
+    within(shared, conn.subscribe(&[shared.naming.topic(channel.as_str())]))
+        .await
+        .map_err(|e| BrokerError::Unavailable(format!("redis subscribe: {e}")))?;
     subscribed.insert(channel);
     Ok(())
 }
@@ -178,7 +256,7 @@ async fn on_message(shared: &Arc<Shared>, msg: &redis::Msg) {
         shared.on_answer(msg.get_payload_bytes());
         return;
     }
-    let Some(channel) = name.strip_prefix(TOPIC_PREFIX).and_then(|n| ChannelName::new(n).ok()) else {
+    let Some(channel) = shared.naming.channel_of(name).and_then(|n| ChannelName::new(n).ok()) else {
         return;
     };
     let Some((epoch, publication)) = parse_publication(&channel, msg.get_payload_bytes()) else {
@@ -208,29 +286,43 @@ fn parse_publication(channel: &ChannelName, payload: &[u8]) -> Option<(Epoch, En
     Some((epoch, EncodedPublication::new(channel, offset, parts.next()?)))
 }
 
-/// Compares every channel's delivered position with Redis. With `force`
-/// (after a reconnect) any difference is filled at once; otherwise only an
-/// offset still missing since the previous check is.
-async fn check_positions(shared: &Shared, force: bool) {
+/// After a reconnect: reads every channel from its last delivered offset,
+/// so what was published meanwhile is delivered and a history rewritten by
+/// a failover is noticed ([`crate::hub::LocalHub::fill`]).
+async fn verify_all(shared: &Shared) {
+    let reads: Vec<_> =
+        shared.hub.positions().into_iter().map(|(channel, last)| verify(shared, channel, last)).collect();
+    futures_util::StreamExt::collect::<Vec<()>>(futures_util::StreamExt::buffer_unordered(
+        futures_util::stream::iter(reads),
+        64,
+    ))
+    .await;
+}
+
+async fn verify(shared: &Shared, channel: ChannelName, last: Offset) {
+    if let Err(e) = shared.fill(&channel, last).await {
+        tracing::warn!(%channel, "could not read history after reconnecting: {e}");
+    }
+}
+
+/// Compares every channel's delivered position with Redis; an offset
+/// Redis had at the previous check that still has not arrived is filled.
+async fn check_positions(shared: &Shared) {
     let channels = shared.hub.channels();
     if channels.is_empty() {
         return;
     }
-    let Ok(mut conn) = shared.conn() else {
-        return;
-    };
-    let mut pipe = redis::pipe();
-    for c in &channels {
-        pipe.cmd("HMGET").arg(Keys::of(c.as_str()).meta).arg("e").arg("o");
-    }
-    let Ok(positions) =
-        shared.call("position check", pipe.query_async::<Vec<(Option<String>, Option<u64>)>>(&mut conn)).await
-    else {
+    let positions = shared
+        .per_channel::<(Option<String>, Option<u64>)>("position check", &channels, |pipe, c| {
+            pipe.cmd("HMGET").arg(Keys::of(c.as_str()).meta).arg("e").arg("o");
+        })
+        .await;
+    let Ok(positions) = positions else {
         return;
     };
     for (channel, (epoch, offset)) in channels.iter().zip(positions) {
         let seen = epoch.zip(offset).map(|(e, o)| (Epoch::new(e), Offset(o)));
-        match shared.hub.check(channel, seen, force) {
+        match shared.hub.check(channel, seen) {
             Check::Fine => {}
             Check::Reset => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -252,26 +344,31 @@ async fn refresh_presence(shared: &Shared) {
     if members.is_empty() {
         return;
     }
-    let Ok(mut conn) = shared.conn() else {
-        return;
-    };
     let ttl = shared.options.presence_ttl.as_millis() as u64;
     let expires = unix_ms() + ttl;
-    let mut pipe = redis::pipe();
-    for (channel, infos) in &members {
-        let keys = Keys::of(channel.as_str());
-        let zadd = pipe.cmd("ZADD").arg(&keys.presence);
-        for info in infos {
-            zadd.arg(expires).arg(crate::presence_entry(info));
-        }
-        zadd.ignore();
-        pipe.cmd("PEXPIRE").arg(&keys.presence).arg(ttl).ignore();
-        pipe.cmd("ZADD").arg(CHANNELS_KEY).arg(expires).arg(channel.as_str()).ignore();
-        let channel_ttl = shared.channel_ttl(shared.limits(channel));
-        pipe.cmd("PEXPIRE").arg(&keys.meta).arg(channel_ttl).ignore();
-        pipe.cmd("PEXPIRE").arg(&keys.history).arg(channel_ttl).ignore();
+    let channels: Vec<ChannelName> = members.iter().map(|(c, _)| c.clone()).collect();
+    let infos: std::collections::HashMap<&ChannelName, &Vec<Arc<holdfast_core::ClientInfo>>> =
+        members.iter().map(|(c, i)| (c, i)).collect();
+    let refreshed = shared
+        .per_channel::<i64>("presence refresh", &channels, |pipe, channel| {
+            let keys = Keys::of(channel.as_str());
+            let zadd = pipe.cmd("ZADD").arg(&keys.presence);
+            for info in infos[channel] {
+                zadd.arg(expires).arg(crate::presence_entry(info));
+            }
+            zadd.ignore();
+            pipe.cmd("PEXPIRE").arg(&keys.presence).arg(ttl).ignore();
+            let channel_ttl = shared.channel_ttl(shared.limits(channel));
+            pipe.cmd("PEXPIRE").arg(&keys.meta).arg(channel_ttl).ignore();
+            pipe.cmd("PEXPIRE").arg(&keys.history).arg(channel_ttl);
+        })
+        .await;
+    let mut listed = redis::cmd("ZADD");
+    listed.arg(CHANNELS_KEY);
+    for c in &channels {
+        listed.arg(expires).arg(c.as_str());
     }
-    if let Err(e) = shared.call("presence refresh", pipe.query_async::<()>(&mut conn)).await {
+    if let Err(e) = refreshed.and(shared.query::<()>("presence refresh", listed).await) {
         tracing::warn!("{e}");
     }
 }

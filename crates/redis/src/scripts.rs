@@ -8,9 +8,14 @@
 //! - `hf:{C}:p` — sorted set of presence entries (client info as JSON),
 //!   scored by when they expire unless a node refreshes them.
 //!
-//! Plus `hf:channels` (channel names scored by expiry), the pub/sub topic
-//! `hf:p:C` for each channel's publications (`"<epoch> <offset> <data>"`)
-//! and `hf:ctl` for requests between nodes.
+//! Plus `hf:channels` (channel names scored by expiry), a pub/sub topic
+//! for each channel's publications (`"<epoch> <offset> <data>"`; see
+//! [`Naming`]), `hf:ctl` for requests between nodes and `hf:n:NODE` for
+//! their answers.
+//!
+//! No script touches a key it was not given, so each runs on one slot of a
+//! Cluster: a channel's keys share the `{C}` hash tag, and `hf:channels`
+//! (another slot) is written by a separate command.
 //!
 //! Invariants kept by running every change as one script:
 //! - offsets are assigned by `HINCRBY` in the same script that appends to
@@ -21,8 +26,6 @@
 
 use redis::Script;
 
-/// Every key and topic starts with this.
-pub const TOPIC_PREFIX: &str = "hf:p:";
 /// Requests between nodes (remote disconnects, commands and reads for
 /// request-based sessions).
 pub const CONTROL_TOPIC: &str = "hf:ctl";
@@ -52,9 +55,46 @@ pub fn inbox(node_id: &str) -> String {
     format!("hf:n:{node_id}")
 }
 
-/// The pub/sub topic of a channel.
-pub fn topic(channel: &str) -> String {
-    format!("{TOPIC_PREFIX}{channel}")
+/// Pub/sub names, which differ by deployment.
+///
+/// On one server (or Sentinel) publications go by `PUBLISH` to `hf:p:C`,
+/// the names every holdfast node has used, so a rolling upgrade keeps
+/// working. In a Cluster they go by `SPUBLISH` to `hf:{C}:t`: a sharded
+/// topic with the channel's hash tag is in the same slot as the channel's
+/// keys, so the publish script may publish it, and the publication stays
+/// inside the shard instead of crossing the whole cluster bus.
+#[derive(Clone, Copy, Debug)]
+pub struct Naming {
+    pub sharded: bool,
+}
+
+impl Naming {
+    /// The pub/sub topic of a channel.
+    pub fn topic(self, channel: &str) -> String {
+        if self.sharded {
+            format!("hf:{{{channel}}}:t")
+        } else {
+            format!("hf:p:{channel}")
+        }
+    }
+
+    /// The channel whose publications a topic carries.
+    pub fn channel_of(self, topic: &str) -> Option<&str> {
+        if self.sharded {
+            topic.strip_prefix("hf:{")?.strip_suffix("}:t")
+        } else {
+            topic.strip_prefix("hf:p:")
+        }
+    }
+
+    /// The command that publishes on a topic.
+    pub fn publish(self) -> &'static str {
+        if self.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
 }
 
 /// Drops history entries older than a cutoff (shared by the scripts).
@@ -84,7 +124,8 @@ end
 "#;
 
 /// KEYS: meta, history. ARGV: data, max_len, max_age_ms, ttl_ms,
-/// candidate epoch, topic. Returns `{epoch, offset}`.
+/// candidate epoch, topic. Returns `{epoch, offset}`. `PUBLISH_COMMAND` is
+/// replaced by [`Naming::publish`].
 const PUBLISH: &str = r#"
 local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[5])
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
@@ -97,13 +138,13 @@ if max_len > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[1])
+redis.call('PUBLISH_COMMAND', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[1])
 return {epoch, offset}
 "#;
 
-/// KEYS: meta, history, presence, channels. ARGV: max_age_ms, ttl_ms,
-/// candidate epoch, since (-1: no entries), limit, presence member ('' for
-/// none), presence expiry (unix ms), presence ttl ms, channel name.
+/// KEYS: meta, history, presence. ARGV: max_age_ms, ttl_ms, candidate
+/// epoch, since (-1: no entries), limit, presence member ('' for none),
+/// presence expiry (unix ms), presence ttl ms.
 /// Returns `{epoch, newest, held, {entries after since}}`.
 const STATE: &str = r#"
 local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[3])
@@ -125,30 +166,15 @@ end
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
   redis.call('PEXPIRE', KEYS[3], ARGV[8])
-  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[9])
 end
 return {epoch, newest, held, entries}
 "#;
 
-/// KEYS: presence. ARGV: now (unix ms). Returns live entries.
-const PRESENCE: &str = r#"
+/// KEYS: a sorted set scored by expiry (presence, or `hf:channels`).
+/// ARGV: now (unix ms). Drops expired members; returns the live ones.
+const LIVE: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
-"#;
-
-/// KEYS: channels. ARGV: now (unix ms). Returns `{name, subscribers, …}`
-/// for channels with live presence entries.
-const CHANNELS: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local out = {}
-for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local n = redis.call('ZCOUNT', 'hf:{' .. name .. '}:p', '(' .. ARGV[1], '+inf')
-  if n > 0 then
-    table.insert(out, name)
-    table.insert(out, n)
-  end
-end
-return out
 "#;
 
 /// The scripts, hashed once (`invoke_async` runs `EVALSHA` and loads the
@@ -156,18 +182,35 @@ return out
 pub struct Scripts {
     pub publish: Script,
     pub state: Script,
-    pub presence: Script,
-    pub channels: Script,
+    pub live: Script,
 }
 
-impl Default for Scripts {
-    fn default() -> Self {
+impl Scripts {
+    pub fn new(naming: Naming) -> Scripts {
         let with_helpers = |body: &str| Script::new(&format!("{TRIM_AGE}{body}"));
         Scripts {
-            publish: with_helpers(PUBLISH),
+            publish: with_helpers(&PUBLISH.replace("PUBLISH_COMMAND", naming.publish())),
             state: with_helpers(STATE),
-            presence: Script::new(PRESENCE),
-            channels: Script::new(CHANNELS),
+            live: Script::new(LIVE),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sharded_topic_shares_the_channel_keys_hash_tag() {
+        let sharded = Naming { sharded: true };
+        let keys = Keys::of("chat:lobby");
+        let tag = |s: &str| s[s.find('{').unwrap()..=s.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&sharded.topic("chat:lobby")), tag(&keys.meta));
+        assert_eq!(tag(&keys.history), tag(&keys.presence));
+        for naming in [sharded, Naming { sharded: false }] {
+            assert_eq!(naming.channel_of(&naming.topic("a:b")), Some("a:b"));
+            assert_eq!(naming.channel_of(CONTROL_TOPIC), None);
+        }
+        assert_eq!(Naming { sharded: false }.topic("x"), "hf:p:x", "the names nodes already use");
     }
 }

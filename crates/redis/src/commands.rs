@@ -1,0 +1,134 @@
+//! `Commands`: this node's command connection to Redis (one multiplexed
+//! connection, or one Cluster connection), replaced as soon as it is known
+//! to be gone.
+//!
+//! Why not the library's `ConnectionManager`: it finds out that its
+//! connection died only when a command fails on it, so after a Redis
+//! restart the first publish on every node failed with `broken pipe` while
+//! `/readyz` already said 200. Here the library's own notice that a
+//! connection closed (a RESP3 `Disconnection` push) marks it dead at once,
+//! the next call connects afresh before sending anything, and the link's
+//! readiness probe pings this connection too.
+//!
+//! A call is retried once, on a fresh connection, only when Redis refused
+//! it without running it (`READONLY` from a demoted master, `LOADING`,
+//! `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`): a call that failed in flight
+//! may have run, and running a publish twice would assign two offsets.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use holdfast_core::BrokerError;
+use redis::{PushInfo, PushKind, RedisError, ServerErrorKind};
+
+use crate::deployment::{Conn, Deployment};
+
+/// See the module docs.
+pub struct Commands {
+    deployment: Deployment,
+    timeout: Duration,
+    live: RwLock<Option<Live>>,
+    /// Held while connecting, so a burst of calls makes one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Live {
+    conn: Conn,
+    closed: Arc<AtomicBool>,
+}
+
+impl Commands {
+    pub fn new(deployment: Deployment, timeout: Duration) -> Commands {
+        Commands { deployment, timeout, live: RwLock::new(None), connecting: tokio::sync::Mutex::new(()) }
+    }
+
+    fn current(&self) -> Option<Live> {
+        let live = self.live.read().expect("commands lock poisoned");
+        live.as_ref().filter(|l| !l.closed.load(Ordering::Relaxed)).cloned()
+    }
+
+    /// A live connection: the current one, or a new one when there is none
+    /// or it closed.
+    async fn get(&self) -> Result<Live, RedisError> {
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        let on_push = move |push: PushInfo| {
+            if push.kind == PushKind::Disconnection {
+                flag.store(true, Ordering::Relaxed);
+            }
+            Ok::<(), ()>(())
+        };
+        let conn = tokio::time::timeout(self.timeout, self.deployment.connect(on_push, self.timeout))
+            .await
+            .map_err(|_| RedisError::from((redis::ErrorKind::Io, "no connection within the timeout")))??;
+        let live = Live { conn, closed };
+        *self.live.write().expect("commands lock poisoned") = Some(live.clone());
+        Ok(live)
+    }
+
+    /// Runs `op` on the command connection within the timeout; failures
+    /// become [`BrokerError::Unavailable`] with Redis's own words. See the
+    /// module docs for when it retries.
+    pub async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, BrokerError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut retried = false;
+        loop {
+            let failed = match self.get().await {
+                Err(e) => format!("{e}"),
+                Ok(live) => match tokio::time::timeout(self.timeout, op(live.conn.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => {
+                        let refused = refused_unrun(&e);
+                        if refused || e.is_connection_dropped() || e.is_io_error() {
+                            live.closed.store(true, Ordering::Relaxed);
+                        }
+                        if refused && !retried {
+                            retried = true;
+                            continue;
+                        }
+                        format!("{e}")
+                    }
+                    Err(_) => {
+                        // No answer at all: the peer may be gone without a FIN.
+                        live.closed.store(true, Ordering::Relaxed);
+                        format!("no answer within {:?}", self.timeout)
+                    }
+                },
+            };
+            return Err(BrokerError::Unavailable(format!("redis {what}: {failed}")));
+        }
+    }
+
+    /// Whether the command connection answers a PING (every master, in a
+    /// Cluster); connects first when needed.
+    pub async fn probe(&self) -> Result<(), String> {
+        self.call("ping", |mut c| async move { c.ping().await }).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Redis refused the command without running it.
+fn refused_unrun(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+        )
+    )
+}

@@ -577,3 +577,35 @@ async fn sse_and_long_polling_sessions_work_whichever_node_a_request_lands_on() 
     let (status, _) = api(ports[1], "GET", "/poll?session=nobody", "").await;
     assert_eq!(status, 404);
 }
+
+/// Issue 13: after Redis restarted, `/readyz` said 200 on both nodes while
+/// the first publish on a node that had not published since failed with
+/// `broken pipe`. Ready must mean a publish works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r13_after_a_redis_restart_ready_means_the_first_publish_on_every_node_works() {
+    let mut redis = Redis::start();
+    let nodes: Vec<Served> = (0..2).map(|_| node(&redis, &[])).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(publish(n.1, "before", json!(i)).await, i as u64 + 1);
+    }
+    for round in 0..2 {
+        redis.down();
+        for n in &nodes {
+            eventually("not ready while Redis is down", Duration::from_secs(5), || async {
+                api(n.1, "GET", "/readyz", "").await.0 == 503
+            })
+            .await;
+        }
+        redis.up();
+        for n in &nodes {
+            eventually("ready once Redis is back", Duration::from_secs(10), || async {
+                api(n.1, "GET", "/readyz", "").await.0 == 200
+            })
+            .await;
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let (status, body) = api(n.1, "POST", "/api/publish", r#"{"channel":"after","data":1}"#).await;
+            assert_eq!(status, 200, "round {round}, node {i}: the first publish after ready: {body}");
+        }
+    }
+}

@@ -115,7 +115,12 @@ impl Commands {
     /// Whether the command connection answers a PING (every master, in a
     /// Cluster); connects first when needed.
     pub async fn probe(&self) -> Result<(), String> {
-        self.call("ping", |mut c| async move { c.ping().await }).await.map_err(|e| e.to_string())
+        let deployment = &self.deployment;
+        let probe = |mut c: Conn| async move {
+            c.ping().await?;
+            deployment.still_master(&mut c).await
+        };
+        self.call("ping", probe).await.map_err(|e| e.to_string())
     }
 }
 

@@ -197,18 +197,26 @@ impl Deployment {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_push_sender(pushes);
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
-        if self.form == Form::Sentinel {
-            // Sentinel's answer may be a moment old: make sure it is the master.
-            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-            if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                    "Sentinel named a server that is not a master (a failover is under way)",
-                )));
-            }
+        let mut conn = Conn::Single(client.get_multiplexed_async_connection_with_config(&config).await?);
+        // Sentinel's answer may be a moment old: make sure it is the master.
+        self.still_master(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// With Sentinel, fails unless `conn` is still on the master: after a
+    /// failover the old master may live on as a replica, answering reads.
+    pub async fn still_master(&self, conn: &mut Conn) -> RedisResult<()> {
+        if self.form != Form::Sentinel {
+            return Ok(());
         }
-        Ok(Conn::Single(conn))
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
+        if matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
+            return Ok(());
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "the server Sentinel named is no longer the master (a failover)",
+        )))
     }
 
     /// Asks each Sentinel in turn where the master is.

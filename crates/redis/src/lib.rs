@@ -295,7 +295,7 @@ impl Shared {
         }
         if filled.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%channel, "messages lost between Redis and this node could not be recovered; subscribers told to resubscribe");
+            tracing::warn!(%channel, "messages lost between Redis and this node could not be recovered (history trimmed past the gap, a new epoch, or history rewritten by a failover); subscribers told to resubscribe");
         }
         Ok(())
     }

@@ -120,6 +120,9 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
                     if let Err(e) = within(&shared, conn.ping()).await {
                         break format!("no answer to PING on the subscription connection ({e})");
                     }
+                    if let Err(e) = within(&shared, shared.deployment.still_master(&mut conn)).await {
+                        break e;
+                    }
                     // Ready means a publish will work: the command
                     // connection must answer too.
                     match shared.commands.probe().await {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod topology;
+
 /// A running server and its port.
 pub struct Served(pub Child, pub u16);
 
@@ -24,7 +26,7 @@ pub fn serve(port: u16, extra: &[&str]) -> Served {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--drain-window", "500ms"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("HOLDFAST_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .unwrap();
     let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();

@@ -1,0 +1,381 @@
+//! holdfast on Redis as operators run it (issue 13), on real servers the
+//! tests start: a 3-master, 3-replica Cluster (sharded pub/sub, a master
+//! SIGKILLed mid-stream), Sentinel (1 master, 1 replica, 3 sentinels, a
+//! forced failover), TLS with an ACL user, and a wrong password.
+//!
+//! What a failover must never do is lose something silently: every client
+//! receives every publication once, in order, or hears `recovered: false`;
+//! publishes fail (503 `broker_unavailable`) only while the switch lasts.
+//!
+//! Needs redis-server and openssl: `apt-get install -y redis-server openssl`
+//! (scripts/test does it).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::topology::{RedisCluster, RedisSentinel, RedisTls};
+use common::{api, serve, Served};
+use holdfast_client::{Client, Config, Event};
+use serde_json::json;
+
+/// A node on `url` with presence expiring in 3 s and no client limits in
+/// the way of load from one address.
+fn node(url: &str, extra: &[&str]) -> Served {
+    let mut args = vec!["--broker", url, "--presence-ttl", "3s", "--commands-per-second", "0"];
+    args.extend(["--max-connections-per-ip", "100000", "--connect-rate-per-ip", "100000"]);
+    args.extend(extra);
+    serve(0, &args)
+}
+
+fn fast(url: String) -> Config {
+    let mut c = Config::new(url);
+    c.backoff = holdfast_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(300), 2.0);
+    c
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client subscribed to `channels`, whose events a task keeps reading
+/// (its event queue is bounded: an unread client would stall).
+struct Watched {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Watched {
+    async fn start(port: u16, channels: &[String]) -> Watched {
+        let client = Client::start(fast(format!("ws://127.0.0.1:{port}/ws")));
+        for c in channels {
+            client.subscribe(c).await.unwrap();
+        }
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            while let Some(e) = client.next_event().await {
+                sink.lock().unwrap().push(e);
+            }
+        });
+        Watched { events }
+    }
+
+    /// The last offset received per channel.
+    fn last(&self) -> HashMap<String, u64> {
+        let mut last = HashMap::new();
+        for e in self.events.lock().unwrap().iter() {
+            if let Event::Message { channel, offset, .. } = e {
+                last.insert(channel.clone(), *offset);
+            }
+        }
+        last
+    }
+
+    /// Checks every channel's stream: each offset once, in order, from 1 to
+    /// `last[channel]`, except that after `recovered: false` the stream may
+    /// start again anywhere. Returns how many channels heard `recovered:
+    /// false`.
+    fn verify(&self, name: &str, last: &HashMap<String, u64>) -> usize {
+        let events = self.events.lock().unwrap();
+        let mut failed = 0;
+        for (channel, &final_offset) in last {
+            let mut expected = Some(1);
+            let mut reset = false;
+            for e in events.iter() {
+                match e {
+                    Event::Message { channel: c, offset, .. } if c == channel => {
+                        if let Some(want) = expected {
+                            assert_eq!(*offset, want, "{name} {channel}: each offset once, in order");
+                        }
+                        expected = Some(offset + 1);
+                    }
+                    Event::RecoveryFailed { channel: c } if c == channel => {
+                        reset = true;
+                        expected = None;
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(expected, Some(final_offset + 1), "{name} {channel}: up to the last publication");
+            failed += usize::from(reset);
+        }
+        failed
+    }
+}
+
+/// What the publishers saw.
+#[derive(Default)]
+struct Published {
+    /// Channel → newest offset a publish was acknowledged with.
+    acked: HashMap<String, u64>,
+    /// When publishes failed, and how.
+    failures: Vec<(Instant, u16, String)>,
+}
+
+/// Publishes round robin over `channels` through `ports` at about `rate`
+/// per second until `stop` says so.
+async fn publish_until(
+    ports: Vec<u16>,
+    channels: Vec<String>,
+    rate: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Published {
+    let mut seen = Published::default();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut n = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let channel = &channels[n % channels.len()];
+        let port = ports[n % ports.len()];
+        n += 1;
+        let (status, body) =
+            api(port, "POST", "/api/publish", &json!({"channel": channel, "data": n}).to_string()).await;
+        match body["offset"].as_u64() {
+            Some(offset) if status == 200 => {
+                let newest = seen.acked.entry(channel.clone()).or_default();
+                *newest = (*newest).max(offset);
+            }
+            _ => seen.failures.push((Instant::now(), status, body.to_string())),
+        }
+    }
+    seen
+}
+
+/// One more publication on every channel, retried until accepted; returns
+/// the offsets.
+async fn final_round(port: u16, channels: &[String]) -> HashMap<String, u64> {
+    let mut last = HashMap::new();
+    for c in channels {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, body) =
+                api(port, "POST", "/api/publish", &json!({"channel": c, "data": "last"}).to_string()).await;
+            if status == 200 {
+                last.insert(c.clone(), body["offset"].as_u64().unwrap());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{c}: publishes still fail: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    last
+}
+
+/// Samples `/readyz` of `ports` every 50 ms until `stop`; returns the
+/// not-ready answers seen.
+async fn watch_readiness(ports: Vec<u16>, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<String> {
+    let mut not_ready = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for &p in &ports {
+            let (status, body) = api(p, "GET", "/readyz", "").await;
+            if status != 200 {
+                not_ready.push(format!("{status} {body}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    not_ready
+}
+
+/// Streams publications through a failover that `switch` performs, with
+/// `clients` watching every channel on both nodes, and checks that
+/// nothing was lost silently. Returns (channels that heard `recovered:
+/// false`, seconds publishes failed for).
+async fn through_a_failover(
+    nodes: &[Served],
+    channels: &[String],
+    rate: u64,
+    switch: impl std::future::Future<Output = ()>,
+) -> (usize, f64) {
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let mut watchers = Vec::new();
+    for &p in &ports {
+        watchers.push(Watched::start(p, channels).await);
+    }
+    // Every subscription is live before the stream starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = tokio::spawn(publish_until(ports.clone(), channels.to_vec(), rate, stop.clone()));
+    let ready_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readiness = tokio::spawn(watch_readiness(ports.clone(), ready_stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let switched_at = Instant::now();
+    switch.await;
+    let switched = switched_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher.await.unwrap();
+    let last = final_round(ports[0], channels).await;
+    ready_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let not_ready = readiness.await.unwrap();
+    for (c, acked) in &published.acked {
+        assert!(last[c] > *acked, "{c}: the final publication comes after every acknowledged one");
+    }
+
+    for (i, w) in watchers.iter().enumerate() {
+        eventually(&format!("client {i} has every channel's last publication"), Duration::from_secs(20), || async {
+            let got = w.last();
+            last.iter().all(|(c, o)| got.get(c) == Some(o))
+        })
+        .await;
+    }
+    let reset: usize = watchers.iter().enumerate().map(|(i, w)| w.verify(&format!("client {i}"), &last)).sum();
+
+    // Publishes fail only while the switch lasts, with the documented code.
+    let failed_for = match (published.failures.first(), published.failures.last()) {
+        (Some(first), Some(last)) => (last.0 - first.0).as_secs_f64(),
+        _ => 0.0,
+    };
+    for (_, status, body) in &published.failures {
+        assert!(*status == 503 && body.contains("broker_unavailable"), "a failed publish: {status} {body}");
+    }
+    assert!(
+        failed_for <= switched.as_secs_f64() + 3.0,
+        "publishes failed for {failed_for:.1} s; the switch took {switched:?}"
+    );
+    // `/readyz` says why while it lasts, and is ready after.
+    assert!(not_ready.iter().all(|b| b.starts_with("503") && b.contains("Redis")), "{not_ready:?}");
+    for &p in &ports {
+        assert_eq!(api(p, "GET", "/readyz", "").await.0, 200);
+    }
+    eprintln!(
+        "failover: switch {switched:?}, publishes failed for {failed_for:.1} s ({} failures), {} not-ready samples, \
+         {reset} channel subscriptions told recovered: false",
+        published.failures.len(),
+        not_ready.len()
+    );
+    (reset, failed_for)
+}
+
+/// Runs `holdfast serve` with `args`; returns whether it was still running
+/// (and so killed) after 15 s, and what it wrote on stderr.
+fn serve_must_stop(args: &[&str]) -> (bool, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let running = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (running, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_spreads_channels_over_its_shards_and_a_killed_master_loses_nothing_silently() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let url = cluster.url();
+    let nodes: Vec<Served> = (0..2).map(|_| node(&url, &[])).collect();
+    let channels: Vec<String> = (0..200).map(|i| format!("room:{i}")).collect();
+
+    // Every key of a channel, and its topic, share one slot; the 200
+    // channels land on every master.
+    let masters = cluster.masters();
+    let mut per_master: HashMap<u16, usize> = HashMap::new();
+    for c in &channels {
+        *per_master.entry(cluster.master_for_key(&format!("hf:{{{c}}}:t"))).or_default() += 1;
+    }
+    assert_eq!(per_master.len(), masters.len(), "channels on every shard: {per_master:?}");
+
+    let victim = masters[0];
+    let dead = &mut cluster;
+    let switch = async {
+        tokio::task::block_in_place(|| {
+            dead.kill(victim);
+            dead.wait_failover(victim, Duration::from_secs(30));
+        })
+    };
+    let (reset, _) = through_a_failover(&nodes, &channels, 300, switch).await;
+    assert!(reset <= 2 * channels.len());
+
+    // Publications travel on sharded topics, each on its own shard.
+    for &m in &cluster.masters() {
+        let topics = cluster.cli(m, &["PUBSUB", "SHARDCHANNELS", "hf:{*}:t"]);
+        assert!(topics.lines().count() > 10, "master {m} holds sharded topics: {topics}");
+    }
+    // The cluster-wide channel list and presence come from every shard.
+    let (_, listed) = api(nodes[1].1, "GET", "/api/channels", "").await;
+    let listed = listed["channels"].as_array().unwrap();
+    assert_eq!(listed.len(), channels.len(), "{listed:?}");
+    assert!(listed.iter().all(|c| c["subscribers"] == 2), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_finds_the_master_again_after_a_forced_failover() {
+    let sentinel = RedisSentinel::start("hfmaster", Some("s3cret"));
+    let url = sentinel.url();
+    let nodes: Vec<Served> = (0..2).map(|_| node(&url, &[])).collect();
+    let channels: Vec<String> = (0..20).map(|i| format!("feed:{i}")).collect();
+    let before = sentinel.master();
+    let s = &sentinel;
+    let switch = async {
+        let after = tokio::task::block_in_place(|| s.failover(Duration::from_secs(30)));
+        assert_ne!(after, before);
+    };
+    through_a_failover(&nodes, &channels, 200, switch).await;
+    // The nodes now write to the new master.
+    let (status, body) = api(nodes[1].1, "POST", "/api/publish", r#"{"channel":"feed:0","data":"x"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let held = sentinel.cli(sentinel.master(), &["LLEN", "hf:{feed:0}:h"]);
+    assert!(held.trim().parse::<u64>().unwrap() > 0, "history on the new master: {held}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_an_acl_user_works_and_a_wrong_password_stops_the_start_with_the_fix() {
+    let redis = RedisTls::start("app", "app-pass");
+    let ca = redis.ca_file();
+    let ca = ca.to_str().unwrap();
+    let url = redis.url("app", "app-pass");
+    let a = node(&url, &["--broker-ca-file", ca]);
+    let b = node(&url, &["--broker-ca-file", ca]);
+    let sub = Watched::start(b.1, &["secure".to_owned()]).await;
+    eventually("subscribed", Duration::from_secs(5), || async {
+        let (_, v) = api(a.1, "GET", "/api/presence?channel=secure", "").await;
+        v["subscribers"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    for n in 1..=3u64 {
+        let (status, body) =
+            api(a.1, "POST", "/api/publish", &json!({"channel": "secure", "data": n}).to_string()).await;
+        assert_eq!((status, body["offset"].as_u64()), (200, Some(n)), "{body}");
+    }
+    let last: HashMap<String, u64> = [("secure".to_owned(), 3)].into();
+    eventually("delivered over TLS", Duration::from_secs(5), || async { sub.last() == last }).await;
+    assert_eq!(sub.verify("tls client", &last), 0);
+    // The data is there, under the ACL user, in the hf: keyspace.
+    assert_eq!(redis.cli(&["LLEN", "hf:{secure}:h"]).trim(), "3");
+
+    // A wrong password: the start stops with the URL (password masked) and the fix.
+    let wrong = redis.url("app", "not-the-password");
+    let (started, stderr) = serve_must_stop(&["--broker", &wrong, "--broker-ca-file", ca]);
+    assert!(!started, "a wrong password must not start: {stderr}");
+    assert!(stderr.contains(&format!("rediss://app:***@127.0.0.1:{}", redis.port())), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "the password is masked: {stderr}");
+    assert!(stderr.contains("Redis refused the credentials") && stderr.contains("--broker"), "{stderr}");
+
+    // Without the CA file, the certificate is not trusted: named, with the fix.
+    let (started, stderr) = serve_must_stop(&["--broker", &url]);
+    assert!(!started, "an untrusted certificate must not start: {stderr}");
+    assert!(stderr.contains("--broker-ca-file"), "{stderr}");
+}

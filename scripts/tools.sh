@@ -153,18 +153,19 @@ ensure_chromium() {
 # nginx for the doctor's scenario tests in crates/cli/tests (they run it as
 # the test user on loopback ports of their own; the package's service is not
 # used).
+# The Redis deployment tests also make TLS certificates with openssl.
 ensure_redis() {
-  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null; then
     return 0
   fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing redis-server"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
-      die "apt-get install -y redis-server failed"
+    echo "installing redis-server and openssl"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null ||
+      die "apt-get install -y redis-server openssl failed"
     # The package may start its own service on 6379; the tests start their own.
     if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
   else
-    die "redis-server is missing: install it with 'apt-get install -y redis-server'"
+    die "redis-server or openssl is missing: install them with 'apt-get install -y redis-server openssl'"
   fi
 }
 

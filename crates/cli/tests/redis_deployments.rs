@@ -17,32 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::topology::{RedisCluster, RedisSentinel, RedisTls};
-use common::{api, serve, Served};
-use holdfast_client::{Client, Config, Event};
+use common::{api, eventually, fast_client, node_on, Served};
+use holdfast_client::{Client, Event};
 use serde_json::json;
-
-/// A node on `url` with presence expiring in 3 s and no client limits in
-/// the way of load from one address.
-fn node(url: &str, extra: &[&str]) -> Served {
-    let mut args = vec!["--broker", url, "--presence-ttl", "3s", "--commands-per-second", "0"];
-    args.extend(["--max-connections-per-ip", "100000", "--connect-rate-per-ip", "100000"]);
-    args.extend(extra);
-    serve(0, &args)
-}
-
-fn fast(url: String) -> Config {
-    let mut c = Config::new(url);
-    c.backoff = holdfast_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(300), 2.0);
-    c
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A client subscribed to `channels`, whose events a task keeps reading
 /// (its event queue is bounded: an unread client would stall).
@@ -52,7 +29,7 @@ struct Watched {
 
 impl Watched {
     async fn start(port: u16, channels: &[String]) -> Watched {
-        let client = Client::start(fast(format!("ws://127.0.0.1:{port}/ws")));
+        let client = Client::start(fast_client(format!("ws://127.0.0.1:{port}/ws")));
         for c in channels {
             client.subscribe(c).await.unwrap();
         }
@@ -286,7 +263,7 @@ fn serve_must_stop(args: &[&str]) -> (bool, String) {
 async fn a_cluster_spreads_channels_over_its_shards_and_a_killed_master_loses_nothing_silently() {
     let mut cluster = RedisCluster::start(3, 1);
     let url = cluster.url();
-    let nodes: Vec<Served> = (0..2).map(|_| node(&url, &[])).collect();
+    let nodes: Vec<Served> = (0..2).map(|_| node_on(&url, &[])).collect();
     let channels: Vec<String> = (0..200).map(|i| format!("room:{i}")).collect();
 
     // Every key of a channel, and its topic, share one slot; the 200
@@ -325,7 +302,7 @@ async fn a_cluster_spreads_channels_over_its_shards_and_a_killed_master_loses_no
 async fn sentinel_finds_the_master_again_after_a_forced_failover() {
     let sentinel = RedisSentinel::start("hfmaster", Some("s3cret"));
     let url = sentinel.url();
-    let nodes: Vec<Served> = (0..2).map(|_| node(&url, &[])).collect();
+    let nodes: Vec<Served> = (0..2).map(|_| node_on(&url, &[])).collect();
     let channels: Vec<String> = (0..20).map(|i| format!("feed:{i}")).collect();
     let before = sentinel.master();
     let s = &sentinel;
@@ -347,8 +324,8 @@ async fn tls_with_an_acl_user_works_and_a_wrong_password_stops_the_start_with_th
     let ca = redis.ca_file();
     let ca = ca.to_str().unwrap();
     let url = redis.url("app", "app-pass");
-    let a = node(&url, &["--broker-ca-file", ca]);
-    let b = node(&url, &["--broker-ca-file", ca]);
+    let a = node_on(&url, &["--broker-ca-file", ca]);
+    let b = node_on(&url, &["--broker-ca-file", ca]);
     let sub = Watched::start(b.1, &["secure".to_owned()]).await;
     eventually("subscribed", Duration::from_secs(5), || async {
         let (_, v) = api(a.1, "GET", "/api/presence?channel=secure", "").await;

@@ -13,9 +13,9 @@ mod common;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use common::{api, free_port, nginx, scratch, serve, wait_for_port, Redis, Served};
+use common::{api, eventually, fast_client, free_port, nginx, node_on, scratch, wait_for_port, Redis, Served};
 use futures_util::{SinkExt, StreamExt};
-use holdfast_client::{Client, Config, Event};
+use holdfast_client::{Client, Event};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,14 +24,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A node on `redis` with presence expiring in 3 s and no client limits in
-/// the way of load from one address.
 fn node(redis: &Redis, extra: &[&str]) -> Served {
-    let url = redis.url();
-    let mut args = vec!["--broker", &url, "--presence-ttl", "3s", "--commands-per-second", "0"];
-    args.extend(["--max-connections-per-ip", "100000", "--connect-rate-per-ip", "100000"]);
-    args.extend(extra);
-    serve(0, &args)
+    node_on(&redis.url(), extra)
 }
 
 async fn publish(port: u16, channel: &str, data: Value) -> u64 {
@@ -174,14 +168,6 @@ impl Raw {
     }
 }
 
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn presence_count(port: u16, channel: &str) -> usize {
     let (_, v) = api(port, "GET", &format!("/api/presence?channel={channel}"), "").await;
     v["subscribers"].as_array().map_or(usize::MAX, Vec::len)
@@ -274,12 +260,6 @@ async fn a_dropped_pubsub_connection_is_noticed_and_filled_from_history() {
     );
 }
 
-fn fast(url: String) -> Config {
-    let mut c = Config::new(url);
-    c.backoff = holdfast_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(300), 2.0);
-    c
-}
-
 /// `holdfast nginx` for these upstreams, listening on `port` (round robin,
 /// no stickiness).
 fn generated_nginx(dir: &std::path::Path, port: u16, upstreams: &[u16]) -> common::Guard {
@@ -309,7 +289,7 @@ async fn a_node_crash_under_1000_msgs_per_second_loses_nothing() {
     let clients = 24;
     let mut handles = Vec::new();
     for _ in 0..clients {
-        let client = Client::start(fast(format!("ws://127.0.0.1:{lb}/ws")));
+        let client = Client::start(fast_client(format!("ws://127.0.0.1:{lb}/ws")));
         client.subscribe("ticks").await.unwrap();
         handles.push(client);
     }
@@ -357,7 +337,7 @@ async fn a_node_crash_under_1000_msgs_per_second_loses_nothing() {
 async fn redis_down_means_not_ready_and_fast_errors_and_empty_redis_means_recovered_false() {
     let mut redis = Redis::start();
     let n = node(&redis, &[]);
-    let mut client = Client::start(fast(format!("ws://127.0.0.1:{}/ws", n.1)));
+    let mut client = Client::start(fast_client(format!("ws://127.0.0.1:{}/ws", n.1)));
     client.subscribe("news").await.unwrap();
     eventually("subscribed", Duration::from_secs(5), || async { presence_count(n.1, "news").await == 1 }).await;
     publish(n.1, "news", json!(1)).await;

@@ -176,3 +176,32 @@ pub async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, serde
     let body = buf.split("\r\n\r\n").nth(1).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into())))
 }
+
+/// A node on broker `url` with presence expiring in 3 s and no client
+/// limits in the way of load from one address.
+pub fn node_on(url: &str, extra: &[&str]) -> Served {
+    let mut args = vec!["--broker", url, "--presence-ttl", "3s", "--commands-per-second", "0"];
+    args.extend(["--max-connections-per-ip", "100000", "--connect-rate-per-ip", "100000"]);
+    args.extend(extra);
+    serve(0, &args)
+}
+
+/// Waits up to `within` for `check` to hold, looking every 100 ms.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client config that reconnects within 50–300 ms.
+pub fn fast_client(url: String) -> holdfast_client::Config {
+    let mut c = holdfast_client::Config::new(url);
+    c.backoff = holdfast_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(300), 2.0);
+    c
+}

@@ -70,9 +70,12 @@ impl Deployment {
             "rediss-sentinel" => (Form::Sentinel, true),
             "redis-cluster" => (Form::Cluster, false),
             "rediss-cluster" => (Form::Cluster, true),
-            _ => return Err(bad(
-                "the scheme must be redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster or rediss-cluster",
-            )),
+            _ => {
+                return Err(bad(
+                    "the scheme must be one of redis://HOST:PORT/DB, redis-sentinel://HOST:PORT,…/MASTER_NAME, \
+                 redis-cluster://HOST:PORT,… (rediss, rediss-sentinel, rediss-cluster for TLS)",
+                ))
+            }
         };
         if rest.contains('?') {
             return Err(bad("query parameters are not supported; use the flags (--broker-ca-file, --presence-ttl)"));

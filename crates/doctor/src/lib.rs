@@ -9,6 +9,7 @@
 //! core or server crates.
 
 mod cause;
+mod certificate;
 pub mod nginx;
 mod observe;
 mod platform;

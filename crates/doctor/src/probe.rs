@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::certificate::{self, TrustingVerifier};
 use crate::observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
 use crate::report::{Stage, Status};
 use crate::target::{self, Target};
@@ -248,7 +249,9 @@ async fn connect(run: &mut Run<'_>, addr: SocketAddr) -> Result<TcpStream, ()> {
     Err(())
 }
 
-fn tls_config(args: &DoctorArgs) -> Result<rustls::ClientConfig, String> {
+/// The client config, with the verifier that records what the server
+/// sent (see [`crate::certificate`]).
+fn tls_config(args: &DoctorArgs) -> Result<(rustls::ClientConfig, Arc<TrustingVerifier>), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
@@ -256,38 +259,61 @@ fn tls_config(args: &DoctorArgs) -> Result<rustls::ClientConfig, String> {
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
+    let mut user = Vec::new();
     if let Some(path) = &args.ca_file {
         let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?
             .collect::<Result<_, _>>()
             .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
         for cert in certs {
-            roots.add(cert).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            roots.add(cert.clone()).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            user.push(cert);
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let verifier = Arc::new(TrustingVerifier::new(webpki, user));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, verifier))
 }
 
 async fn tls_connect(
     args: &DoctorArgs,
     target: &Target,
     tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
-    let config = tls_config(args).map_err(std::io::Error::other)?;
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (std::io::Error, Option<Tls>)> {
+    let (config, verifier) = tls_config(args).map_err(|e| (std::io::Error::other(e), None))?;
     let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-        .map_err(|e| std::io::Error::other(format!("{}: {e}", target.host)))?;
+        .map_err(|e| (std::io::Error::other(format!("{}: {e}", target.host)), None))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    match timeout(args.timeout, connector.connect(name, tcp)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
-    }
+    let e = match timeout(args.timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => return Ok(stream),
+        Ok(Err(e)) => e,
+        Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"),
+    };
+    // A refused certificate is named from the certificate itself.
+    let chain = verifier.seen.lock().expect("seen lock poisoned").clone();
+    let trusted = *verifier.trusted.lock().expect("trusted lock poisoned");
+    let refused = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let named = match (refused, trusted) {
+        (Some(rustls::Error::InvalidCertificate(_)), Some(trusted)) if !chain.is_empty() => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            Some(certificate::diagnose(&chain, &target.host, now, trusted, &e.to_string()))
+        }
+        _ => None,
+    };
+    Err((e, named))
 }
 
 async fn tls_handshake(
@@ -322,9 +348,13 @@ async fn tls_handshake(
             run.o.tls = Some(Tls::Ok { version, alpn, expires_in_days });
             Ok(stream)
         }
-        Err(e) => {
-            let tls = classify_tls_error(&e);
-            run.stage("tls", Status::Failed, t, e.to_string());
+        Err((e, named)) => {
+            let tls = named.unwrap_or_else(|| classify_tls_error(&e));
+            let detail = match &tls {
+                Tls::Untrusted(d) | Tls::NameMismatch(d) | Tls::Expired(d) => d.clone(),
+                _ => e.to_string(),
+            };
+            run.stage("tls", Status::Failed, t, detail);
             run.o.tls = Some(tls);
             Err(())
         }

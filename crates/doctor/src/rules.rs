@@ -136,21 +136,28 @@ pub fn diagnose(o: &Observations) -> Verdict {
 fn tls_verdict(tls: &Tls) -> Option<Verdict> {
     Some(match tls {
         Tls::Ok { .. } => return None,
+        Tls::Untrusted(d) if d.contains("no intermediate") => verdict(
+            Cause::TlsUntrustedCertificate,
+            format!("The server's certificate is not trusted: {d}. Browsers refuse it with no message to JavaScript."),
+            "Serve the full chain: the leaf followed by its intermediate certificates (nginx: \
+             ssl_certificate fullchain.pem;). If the issuer is your own CA, install it on the clients; \
+             to check from here, pass --ca-file CA.pem.",
+        ),
         Tls::Untrusted(d) => verdict(
             Cause::TlsUntrustedCertificate,
-            format!("The server's certificate is not trusted ({d}): self-signed or from a private CA. Browsers refuse it with no message to JavaScript."),
-            "Serve a certificate from a public CA (Let's Encrypt), or install the private CA on the \
-             clients; to check from here, pass --ca-file CA.pem.",
+            format!("The server's certificate is not trusted: {d}. Browsers refuse it with no message to JavaScript."),
+            "Serve a certificate from a public CA (Let's Encrypt), or install the private CA (or this \
+             self-signed certificate) on the clients; to check from here, pass --ca-file CA.pem.",
         ),
         Tls::NameMismatch(d) => verdict(
             Cause::TlsNameMismatch,
-            format!("The certificate does not cover this host name ({d})."),
-            "Issue a certificate whose subjectAltName includes the host in the URL, or use the name the \
-             certificate was issued for.",
+            format!("The certificate does not cover this host name: {d}."),
+            "Issue a certificate whose subjectAltName includes the host in the URL (openssl: \
+             -addext \"subjectAltName=DNS:HOST\"), or use the name the certificate was issued for.",
         ),
         Tls::Expired(d) => verdict(
             Cause::TlsExpired,
-            format!("The certificate is expired or not yet valid ({d})."),
+            format!("The certificate is expired or not yet valid: {d}."),
             "Renew the certificate (certbot renew) and reload the server or proxy; check the clock.",
         ),
         Tls::NotTls(d) => verdict(
@@ -164,7 +171,9 @@ fn tls_verdict(tls: &Tls) -> Option<Verdict> {
             "The TCP connection was accepted but the TLS handshake got no answer.",
             "Check that the port really serves TLS and that nothing in between holds the connection.",
         ),
-        Tls::Failed(d) => verdict(Cause::Unknown, format!("The TLS handshake failed: {d}."), "Check the server's TLS configuration."),
+        Tls::Failed(d) => {
+            verdict(Cause::Unknown, format!("The TLS handshake failed: {d}."), "Check the server's TLS configuration.")
+        }
     })
 }
 

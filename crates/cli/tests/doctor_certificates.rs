@@ -76,9 +76,8 @@ fn signed(dir: &Path, name: &str, issuer: &str, cn: &str, extensions: &str, date
             std::fs::write(db.join("serial"), "1000\n").unwrap();
             let conf = format!(
                 "[ca]\ndefault_ca = d\n[d]\ndatabase = {db}/index.txt\nnew_certs_dir = {db}\nserial = {db}/serial\n\
-                 default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n{extensions_section}",
+                 default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n[v3]\n{extensions}\n",
                 db = db.display(),
-                extensions_section = format!("[v3]\n{extensions}\n")
             );
             let conf_file = format!("{name}-ca.cnf");
             std::fs::write(dir.join(&conf_file), conf).unwrap();

@@ -289,6 +289,13 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
             &["backend"],
         ),
         s("server closes with 1008", format!("ws://127.0.0.1:{closes}/ws"), &[], "server_closed", &["1008"]),
+        s(
+            "subprotocol checked only after the upgrade, then 1008",
+            format!("ws://127.0.0.1:{closes}/ws"),
+            &["--subprotocol", "chat.v2"],
+            "subprotocol_mismatch",
+            &["chat.v2", "1008", "no Sec-WebSocket-Protocol", "HTTP 400"],
+        ),
         s("server drops after the handshake", format!("ws://127.0.0.1:{drops}/ws"), &[], "abnormal_closure", &["1006"]),
         s("host does not resolve", "ws://nonexistent.invalid/ws".into(), &[], "dns_failure", &["DNS"]),
         s("not a WebSocket URL", "ftp://127.0.0.1/ws".into(), &[], "invalid_url", &["ws://"]),

@@ -1,7 +1,9 @@
 //! holdfast on Redis as operators run it (issue 13), on real servers the
 //! tests start: a 3-master, 3-replica Cluster (sharded pub/sub, a master
-//! SIGKILLed mid-stream), Sentinel (1 master, 1 replica, 3 sentinels, a
-//! forced failover), TLS with an ACL user, and a wrong password.
+//! SIGKILLed mid-stream), a 3-master Cluster resharded mid-stream (slots
+//! migrated from master to master), a TLS-only Cluster with an ACL user,
+//! Sentinel (1 master, 1 replica, 3 sentinels, a forced failover), TLS
+//! with an ACL user, and a wrong password.
 //!
 //! What a failover must never do is lose something silently: every client
 //! receives every publication once, in order, or hears `recovered: false`;
@@ -16,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::topology::{RedisCluster, RedisSentinel, RedisTls};
+use common::topology::{ClusterOptions, RedisCluster, RedisSentinel, RedisTls};
 use common::{api, eventually, fast_client, node_on, Served};
 use holdfast_client::{Client, Event};
 use serde_json::json;
@@ -296,6 +298,109 @@ async fn a_cluster_spreads_channels_over_its_shards_and_a_killed_master_loses_no
     let listed = listed["channels"].as_array().unwrap();
     assert_eq!(listed.len(), channels.len(), "{listed:?}");
     assert!(listed.iter().all(|c| c["subscribers"] == 2), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_slot_moves_to_another_master_mid_stream_loses_nothing() {
+    let cluster = RedisCluster::start(3, 0);
+    let url = cluster.url();
+    let nodes: Vec<Served> = (0..2).map(|_| node_on(&url, &[])).collect();
+    let channels: Vec<String> = (0..20).map(|i| format!("live:{i}")).collect();
+    let topic = |c: &str| format!("hf:{{{c}}}:t");
+
+    // One channel from each master moves to the next master: every master
+    // gives a slot up and takes one in.
+    let masters = cluster.masters();
+    let moves: Vec<(String, u16)> = masters
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| {
+            let c = channels.iter().find(|c| cluster.master_for_key(&topic(c)) == m);
+            (c.expect("a channel on every master").clone(), masters[(i + 1) % masters.len()])
+        })
+        .collect();
+    let c = &cluster;
+    let switch = async {
+        tokio::task::block_in_place(|| {
+            for (channel, to) in &moves {
+                c.migrate_slot_of(&topic(channel), *to);
+            }
+        })
+    };
+    let (reset, _) = through_a_failover(&nodes, &channels, 200, switch).await;
+    // A migration moves the history with the slot: nothing to give up on.
+    assert_eq!(reset, 0, "no subscription is told recovered: false");
+
+    // The keys went with the slot, and both nodes follow the topic there.
+    for (channel, to) in &moves {
+        assert_eq!(cluster.master_for_key(&topic(channel)), *to);
+        let held = cluster.cli(*to, &["LLEN", &format!("hf:{{{channel}}}:h")]);
+        assert!(held.trim().parse::<u64>().unwrap() > 10, "{channel}'s history on {to}: {held}");
+        let listeners = cluster.cli(*to, &["PUBSUB", "SHARDNUMSUB", &topic(channel)]);
+        assert_eq!(listeners.lines().nth(1), Some("2"), "both nodes subscribed on {to}: {listeners}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_with_an_acl_user_delivers_across_shards() {
+    // TLS only, on the cluster bus and replication too; the default user
+    // off, so every connection holdfast makes must authenticate.
+    let options = ClusterOptions { user: Some(("app", "app-pass")), tls: true };
+    let cluster = RedisCluster::start_with(3, 1, options);
+    let ca = cluster.ca_file();
+    let ca = ca.to_str().unwrap();
+    let url = cluster.url();
+    assert!(url.starts_with("rediss-cluster://app:app-pass@127.0.0.1:"), "{url}");
+    let a = node_on(&url, &["--broker-ca-file", ca]);
+    let b = node_on(&url, &["--broker-ca-file", ca]);
+
+    let channels: Vec<String> = (0..12).map(|i| format!("vault:{i}")).collect();
+    let mut per_master: HashMap<u16, usize> = HashMap::new();
+    for c in &channels {
+        *per_master.entry(cluster.master_for_key(&format!("hf:{{{c}}}:t"))).or_default() += 1;
+    }
+    assert_eq!(per_master.len(), 3, "channels on every shard: {per_master:?}");
+
+    let subs = [Watched::start(a.1, &channels).await, Watched::start(b.1, &channels).await];
+    for c in &channels {
+        eventually(&format!("both subscribed to {c}"), Duration::from_secs(5), || async {
+            let (_, v) = api(a.1, "GET", &format!("/api/presence?channel={c}"), "").await;
+            v["subscribers"].as_array().is_some_and(|s| s.len() == 2)
+        })
+        .await;
+    }
+    for n in 1..=3u64 {
+        for (i, c) in channels.iter().enumerate() {
+            let port = [a.1, b.1][i % 2];
+            let (status, body) = api(port, "POST", "/api/publish", &json!({"channel": c, "data": n}).to_string()).await;
+            assert_eq!((status, body["offset"].as_u64()), (200, Some(n)), "{c}: {body}");
+        }
+    }
+    let last: HashMap<String, u64> = channels.iter().map(|c| (c.clone(), 3)).collect();
+    for (i, sub) in subs.iter().enumerate() {
+        eventually(&format!("client {i} has every publication"), Duration::from_secs(5), || async {
+            sub.last() == last
+        })
+        .await;
+        assert_eq!(sub.verify(&format!("client {i}"), &last), 0);
+    }
+    // Each channel's history is on its own shard's master, written as the
+    // ACL user in the hf: keyspace, and its topic is sharded there.
+    for c in &channels {
+        let master = cluster.master_for_key(&format!("hf:{{{c}}}:t"));
+        assert_eq!(cluster.cli(master, &["LLEN", &format!("hf:{{{c}}}:h")]).trim(), "3", "{c} on {master}");
+        let listeners = cluster.cli(master, &["PUBSUB", "SHARDNUMSUB", &format!("hf:{{{c}}}:t")]);
+        assert_eq!(listeners.lines().nth(1), Some("2"), "{c}: both nodes subscribed on {master}: {listeners}");
+    }
+
+    // A wrong password: the start stops with the URL (password masked) and the fix.
+    let wrong = cluster.url_as("app", "not-the-password");
+    let (started, stderr) = serve_must_stop(&["--broker", &wrong, "--broker-ca-file", ca]);
+    assert!(!started, "a wrong password must not start: {stderr}");
+    let shown = format!("rediss-cluster://app:***@127.0.0.1:{}", cluster.ports()[0]);
+    assert!(stderr.contains(&shown), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "the password is masked: {stderr}");
+    assert!(stderr.contains("Redis refused the credentials") && stderr.contains("--broker"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

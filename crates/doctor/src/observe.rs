@@ -108,6 +108,12 @@ impl Handshake {
     pub fn chose_unoffered(&self) -> bool {
         self.chosen.as_ref().is_some_and(|c| !self.offered.iter().any(|o| o == c))
     }
+
+    /// Subprotocols were offered and the server answered none: browsers
+    /// and Node's `ws` client fail on it.
+    pub fn answered_no_offer(&self) -> bool {
+        !self.offered.is_empty() && self.chosen.is_none()
+    }
 }
 
 /// What the round trip showed.

@@ -179,7 +179,13 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
         if handshake.offered.is_empty() { "none".to_string() } else { handshake.offered.join(", ") },
         handshake.extensions.as_deref().unwrap_or("none"),
     );
-    run.stage("handshake", if ok { Status::Ok } else { Status::Failed }, t, detail);
+    let status = match (ok, handshake.answered_no_offer()) {
+        (false, _) => Status::Failed,
+        // Go on: how the server ends the session tells why.
+        (true, true) => Status::Warn,
+        (true, false) => Status::Ok,
+    };
+    run.stage("handshake", status, t, detail);
     run.o.handshake = Some(handshake);
     if !ok {
         return Err(());

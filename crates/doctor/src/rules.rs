@@ -326,6 +326,36 @@ fn rate_limited(r: &Response, status_line: &str) -> Verdict {
     )
 }
 
+/// The upgrade went through without any of the offered subprotocols; how
+/// the server then ended the session (often at once, with 1002 or 1008)
+/// is the evidence that it wanted one.
+fn unanswered_subprotocol(h: &Handshake, end: Option<&End>) -> Verdict {
+    let then = match end {
+        Some(End::Closed { code, reason, after }) => format!(
+            ", then closed the connection {:.1} s later with code {code}{}",
+            after.as_secs_f64(),
+            if reason.is_empty() { String::new() } else { format!(" ({reason:?})") }
+        ),
+        Some(End::Dropped { after }) => {
+            format!(", then dropped the connection {:.1} s later without a close frame", after.as_secs_f64())
+        }
+        None => String::new(),
+    };
+    verdict(
+        Cause::SubprotocolMismatch,
+        format!(
+            "The client offered subprotocol {}; the server upgraded without answering any (no \
+             Sec-WebSocket-Protocol){then}. Browsers and Node's ws client fail such a connection at once \
+             (\"Sent non-empty 'Sec-WebSocket-Protocol' header but no response was received\"); a server that \
+             checks the protocol only after the upgrade (a ws handleProtocols that finds no match) closes it.",
+            h.offered.join(", ")
+        ),
+        "Offer a subprotocol the server supports (for holdfast: holdfast.v1.json), or make the server answer the \
+         one it accepts in Sec-WebSocket-Protocol, or refuse the handshake with HTTP 400 naming the ones it \
+         supports instead of upgrading without one.",
+    )
+}
+
 fn handshake_verdict(h: &Handshake) -> Option<Verdict> {
     if !h.accept_ok || !h.upgrade_ok || !h.connection_ok {
         let mut broken = Vec::new();
@@ -361,6 +391,9 @@ fn handshake_verdict(h: &Handshake) -> Option<Verdict> {
 }
 
 fn session_verdict(o: &Observations) -> Verdict {
+    if let Some(h) = o.handshake.as_ref().filter(|h| h.answered_no_offer()) {
+        return unanswered_subprotocol(h, o.end.as_ref());
+    }
     let idle = o.idle_requested;
     match &o.end {
         Some(End::Dropped { after }) if idle.is_some() => {
@@ -572,6 +605,14 @@ mod tests {
         let v = diagnose(&o);
         assert_eq!(v.cause, Cause::ServerClosed);
         assert!(v.summary.contains("1008") && v.summary.contains("should not reconnect"), "{}", v.summary);
+
+        // The same close after an offered subprotocol went unanswered.
+        let mut with_offer = o.clone();
+        let h = with_offer.handshake.as_mut().unwrap();
+        h.offered = vec!["chat.v2".into()];
+        let v = diagnose(&with_offer);
+        assert_eq!(v.cause, Cause::SubprotocolMismatch);
+        assert!(v.summary.contains("chat.v2") && v.summary.contains("1008"), "{}", v.summary);
 
         let mut o = upgraded();
         o.idle_requested = Some(Duration::from_secs(5));

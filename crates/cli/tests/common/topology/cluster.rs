@@ -1,6 +1,30 @@
-//! A Redis Cluster of masters and replicas, made with `redis-cli --cluster create`.
+//! A Redis Cluster of masters and replicas, made with `redis-cli --cluster
+//! create`; optionally with an ACL user and TLS only, and with a slot moved
+//! from master to master as `redis-cli --cluster reshard` moves it.
 
+use super::tls::{make_certificates, tls_only_args};
 use super::*;
+
+/// How many keys one `MIGRATE` moves in [`RedisCluster::migrate_slot_of`]:
+/// few on purpose, so a channel's keys (`hf:{C}:m`, `hf:{C}:h`, ...) travel
+/// in different calls, as they do when a slot holding many channels moves,
+/// and a publish meets the slot half moved (`TRYAGAIN`, `ASK`).
+const MIGRATE_BATCH: usize = 2;
+
+/// How the nodes of a [`RedisCluster`] are reached. `Options::default()`
+/// is what [`RedisCluster::start`] makes: plain TCP, the default user.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// An ACL user (name, password) on every node, with rights on `hf:*`
+    /// keys and channels only; the default user is then turned off, so
+    /// everything authenticates: clients, `redis-cli --cluster create`,
+    /// replicas to their master (`--masteruser`, `--masterauth`), `MIGRATE`.
+    pub user: Option<(&'a str, &'a str)>,
+    /// TLS only (`--port 0`): clients, the cluster bus (`--tls-cluster`)
+    /// and replication (`--tls-replication`), with one certificate signed
+    /// by a private CA made at start ([`make_certificates`]).
+    pub tls: bool,
+}
 
 /// A real Redis Cluster on loopback: `masters` masters with `replicas`
 /// replicas each, made by `redis-cli --cluster create`, with a 1 s node
@@ -9,6 +33,8 @@ use super::*;
 pub struct RedisCluster {
     dir: PathBuf,
     nodes: Vec<Proc>,
+    user: Option<(String, String)>,
+    tls: bool,
 }
 
 impl RedisCluster {
@@ -28,14 +54,37 @@ impl RedisCluster {
     /// yet replaced the whole cluster answers CLUSTERDOWN, as a production
     /// cluster does by default and as a client must ride out.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, Options::default())
+    }
+
+    /// [`Self::start`], with an ACL user and/or TLS only as `options` says.
+    pub fn start_with(masters: usize, replicas: usize, options: Options) -> RedisCluster {
         assert!(masters >= 3, "redis-cli --cluster create needs at least 3 masters, not {masters}");
         let n = masters * (1 + replicas);
         let ports = free_ports(2 * n);
         let dir = fresh_dir("cluster");
+        if options.tls {
+            make_certificates(&dir);
+        }
         // Built node by node, so a panic while starting kills those started.
-        let mut cluster = RedisCluster { dir: dir.clone(), nodes: Vec::new() };
+        let mut cluster = RedisCluster {
+            dir: dir.clone(),
+            nodes: Vec::new(),
+            user: options.user.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            tls: options.tls,
+        };
         for (&port, &bus) in ports[..n].iter().zip(&ports[n..]) {
-            let mut args = base_args(&dir, port);
+            let mut args = if options.tls { tls_only_args(&dir, port) } else { base_args(&dir, port) };
+            if options.tls {
+                args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            }
+            if let Some((user, password)) = options.user {
+                args.extend(acl_user_args(user, password));
+                // `default` reset to no rights and no password: nothing
+                // gets in without the user's credentials.
+                args.extend(["--user", "default", "off"].map(String::from));
+                args.extend(["--masteruser", user, "--masterauth", password].map(String::from));
+            }
             let conf = dir.join(format!("nodes-{port}.conf")).display().to_string();
             args.extend(
                 [
@@ -56,10 +105,11 @@ impl RedisCluster {
         }
         let addrs: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let count = replicas.to_string();
-        let mut args = vec!["--cluster", "create"];
-        args.extend(addrs.iter().map(String::as_str));
-        args.extend(["--cluster-replicas", &count, "--cluster-yes"]);
-        if let Err(e) = redis_cli(&args) {
+        let mut args = cluster.access();
+        args.extend(["--cluster", "create"].map(String::from));
+        args.extend(addrs);
+        args.extend(["--cluster-replicas", &count, "--cluster-yes"].map(String::from));
+        if let Err(e) = redis_cli(&args.iter().map(String::as_str).collect::<Vec<_>>()) {
             panic!("redis-cli --cluster create failed: {e}");
         }
         wait_until(
@@ -76,7 +126,7 @@ impl RedisCluster {
         let n = masters * (1 + replicas);
         for node in &self.nodes {
             let p = node.port;
-            let info = redis_cli(&["-p", &p.to_string(), "CLUSTER", "INFO"])?;
+            let info = self.try_cli(p, &["CLUSTER", "INFO"])?;
             if field(&info, "cluster_state") != Some("ok") {
                 return Err(format!("{p}: cluster_state {:?}", field(&info, "cluster_state")));
             }
@@ -90,7 +140,7 @@ impl RedisCluster {
                     view.len()
                 ));
             }
-            let repl = redis_cli(&["-p", &p.to_string(), "INFO", "replication"])?;
+            let repl = self.try_cli(p, &["INFO", "replication"])?;
             if field(&repl, "role") == Some("slave") && field(&repl, "master_link_status") != Some("up") {
                 return Err(format!("{p}: replica link {:?}", field(&repl, "master_link_status")));
             }
@@ -99,10 +149,32 @@ impl RedisCluster {
     }
 
     /// `redis-cluster://127.0.0.1:P1,127.0.0.1:P2,...`: every node's port,
-    /// masters and replicas alike, as the seed list a client starts from.
+    /// masters and replicas alike, as the seed list a client starts from;
+    /// `rediss-cluster://` with TLS, and with the ACL user's credentials
+    /// (`USER:PASS@`) when the cluster has one.
     pub fn url(&self) -> String {
+        match &self.user {
+            Some((user, password)) => self.url_as(user, password),
+            None => self.url_with(""),
+        }
+    }
+
+    /// [`Self::url`] with these credentials (percent-encoded) instead.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        self.url_with(&format!("{}:{}@", userinfo(user), userinfo(password)))
+    }
+
+    fn url_with(&self, credentials: &str) -> String {
         let seeds: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis-cluster://{}", seeds.join(","))
+        let scheme = if self.tls { "rediss-cluster" } else { "redis-cluster" };
+        format!("{scheme}://{credentials}{}", seeds.join(","))
+    }
+
+    /// The private CA's certificate (PEM), the one root that verifies
+    /// every node of a TLS cluster.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "this cluster does not speak TLS: start it with Options {{ tls: true, .. }}");
+        self.dir.join("ca.crt")
     }
 
     /// Every node's port, killed ones included, in start order.
@@ -135,7 +207,7 @@ impl RedisCluster {
         assert!(!self.is_live(dead), "{dead} is alive: kill it first");
         wait_until(&format!("failover after {dead} was killed"), within, || {
             for p in self.live_ports() {
-                let info = redis_cli(&["-p", &p.to_string(), "CLUSTER", "INFO"])?;
+                let info = self.try_cli(p, &["CLUSTER", "INFO"])?;
                 if field(&info, "cluster_state") != Some("ok") {
                     return Err(format!("{p}: cluster_state {:?}", field(&info, "cluster_state")));
                 }
@@ -155,12 +227,36 @@ impl RedisCluster {
     }
 
     /// Runs `redis-cli -p PORT ARGS` against one node (no `-c`: a MOVED
-    /// reply comes back as text); returns its output.
+    /// reply comes back as text), over TLS and as the ACL user when the
+    /// cluster has them; returns its output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let mut all = vec!["-p".to_string(), port.to_string()];
+        self.try_cli(port, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_cli(&self, port: u16, args: &[&str]) -> Result<String, String> {
+        let mut all = self.access();
+        all.extend(["-p".to_string(), port.to_string()]);
         all.extend(args.iter().map(|a| a.to_string()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        redis_cli(&all).unwrap_or_else(|e| panic!("{e}"))
+        redis_cli(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The redis-cli options that reach a node of this cluster: `--tls
+    /// --cacert CA` with TLS, `--user USER --pass PASS` with an ACL user.
+    fn access(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.tls {
+            args.extend(["--tls".to_string(), "--cacert".to_string(), self.ca_file().display().to_string()]);
+        }
+        if let Some((user, password)) = &self.user {
+            args.extend(["--user", user, "--pass", password, "--no-auth-warning"].map(String::from));
+        }
+        args
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT` on a live node).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let p = self.live_ports().next().expect("no live node");
+        self.cli(p, &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("CLUSTER KEYSLOT answers a number")
     }
 
     /// The master serving `key`'s hash slot (`CLUSTER KEYSLOT`, then
@@ -168,8 +264,7 @@ impl RedisCluster {
     /// ask once `wait_failover` has returned.
     pub fn master_for_key(&self, key: &str) -> u16 {
         let p = self.live_ports().next().expect("no live node");
-        let slot: u16 =
-            self.cli(p, &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("CLUSTER KEYSLOT answers a number");
+        let slot = self.slot_of(key);
         let slots: serde_json::Value = serde_json::from_str(&self.cli(p, &["--json", "CLUSTER", "SLOTS"])).unwrap();
         // [[start, end, [ip, port, id, {..}], replicas...], ...]
         for range in slots.as_array().expect("CLUSTER SLOTS is an array") {
@@ -179,6 +274,74 @@ impl RedisCluster {
             }
         }
         panic!("{p} knows no master for slot {slot} (key {key:?}): {slots}")
+    }
+
+    /// Moves the hash slot of `key`, with its keys, to the master on port
+    /// `to`, with the protocol `redis-cli --cluster reshard` follows:
+    /// `CLUSTER SETSLOT slot IMPORTING source-id` on the target, `MIGRATING
+    /// target-id` on the source, `CLUSTER GETKEYSINSLOT` and `MIGRATE ...
+    /// KEYS` in batches of [`MIGRATE_BATCH`] until the source holds none,
+    /// then `CLUSTER SETSLOT slot NODE target-id` on the target, the source
+    /// and every other master. Meanwhile the cluster keeps serving the
+    /// slot (the source answers `ASK` for a key gone, `TRYAGAIN` for a
+    /// command whose keys are split); once the source gives the slot up it
+    /// drops its sharded subscriptions of that slot (`sunsubscribe`
+    /// pushes). Returns once every live node says `to` serves the slot and
+    /// none still marks it migrating or importing.
+    pub fn migrate_slot_of(&self, key: &str, to: u16) {
+        let slot = self.slot_of(key).to_string();
+        let from = self.master_for_key(key);
+        let masters = self.masters();
+        assert!(masters.contains(&to), "{to} is not a live master: {masters:?}");
+        assert_ne!(from, to, "{to} already serves slot {slot} (key {key:?})");
+        let id = |p: u16| self.cli(p, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        let ok = |p: u16, args: &[&str]| {
+            let out = self.cli(p, args);
+            assert_eq!(out.trim(), "OK", "{p}: {args:?} answered {out:?}");
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let to_port = to.to_string();
+        loop {
+            let listed = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, &MIGRATE_BATCH.to_string()]);
+            let keys: Vec<&str> = listed.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            // MIGRATE host port "" 0 timeout [AUTH2 user pass] KEYS k...
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000"];
+            if let Some((user, password)) = &self.user {
+                args.extend(["AUTH2", user, password]);
+            }
+            args.push("KEYS");
+            args.extend(&keys);
+            let out = self.cli(from, &args);
+            // NOKEY: every key listed expired before it could move.
+            assert!(matches!(out.trim(), "OK" | "NOKEY"), "{from}: MIGRATE {keys:?} to {to} answered {out:?}");
+        }
+        // The target first, so that the source, once it gives the slot up,
+        // redirects to a node that already knows it serves it.
+        ok(to, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        for &m in masters.iter().filter(|&&m| m != from && m != to) {
+            ok(m, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        let n: u16 = slot.parse().unwrap();
+        wait_until(&format!("slot {slot} moved from {from} to {to}"), Duration::from_secs(10), || {
+            for p in self.live_ports() {
+                let nodes = self.try_cli(p, &["CLUSTER", "NODES"])?;
+                // `[slot->-id]` (migrating) or `[slot-<-id]` (importing).
+                if nodes.contains(&format!("[{slot}-")) {
+                    return Err(format!("{p} still marks slot {slot} as moving"));
+                }
+                let owner = nodes.lines().filter_map(NodeLine::parse).find(|l| l.serves(n)).map(|l| l.port);
+                if owner != Some(to) {
+                    return Err(format!("{p} says slot {slot} is served by {owner:?}"));
+                }
+            }
+            Ok(())
+        });
     }
 
     fn is_live(&self, port: u16) -> bool {
@@ -191,7 +354,7 @@ impl RedisCluster {
 
     /// CLUSTER NODES as node `port` sees it.
     fn view_from(&self, port: u16) -> Result<Vec<NodeLine>, String> {
-        Ok(redis_cli(&["-p", &port.to_string(), "CLUSTER", "NODES"])?.lines().filter_map(NodeLine::parse).collect())
+        Ok(self.try_cli(port, &["CLUSTER", "NODES"])?.lines().filter_map(NodeLine::parse).collect())
     }
 
     /// Live, non-failing nodes flagged `flag` (`master`, `slave`) in the
@@ -237,6 +400,11 @@ impl NodeLine {
             })
             .collect();
         Some(NodeLine { port, flags, slots })
+    }
+
+    /// Whether this node serves `slot`.
+    fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
     }
 
     fn has(&self, flag: &str) -> bool {

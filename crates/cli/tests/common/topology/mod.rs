@@ -198,10 +198,17 @@ fn base_args(dir: &Path, port: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// The ACL user every fixture with credentials gives its nodes: full
+/// rights on `hf:*` keys and channels only, as docs/OPERATIONS.md tells
+/// operators to make it.
+fn acl_user_args(user: &str, password: &str) -> Vec<String> {
+    ["--user", user, "on", &format!(">{password}"), "~hf:*", "&hf:*", "+@all"].map(String::from).to_vec()
+}
+
 mod cluster;
 mod sentinel;
 mod tls;
 
 // Not every test binary that includes `common` uses every fixture.
 #[allow(unused_imports)]
-pub use {cluster::RedisCluster, sentinel::RedisSentinel, tls::RedisTls};
+pub use {cluster::Options as ClusterOptions, cluster::RedisCluster, sentinel::RedisSentinel, tls::RedisTls};

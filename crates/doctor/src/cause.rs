@@ -61,13 +61,16 @@ pub enum Cause {
     ServerClosed,
     /// The connection dropped without a close frame.
     AbnormalClosure,
+    /// From the browser page: the WebSocket never reached the server, while
+    /// plain HTTP from the same page did (a proxy or filter in between).
+    WebsocketBlocked,
     /// None of the above.
     Unknown,
 }
 
 impl Cause {
     /// Every cause, in the order docs/DOCTOR.md lists them.
-    pub const ALL: [Cause; 28] = [
+    pub const ALL: [Cause; 29] = [
         Cause::Healthy,
         Cause::InvalidUrl,
         Cause::DnsFailure,
@@ -95,6 +98,7 @@ impl Cause {
         Cause::IdleTimeout,
         Cause::ServerClosed,
         Cause::AbnormalClosure,
+        Cause::WebsocketBlocked,
         Cause::Unknown,
     ];
 
@@ -128,6 +132,7 @@ impl Cause {
             Cause::IdleTimeout => "idle_timeout",
             Cause::ServerClosed => "server_closed",
             Cause::AbnormalClosure => "abnormal_closure",
+            Cause::WebsocketBlocked => "websocket_blocked",
             Cause::Unknown => "unknown",
         }
     }

@@ -10,6 +10,7 @@
 
 mod cause;
 mod certificate;
+mod explain;
 pub mod nginx;
 mod observe;
 mod platform;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cause::Cause;
+pub use explain::explain;
 pub use observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
 pub use probe::accept_for;
 pub use report::{Report, Stage, Status};
@@ -32,7 +34,7 @@ pub use rules::{diagnose, Verdict};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DoctorArgs {
     /// The endpoint, e.g. `wss://example.com/ws` (http(s):// is taken as ws(s)://).
-    #[arg(required_unless_present = "nginx")]
+    #[arg(required_unless_present_any = ["nginx", "explain"])]
     pub url: Option<String>,
     /// Origin header to send (what a page on that origin would send).
     #[arg(long)]
@@ -67,6 +69,10 @@ pub struct DoctorArgs {
     /// Lint an nginx config file instead of probing a URL.
     #[arg(long, value_name = "FILE")]
     pub nginx: Option<PathBuf>,
+    /// Explain a report copied from the `/doctor` page (what the user's
+    /// browser and the server saw) instead of probing from here.
+    #[arg(long, value_name = "FILE", conflicts_with = "nginx")]
+    pub explain: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,11 +93,28 @@ pub async fn run(args: DoctorArgs) -> u8 {
     if let Some(path) = &args.nginx {
         return nginx::lint_command(path);
     }
-    let Some(url) = args.url.clone() else {
-        eprintln!("holdfast doctor: give a URL (or --nginx FILE)");
-        return 2;
+    let (report, url) = if let Some(path) = &args.explain {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("holdfast doctor: cannot read {}: {e}", path.display());
+                return 2;
+            }
+        };
+        match explain(&text) {
+            Ok(r) => (r, format!("the browser report {}", path.display())),
+            Err(e) => {
+                eprintln!("holdfast doctor: {}: {e}", path.display());
+                return 2;
+            }
+        }
+    } else {
+        let Some(url) = args.url.clone() else {
+            eprintln!("holdfast doctor: give a URL (or --nginx FILE, or --explain REPORT)");
+            return 2;
+        };
+        (examine(&args, &url).await, url)
     };
-    let report = examine(&args, &url).await;
     if args.json {
         println!("{}", report.json());
     } else {

@@ -461,3 +461,46 @@ async fn tls_with_an_acl_user_works_and_a_wrong_password_stops_the_start_with_th
     assert!(!started, "an untrusted certificate must not start: {stderr}");
     assert!(stderr.contains("--broker-ca-file"), "{stderr}");
 }
+
+/// The least ACL user docs/OPERATIONS.md gives runs every Redis-backed
+/// feature; a user without pub/sub stops the start with what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_acl_user_in_operations_md_is_enough_and_a_missing_right_is_named() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/OPERATIONS.md")).unwrap();
+    let line =
+        doc.lines().find_map(|l| l.trim().strip_prefix("`user holdfast ")).expect("the ACL line in OPERATIONS.md");
+    let rules: Vec<String> =
+        line.trim_end_matches('`').split_whitespace().map(|r| r.replace(">PASSWORD", ">pw")).collect();
+    let redis = common::Redis::start();
+    let mut setuser = vec!["ACL", "SETUSER", "least"];
+    setuser.extend(rules.iter().map(String::as_str));
+    assert_eq!(redis.cli(&setuser).trim(), "OK");
+    let url = format!("redis://least:pw@127.0.0.1:{}/0", redis.port);
+    let a = node_on(&url, &[]);
+    let b = node_on(&url, &[]);
+    let sub = Watched::start(b.1, &["least".to_owned()]).await;
+    eventually("subscribed", Duration::from_secs(5), || async {
+        let (_, v) = api(a.1, "GET", "/api/presence?channel=least", "").await;
+        v["subscribers"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    for n in 1..=2u64 {
+        let (status, body) =
+            api(a.1, "POST", "/api/publish", &json!({"channel": "least", "data": n}).to_string()).await;
+        assert_eq!((status, body["offset"].as_u64()), (200, Some(n)), "{body}");
+    }
+    let last: HashMap<String, u64> = [("least".to_owned(), 2)].into();
+    eventually("delivered", Duration::from_secs(5), || async { sub.last() == last }).await;
+    let (status, history) = api(a.1, "GET", "/api/history?channel=least", "").await;
+    assert_eq!((status, history["messages"].as_array().map(Vec::len)), (200, Some(2)), "{history}");
+    let (status, channels) = api(a.1, "GET", "/api/channels", "").await;
+    assert_eq!((status, &channels["channels"]), (200, &json!([{"channel": "least", "subscribers": 1}])));
+    let (status, answer) = api(a.1, "POST", "/api/disconnect", r#"{"user":"nobody"}"#).await;
+    assert_eq!((status, &answer["other_nodes"]), (200, &json!(1)), "{answer}");
+
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "nopubsub", "on", ">pw", "~hf:*", "+@all", "-@pubsub"]).trim(), "OK");
+    let (started, stderr) = serve_must_stop(&["--broker", &format!("redis://nopubsub:pw@127.0.0.1:{}/0", redis.port)]);
+    assert!(!started, "{stderr}");
+    assert!(stderr.contains("may not run what holdfast needs") && stderr.contains("OPERATIONS.md"), "{stderr}");
+    assert!(stderr.contains("redis://nopubsub:***@"), "{stderr}");
+}

@@ -157,21 +157,20 @@ async fn within<T>(
 async fn connect(shared: &Shared) -> Result<Link, String> {
     let timeout = shared.options.timeout;
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut conn = match tokio::time::timeout(timeout, shared.deployment.connect(tx, timeout)).await {
-        Err(_) => return Err(format!("no connection within {timeout:?}")),
-        Ok(Err(e)) => {
-            if let Some(why) = refusal(&e) {
-                let _ = shared.refused.set(format!("broker {}: {why}", shared.deployment.shown));
-            }
-            return Err(e.to_string());
+    let refused = |e: redis::RedisError| {
+        if let Some(why) = refusal(&e) {
+            let _ = shared.refused.set(format!("broker {}: {why}", shared.deployment.shown));
         }
-        Ok(Ok(conn)) => conn,
+        e.to_string()
     };
+    let late = |_| format!("no answer within {timeout:?}");
+    let mut conn =
+        tokio::time::timeout(timeout, shared.deployment.connect(tx, timeout)).await.map_err(late)?.map_err(refused)?;
     let channels: HashSet<ChannelName> = shared.hub.channels().into_iter().collect();
     let mut topics: Vec<String> = channels.iter().map(|c| shared.naming.topic(c.as_str())).collect();
     topics.push(CONTROL_TOPIC.into());
     topics.push(inbox(&shared.node_id));
-    within(shared, conn.subscribe(&topics)).await?;
+    tokio::time::timeout(timeout, conn.subscribe(&topics)).await.map_err(late)?.map_err(refused)?;
     shared.commands.probe().await.map_err(|e| format!("the command connection fails: {e}"))?;
     Ok((conn, rx, channels))
 }
@@ -180,14 +179,18 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
 /// certificate (a setting to fix, named at start).
 fn refusal(e: &redis::RedisError) -> Option<String> {
     let text = e.to_string();
+    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) || text.contains("NOPERM") {
+        return Some(format!(
+            "Redis took the credentials but the ACL user may not run what holdfast needs ({text}); grant it \
+             the rules docs/OPERATIONS.md lists (or `+@all` on `~hf:* &hf:*`)"
+        ));
+    }
     let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
-        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
-        || ["WRONGPASS", "NOAUTH", "NOPERM", "invalid password"].iter().any(|w| text.contains(w));
+        || ["WRONGPASS", "NOAUTH", "invalid password"].iter().any(|w| text.contains(w));
     if auth {
         return Some(format!(
             "Redis refused the credentials ({text}); fix USER:PASSWORD in the broker URL \
-             (--broker, HOLDFAST_BROKER or `broker` in the config file); an ACL user needs \
-             `on >PASSWORD ~hf:* &hf:* +@all` (docs/OPERATIONS.md lists the commands)"
+             (--broker, HOLDFAST_BROKER or `broker` in the config file)"
         ));
     }
     if text.contains("certificate") || text.contains("UnknownIssuer") {

@@ -7,49 +7,8 @@
 // NODE_PATH pointing at playwright-core; needs nginx (scripts/test installs it).
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
-const net = require('node:net');
-const os = require('node:os');
-const path = require('node:path');
 
-const { startServer, publish, launch } = require('./support.cjs');
-
-const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
-if (!NGINX) throw new Error('nginx is missing: apt-get install -y nginx-light (scripts/test does this)');
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function waitForPort(port) {
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    const ok = await new Promise((r) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); }).on('error', () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** nginx on a port of its own with `locations` in its one server block. */
-async function startNginx(locations) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-fallback-'));
-  const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'nginx.conf'), `daemon off; master_process off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
-events { worker_connections 256; }
-http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  server { listen 127.0.0.1:${port}; ${locations} } }
-`);
-  const proc = spawn(NGINX, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')], { stdio: 'ignore' });
-  await waitForPort(port);
-  return { proc, base: `http://127.0.0.1:${port}` };
-}
+const { startServer, startNginx, publish, launch } = require('./support.cjs');
 
 /** Loads the demo through `front`, checks the transport it settles on and that every message arrives. */
 async function demoSettlesOn(front, server, transport, withinMs) {

@@ -4,6 +4,9 @@
 const { spawn } = require('node:child_process');
 const readline = require('node:readline');
 const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
 
 let chromium;
 try {
@@ -55,10 +58,46 @@ async function publish(base, text) {
   return (await r.json()).offset;
 }
 
-const launch = () => chromium.launch({
+const launch = (extraArgs = []) => chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic'],
+    '--disable-sync', '--no-first-run', '--disable-quic', ...extraArgs],
 });
 
-module.exports = { KEY, startServer, stopped, api, publish, launch };
+const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
+if (!NGINX) throw new Error('nginx is missing: apt-get install -y nginx-light (scripts/test does this)');
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+async function waitForPort(port) {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const ok = await new Promise((r) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); }).on('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** nginx on a port of its own with `locations` in its one server block. */
+async function startNginx(locations) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-browser-nginx-'));
+  const port = await freePort();
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), `daemon off; master_process off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+events { worker_connections 256; }
+http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  server { listen 127.0.0.1:${port}; ${locations} } }
+`);
+  const proc = spawn(NGINX, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')], { stdio: 'ignore' });
+  await waitForPort(port);
+  return { proc, base: `http://127.0.0.1:${port}` };
+}
+
+module.exports = { KEY, startServer, startNginx, stopped, api, publish, launch };

@@ -407,6 +407,7 @@ impl ServeArgs {
                     .or(file.handshake_timeout)
                     .unwrap_or(server_defaults.handshake_timeout),
                 tls,
+                explain: None,
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
                         0 => {

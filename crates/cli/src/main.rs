@@ -123,7 +123,10 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let node = Arc::new(node);
         print_banner(addr, &cfg.api_key);
-        holdfast_server::run(listener, node, cfg.server, Arc::new(Metrics::default()), shutdown_signal()).await?;
+        // The /doctor page's verdicts come from the CLI doctor's own rules.
+        let explain: holdfast_server::Explainer = Arc::new(|report| holdfast_doctor::explain(report).map(|r| r.json()));
+        let server = holdfast_server::ServerConfig { explain: Some(explain), ..cfg.server };
+        holdfast_server::run(listener, node, server, Arc::new(Metrics::default()), shutdown_signal()).await?;
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)
     })

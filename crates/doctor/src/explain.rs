@@ -144,7 +144,8 @@ fn fallback_note(r: &BrowserReport) -> String {
     if works.is_empty() {
         return String::new();
     }
-    format!(" From this browser {} works, so holdfast clients fall back to it meanwhile.", works.join(" and "))
+    let works: Vec<String> = works.iter().map(|name| format!("{name} works")).collect();
+    format!(" From this browser {}, so holdfast clients fall back meanwhile.", works.join(" and "))
 }
 
 fn mixed(r: &BrowserReport) -> bool {
@@ -174,7 +175,11 @@ fn observations(r: &BrowserReport) -> Observations {
             o.http = Some(Http::Response(Response {
                 version: s.version.clone(),
                 status: s.status,
-                reason: String::new(),
+                reason: tokio_tungstenite::tungstenite::http::StatusCode::from_u16(s.status)
+                    .ok()
+                    .and_then(|c| c.canonical_reason())
+                    .unwrap_or_default()
+                    .to_owned(),
                 headers,
                 body: s.explanation.clone(),
             }));

@@ -12,6 +12,7 @@
 mod admission;
 mod api;
 mod auth;
+mod doctor;
 mod drain;
 mod fallback;
 mod listener;
@@ -39,6 +40,7 @@ use tokio_tungstenite::WebSocketStream;
 
 pub use admission::Limits;
 pub use auth::JwtAuth;
+pub use doctor::Explainer;
 pub use drain::drain;
 pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
@@ -64,6 +66,10 @@ pub struct ServerConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Admission limits.
     pub limits: Limits,
+    /// The doctor's rules for `POST /doctor/explain` (the binary passes
+    /// `holdfast_doctor::explain`; without it the page shows its own stages
+    /// only).
+    pub explain: Option<Explainer>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +82,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             tls: None,
             limits: Limits::default(),
+            explain: None,
         }
     }
 }
@@ -87,6 +94,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     config: Arc<ServerConfig>,
     admission: Arc<admission::Admission>,
+    doctor: Arc<doctor::DoctorLog>,
 }
 
 /// Serves until `shutdown` completes, then drains: stops accepting, tells
@@ -101,7 +109,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     node.observe_with(metrics.clone());
     let admission = Arc::new(admission::Admission::new(config.limits));
-    let state = AppState { node: node.clone(), metrics, config: Arc::new(config), admission: admission.clone() };
+    let state = AppState {
+        node: node.clone(),
+        metrics,
+        config: Arc::new(config),
+        admission: admission.clone(),
+        doctor: Arc::default(),
+    };
     let drain_window = state.config.drain_window;
     let handshake_timeout = state.config.handshake_timeout;
     let state_tls = state.config.tls.clone();
@@ -165,7 +179,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/doctor", get(doctor::page))
+        .route("/doctor/seen", get(doctor::seen))
+        .route("/doctor/explain", post(doctor::explain))
         .nest("/api", api)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), doctor::record))
         .with_state(state)
 }
 

@@ -134,7 +134,9 @@ impl Refusal {
 
     /// The response to send.
     pub fn into_response(self) -> Response<Body> {
+        let note = crate::doctor::RefusalNote { cause: self.cause.id(), explanation: self.explanation.clone() };
         let mut r = Response::new(Body::from(self.explanation + "\n"));
+        r.extensions_mut().insert(note);
         *r.status_mut() = self.status;
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

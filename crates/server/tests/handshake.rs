@@ -96,3 +96,34 @@ async fn configured_origins_and_browser_only_mode() {
     assert!(r.body.contains("allow_no_origin"), "{}", r.body);
     server.stop().await;
 }
+
+/// The /doctor page tags its requests; the server keeps what arrived and
+/// what it answered, for that page only, without cookies or credentials.
+#[tokio::test]
+async fn requests_tagged_by_the_doctor_page_are_kept_as_they_arrived() {
+    let server = TestServer::default().await;
+    let id = "0123456789abcdef";
+    server
+        .http("GET", &format!("/ws?doctor={id}"), &[("Cookie", "session=secret"), ("X-Forwarded-For", "10.9.8.7")], "")
+        .await;
+    let (status, _) = common::head_status(server.addr, "GET", &format!("/ws?doctor={id}"), &UPGRADE).await;
+    assert_eq!(status, 101);
+    server.http("GET", "/ws?doctor=someone-elses", &[], "").await;
+    server.http("GET", "/ws", &[], "").await;
+
+    let seen = server.http("GET", &format!("/doctor/seen?id={id}"), &[], "").await.json();
+    let requests = seen["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2, "{seen}");
+    assert_eq!(requests[0]["status"], 426);
+    assert_eq!(requests[0]["cause"], "proxy_dropped_upgrade");
+    assert!(requests[0]["explanation"].as_str().unwrap().contains("proxy"), "{seen}");
+    let headers = requests[0]["headers"].as_array().unwrap();
+    assert!(headers.iter().any(|h| h[0] == "x-forwarded-for" && h[1] == "10.9.8.7"), "{seen}");
+    assert!(headers.iter().all(|h| h[0] != "cookie"), "cookies are never kept: {seen}");
+    assert_eq!((requests[1]["status"].as_u64(), requests[1]["transport"].as_str()), (Some(101), Some("websocket")));
+    // The page itself, and its explain endpoint (no rules given here).
+    let page = server.http("GET", "/doctor", &[], "").await;
+    assert!(page.status == 200 && page.body.contains("runDoctor"));
+    assert_eq!(server.http("POST", "/doctor/explain", &[], "{}").await.status, 501);
+    server.stop().await;
+}

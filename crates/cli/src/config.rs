@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Whether clients that send no Origin (non-browser) may connect (`true`/`false`).
     #[arg(long, env = "HOLDFAST_ALLOW_NO_ORIGIN")]
     pub allow_no_origin: Option<bool>,
+    /// Whether /sse and /poll answer allowed cross-origin pages with
+    /// `Access-Control-Allow-Credentials: true`, so they may send cookies (`true`/`false`).
+    #[arg(long, env = "HOLDFAST_CORS_CREDENTIALS")]
+    pub cors_credentials: Option<bool>,
     /// Time a client has to finish its TLS handshake and request headers, e.g. `10s`.
     #[arg(long, env = "HOLDFAST_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
@@ -117,6 +121,21 @@ pub struct ServeArgs {
     /// Whether clients without a token may connect (default: yes without a JWT key, no with one).
     #[arg(long, env = "HOLDFAST_ALLOW_ANONYMOUS")]
     pub allow_anonymous: Option<bool>,
+    /// Ask your backend before every `connect` (http:// URL; it gets the cookies and decides who the user is).
+    #[arg(long, env = "HOLDFAST_CONNECT_PROXY")]
+    pub connect_proxy: Option<String>,
+    /// Ask your backend before every `subscribe` (http:// URL).
+    #[arg(long, env = "HOLDFAST_SUBSCRIBE_PROXY")]
+    pub subscribe_proxy: Option<String>,
+    /// Ask your backend before every client `publish`; it may rewrite the data (http:// URL).
+    #[arg(long, env = "HOLDFAST_PUBLISH_PROXY")]
+    pub publish_proxy: Option<String>,
+    /// How long the backend may take to answer a proxy request, e.g. `1s` (then: backend_unavailable).
+    #[arg(long, env = "HOLDFAST_PROXY_TIMEOUT", value_parser = parse_duration)]
+    pub proxy_timeout: Option<Duration>,
+    /// Request headers passed to the backend besides the cookies, comma-separated (e.g. `x-request-id`).
+    #[arg(long, env = "HOLDFAST_PROXY_HEADERS", value_delimiter = ',')]
+    pub proxy_headers: Option<Vec<String>>,
     /// Log lines as `text` (default) or `json`; the level comes from HOLDFAST_LOG.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
@@ -149,6 +168,7 @@ pub struct FileConfig {
     node_name: Option<String>,
     allowed_origins: Option<Vec<String>>,
     allow_no_origin: Option<bool>,
+    cors_credentials: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     handshake_timeout: Option<Duration>,
     tls_cert: Option<PathBuf>,
@@ -163,6 +183,12 @@ pub struct FileConfig {
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
     allow_anonymous: Option<bool>,
+    connect_proxy: Option<String>,
+    subscribe_proxy: Option<String>,
+    publish_proxy: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    proxy_timeout: Option<Duration>,
+    proxy_headers: Option<Vec<String>>,
     /// `[namespaces.NAME]` tables (file only: rules do not fit in flags).
     #[serde(default)]
     namespaces: BTreeMap<String, NamespaceFile>,
@@ -213,6 +239,7 @@ const FILE_KEYS: &[&str] = &[
     "node_name",
     "allowed_origins",
     "allow_no_origin",
+    "cors_credentials",
     "handshake_timeout",
     "tls_cert",
     "tls_key",
@@ -226,6 +253,11 @@ const FILE_KEYS: &[&str] = &[
     "jwt_secret",
     "jwt_public_key",
     "allow_anonymous",
+    "connect_proxy",
+    "subscribe_proxy",
+    "publish_proxy",
+    "proxy_timeout",
+    "proxy_headers",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -268,6 +300,8 @@ pub struct Resolved {
     pub log_format: LogFormat,
     /// Connect-token checks, when a JWT key is configured.
     pub auth: Option<holdfast_server::JwtAuth>,
+    /// The backend proxies, when any is configured.
+    pub backend: Option<holdfast_server::BackendConfig>,
     /// Rules per channel namespace.
     pub namespaces: Namespaces,
 }
@@ -333,6 +367,32 @@ impl ServeArgs {
         let secret = self.jwt_secret.or(file.jwt_secret);
         let public_key = self.jwt_public_key.or(file.jwt_public_key);
         let anonymous = self.allow_anonymous.or(file.allow_anonymous);
+        let proxy = |flag: Option<String>, key: Option<String>, name: &str| {
+            flag.or(key)
+                .map(|url| holdfast_server::BackendConfig::url(&url).map_err(|e| anyhow::anyhow!("{name}: {e}")))
+                .transpose()
+        };
+        let connect_proxy = proxy(self.connect_proxy, file.connect_proxy, "connect_proxy")?;
+        let subscribe_proxy = proxy(self.subscribe_proxy, file.subscribe_proxy, "subscribe_proxy")?;
+        let publish_proxy = proxy(self.publish_proxy, file.publish_proxy, "publish_proxy")?;
+        let forward_headers: Vec<String> = self
+            .proxy_headers
+            .or(file.proxy_headers)
+            .unwrap_or_default()
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        let backend = (connect_proxy.is_some() || subscribe_proxy.is_some() || publish_proxy.is_some()).then(|| {
+            holdfast_server::BackendConfig {
+                connect: connect_proxy,
+                subscribe: subscribe_proxy,
+                publish: publish_proxy,
+                timeout: self.proxy_timeout.or(file.proxy_timeout).unwrap_or(Duration::from_secs(1)),
+                headers: forward_headers.clone(),
+                max_data: max_message_size,
+            }
+        });
         let auth = match (secret, public_key) {
             (Some(_), Some(_)) => bail!("give jwt_secret or jwt_public_key, not both"),
             (Some(secret), None) => {
@@ -384,6 +444,11 @@ impl ServeArgs {
             (None, None) => None,
             _ => bail!("tls_cert and tls_key go together: give both or neither"),
         };
+        let allowed_origins = self.allowed_origins.or(file.allowed_origins).unwrap_or_default();
+        let cors_credentials = self.cors_credentials.or(file.cors_credentials).unwrap_or(false);
+        if cors_credentials && allowed_origins.iter().any(|o| o == "*") {
+            bail!("cors_credentials needs allowed_origins to name the sites: with `*` any site could send requests with your users' cookies");
+        }
         Ok(Resolved {
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             api_key: (api_key.clone(), generated),
@@ -396,11 +461,12 @@ impl ServeArgs {
                 max_message_size,
                 drain_window: self.drain_window.or(file.drain_window).unwrap_or(server_defaults.drain_window),
                 origins: OriginPolicy {
-                    allowed: self.allowed_origins.or(file.allowed_origins).unwrap_or_default(),
+                    allowed: allowed_origins,
                     allow_no_origin: self
                         .allow_no_origin
                         .or(file.allow_no_origin)
                         .unwrap_or(server_defaults.origins.allow_no_origin),
+                    cors_credentials,
                 },
                 handshake_timeout: self
                     .handshake_timeout
@@ -408,6 +474,7 @@ impl ServeArgs {
                     .unwrap_or(server_defaults.handshake_timeout),
                 tls,
                 explain: None,
+                forward_headers,
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
                         0 => {
@@ -426,6 +493,7 @@ impl ServeArgs {
             session,
             node_name: self.node_name.or(file.node_name),
             auth,
+            backend,
             namespaces,
             log_format: match self.log_format.as_deref() {
                 Some("json") => LogFormat::Json,

@@ -121,12 +121,16 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(auth) = cfg.auth {
             node = node.with_auth(Arc::new(auth));
         }
+        let metrics = Arc::new(Metrics::default());
+        if let Some(backend) = cfg.backend {
+            node = node.with_backend(Arc::new(holdfast_server::HttpBackend::new(backend, metrics.clone())));
+        }
         let node = Arc::new(node);
-        print_banner(addr, &cfg.api_key);
+        print_banner(addr, &cfg.api_key, cfg.log_format);
         // The /doctor page's verdicts come from the CLI doctor's own rules.
         let explain: holdfast_server::Explainer = Arc::new(|report| holdfast_doctor::explain(report).map(|r| r.json()));
         let server = holdfast_server::ServerConfig { explain: Some(explain), ..cfg.server };
-        holdfast_server::run(listener, node, server, Arc::new(Metrics::default()), shutdown_signal()).await?;
+        holdfast_server::run(listener, node, server, metrics, shutdown_signal()).await?;
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)
     })
@@ -169,7 +173,23 @@ async fn start_broker(
     Ok(Arc::new(broker))
 }
 
-fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool)) {
+/// The start banner: plain lines on stdout for people (the first one,
+/// "holdfast listening on http://ADDR", is what tests and scripts read), or
+/// with `--log-format json` one log record on the log writer (stderr) like
+/// every other line, carrying the key only when it was generated.
+fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool), format: config::LogFormat) {
+    if format == config::LogFormat::Json {
+        let (demo_url, ws_url) = (format!("http://{addr}/"), format!("ws://{addr}/ws"));
+        let subprotocol = "holdfast.v1.json";
+        if *generated {
+            tracing::info!(%addr, %demo_url, %ws_url, subprotocol, api_key_generated = true, api_key = %key,
+                "holdfast listening on http://{addr}");
+        } else {
+            tracing::info!(%addr, %demo_url, %ws_url, subprotocol, api_key_generated = false,
+                "holdfast listening on http://{addr}");
+        }
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "holdfast listening on http://{addr}");
     let _ = writeln!(out, "  demo page   http://{addr}/");

@@ -18,6 +18,23 @@ fn started(mut cmd: Command) -> (std::process::Child, String) {
     (child, addr)
 }
 
+/// Spawns a `serve --log-format json` command (stdout and stderr piped) and
+/// returns it with the address its start record carries (on stderr, with
+/// the other log lines) and the rest of its stderr.
+fn started_json(mut cmd: Command) -> (std::process::Child, String, BufReader<std::process::ChildStderr>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no start record before stderr closed");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+        if let Some(addr) = v["fields"]["addr"].as_str() {
+            break addr.to_string();
+        }
+    };
+    (child, addr, stderr)
+}
+
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("holdfast-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -167,8 +184,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn json_logs_carry_the_cause_of_a_refused_handshake() {
     use std::io::{Read, Write};
     let mut cmd = holdfast();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--log-format", "json"]).stderr(Stdio::piped());
-    let (mut child, addr) = started(cmd);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--log-format", "json"]);
+    let (mut child, addr, mut child_stderr) = started_json(cmd);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 10.0.0.9\r\n\r\n").unwrap();
     let mut out = String::new();
@@ -177,12 +194,60 @@ fn json_logs_carry_the_cause_of_a_refused_handshake() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     child.kill().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child_stderr.read_to_string(&mut stderr).unwrap();
     child.wait().unwrap();
     let line = stderr.lines().find(|l| l.contains("refused WebSocket handshake")).expect("a log line");
     let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
     assert_eq!(v["level"], "WARN");
     assert_eq!(v["fields"]["cause"], "proxy_dropped_upgrade");
+}
+
+/// With `--log-format json` every line the process writes is JSON, the start
+/// banner included: one record with the addresses, nothing on stdout.
+#[test]
+fn json_logs_are_all_json_banner_included() {
+    use std::io::Read;
+    use std::time::Duration;
+    let mut child = holdfast()
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--api-key", "k"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    std::thread::sleep(Duration::from_secs(1));
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(exit.success(), "exit status {exit:?}; stderr:\n{stderr}");
+    let mut records = Vec::new();
+    for (stream, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{stream} line is not JSON ({e}): {line:?}"));
+            records.push(v);
+        }
+    }
+    let banner = records.iter().find(|v| v["fields"]["addr"].is_string()).expect("a record with the listen address");
+    let addr = banner["fields"]["addr"].as_str().unwrap();
+    let port: u16 = addr.strip_prefix("127.0.0.1:").expect("the loopback address").parse().unwrap();
+    assert_ne!(port, 0, "the bound port, not the requested one");
+    assert_eq!(banner["level"], "INFO");
+    assert_eq!(banner["fields"]["message"], format!("holdfast listening on http://{addr}"));
+    assert_eq!(banner["fields"]["ws_url"], format!("ws://{addr}/ws"));
+    assert_eq!(banner["fields"]["demo_url"], format!("http://{addr}/"));
+    assert_eq!(banner["fields"]["api_key_generated"], false);
+    assert!(banner["fields"].get("api_key").is_none(), "a key from the settings is not logged: {banner}");
+    assert!(records.iter().any(|v| v["fields"]["message"] == "drained; bye"), "the shutdown is logged too");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! `holdfast-protocol`). Everything here is tested without a network.
 
 mod auth;
+mod backend;
 mod broker;
 mod bucket;
 mod heartbeat;
@@ -19,6 +20,7 @@ mod registry;
 mod session;
 
 pub use auth::{AuthError, Authenticator, Identity};
+pub use backend::{Allowed, Ask, AskKind, Backend, Denied, RequestContext};
 pub use broker::{
     Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
     Subscriber,

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::backend::{AskKind, Backend};
 use crate::broker::Broker;
 use crate::namespace::{NamespaceRules, Namespaces};
 use crate::observer::{NoObserver, Observer};
@@ -61,6 +62,9 @@ pub struct Node {
     observer: OnceLock<Arc<dyn Observer>>,
     /// Checks connect tokens; `None` means every client is anonymous.
     pub auth: Option<Arc<dyn Authenticator>>,
+    /// The application's backend, asked before connect, subscribe or
+    /// publish (each only when its proxy is configured).
+    pub backend: Option<Arc<dyn Backend>>,
     /// Rules per channel namespace.
     pub namespaces: Namespaces,
 }
@@ -76,6 +80,7 @@ impl Node {
             draining: AtomicBool::new(false),
             observer: OnceLock::new(),
             auth: None,
+            backend: None,
             namespaces: Namespaces::new(
                 NamespaceRules { allow_publish: config.allow_client_publish, ..NamespaceRules::default() },
                 Default::default(),
@@ -101,6 +106,17 @@ impl Node {
     pub fn with_auth(mut self, auth: Arc<dyn Authenticator>) -> Node {
         self.auth = Some(auth);
         self
+    }
+
+    /// Asks `backend` before the commands its proxies cover.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Node {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The backend, when it asks about this kind of command.
+    pub fn backend_for(&self, kind: AskKind) -> Option<&Arc<dyn Backend>> {
+        self.backend.as_ref().filter(|b| b.asks(kind))
     }
 
     /// Sets who is told what sessions do (once; later calls are ignored).

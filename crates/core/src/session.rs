@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::AuthError;
+use crate::backend::{Ask, AskKind, RequestContext};
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
 use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
@@ -46,6 +47,8 @@ pub struct Session {
     token_expires: Option<Instant>,
     /// When the frame being handled arrived (commands see one clock).
     frame_time: Instant,
+    /// The request that opened the session, for the backend.
+    context: Arc<RequestContext>,
 }
 
 impl Session {
@@ -65,7 +68,15 @@ impl Session {
             bucket,
             token_expires: None,
             frame_time: now,
+            context: Arc::default(),
         }
+    }
+
+    /// Records the request that opened the session (what a backend is
+    /// told about the client).
+    pub fn with_context(mut self, context: RequestContext) -> Session {
+        self.context = Arc::new(context);
+        self
     }
 
     /// The session id sent in `connected`, once connected.
@@ -188,18 +199,33 @@ impl Session {
                 if self.node.is_draining() {
                     return fail(ErrorCode::ShuttingDown, "this node is shutting down; reconnect".into());
                 }
-                let user = match (token, &self.node.auth) {
+                let backend = self.node.backend_for(AskKind::Connect).cloned();
+                let mut user = match (token, &self.node.auth) {
                     (Some(token), Some(auth)) => {
                         let identity = auth.verify(&token).map_err(|e| (id, auth_code(&e), auth_message(e)))?;
                         self.token_expires = identity.expires_at.map(instant_of);
                         Some(identity.user)
                     }
-                    (None, Some(auth)) if !auth.anonymous_allowed() => {
+                    // With a connect proxy the backend decides who may be anonymous.
+                    (None, Some(auth)) if !auth.anonymous_allowed() && backend.is_none() => {
                         return fail(ErrorCode::TokenRequired, "this server needs a token in connect".into());
                     }
                     // Without an authenticator tokens are not checked, so they name nobody.
                     _ => None,
                 };
+                if let Some(backend) = backend {
+                    let ask = Ask::Connect { client: client.as_deref(), user: user.as_deref() };
+                    let allowed = backend.ask(ask, &self.context).await.map_err(|d| {
+                        let (code, message) = d.reply();
+                        (id, code, message)
+                    })?;
+                    if allowed.user.is_some() {
+                        user = allowed.user;
+                    }
+                    if let Some(exp) = allowed.expires_at {
+                        self.token_expires = Some(instant_of(std::time::UNIX_EPOCH + Duration::from_secs(exp)));
+                    }
+                }
                 let info = Arc::new(ClientInfo { session: new_session_id(), user, client });
                 // A client behind a proxy that cuts idle connections may ask
                 // for more frequent pings: never less often than configured,
@@ -239,7 +265,16 @@ impl Session {
                 Ok(())
             }
             Command::Subscribe { channel, since, token } => {
-                self.may_subscribe(&channel, token.as_deref()).map_err(|(code, m)| (id, code, m))?;
+                let backend = self.node.backend_for(AskKind::Subscribe).cloned();
+                self.may_subscribe(&channel, token.as_deref(), backend.is_some()).map_err(|(code, m)| (id, code, m))?;
+                if let Some(backend) = backend {
+                    let info = self.info.clone().expect("connected");
+                    let ask = Ask::Subscribe { session: &info.session, user: info.user.as_deref(), channel: &channel };
+                    backend.ask(ask, &self.context).await.map_err(|d| {
+                        let (code, message) = d.reply();
+                        (id, code, message)
+                    })?;
+                }
                 self.subscribe(id_or_zero, channel, since).await
             }
             Command::Unsubscribe { channel } => {
@@ -255,8 +290,25 @@ impl Session {
                 if !self.node.namespaces.rules(&channel).allow_publish {
                     return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
                 }
+                let mut data = data.get().to_owned();
+                if let Some(backend) = self.node.backend_for(AskKind::Publish).cloned() {
+                    let info = self.info.clone().expect("connected");
+                    let ask = Ask::Publish {
+                        session: &info.session,
+                        user: info.user.as_deref(),
+                        channel: &channel,
+                        data: &data,
+                    };
+                    let allowed = backend.ask(ask, &self.context).await.map_err(|d| {
+                        let (code, message) = d.reply();
+                        (id, code, message)
+                    })?;
+                    if let Some(rewritten) = allowed.data {
+                        data = rewritten;
+                    }
+                }
                 let started = Instant::now();
-                match self.node.broker.publish(&channel, data.get()).await {
+                match self.node.broker.publish(&channel, &data).await {
                     Ok(p) => {
                         self.node.observer().published(p.delivered, started.elapsed());
                         self.send(
@@ -280,8 +332,14 @@ impl Session {
     }
 
     /// Namespace rules for `subscribe`: anonymous sessions and private
-    /// channels (which need a subscribe token naming the channel).
-    fn may_subscribe(&self, channel: &ChannelName, token: Option<&str>) -> Result<(), (ErrorCode, String)> {
+    /// channels (which need a subscribe token naming the channel, unless a
+    /// subscribe proxy is asked: then the backend decides).
+    fn may_subscribe(
+        &self,
+        channel: &ChannelName,
+        token: Option<&str>,
+        backend_decides: bool,
+    ) -> Result<(), (ErrorCode, String)> {
         let rules = self.node.namespaces.rules(channel);
         let user = self.info.as_ref().and_then(|i| i.user.as_deref());
         if !rules.allow_anonymous && user.is_none() {
@@ -290,7 +348,7 @@ impl Session {
                 format!("{channel} needs an authenticated connection (connect token)"),
             ));
         }
-        if !rules.private {
+        if !rules.private || (backend_decides && token.is_none()) {
             return Ok(());
         }
         let (Some(auth), Some(token)) = (&self.node.auth, token) else {

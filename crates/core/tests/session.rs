@@ -157,3 +157,73 @@ async fn a_client_may_ask_for_more_frequent_pings_within_bounds() {
     s.handle_frame(r#"{"id":1,"op":"connect","ping_interval_ms":600000}"#, t).await;
     assert_eq!(drain(&s)[0]["ping_interval_ms"], 25000, "never less often than configured");
 }
+
+/// A backend that decides by cookie and channel, as an application would.
+struct CookieBackend;
+
+#[async_trait::async_trait]
+impl holdfast_core::Backend for CookieBackend {
+    fn asks(&self, _: holdfast_core::AskKind) -> bool {
+        true
+    }
+
+    async fn ask(
+        &self,
+        ask: holdfast_core::Ask<'_>,
+        context: &holdfast_core::RequestContext,
+    ) -> Result<holdfast_core::Allowed, holdfast_core::Denied> {
+        use holdfast_core::{Allowed, Ask, Denied};
+        match ask {
+            Ask::Connect { .. } if context.cookie.as_deref() == Some("sid=a") => {
+                Ok(Allowed { user: Some("alice".into()), ..Allowed::default() })
+            }
+            Ask::Connect { .. } if context.cookie.is_none() => Err(Denied::Unavailable("the backend is down".into())),
+            Ask::Connect { .. } => {
+                Err(Denied::Refused { code: holdfast_protocol::ErrorCode::Refused, message: "log in first".into() })
+            }
+            Ask::Subscribe { channel, .. } if channel.as_str() == "vip" => {
+                Err(Denied::Refused { code: holdfast_protocol::ErrorCode::Refused, message: "not you".into() })
+            }
+            Ask::Subscribe { .. } => Ok(Allowed::default()),
+            Ask::Publish { user, .. } => {
+                Ok(Allowed { data: Some(format!("{{\"by\":{:?}}}", user.unwrap_or_default())), ..Allowed::default() })
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_nothing() {
+    let backend: Arc<dyn holdfast_core::Backend> = Arc::new(CookieBackend);
+    let node = Arc::new(
+        Node::new(Arc::new(MemoryBroker::new(HistoryLimits::default())), SessionConfig::default(), None)
+            .with_backend(backend),
+    );
+    let context = |cookie: Option<&str>| holdfast_core::RequestContext {
+        transport: "websocket",
+        cookie: cookie.map(str::to_owned),
+        ..Default::default()
+    };
+    let mut alice = Session::new(node.clone(), Instant::now()).with_context(context(Some("sid=a")));
+    alice.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now()).await;
+    assert_eq!(drain(&alice)[0]["op"], "connected");
+    alice.handle_frame(r#"{"id":2,"op":"subscribe","channel":"vip"}"#, Instant::now()).await;
+    let r = drain(&alice);
+    assert_eq!((r[0]["code"].as_str(), r[0]["message"].as_str()), (Some("refused"), Some("not you")));
+    alice.handle_frame(r#"{"id":3,"op":"subscribe","channel":"c"}"#, Instant::now()).await;
+    alice.handle_frame(r#"{"id":4,"op":"publish","channel":"c","data":{"x":1}}"#, Instant::now()).await;
+    let got = drain(&alice);
+    let message = got.iter().find(|v| v["op"] == "message").unwrap();
+    assert_eq!(message["data"], serde_json::json!({"by": "alice"}), "the rewritten data, the backend's user");
+    let presence = node.broker.presence(&ChannelName::new("c").unwrap()).await.unwrap();
+    assert_eq!(presence[0].user.as_deref(), Some("alice"));
+
+    for (cookie, code) in [(Some("sid=b"), "refused"), (None, "backend_unavailable")] {
+        let mut s = Session::new(node.clone(), Instant::now()).with_context(context(cookie));
+        s.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now()).await;
+        assert_eq!(drain(&s)[0]["code"], code);
+        assert!(s.id().is_none(), "not connected");
+        s.finish().await;
+    }
+    alice.finish().await;
+}

@@ -43,6 +43,10 @@ pub enum ErrorCode {
     TokenExpired,
     /// The namespace's rules do not allow this.
     PermissionDenied,
+    /// The application's backend (connect, subscribe or publish proxy) refused this.
+    Refused,
+    /// The application's backend did not answer in time, or answered an error.
+    BackendUnavailable,
     /// The server is shutting down; reconnect to another node.
     ShuttingDown,
     /// HTTP API: missing or wrong API key.
@@ -59,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the docs list them.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -77,6 +81,8 @@ impl ErrorCode {
         ErrorCode::TokenInvalid,
         ErrorCode::TokenExpired,
         ErrorCode::PermissionDenied,
+        ErrorCode::Refused,
+        ErrorCode::BackendUnavailable,
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -105,6 +111,8 @@ impl ErrorCode {
             ErrorCode::TokenInvalid => "token_invalid",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Refused => "refused",
+            ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
@@ -145,6 +153,12 @@ impl ErrorCode {
             }
             ErrorCode::RateLimited => {
                 "The session sent commands faster than `commands_per_second`; slow down (a flood is disconnected with 4003)."
+            }
+            ErrorCode::Refused => {
+                "Your application's backend (the connect, subscribe or publish proxy) refused this; the message is the backend's own."
+            }
+            ErrorCode::BackendUnavailable => {
+                "The application's backend did not answer within the proxy timeout, answered an error status, or answered something unreadable; nothing was allowed. Retry."
             }
             ErrorCode::ShuttingDown => "The server is draining; reconnect (to another node).",
             ErrorCode::Unauthorized => "HTTP API: missing or wrong `Authorization: Bearer` key.",

@@ -218,6 +218,24 @@ pub async fn channels(State(state): State<AppState>, headers: HeaderMap) -> ApiR
     Ok(axum::Json(json!({"channels": list})).into_response())
 }
 
+/// `GET /api/status`: what the `/status` page shows, now.
+pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    authorize(&headers, &state.config.api_key)?;
+    let channels = state.node.broker.channels().await.map_err(unavailable)?;
+    let mut body = state.metrics.status();
+    body["channels"] = channels.len().into();
+    body["subscriptions"] = channels.iter().map(|c| c.subscribers).sum::<usize>().into();
+    body["ready"] = match (state.node.is_draining(), state.node.broker.readiness()) {
+        (true, _) => json!("draining for shutdown"),
+        (false, Ok(())) => json!(true),
+        (false, Err(why)) => json!(format!("broker: {why}")),
+    };
+    body["node"] = state.node.name.clone().into();
+    body["at_ms"] =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64).into();
+    Ok(axum::Json(body).into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {

@@ -146,6 +146,7 @@ async fn open_session(
     open: &Open,
     since: &Positions,
     transport: Transport,
+    headers: &axum::http::HeaderMap,
 ) -> Result<Route, Response> {
     if state.node.is_draining() {
         let e = ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "this node is shutting down".into());
@@ -159,7 +160,10 @@ async fn open_session(
             return Err(refusal.into_response());
         }
     };
-    let mut session = Session::new(state.node.clone(), Instant::now());
+    let name = if matches!(transport, Transport::Sse) { "sse" } else { "polling" };
+    let context =
+        crate::backend::context_of(&state.node, headers, peer.map(|p| p.ip()), name, &state.config.forward_headers);
+    let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context);
     let mut connect = serde_json::json!({"id": 1, "op": "connect"});
     if let Some(c) = &open.client {
         connect["client"] = c.as_str().into();
@@ -242,7 +246,7 @@ pub async fn sse(State(state): State<AppState>, req: Request<Body>) -> Response 
     let open = parse_query(req.uri().query());
     let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     let since = Positions::parse(last_id);
-    let route = match open_session(&state, peer_of(&req), &open, &since, Transport::Sse).await {
+    let route = match open_session(&state, peer_of(&req), &open, &since, Transport::Sse, req.headers()).await {
         Ok(r) => r,
         Err(refused) => return refused,
     };
@@ -355,7 +359,16 @@ fn unknown_session() -> Response {
 pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response {
     let open = parse_query(req.uri().query());
     let Some(id) = &open.session else {
-        return match open_session(&state, peer_of(&req), &open, &Positions::default(), Transport::LongPoll).await {
+        return match open_session(
+            &state,
+            peer_of(&req),
+            &open,
+            &Positions::default(),
+            Transport::LongPoll,
+            req.headers(),
+        )
+        .await
+        {
             Ok(route) => json_array(&take(&route.outbox)),
             Err(refused) => refused,
         };

@@ -12,6 +12,8 @@
 mod admission;
 mod api;
 mod auth;
+mod backend;
+mod cors;
 mod doctor;
 mod drain;
 mod fallback;
@@ -40,6 +42,7 @@ use tokio_tungstenite::WebSocketStream;
 
 pub use admission::Limits;
 pub use auth::JwtAuth;
+pub use backend::{BackendConfig, HttpBackend};
 pub use doctor::Explainer;
 pub use drain::drain;
 pub use listener::tls_acceptor;
@@ -66,6 +69,8 @@ pub struct ServerConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Admission limits.
     pub limits: Limits,
+    /// Request headers passed to the backend proxies (lowercase names).
+    pub forward_headers: Vec<String>,
     /// The doctor's rules for `POST /doctor/explain` (the binary passes
     /// `holdfast_doctor::explain`; without it the page shows its own stages
     /// only).
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             tls: None,
             limits: Limits::default(),
             explain: None,
+            forward_headers: Vec::new(),
         }
     }
 }
@@ -156,29 +162,39 @@ pub fn router(state: AppState) -> Router {
         .route("/history", get(api::history).fallback(api::method_not_allowed))
         .route("/presence", get(api::presence).fallback(api::method_not_allowed))
         .route("/channels", get(api::channels).fallback(api::method_not_allowed))
+        .route("/status", get(api::status).fallback(api::method_not_allowed))
         .route("/disconnect", post(api::disconnect).fallback(api::method_not_allowed))
         .fallback(api::not_found);
+    let cors_layer = || axum::middleware::from_fn_with_state(state.clone(), cors::middleware);
     Router::new()
         .route("/", get(demo_page))
+        // Public code, importable from any page (a module import is a CORS request).
         .route(
             "/holdfast.js",
-            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../../clients/js/holdfast.js")) }),
+            get(|| async {
+                let js = asset("text/javascript; charset=utf-8", include_str!("../../../clients/js/holdfast.js"));
+                ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], js)
+            }),
         )
         .route(
             "/holdfast.d.ts",
             get(|| async {
-                asset("application/typescript; charset=utf-8", include_str!("../../../clients/js/holdfast.d.ts"))
+                let ts =
+                    asset("application/typescript; charset=utf-8", include_str!("../../../clients/js/holdfast.d.ts"));
+                ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], ts)
             }),
         )
         .route("/ws", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)))
-        .route("/sse", get(fallback::sse).post(fallback::commands))
-        .route("/poll", get(fallback::poll).post(fallback::commands))
+        // CORS under the WebSocket's Origin allowlist; on every method, so preflights reach it.
+        .route("/sse", get(fallback::sse).post(fallback::commands).layer(cors_layer()))
+        .route("/poll", get(fallback::poll).post(fallback::commands).layer(cors_layer()))
         .route("/echo", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Echo)))
         // Browsers ask for it on every page; an empty answer beats a 404 in the console.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/status", get(status_page))
         .route("/doctor", get(doctor::page))
         .route("/doctor/seen", get(doctor::seen))
         .route("/doctor/explain", post(doctor::explain))
@@ -208,6 +224,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
             return refusal.into_response();
         }
     };
+    let context = backend::context_of(&state.node, req.headers(), peer, "websocket", &state.config.forward_headers);
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Every log line about this connection carries its id (and peer).
     let span =
@@ -224,7 +241,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         let config = ws::ws_config(state.config.max_message_size);
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         match endpoint {
-            Endpoint::Protocol => ws::serve_protocol(ws, state.node, state.metrics).await,
+            Endpoint::Protocol => ws::serve_protocol(ws, state.node, state.metrics, context).await,
             Endpoint::Echo => ws::serve_echo(ws, state.node, state.metrics).await,
         }
     };
@@ -261,6 +278,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// The live status page; its data comes from `/api/status` with the key.
+async fn status_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../static/status.html")).into_response()
 }
 
 async fn demo_page() -> Response {

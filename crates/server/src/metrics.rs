@@ -8,7 +8,9 @@
 
 use holdfast_protocol::CloseCode;
 
-use holdfast_core::{Observer, Op};
+use holdfast_core::{AskKind, Observer, Op};
+
+use crate::backend::Outcome;
 
 use crate::rejections::Rejections;
 use crate::upgrade::RejectCause;
@@ -62,6 +64,10 @@ pub struct Metrics {
     delivered: AtomicU64,
     broker_errors: AtomicU64,
     fanout: Histogram,
+    /// Backend asks by proxy (connect, subscribe, publish) and outcome.
+    backend: [[AtomicU64; 3]; 3],
+    /// Time spent waiting for the backend, by proxy.
+    backend_us: [AtomicU64; 3],
 }
 
 /// Upper bounds of the fan-out histogram's buckets, in microseconds.
@@ -109,6 +115,34 @@ impl Observer for Metrics {
 }
 
 impl Metrics {
+    /// What `/api/status` shows of the counters.
+    pub fn status(&self) -> serde_json::Value {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let connections: serde_json::Map<String, serde_json::Value> =
+            [Transport::WebSocket, Transport::Echo, Transport::Sse, Transport::LongPoll]
+                .into_iter()
+                .map(|t| (t.label().to_owned(), self.open_connections(t).into()))
+                .collect();
+        let rejections: serde_json::Map<String, serde_json::Value> =
+            RejectCause::ALL.iter().map(|c| (c.id().to_owned(), self.rejections.total(*c).into())).collect();
+        serde_json::json!({
+            "connections": connections,
+            "connections_total": load(&self.connections_total),
+            "publications_total": load(&self.publications),
+            "messages_delivered_total": load(&self.delivered),
+            "slow_consumer_disconnects_total": load(&self.slow_consumers),
+            "rejections": rejections,
+            "recent_rejections": self.rejections.recent(),
+        })
+    }
+
+    /// One answer (or none) from the application's backend.
+    pub fn backend(&self, kind: AskKind, outcome: Outcome, took: std::time::Duration) {
+        let k = kind as usize;
+        self.backend[k][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.backend_us[k].fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
     fn gauge(&self, t: Transport) -> &AtomicI64 {
         match t {
             Transport::WebSocket => &self.ws_connections,
@@ -268,6 +302,34 @@ impl Metrics {
             .map(|c| (format!("{{cause=\"{}\"}}", c.id()), self.rejections.total(*c).to_string()))
             .collect();
         metric("holdfast_handshake_rejections_total", "counter", "Refused WebSocket handshakes, by cause.", &lines);
+        let kinds = [AskKind::Connect, AskKind::Subscribe, AskKind::Publish];
+        let mut lines = Vec::new();
+        for (k, kind) in kinds.iter().enumerate() {
+            for outcome in Outcome::ALL {
+                let n = self.backend[k][outcome as usize].load(Ordering::Relaxed);
+                lines.push((format!("{{proxy=\"{}\",result=\"{}\"}}", kind.as_str(), outcome.label()), n.to_string()));
+            }
+        }
+        metric(
+            "holdfast_backend_requests_total",
+            "counter",
+            "Questions to the application's backend (connect, subscribe, publish proxy), by result.",
+            &lines,
+        );
+        let lines: Vec<(String, String)> = kinds
+            .iter()
+            .enumerate()
+            .map(|(k, kind)| {
+                let secs = self.backend_us[k].load(Ordering::Relaxed) as f64 / 1e6;
+                (format!("{{proxy=\"{}\"}}", kind.as_str()), secs.to_string())
+            })
+            .collect();
+        metric(
+            "holdfast_backend_seconds_total",
+            "counter",
+            "Time spent waiting for the backend's answers, by proxy (divide by the requests for the mean latency).",
+            &lines,
+        );
         out
     }
 }

@@ -7,6 +7,10 @@
 //! (`https://app.example.com`), a subdomain wildcard
 //! (`https://*.example.com`), or `*` (anyone). Requests without `Origin`
 //! come from non-browser clients and pass unless `allow_no_origin` is off.
+//!
+//! The same decision ([`OriginPolicy::admits`]) governs CORS on the
+//! fallback transports `/sse` and `/poll` (see `cors.rs`), so an origin
+//! that may open a WebSocket may use the fallbacks, and no other.
 
 use axum::http::{header, HeaderMap, StatusCode};
 
@@ -19,11 +23,15 @@ pub struct OriginPolicy {
     pub allowed: Vec<String>,
     /// Whether requests without `Origin` (non-browser clients) pass.
     pub allow_no_origin: bool,
+    /// Whether CORS answers to allowed origins on `/sse` and `/poll` carry
+    /// `Access-Control-Allow-Credentials: true` (cookies on cross-origin
+    /// fallback requests). Off by default; never with the `*` pattern.
+    pub cors_credentials: bool,
 }
 
 impl Default for OriginPolicy {
     fn default() -> Self {
-        OriginPolicy { allowed: Vec::new(), allow_no_origin: true }
+        OriginPolicy { allowed: Vec::new(), allow_no_origin: true, cors_credentials: false }
     }
 }
 
@@ -42,7 +50,7 @@ impl OriginPolicy {
             ));
         };
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if same_origin(origin, host) || self.allowed.iter().any(|p| matches(p, origin)) {
+        if self.admits(origin, host) {
             return Ok(());
         }
         Err(Refusal::new(
@@ -50,9 +58,23 @@ impl OriginPolicy {
             StatusCode::FORBIDDEN,
             format!(
                 "Origin {origin} is not allowed to open WebSockets here (this server is {host}). Add it to \
-                 `allowed_origins` (--allowed-origin {origin}) if that site should connect."
+                 `allowed_origins` (--allowed-origins {origin}) if that site should connect."
             ),
         ))
+    }
+
+    /// The decision itself: may a page of `origin` talk to this server,
+    /// reached as `host` (the request's `Host`)? Its own origin always may;
+    /// others when a pattern of `allowed` matches.
+    pub fn admits(&self, origin: &str, host: &str) -> bool {
+        same_origin(origin, host) || self.allowed.iter().any(|p| matches(p, origin))
+    }
+
+    /// Whether CORS answers may allow credentials: when asked for, and not
+    /// while `*` lets every site in (any site could then act with the
+    /// user's cookies).
+    pub fn allows_credentials(&self) -> bool {
+        self.cors_credentials && !self.allowed.iter().any(|p| p == "*")
     }
 }
 
@@ -120,6 +142,7 @@ mod tests {
         let p = OriginPolicy {
             allowed: vec!["https://app.example.com".into(), "https://*.example.org".into()],
             allow_no_origin: false,
+            cors_credentials: false,
         };
         let ok = |o| p.check(&headers(Some(o), "api.example.net")).is_ok();
         assert!(ok("https://app.example.com"));
@@ -129,7 +152,9 @@ mod tests {
         assert!(!ok("https://evilexample.org"));
         assert!(!ok("https://app.example.com.evil.net"));
         assert!(p.check(&headers(None, "x")).is_err());
-        let any = OriginPolicy { allowed: vec!["*".into()], allow_no_origin: true };
+        let any = OriginPolicy { allowed: vec!["*".into()], ..OriginPolicy::default() };
         assert!(any.check(&headers(Some("https://whoever.example"), "x")).is_ok());
+        assert!(!OriginPolicy { cors_credentials: true, ..any }.allows_credentials(), "never credentials with `*`");
+        assert!(OriginPolicy { cors_credentials: true, ..p }.allows_credentials());
     }
 }

@@ -3,7 +3,7 @@
 //! refuse thousands of requests a minute, and one line that says so is
 //! worth more than a thousand that repeat it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,16 +18,38 @@ struct Entry {
     last_log: Option<Instant>,
 }
 
+/// How many recent refusals `/status` shows.
+const RECENT: usize = 20;
+
+/// One recent refusal, for the status page.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recent {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub cause: &'static str,
+    pub explanation: String,
+}
+
 /// Rejection counters and their rate-limited log.
 #[derive(Default)]
 pub struct Rejections {
     entries: Mutex<BTreeMap<RejectCause, Entry>>,
+    recent: Mutex<VecDeque<Recent>>,
 }
 
 impl Rejections {
     /// Counts a refusal and logs it if its cause was not logged within the
     /// last minute. Returns whether it logged.
     pub fn record(&self, refusal: &Refusal, now: Instant) -> bool {
+        {
+            let mut recent = self.recent.lock().expect("rejections lock poisoned");
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            let at_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            recent.push_back(Recent { at_ms, cause: refusal.cause.id(), explanation: refusal.explanation.clone() });
+        }
         let mut map = self.entries.lock().expect("rejections lock poisoned");
         let e = map.entry(refusal.cause).or_default();
         e.total += 1;
@@ -45,6 +67,11 @@ impl Rejections {
         e.unlogged = 0;
         e.last_log = Some(now);
         true
+    }
+
+    /// The last refusals, newest last.
+    pub fn recent(&self) -> Vec<Recent> {
+        self.recent.lock().expect("rejections lock poisoned").iter().cloned().collect()
     }
 
     /// Total refusals of a cause.

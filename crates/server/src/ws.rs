@@ -14,7 +14,7 @@
 //! connection is dropped.
 
 use futures_util::{SinkExt, StreamExt};
-use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, Session};
+use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session};
 use holdfast_protocol::CloseCode;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -64,10 +64,10 @@ enum ReadEnd {
 }
 
 /// Serves the holdfast protocol on an upgraded connection until it closes.
-pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
+pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>, context: RequestContext) {
     metrics.connection_opened(Transport::WebSocket);
     let (mut sink, mut stream) = ws.split();
-    let mut session = Session::new(node, Instant::now());
+    let mut session = Session::new(node, Instant::now()).with_context(context);
     let outbox = session.outbox().clone();
     let end = {
         let reader = read_protocol(&mut stream, &mut session, &metrics);

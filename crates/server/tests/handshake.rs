@@ -80,7 +80,11 @@ async fn other_origins_are_refused_by_default() {
 async fn configured_origins_and_browser_only_mode() {
     let setup = Setup {
         server: ServerConfig {
-            origins: OriginPolicy { allowed: vec!["https://*.example.com".into()], allow_no_origin: false },
+            origins: OriginPolicy {
+                allowed: vec!["https://*.example.com".into()],
+                allow_no_origin: false,
+                ..OriginPolicy::default()
+            },
             ..Setup::default().server
         },
         ..Setup::default()

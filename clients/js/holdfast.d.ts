@@ -45,6 +45,11 @@ export interface ClientOptions {
   transports?: Array<'websocket' | 'sse' | 'polling'>;
   /** Start the next transport when the current one has not connected within this (ms, default 2000). */
   raceDelay?: number;
+  /**
+   * Send cookies with SSE and long-polling requests to another origin (default false;
+   * the server must allow it with --cors-credentials). WebSocket always sends them.
+   */
+  credentials?: boolean;
   /** On a fallback transport, try WebSocket again this often (ms, default 30000). */
   upgradeInterval?: number;
   /** Remember a fallback transport that worked, per URL in localStorage, this long (ms, default 600000). */

@@ -149,7 +149,8 @@ class SseTransport {
     this.name = 'sse';
     this.client = client;
     this.hooks = hooks;
-    const es = new client.EventSource(`${httpBase(client.url)}/sse?${connectQuery(connect)}`);
+    const es = new client.EventSource(`${httpBase(client.url)}/sse?${connectQuery(connect)}`,
+      { withCredentials: !!client.options.credentials });
     this.es = es;
     es.onmessage = (e) => {
       const m = JSON.parse(e.data);
@@ -165,7 +166,7 @@ class SseTransport {
   send(text) {
     if (!this.session) return;
     this.client.fetch(`${httpBase(this.client.url)}/sse?session=${this.session}`, {
-      method: 'POST', body: text, headers: { 'Content-Type': 'application/json' },
+      method: 'POST', body: text, headers: { 'Content-Type': 'application/json' }, credentials: credentials(this.client),
     }).then((r) => { if (r.status === 404) this.#end(1006, 'the server no longer knows this session'); },
       () => this.#end(1006, 'a command could not be sent'));
   }
@@ -176,6 +177,10 @@ class SseTransport {
     this.hooks.onClose(code, reason);
   }
 }
+
+/** Cookies on fallback requests to another origin only when asked for
+ * (`credentials: true`; the server must allow it: --cors-credentials). */
+const credentials = (client) => (client.options.credentials ? 'include' : 'same-origin');
 
 /** HTTP long-polling: the last resort, through anything that passes HTTP. */
 class PollingTransport {
@@ -189,7 +194,7 @@ class PollingTransport {
     while (!this.closed) {
       let frames;
       try {
-        const r = await this.client.fetch(url, { cache: 'no-store' });
+        const r = await this.client.fetch(url, { cache: 'no-store', credentials: credentials(this.client) });
         if (r.status === 404) return this.#end(1006, 'the server no longer knows this session');
         frames = await r.json();
         if (!Array.isArray(frames)) throw new Error(`HTTP ${r.status}`);
@@ -210,7 +215,7 @@ class PollingTransport {
   send(text) {
     if (!this.session) return;
     this.client.fetch(`${httpBase(this.client.url)}/poll?session=${this.session}`, {
-      method: 'POST', body: text, headers: { 'Content-Type': 'application/json' },
+      method: 'POST', body: text, headers: { 'Content-Type': 'application/json' }, credentials: credentials(this.client),
     }).catch(() => {});
   }
   close() { this.closed = true; }
@@ -228,7 +233,8 @@ export class HoldfastClient extends EventTarget {
    * @param {string} [url] ws(s)://host/ws; derived from the page when omitted.
    * @param {object} [options] token, client, backoff ({min,max,factor}), pingGrace (ms),
    *   commandTimeout (ms), queueLimit, transports (['websocket','sse','polling']),
-   *   raceDelay (ms), upgradeInterval (ms), rememberFor (ms),
+   *   raceDelay (ms), upgradeInterval (ms), rememberFor (ms), credentials (send cookies
+   *   on SSE and long-polling to another origin),
    *   WebSocket / EventSource / fetch / storage (for tests).
    */
   constructor(url, options = {}) {

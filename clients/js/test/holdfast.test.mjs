@@ -191,7 +191,7 @@ test('client: after an idle cut it asks for more frequent pings', async () => {
 /** A scriptable stand-in for the browser's EventSource. */
 class FakeEventSource {
   static all = [];
-  constructor(url) { Object.assign(this, { url, closed: false }); FakeEventSource.all.push(this); }
+  constructor(url, init) { Object.assign(this, { url, init, closed: false }); FakeEventSource.all.push(this); }
   emit(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
   close() { this.closed = true; }
 }
@@ -255,4 +255,24 @@ test('client: a blocked WebSocket falls back to SSE within the race delay, is re
   assert.equal(FakeSocket.all.length, 0, 'no WebSocket first');
   assert.match(calls[0], /^http:\/\/test\/poll\?client=/);
   d.close();
+});
+
+test('client: credentials: true sends cookies on SSE and long-polling to another origin, and only then', async () => {
+  for (const [credentials, want, withCredentials] of [[true, 'include', true], [undefined, 'same-origin', false]]) {
+    FakeEventSource.all = [];
+    const inits = [];
+    const fetch = async (url, init) => { inits.push(init); return new Promise(() => {}); };
+    const sse = client({ transports: ['sse'], EventSource: FakeEventSource, fetch, storage: memoryStorage(), credentials });
+    sse.connect();
+    assert.equal(FakeEventSource.all[0].init.withCredentials, withCredentials);
+    FakeEventSource.all[0].emit({ op: 'connected', id: 1, session: 's', ping_interval_ms: 25000 });
+    sse.subscribe('news', () => {}).ready.catch(() => {}); // pending when closed below
+    await tick();
+    assert.equal(inits.at(-1).credentials, want, 'the POSTed commands');
+    sse.close();
+    const poll = client({ transports: ['polling'], fetch, storage: memoryStorage(), credentials });
+    poll.connect();
+    assert.equal(inits.at(-1).credentials, want, 'the polls');
+    poll.close();
+  }
 });

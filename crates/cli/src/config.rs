@@ -205,6 +205,8 @@ struct NamespaceFile {
     history_size: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     history_ttl: Option<Duration>,
+    /// Whether the subscribe and publish proxies are asked here.
+    proxy: Option<bool>,
 }
 
 /// How log lines look.
@@ -432,11 +434,16 @@ impl ServeArgs {
                         max_len: ns.history_size.unwrap_or(history.max_len),
                         max_age: ns.history_ttl.unwrap_or(history.max_age),
                     },
+                    ask_backend: ns.proxy.unwrap_or(true),
                 },
             );
         }
-        if named.values().any(|r| r.private || !r.allow_anonymous) && auth.is_none() {
-            bail!("private namespaces and allow_anonymous = false need a JWT key (jwt_secret or jwt_public_key)");
+        // In place of tokens, a connect proxy names users and a subscribe
+        // proxy decides private channels.
+        let names_users = auth.is_some() || backend.as_ref().is_some_and(|b| b.connect.is_some());
+        let decides_private = auth.is_some() || backend.as_ref().is_some_and(|b| b.subscribe.is_some());
+        if named.values().any(|r| (r.private && !decides_private) || (!r.allow_anonymous && !names_users)) {
+            bail!("private namespaces need a JWT key or a subscribe proxy, and allow_anonymous = false a JWT key or a connect proxy (jwt_secret, jwt_public_key, subscribe_proxy, connect_proxy)");
         }
         let namespaces = Namespaces::new(default_rules, named);
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {

@@ -192,3 +192,40 @@ fn proxy_urls_are_checked_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("connect_proxy") && stderr.contains("http://"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_can_skip_the_subscribe_and_publish_proxies_and_private_ones_need_no_token() {
+    let (base, asked) = backend().await;
+    let dir = common::scratch("proxy-namespaces");
+    let config = dir.join("holdfast.toml");
+    let file = format!(
+        "connect_proxy = \"{base}/connect\"\nsubscribe_proxy = \"{base}/subscribe\"\npublish_proxy = \"{base}/publish\"\n\
+         [namespaces.public]\nproxy = false\n[namespaces.team]\nprivate = true\n"
+    );
+    std::fs::write(&config, file).unwrap();
+    let server = serve(0, &["--config", config.to_str().unwrap()]);
+    let mut ws = open(server.1, Some("alice-session")).await;
+    assert_eq!(ask(&mut ws, json!({"id": 1, "op": "connect"})).await["op"], "connected");
+    let r = ask(&mut ws, json!({"id": 2, "op": "subscribe", "channel": "public:lobby"})).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    let first =
+        ask(&mut ws, json!({"id": 3, "op": "publish", "channel": "public:lobby", "data": {"text": "as is"}})).await;
+    let second = next(&mut ws).await;
+    let message = [first, second].into_iter().find(|v| v["op"] == "message").expect("the message");
+    assert_eq!(message["data"], json!({"text": "as is"}), "not rewritten: the proxy was not asked");
+    // A private channel without a subscribe token: the backend decides.
+    let r = ask(&mut ws, json!({"id": 4, "op": "subscribe", "channel": "team:a"})).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    let ops: Vec<(String, String)> = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|q| (q["op"].as_str().unwrap_or("").to_owned(), q["channel"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(
+        ops,
+        [("connect".to_owned(), String::new()), ("subscribe".to_owned(), "team:a".to_owned())],
+        "public: was never asked about"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,10 @@ pub struct NamespaceRules {
     pub allow_anonymous: bool,
     /// History bounds for these channels.
     pub history: HistoryLimits,
+    /// `subscribe` and `publish` here go to the backend's subscribe and
+    /// publish proxies, when those are configured (a namespace of public
+    /// channels may skip the round trip).
+    pub ask_backend: bool,
 }
 
 impl Default for NamespaceRules {
@@ -31,6 +35,7 @@ impl Default for NamespaceRules {
             private: false,
             allow_anonymous: true,
             history: HistoryLimits::default(),
+            ask_backend: true,
         }
     }
 }

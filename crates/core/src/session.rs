@@ -265,7 +265,8 @@ impl Session {
                 Ok(())
             }
             Command::Subscribe { channel, since, token } => {
-                let backend = self.node.backend_for(AskKind::Subscribe).cloned();
+                let asks_here = self.node.namespaces.rules(&channel).ask_backend;
+                let backend = self.node.backend_for(AskKind::Subscribe).filter(|_| asks_here).cloned();
                 self.may_subscribe(&channel, token.as_deref(), backend.is_some()).map_err(|(code, m)| (id, code, m))?;
                 if let Some(backend) = backend {
                     let info = self.info.clone().expect("connected");
@@ -291,7 +292,8 @@ impl Session {
                     return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
                 }
                 let mut data = data.get().to_owned();
-                if let Some(backend) = self.node.backend_for(AskKind::Publish).cloned() {
+                let asks_here = self.node.namespaces.rules(&channel).ask_backend;
+                if let Some(backend) = self.node.backend_for(AskKind::Publish).filter(|_| asks_here).cloned() {
                     let info = self.info.clone().expect("connected");
                     let ask = Ask::Publish {
                         session: &info.session,

@@ -360,8 +360,8 @@ async fn open_many(
                     conns.lock().expect("not poisoned").push(s);
                 }
                 Ok(Err(e)) => {
-                    let kind = if format!("{e:#}").contains("refused:") { "subscribe" } else { "handshake" };
-                    failures.lock().expect("not poisoned").error(kind);
+                    let kind = refusal_kind(&e);
+                    failures.lock().expect("not poisoned").error(&kind);
                 }
                 Err(_) => failures.lock().expect("not poisoned").error("timeout"),
             }
@@ -661,4 +661,18 @@ async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> any
     report.server = server_use(args, &server, Some((before, servers_rss(args))), report.opened);
     report.finish();
     Ok(report)
+}
+
+/// The error kind a failed open counts under: `subscribe`, `handshake NNN`
+/// for an HTTP refusal (so the report can say why), or `handshake`.
+fn refusal_kind(e: &anyhow::Error) -> String {
+    if format!("{e:#}").contains("refused:") {
+        return "subscribe".into();
+    }
+    match e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            format!("handshake {}", response.status().as_u16())
+        }
+        _ => "handshake".into(),
+    }
 }

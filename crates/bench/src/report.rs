@@ -86,6 +86,19 @@ impl ServerUse {
     }
 }
 
+/// What a refusal status means for a load test, and what to do.
+const REFUSALS: [(u16, &str); 3] = [
+    (
+        429,
+        "it limits new connections per address; start it with --connect-rate-per-ip 0 for a load test, or pace with --ramp",
+    ),
+    (
+        503,
+        "it is at a connection or memory limit, or draining (--max-connections, --max-connections-per-ip, --max-memory-mb)",
+    ),
+    (403, "it refuses the Origin or the credentials (--allowed-origins, a token)"),
+];
+
 /// One run's result; see the module docs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
@@ -206,6 +219,11 @@ impl Report {
             let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out += &format!("errors: {}\n", e.join(", "));
         }
+        for (status, why) in REFUSALS {
+            if let Some(n) = self.errors.get(&format!("handshake {status}")) {
+                out += &format!("the server refused {n} handshakes with {status}: {why}\n");
+            }
+        }
         out += &format!("load generator CPU {:.0} % ({} process(es))\n", self.load_cpu_percent, self.processes.max(1));
         out
     }
@@ -213,6 +231,19 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refusals_are_explained_by_status() {
+        let mut r = Report { scenario: "idle".into(), ..Report::default() };
+        r.errors.insert("handshake 429".into(), 1764);
+        r.errors.insert("handshake".into(), 2);
+        let text = r.text();
+        assert!(
+            text.contains("the server refused 1764 handshakes with 429: it limits new connections per address; start it with --connect-rate-per-ip 0"),
+            "{text}"
+        );
+        assert!(!text.contains("with 503"), "{text}");
+    }
+
     use super::*;
 
     fn part(delivered: u64, dup: u64, lat: &[u64]) -> Report {

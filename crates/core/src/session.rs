@@ -47,9 +47,13 @@ pub struct Session {
     token_expires: Option<Instant>,
     /// When the frame being handled arrived (commands see one clock).
     frame_time: Instant,
-    /// The request that opened the session, for the backend.
-    context: Arc<RequestContext>,
+    /// The request that opened the session, for the backend; `None`
+    /// without one (nothing kept per idle connection).
+    context: Option<Box<RequestContext>>,
 }
+
+/// What a backend hears of a session opened without a context.
+static NO_CONTEXT: RequestContext = RequestContext { address: None, transport: "", cookie: None, headers: Vec::new() };
 
 impl Session {
     /// Registers a new session on `node`.
@@ -68,15 +72,19 @@ impl Session {
             bucket,
             token_expires: None,
             frame_time: now,
-            context: Arc::default(),
+            context: None,
         }
     }
 
     /// Records the request that opened the session (what a backend is
     /// told about the client).
-    pub fn with_context(mut self, context: RequestContext) -> Session {
-        self.context = Arc::new(context);
+    pub fn with_context(mut self, context: Option<RequestContext>) -> Session {
+        self.context = context.map(Box::new);
         self
+    }
+
+    fn context(&self) -> &RequestContext {
+        self.context.as_deref().unwrap_or(&NO_CONTEXT)
     }
 
     /// The session id sent in `connected`, once connected.
@@ -215,7 +223,7 @@ impl Session {
                 };
                 if let Some(backend) = backend {
                     let ask = Ask::Connect { client: client.as_deref(), user: user.as_deref() };
-                    let allowed = backend.ask(ask, &self.context).await.map_err(|d| {
+                    let allowed = backend.ask(ask, self.context()).await.map_err(|d| {
                         let (code, message) = d.reply();
                         (id, code, message)
                     })?;
@@ -271,7 +279,7 @@ impl Session {
                 if let Some(backend) = backend {
                     let info = self.info.clone().expect("connected");
                     let ask = Ask::Subscribe { session: &info.session, user: info.user.as_deref(), channel: &channel };
-                    backend.ask(ask, &self.context).await.map_err(|d| {
+                    backend.ask(ask, self.context()).await.map_err(|d| {
                         let (code, message) = d.reply();
                         (id, code, message)
                     })?;
@@ -301,7 +309,7 @@ impl Session {
                         channel: &channel,
                         data: &data,
                     };
-                    let allowed = backend.ask(ask, &self.context).await.map_err(|d| {
+                    let allowed = backend.ask(ask, self.context()).await.map_err(|d| {
                         let (code, message) = d.reply();
                         (id, code, message)
                     })?;

@@ -202,13 +202,11 @@ pub fn context_of(
     peer: Option<std::net::IpAddr>,
     transport: &'static str,
     forward: &[String],
-) -> RequestContext {
-    if node.backend.is_none() {
-        return RequestContext { transport, ..RequestContext::default() };
-    }
+) -> Option<RequestContext> {
+    node.backend.as_ref()?;
     let text = |v: &hyper::header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
     let cookie: Vec<String> = headers.get_all(hyper::header::COOKIE).iter().map(text).collect();
-    RequestContext {
+    Some(RequestContext {
         address: peer,
         transport,
         cookie: (!cookie.is_empty()).then(|| cookie.join("; ")),
@@ -216,7 +214,7 @@ pub fn context_of(
             .iter()
             .filter_map(|name| headers.get(name.as_str()).map(|v| (name.clone(), text(v))))
             .collect(),
-    }
+    })
 }
 
 /// `a=1; b=2` as a map (the last of repeated names wins).

@@ -40,7 +40,7 @@ async fn subscribe(State(asked): State<Asked>, Json(req): Json<Value>) -> Json<V
     if req["channel"] == "secret" {
         return Json(json!({"error": {"message": "secret is for admins"}}));
     }
-    Json(json!({"result": {}}))
+    Json(json!({"result": {"info": {"role": "reader", "channel": req["channel"]}}}))
 }
 
 async fn publish(State(asked): State<Asked>, Json(req): Json<Value>) -> Json<Value> {
@@ -137,6 +137,7 @@ async fn a_cookie_backend_decides_connect_subscribe_and_publish_and_never_allows
     assert_eq!(ok["op"], "subscribed", "{ok}");
     let (_, presence) = api(port, "GET", "/api/presence?channel=news", "").await;
     assert_eq!(presence["subscribers"][0]["user"], "alice", "the user the backend named: {presence}");
+    assert_eq!(presence["subscribers"][0]["info"], json!({"role": "reader", "channel": "news"}), "its channel info");
 
     // Publish: the backend rewrites the data.
     let published = ask(&mut alice, json!({"id": 4, "op": "publish", "channel": "news", "data": {"text": "hi"}})).await;

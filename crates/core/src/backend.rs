@@ -89,6 +89,8 @@ pub struct Allowed {
     pub expires_at: Option<u64>,
     /// Publish: the data to publish instead (JSON text, already checked).
     pub data: Option<String>,
+    /// Subscribe: what presence shows of this subscription (JSON text).
+    pub info: Option<String>,
 }
 
 /// The backend said no, or could not be asked.

@@ -26,6 +26,9 @@ pub struct ClientInfo {
     pub user: Option<String>,
     /// The client's self-description from `connect`.
     pub client: Option<String>,
+    /// What the subscribe proxy said of this subscription (JSON text),
+    /// shown in presence for that channel only.
+    pub info: Option<String>,
 }
 
 /// A subscription's delivery target.

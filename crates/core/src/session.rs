@@ -78,8 +78,8 @@ impl Session {
 
     /// Records the request that opened the session (what a backend is
     /// told about the client).
-    pub fn with_context(mut self, context: Option<RequestContext>) -> Session {
-        self.context = context.map(Box::new);
+    pub fn with_context(mut self, context: Option<Box<RequestContext>>) -> Session {
+        self.context = context;
         self
     }
 
@@ -234,7 +234,7 @@ impl Session {
                         self.token_expires = Some(instant_of(std::time::UNIX_EPOCH + Duration::from_secs(exp)));
                     }
                 }
-                let info = Arc::new(ClientInfo { session: new_session_id(), user, client });
+                let info = Arc::new(ClientInfo { session: new_session_id(), user, client, info: None });
                 // A client behind a proxy that cuts idle connections may ask
                 // for more frequent pings: never less often than configured,
                 // never more often than MIN_PING_INTERVAL.
@@ -276,15 +276,17 @@ impl Session {
                 let asks_here = self.node.namespaces.rules(&channel).ask_backend;
                 let backend = self.node.backend_for(AskKind::Subscribe).filter(|_| asks_here).cloned();
                 self.may_subscribe(&channel, token.as_deref(), backend.is_some()).map_err(|(code, m)| (id, code, m))?;
+                let mut channel_info = None;
                 if let Some(backend) = backend {
                     let info = self.info.clone().expect("connected");
                     let ask = Ask::Subscribe { session: &info.session, user: info.user.as_deref(), channel: &channel };
-                    backend.ask(ask, self.context()).await.map_err(|d| {
+                    let allowed = backend.ask(ask, self.context()).await.map_err(|d| {
                         let (code, message) = d.reply();
                         (id, code, message)
                     })?;
+                    channel_info = allowed.info;
                 }
-                self.subscribe(id_or_zero, channel, since).await
+                self.subscribe(id_or_zero, channel, since, channel_info).await
             }
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
@@ -379,6 +381,7 @@ impl Session {
         id: u64,
         channel: ChannelName,
         since: Option<StreamPosition>,
+        channel_info: Option<String>,
     ) -> Result<(), (Option<u64>, ErrorCode, String)> {
         if self.subscriptions.contains(&channel) {
             return Err((Some(id), ErrorCode::AlreadySubscribed, format!("already subscribed to {channel}")));
@@ -390,7 +393,13 @@ impl Session {
                 format!("at most {} subscriptions per session", self.node.config.max_subscriptions),
             ));
         }
-        let info = self.info.clone().expect("subscribe only runs once connected");
+        let session_info = self.info.clone().expect("subscribe only runs once connected");
+        // The backend's words about this subscription ride on a copy of the
+        // session's info, so presence shows them for this channel only.
+        let info = match channel_info {
+            None => session_info,
+            Some(i) => Arc::new(ClientInfo { info: Some(i), ..(*session_info).clone() }),
+        };
         let subscriber = Subscriber { key: self.key, info, outbox: self.outbox.clone() };
         let reply = |s: &Subscribed| {
             Reply::Subscribed {

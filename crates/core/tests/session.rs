@@ -204,7 +204,7 @@ async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_
         cookie: cookie.map(str::to_owned),
         ..Default::default()
     };
-    let mut alice = Session::new(node.clone(), Instant::now()).with_context(Some(context(Some("sid=a"))));
+    let mut alice = Session::new(node.clone(), Instant::now()).with_context(Some(Box::new(context(Some("sid=a")))));
     alice.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now()).await;
     assert_eq!(drain(&alice)[0]["op"], "connected");
     alice.handle_frame(r#"{"id":2,"op":"subscribe","channel":"vip"}"#, Instant::now()).await;
@@ -219,7 +219,7 @@ async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_
     assert_eq!(presence[0].user.as_deref(), Some("alice"));
 
     for (cookie, code) in [(Some("sid=b"), "refused"), (None, "backend_unavailable")] {
-        let mut s = Session::new(node.clone(), Instant::now()).with_context(Some(context(cookie)));
+        let mut s = Session::new(node.clone(), Instant::now()).with_context(Some(Box::new(context(cookie))));
         s.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now()).await;
         assert_eq!(drain(&s)[0]["code"], code);
         assert!(s.id().is_none(), "not connected");

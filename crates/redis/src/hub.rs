@@ -402,7 +402,7 @@ mod tests {
     }
 
     fn subscriber(key: u64) -> Subscriber {
-        let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None });
+        let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None });
         Subscriber { key: SessionKey(key), info, outbox: Arc::new(Outbox::new(1 << 20)) }
     }
 

@@ -439,7 +439,8 @@ impl Drop for Asked {
 /// A presence entry: the client's info as JSON (keys sorted, so the same
 /// info always gives the same entry and `ZREM` finds it).
 fn presence_entry(info: &ClientInfo) -> String {
-    serde_json::json!({"session": info.session, "user": info.user, "client": info.client}).to_string()
+    serde_json::json!({"session": info.session, "user": info.user, "client": info.client, "info": info.info})
+        .to_string()
 }
 
 fn parse_presence(entry: &str) -> Option<ClientInfo> {
@@ -448,6 +449,7 @@ fn parse_presence(entry: &str) -> Option<ClientInfo> {
         session: v["session"].as_str()?.to_owned(),
         user: v["user"].as_str().map(str::to_owned),
         client: v["client"].as_str().map(str::to_owned),
+        info: v["info"].as_str().map(str::to_owned),
     })
 }
 

@@ -204,8 +204,17 @@ pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q
         ));
     }
     let subscribers = state.node.broker.presence(&ch).await.map_err(unavailable)?;
-    let list: Vec<_> =
-        subscribers.iter().map(|c| json!({"session": c.session, "user": c.user, "client": c.client})).collect();
+    let list: Vec<_> = subscribers
+        .iter()
+        .map(|c| {
+            let mut entry = json!({"session": c.session, "user": c.user, "client": c.client});
+            // Written by this server's backend proxy from valid JSON.
+            if let Some(info) = c.info.as_deref().and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok()) {
+                entry["info"] = info;
+            }
+            entry
+        })
+        .collect();
     Ok(axum::Json(json!({"channel": ch.as_str(), "subscribers": list})).into_response())
 }
 

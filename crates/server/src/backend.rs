@@ -180,6 +180,10 @@ impl HttpBackend {
             Value::Null => None,
             v => Some(v.as_u64().ok_or_else(|| unreadable("has an \"expire_at\" that is not unix seconds"))?),
         };
+        let info = match (ask, result.get("info")) {
+            (Ask::Subscribe { .. }, Some(i)) if !i.is_null() => Some(i.to_string()),
+            _ => None,
+        };
         let data = match (ask, result.get("data")) {
             (Ask::Publish { .. }, Some(d)) => {
                 let text = d.to_string();
@@ -190,23 +194,24 @@ impl HttpBackend {
             }
             _ => None,
         };
-        Ok(Allowed { user, expires_at, data })
+        Ok(Allowed { user, expires_at, data, info })
     }
 }
 
 /// What a backend may learn of the request that opens a session: only
-/// gathered when the node has a backend (an idle connection keeps it).
+/// gathered when the node has a backend (an idle connection keeps it;
+/// boxed, so a connection's future carries one word for it).
 pub fn context_of(
     node: &holdfast_core::Node,
     headers: &hyper::HeaderMap,
     peer: Option<std::net::IpAddr>,
     transport: &'static str,
     forward: &[String],
-) -> Option<RequestContext> {
+) -> Option<Box<RequestContext>> {
     node.backend.as_ref()?;
     let text = |v: &hyper::header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
     let cookie: Vec<String> = headers.get_all(hyper::header::COOKIE).iter().map(text).collect();
-    Some(RequestContext {
+    Some(Box::new(RequestContext {
         address: peer,
         transport,
         cookie: (!cookie.is_empty()).then(|| cookie.join("; ")),
@@ -214,7 +219,7 @@ pub fn context_of(
             .iter()
             .filter_map(|name| headers.get(name.as_str()).map(|v| (name.clone(), text(v))))
             .collect(),
-    })
+    }))
 }
 
 /// `a=1; b=2` as a map (the last of repeated names wins).

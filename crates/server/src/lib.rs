@@ -267,13 +267,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let channels = state.node.broker.channels().await.unwrap_or_default();
     let subscriptions = channels.iter().map(|c| c.subscribers).sum();
-    let mut body = state.metrics.render(subscriptions, channels.len(), state.node.broker.background_errors());
-    body.push_str(&format!(
-        "# HELP holdfast_resident_memory_bytes Resident memory of this process (sampled every second).\n\
-         # TYPE holdfast_resident_memory_bytes gauge\nholdfast_resident_memory_bytes {}\n",
-        state.admission.resident_bytes()
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    state.metrics.set_resident_memory(state.admission.resident_bytes());
+    let body = state.metrics.render(subscriptions, channels.len(), state.node.broker.background_errors());
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -1,10 +1,23 @@
-//! `Metrics`: the gateway's counters, rendered in Prometheus text format at
-//! `/metrics`.
+//! `Metrics`: the gateway's counters, rendered in the Prometheus text format
+//! at `/metrics` by `prometheus-client`, the Prometheus project's Rust client.
 //!
-//! Why hand-rolled atomics rather than the `metrics` crate's global
-//! recorder: every test starts its own server in one process, and a global
-//! recorder would mix their numbers. The names follow Prometheus
-//! conventions and are stable (dashboards depend on them).
+//! Every `Metrics` owns its own [`Registry`] (no global one): every test
+//! starts its own server in one process, and a shared registry would mix
+//! their numbers. The names follow Prometheus conventions and are stable
+//! (dashboards depend on them; `docs/grafana-dashboard.json` is checked
+//! against them by `tests/metrics.rs`).
+//!
+//! The hot paths (frames out, deliveries, commands) touch only atomics: the
+//! handles of fixed-label series are taken from their `Family` once, here,
+//! so no call hashes labels or takes the family's lock. Only a close code
+//! (once per connection) is looked up in its family. The fan-out histogram
+//! holds a short uncontended mutex per observation (once per publication,
+//! not per subscriber).
+//!
+//! The exposition is the classic text format (0.0.4, `text/plain`), not
+//! OpenMetrics: in OpenMetrics a counter `holdfast_connections_total` is
+//! the family `holdfast_connections`, which the gauge of open connections
+//! already is, so keeping both names needs the classic format.
 
 use holdfast_protocol::CloseCode;
 
@@ -14,13 +27,24 @@ use crate::backend::Outcome;
 
 use crate::rejections::Rejections;
 use crate::upgrade::RejectCause;
-use std::collections::BTreeMap;
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// What a connection speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// `/ws`: the holdfast protocol over WebSocket.
     WebSocket,
@@ -33,6 +57,8 @@ pub enum Transport {
 }
 
 impl Transport {
+    const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Echo, Transport::Sse, Transport::LongPoll];
+
     fn label(self) -> &'static str {
         match self {
             Transport::WebSocket => "websocket",
@@ -43,94 +69,300 @@ impl Transport {
     }
 }
 
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.label())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabels {
+    transport: Transport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CommandLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CloseLabels {
+    code: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendLabels {
+    proxy: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProxyLabels {
+    proxy: &'static str,
+}
+
+/// A counter of seconds.
+type Seconds = Counter<f64, AtomicU64>;
+
+/// The backend proxies, in `AskKind` order (`kind as usize` indexes them).
+const PROXIES: [AskKind; 3] = [AskKind::Connect, AskKind::Subscribe, AskKind::Publish];
+
 /// The gateway's counters.
-#[derive(Default)]
 pub struct Metrics {
-    ws_connections: AtomicI64,
-    echo_connections: AtomicI64,
-    sse_connections: AtomicI64,
-    poll_connections: AtomicI64,
-    connections_total: AtomicU64,
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
-    command_errors: AtomicU64,
-    publications: AtomicU64,
-    slow_consumers: AtomicU64,
-    rate_limited: AtomicU64,
-    close_codes: Mutex<BTreeMap<u16, u64>>,
-    /// Refused handshakes by cause (and their rate-limited log).
-    pub rejections: Rejections,
-    commands: [[AtomicU64; 2]; 7],
-    delivered: AtomicU64,
-    broker_errors: AtomicU64,
+    registry: Registry,
+    /// Serializes scrapes: each sets the scrape-time values, then encodes.
+    scrape: Mutex<()>,
+    /// Open connections, in `Transport::ALL` order.
+    connections: [Gauge; 4],
+    connections_total: Counter,
+    /// Set at scrape time, from the broker.
+    subscriptions: Gauge,
+    /// Set at scrape time, from the broker.
+    channels: Gauge,
+    messages_in: Counter,
+    messages_out: Counter,
+    command_errors: Counter,
+    publications: Counter,
+    slow_consumers: Counter,
+    rate_limited: Counter,
+    /// By `Op::index()`, then ok / error.
+    commands: [[Counter; 2]; 7],
+    delivered: Counter,
+    broker_errors: Counter,
+    /// The broker's own failures, as of the last scrape.
+    broker_background_errors: Arc<AtomicU64>,
     fanout: Histogram,
+    close_codes: Family<CloseLabels, Counter>,
+    /// Refused handshakes by cause (and their rate-limited log).
+    pub rejections: Arc<Rejections>,
     /// Backend asks by proxy (connect, subscribe, publish) and outcome.
-    backend: [[AtomicU64; 3]; 3],
+    backend: [[Counter; 3]; 3],
     /// Time spent waiting for the backend, by proxy.
-    backend_us: [AtomicU64; 3],
+    backend_seconds: [Seconds; 3],
+    /// Set at scrape time, by `/metrics`.
+    resident_memory: Gauge,
 }
 
 /// Upper bounds of the fan-out histogram's buckets, in microseconds.
 const FANOUT_BUCKETS_US: [u64; 11] = [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 100_000];
 
-/// A Prometheus histogram over fixed buckets, lock-free.
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; 11],
-    sum_us: AtomicU64,
-    count: AtomicU64,
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        // prometheus-client appends `_total` to counters, the unit to names
+        // registered with one, and a period to every help text.
+        let connections = Family::<TransportLabels, Gauge>::default();
+        r.register("holdfast_connections", "Open connections by transport", connections.clone());
+        let connections =
+            Transport::ALL.map(|transport| connections.get_or_create_owned(&TransportLabels { transport }));
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let connections_total = counter(&mut r, "holdfast_connections", "Connections accepted since start");
+        let subscriptions = gauge(&mut r, "holdfast_subscriptions", "Active channel subscriptions on this node");
+        let channels = gauge(&mut r, "holdfast_channels", "Channels with at least one subscriber");
+        let messages_in = counter(&mut r, "holdfast_messages_in", "Commands and echo messages received from clients");
+        let messages_out = counter(&mut r, "holdfast_messages_out", "Frames sent to clients");
+        let command_errors = counter(&mut r, "holdfast_command_errors", "Commands answered with an error");
+        let publications = counter(&mut r, "holdfast_publications", "Publications accepted");
+        let slow_consumers = counter(
+            &mut r,
+            "holdfast_slow_consumer_disconnects",
+            "Connections closed because their outbound queue overflowed",
+        );
+        let rate_limited =
+            counter(&mut r, "holdfast_rate_limited_commands", "Commands refused by the per-connection rate limit");
+        let commands = Family::<CommandLabels, Counter>::default();
+        r.register("holdfast_commands", "Client commands by op and result", commands.clone());
+        let commands = Op::ALL.map(|op| {
+            ["ok", "error"].map(|result| commands.get_or_create_owned(&CommandLabels { op: op.label(), result }))
+        });
+        let delivered = counter(
+            &mut r,
+            "holdfast_messages_delivered",
+            "Publications queued for local subscribers (one per subscriber)",
+        );
+        let broker_errors = Counter::default();
+        let broker_background_errors = Arc::new(AtomicU64::new(0));
+        r.register(
+            "holdfast_broker_errors",
+            "Broker calls that failed, and failures the broker met on its own (lost connections, lost messages)",
+            BrokerErrors { calls: broker_errors.clone(), background: broker_background_errors.clone() },
+        );
+        let fanout = Histogram::new(FANOUT_BUCKETS_US.map(|us| us as f64 / 1e6));
+        r.register_with_unit(
+            "holdfast_fanout",
+            "Time to assign an offset, store and queue a publication for every local subscriber",
+            Unit::Seconds,
+            fanout.clone(),
+        );
+        let close_codes = Family::<CloseLabels, Counter>::default();
+        r.register("holdfast_close_codes", "Connections closed, by close code", Listed(close_codes.clone()));
+        let rejections = Arc::new(Rejections::default());
+        r.register(
+            "holdfast_handshake_rejections",
+            "Refused WebSocket handshakes, by cause",
+            RejectionTotals(rejections.clone()),
+        );
+        let backend = Family::<BackendLabels, Counter>::default();
+        r.register(
+            "holdfast_backend_requests",
+            "Questions to the application's backend (connect, subscribe, publish proxy), by result",
+            backend.clone(),
+        );
+        let backend = PROXIES.map(|kind| {
+            Outcome::ALL.map(|outcome| {
+                backend.get_or_create_owned(&BackendLabels { proxy: kind.as_str(), result: outcome.label() })
+            })
+        });
+        let backend_seconds = Family::<ProxyLabels, Seconds>::default();
+        r.register_with_unit(
+            "holdfast_backend",
+            "Time spent waiting for the backend's answers, by proxy (divide by the requests for the mean latency)",
+            Unit::Seconds,
+            backend_seconds.clone(),
+        );
+        let backend_seconds =
+            PROXIES.map(|kind| backend_seconds.get_or_create_owned(&ProxyLabels { proxy: kind.as_str() }));
+        let resident_memory = Gauge::default();
+        r.register_with_unit(
+            "holdfast_resident_memory",
+            "Resident memory of this process (sampled every second)",
+            Unit::Bytes,
+            resident_memory.clone(),
+        );
+        Metrics {
+            registry: r,
+            scrape: Mutex::new(()),
+            connections,
+            connections_total,
+            subscriptions,
+            channels,
+            messages_in,
+            messages_out,
+            command_errors,
+            publications,
+            slow_consumers,
+            rate_limited,
+            commands,
+            delivered,
+            broker_errors,
+            broker_background_errors,
+            fanout,
+            close_codes,
+            rejections,
+            backend,
+            backend_seconds,
+            resident_memory,
+        }
+    }
 }
 
-impl Histogram {
-    fn observe(&self, d: std::time::Duration) {
-        let us = d.as_micros() as u64;
-        if let Some(i) = FANOUT_BUCKETS_US.iter().position(|b| us <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+/// `holdfast_broker_errors_total`: the failed calls counted here plus the
+/// broker's own failures, which the broker counts and a scrape reads.
+#[derive(Debug)]
+struct BrokerErrors {
+    calls: Counter,
+    background: Arc<AtomicU64>,
+}
+
+impl EncodeMetric for BrokerErrors {
+    fn encode(&self, encoder: MetricEncoder) -> std::fmt::Result {
+        ConstCounter::new(self.calls.get() + self.background.load(Ordering::Relaxed)).encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// `holdfast_handshake_rejections_total{cause}`, read at scrape time from
+/// [`Rejections`], which counts them (and logs them) per cause.
+struct RejectionTotals(Arc<Rejections>);
+
+impl std::fmt::Debug for RejectionTotals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RejectionTotals").finish_non_exhaustive()
+    }
+}
+
+impl EncodeMetric for RejectionTotals {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        for cause in RejectCause::ALL {
+            let labels = CauseLabels { cause: cause.id() };
+            ConstCounter::new(self.0.total(cause)).encode(encoder.encode_family(&labels)?)?;
         }
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// A family listed (`# HELP`, `# TYPE`) even before its first series, as
+/// the close codes were before any connection closed.
+#[derive(Debug)]
+struct Listed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Listed<M> {
+    fn encode(&self, encoder: MetricEncoder) -> std::fmt::Result {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
     }
 }
 
 impl Observer for Metrics {
     fn command(&self, op: Op, ok: bool) {
-        self.commands[op.index()][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        self.commands[op.index()][usize::from(!ok)].inc();
     }
 
     fn published(&self, delivered: Option<usize>, fanout: std::time::Duration) {
-        self.publications.fetch_add(1, Ordering::Relaxed);
+        self.publications.inc();
         if let Some(n) = delivered {
             self.delivered(n, fanout);
         }
     }
 
     fn delivered(&self, delivered: usize, fanout: std::time::Duration) {
-        self.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
-        self.fanout.observe(fanout);
+        self.delivered.inc_by(delivered as u64);
+        self.fanout.observe(fanout.as_secs_f64());
     }
 
     fn broker_error(&self) {
-        self.broker_errors.fetch_add(1, Ordering::Relaxed);
+        self.broker_errors.inc();
     }
 }
 
 impl Metrics {
     /// What `/api/status` shows of the counters.
     pub fn status(&self) -> serde_json::Value {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let connections: serde_json::Map<String, serde_json::Value> =
-            [Transport::WebSocket, Transport::Echo, Transport::Sse, Transport::LongPoll]
-                .into_iter()
-                .map(|t| (t.label().to_owned(), self.open_connections(t).into()))
-                .collect();
+            Transport::ALL.into_iter().map(|t| (t.label().to_owned(), self.open_connections(t).into())).collect();
         let rejections: serde_json::Map<String, serde_json::Value> =
             RejectCause::ALL.iter().map(|c| (c.id().to_owned(), self.rejections.total(*c).into())).collect();
         serde_json::json!({
             "connections": connections,
-            "connections_total": load(&self.connections_total),
-            "publications_total": load(&self.publications),
-            "messages_delivered_total": load(&self.delivered),
-            "slow_consumer_disconnects_total": load(&self.slow_consumers),
+            "connections_total": self.connections_total.get(),
+            "publications_total": self.publications.get(),
+            "messages_delivered_total": self.delivered.get(),
+            "slow_consumer_disconnects_total": self.slow_consumers.get(),
             "rejections": rejections,
             "recent_rejections": self.rejections.recent(),
         })
@@ -139,197 +371,129 @@ impl Metrics {
     /// One answer (or none) from the application's backend.
     pub fn backend(&self, kind: AskKind, outcome: Outcome, took: std::time::Duration) {
         let k = kind as usize;
-        self.backend[k][outcome as usize].fetch_add(1, Ordering::Relaxed);
-        self.backend_us[k].fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.backend[k][outcome as usize].inc();
+        self.backend_seconds[k].inc_by(took.as_secs_f64());
     }
 
-    fn gauge(&self, t: Transport) -> &AtomicI64 {
-        match t {
-            Transport::WebSocket => &self.ws_connections,
-            Transport::Echo => &self.echo_connections,
-            Transport::Sse => &self.sse_connections,
-            Transport::LongPoll => &self.poll_connections,
-        }
+    fn gauge(&self, t: Transport) -> &Gauge {
+        &self.connections[t as usize]
     }
 
     /// A connection opened.
     pub fn connection_opened(&self, t: Transport) {
         tracing::debug!(transport = t.label(), "connection opened");
-        self.gauge(t).fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.gauge(t).inc();
+        self.connections_total.inc();
     }
 
     /// A connection closed, with the code the server sent (or 1006 when the
     /// peer vanished without one).
     pub fn connection_closed(&self, t: Transport, code: u16) {
         tracing::debug!(code, transport = t.label(), "connection closed");
-        self.gauge(t).fetch_sub(1, Ordering::Relaxed);
-        *self.close_codes.lock().expect("metrics lock poisoned").entry(code).or_default() += 1;
+        self.gauge(t).dec();
+        self.close_codes.get_or_create(&CloseLabels { code }).inc();
         if code == CloseCode::SlowConsumer.code() {
-            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            self.slow_consumers.inc();
         }
     }
 
     /// Commands (or echo messages) received.
     pub fn messages_in(&self, n: u64) {
-        self.messages_in.fetch_add(n, Ordering::Relaxed);
+        self.messages_in.inc_by(n);
     }
 
     /// Frames written to clients.
     pub fn messages_out(&self, n: u64) {
-        self.messages_out.fetch_add(n, Ordering::Relaxed);
+        self.messages_out.inc_by(n);
     }
 
     /// Commands refused by the per-connection rate limit.
     pub fn rate_limited(&self, n: u64) {
-        self.rate_limited.fetch_add(n, Ordering::Relaxed);
+        self.rate_limited.inc_by(n);
     }
 
     /// Commands answered with `error`.
     pub fn command_errors(&self, n: u64) {
-        self.command_errors.fetch_add(n, Ordering::Relaxed);
+        self.command_errors.inc_by(n);
     }
 
     /// Open connections of a transport.
     pub fn open_connections(&self, t: Transport) -> i64 {
-        self.gauge(t).load(Ordering::Relaxed)
+        self.gauge(t).get()
     }
 
-    /// The Prometheus text exposition. `subscriptions` and `channels` are
-    /// read from the broker at scrape time.
+    /// The resident memory `holdfast_resident_memory_bytes` shows (set by
+    /// `/metrics` before it renders).
+    pub fn set_resident_memory(&self, bytes: u64) {
+        self.resident_memory.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition (format 0.0.4, `text/plain`).
+    /// `subscriptions`, `channels` and the broker's own errors are read from
+    /// the broker at scrape time.
     pub fn render(&self, subscriptions: usize, channels: usize, broker_background_errors: u64) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in lines {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let plain = |v: String| vec![(String::new(), v)];
-        metric(
-            "holdfast_connections",
-            "gauge",
-            "Open connections by transport.",
-            &[Transport::WebSocket, Transport::Echo, Transport::Sse, Transport::LongPoll]
-                .map(|t| (format!("{{transport=\"{}\"}}", t.label()), self.open_connections(t).to_string())),
-        );
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        metric(
-            "holdfast_connections_total",
-            "counter",
-            "Connections accepted since start.",
-            &plain(load(&self.connections_total)),
-        );
-        metric(
-            "holdfast_subscriptions",
-            "gauge",
-            "Active channel subscriptions on this node.",
-            &plain(subscriptions.to_string()),
-        );
-        metric("holdfast_channels", "gauge", "Channels with at least one subscriber.", &plain(channels.to_string()));
-        metric(
-            "holdfast_messages_in_total",
-            "counter",
-            "Commands and echo messages received from clients.",
-            &plain(load(&self.messages_in)),
-        );
-        metric("holdfast_messages_out_total", "counter", "Frames sent to clients.", &plain(load(&self.messages_out)));
-        metric(
-            "holdfast_command_errors_total",
-            "counter",
-            "Commands answered with an error.",
-            &plain(load(&self.command_errors)),
-        );
-        metric("holdfast_publications_total", "counter", "Publications accepted.", &plain(load(&self.publications)));
-        metric(
-            "holdfast_slow_consumer_disconnects_total",
-            "counter",
-            "Connections closed because their outbound queue overflowed.",
-            &plain(load(&self.slow_consumers)),
-        );
-        metric(
-            "holdfast_rate_limited_commands_total",
-            "counter",
-            "Commands refused by the per-connection rate limit.",
-            &plain(load(&self.rate_limited)),
-        );
-        let mut lines = Vec::new();
-        for op in Op::ALL {
-            for (r, result) in ["ok", "error"].iter().enumerate() {
-                let n = self.commands[op.index()][r].load(Ordering::Relaxed);
-                lines.push((format!("{{op=\"{}\",result=\"{result}\"}}", op.label()), n.to_string()));
-            }
-        }
-        metric("holdfast_commands_total", "counter", "Client commands by op and result.", &lines);
-        metric(
-            "holdfast_messages_delivered_total",
-            "counter",
-            "Publications queued for local subscribers (one per subscriber).",
-            &plain(load(&self.delivered)),
-        );
-        metric(
-            "holdfast_broker_errors_total",
-            "counter",
-            "Broker calls that failed, and failures the broker met on its own (lost connections, lost messages).",
-            &plain((self.broker_errors.load(Ordering::Relaxed) + broker_background_errors).to_string()),
-        );
-        let mut cumulative = 0;
-        let mut lines: Vec<(String, String)> = FANOUT_BUCKETS_US
-            .iter()
-            .zip(&self.fanout.buckets)
-            .map(|(bound, n)| {
-                cumulative += n.load(Ordering::Relaxed);
-                (format!("_bucket{{le=\"{}\"}}", *bound as f64 / 1e6), cumulative.to_string())
-            })
-            .collect();
-        let count = self.fanout.count.load(Ordering::Relaxed);
-        lines.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
-        lines.push(("_sum".into(), (self.fanout.sum_us.load(Ordering::Relaxed) as f64 / 1e6).to_string()));
-        lines.push(("_count".into(), count.to_string()));
-        metric(
-            "holdfast_fanout_seconds",
-            "histogram",
-            "Time to assign an offset, store and queue a publication for every local subscriber.",
-            &lines,
-        );
-        let codes = self.close_codes.lock().expect("metrics lock poisoned");
-        let lines: Vec<(String, String)> =
-            codes.iter().map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string())).collect();
-        metric("holdfast_close_codes_total", "counter", "Connections closed, by close code.", &lines);
-        drop(codes);
-        let lines: Vec<(String, String)> = RejectCause::ALL
-            .iter()
-            .map(|c| (format!("{{cause=\"{}\"}}", c.id()), self.rejections.total(*c).to_string()))
-            .collect();
-        metric("holdfast_handshake_rejections_total", "counter", "Refused WebSocket handshakes, by cause.", &lines);
-        let kinds = [AskKind::Connect, AskKind::Subscribe, AskKind::Publish];
-        let mut lines = Vec::new();
-        for (k, kind) in kinds.iter().enumerate() {
-            for outcome in Outcome::ALL {
-                let n = self.backend[k][outcome as usize].load(Ordering::Relaxed);
-                lines.push((format!("{{proxy=\"{}\",result=\"{}\"}}", kind.as_str(), outcome.label()), n.to_string()));
-            }
-        }
-        metric(
-            "holdfast_backend_requests_total",
-            "counter",
-            "Questions to the application's backend (connect, subscribe, publish proxy), by result.",
-            &lines,
-        );
-        let lines: Vec<(String, String)> = kinds
-            .iter()
-            .enumerate()
-            .map(|(k, kind)| {
-                let secs = self.backend_us[k].load(Ordering::Relaxed) as f64 / 1e6;
-                (format!("{{proxy=\"{}\"}}", kind.as_str()), secs.to_string())
-            })
-            .collect();
-        metric(
-            "holdfast_backend_seconds_total",
-            "counter",
-            "Time spent waiting for the backend's answers, by proxy (divide by the requests for the mean latency).",
-            &lines,
-        );
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.subscriptions.set(i64::try_from(subscriptions).unwrap_or(i64::MAX));
+        self.channels.set(i64::try_from(channels).unwrap_or(i64::MAX));
+        self.broker_background_errors.store(broker_background_errors, Ordering::Relaxed);
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn registries_are_apart_and_series_are_there_from_the_start() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.messages_out(3);
+        a.connection_opened(Transport::Sse);
+        a.backend(AskKind::Subscribe, Outcome::Refused, Duration::from_millis(250));
+        let text = a.render(5, 2, 1);
+        for line in [
+            "holdfast_messages_out_total 3",
+            "holdfast_connections{transport=\"sse\"} 1",
+            "holdfast_connections{transport=\"long_polling\"} 0",
+            "holdfast_connections_total 1",
+            "holdfast_subscriptions 5",
+            "holdfast_channels 2",
+            "holdfast_broker_errors_total 1",
+            "holdfast_commands_total{op=\"refresh\",result=\"error\"} 0",
+            "holdfast_handshake_rejections_total{cause=\"bad_key\"} 0",
+            "holdfast_backend_requests_total{proxy=\"subscribe\",result=\"refused\"} 1",
+            "holdfast_backend_seconds_total{proxy=\"subscribe\"} 0.25",
+            "# TYPE holdfast_close_codes_total counter",
+            "# HELP holdfast_fanout_seconds Time to assign an offset, store and queue a publication for every local subscriber.",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(b.render(0, 0, 0).contains("holdfast_messages_out_total 0\n"), "b counts on its own");
+    }
+
+    #[test]
+    fn fanout_buckets_and_close_codes() {
+        let m = Metrics::default();
+        m.delivered(2, Duration::from_micros(30));
+        m.delivered(1, Duration::from_millis(200));
+        m.connection_opened(Transport::WebSocket);
+        m.connection_closed(Transport::WebSocket, CloseCode::SlowConsumer.code());
+        let text = m.render(0, 0, 0);
+        for line in [
+            "holdfast_fanout_seconds_bucket{le=\"1e-05\"} 0",
+            "holdfast_fanout_seconds_bucket{le=\"5e-05\"} 1",
+            "holdfast_fanout_seconds_bucket{le=\"0.1\"} 1",
+            "holdfast_fanout_seconds_bucket{le=\"+Inf\"} 2",
+            "holdfast_fanout_seconds_count 2",
+            "holdfast_messages_delivered_total 3",
+            "holdfast_close_codes_total{code=\"4000\"} 1",
+            "holdfast_slow_consumer_disconnects_total 1",
+            "holdfast_connections{transport=\"websocket\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -64,7 +64,7 @@ enum ReadEnd {
 }
 
 /// Serves the holdfast protocol on an upgraded connection until it closes.
-pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>, context: Option<RequestContext>) {
+pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>, context: Option<Box<RequestContext>>) {
     metrics.connection_opened(Transport::WebSocket);
     let (mut sink, mut stream) = ws.split();
     let mut session = Session::new(node, Instant::now()).with_context(context);

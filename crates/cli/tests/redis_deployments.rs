@@ -233,6 +233,25 @@ async fn through_a_failover(
     (reset, failed_for)
 }
 
+/// A client on node `b` subscribes to `channel` (seen in presence from
+/// node `a`); `n` publications over `a`'s HTTP API reach it, each once, in
+/// order.
+async fn published_on_one_delivered_on_the_other(a: u16, b: u16, channel: &str, n: u64) {
+    let sub = Watched::start(b, &[channel.to_owned()]).await;
+    eventually("subscribed", Duration::from_secs(5), || async {
+        let (_, v) = api(a, "GET", &format!("/api/presence?channel={channel}"), "").await;
+        v["subscribers"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    for i in 1..=n {
+        let (status, body) = api(a, "POST", "/api/publish", &json!({"channel": channel, "data": i}).to_string()).await;
+        assert_eq!((status, body["offset"].as_u64()), (200, Some(i)), "{body}");
+    }
+    let last: HashMap<String, u64> = [(channel.to_owned(), n)].into();
+    eventually("delivered", Duration::from_secs(5), || async { sub.last() == last }).await;
+    assert_eq!(sub.verify(channel, &last), 0);
+}
+
 /// Runs `holdfast serve` with `args`; returns whether it was still running
 /// (and so killed) after 15 s, and what it wrote on stderr.
 fn serve_must_stop(args: &[&str]) -> (bool, String) {
@@ -431,20 +450,7 @@ async fn tls_with_an_acl_user_works_and_a_wrong_password_stops_the_start_with_th
     let url = redis.url("app", "app-pass");
     let a = node_on(&url, &["--broker-ca-file", ca]);
     let b = node_on(&url, &["--broker-ca-file", ca]);
-    let sub = Watched::start(b.1, &["secure".to_owned()]).await;
-    eventually("subscribed", Duration::from_secs(5), || async {
-        let (_, v) = api(a.1, "GET", "/api/presence?channel=secure", "").await;
-        v["subscribers"].as_array().is_some_and(|s| s.len() == 1)
-    })
-    .await;
-    for n in 1..=3u64 {
-        let (status, body) =
-            api(a.1, "POST", "/api/publish", &json!({"channel": "secure", "data": n}).to_string()).await;
-        assert_eq!((status, body["offset"].as_u64()), (200, Some(n)), "{body}");
-    }
-    let last: HashMap<String, u64> = [("secure".to_owned(), 3)].into();
-    eventually("delivered over TLS", Duration::from_secs(5), || async { sub.last() == last }).await;
-    assert_eq!(sub.verify("tls client", &last), 0);
+    published_on_one_delivered_on_the_other(a.1, b.1, "secure", 3).await;
     // The data is there, under the ACL user, in the hf: keyspace.
     assert_eq!(redis.cli(&["LLEN", "hf:{secure}:h"]).trim(), "3");
 
@@ -478,19 +484,7 @@ async fn the_least_acl_user_in_operations_md_is_enough_and_a_missing_right_is_na
     let url = format!("redis://least:pw@127.0.0.1:{}/0", redis.port);
     let a = node_on(&url, &[]);
     let b = node_on(&url, &[]);
-    let sub = Watched::start(b.1, &["least".to_owned()]).await;
-    eventually("subscribed", Duration::from_secs(5), || async {
-        let (_, v) = api(a.1, "GET", "/api/presence?channel=least", "").await;
-        v["subscribers"].as_array().is_some_and(|s| s.len() == 1)
-    })
-    .await;
-    for n in 1..=2u64 {
-        let (status, body) =
-            api(a.1, "POST", "/api/publish", &json!({"channel": "least", "data": n}).to_string()).await;
-        assert_eq!((status, body["offset"].as_u64()), (200, Some(n)), "{body}");
-    }
-    let last: HashMap<String, u64> = [("least".to_owned(), 2)].into();
-    eventually("delivered", Duration::from_secs(5), || async { sub.last() == last }).await;
+    published_on_one_delivered_on_the_other(a.1, b.1, "least", 2).await;
     let (status, history) = api(a.1, "GET", "/api/history?channel=least", "").await;
     assert_eq!((status, history["messages"].as_array().map(Vec::len)), (200, Some(2)), "{history}");
     let (status, channels) = api(a.1, "GET", "/api/channels", "").await;

@@ -40,14 +40,17 @@ const ABNORMAL: u16 = 1006;
 
 /// The WebSocket settings every connection gets.
 ///
-/// Why a 2 KiB read buffer: tungstenite allocates it eagerly and keeps it for
-/// the connection's life. Its 128 KiB default made an idle connection cost
-/// ~135 KB; 4 KiB measured 9.1 KB per subscribed idle connection, 2 KiB
-/// 7.0 KB (docs/PERFORMANCE.md). Inbound traffic is small commands, and a
-/// larger frame still reserves its full length, so only the read chunk shrinks.
+/// Why a 512-byte read buffer: tungstenite allocates it eagerly and keeps it
+/// for the connection's life. Its 128 KiB default made an idle connection
+/// cost ~135 KB; measured on 2026-12-02 per subscribed idle connection
+/// (10,000, docs/PERFORMANCE.md): 2 KiB 7.8 KB, 1 KiB 7.0 KB, 512 B 6.4 KB,
+/// 256 B 6.2 KB. Inbound traffic is small commands (a `publish` with 64
+/// bytes of data is ~150 bytes), and a larger frame still reserves its full
+/// length, so only the read chunk shrinks: a 64 KiB message costs 128 reads
+/// instead of 32, which only a client publishing large messages pays.
 pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(2048)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))

@@ -143,50 +143,46 @@ ensure_node_tools() {
   echo "$recipe" >"$NODE_TOOLS/.complete"
 }
 
-# Debian's Chromium for the headless browser tests.
-ensure_chromium() {
-  [ -x /usr/bin/chromium ] && return 0
+# apt_install WHAT PACKAGE...: installs Debian packages (as root), or fails
+# naming WHAT is missing and the install step to take.
+apt_install() {
+  local what="$1"
+  shift
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing chromium"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
-      die "apt-get install -y chromium failed"
+    echo "installing $*"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null ||
+      die "apt-get install -y $* failed"
   else
-    die "/usr/bin/chromium is missing: install it with 'apt-get install -y chromium'"
+    die "$what is missing: install it with 'apt-get install -y $*'"
   fi
 }
 
-# nginx for the doctor's scenario tests in crates/cli/tests (they run it as
-# the test user on loopback ports of their own; the package's service is not
-# used).
-# The Redis deployment tests also make TLS certificates with openssl.
+# Debian's Chromium for the headless browser tests.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  apt_install /usr/bin/chromium chromium
+}
+
+# redis-server for the scale-out and Redis deployment tests (they start
+# their own on loopback ports; the package's service is stopped), and
+# openssl, with which those tests make TLS certificates.
 ensure_redis() {
   if command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null; then
     return 0
   fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing redis-server and openssl"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null ||
-      die "apt-get install -y redis-server openssl failed"
-    # The package may start its own service on 6379; the tests start their own.
-    if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
-  else
-    die "redis-server or openssl is missing: install them with 'apt-get install -y redis-server openssl'"
-  fi
+  apt_install "redis-server or openssl" redis-server openssl
+  if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
 }
 
+# nginx for the doctor's scenario tests in crates/cli/tests (they run it as
+# the test user on loopback ports of their own; the package's service, on
+# port 80, is stopped).
 ensure_nginx() {
   if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
     return 0
   fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing nginx-light"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null ||
-      die "apt-get install -y nginx-light failed"
-    # The package may start its own service on port 80; the tests do not need it.
-    if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
-  else
-    die "nginx is missing: install it with 'apt-get install -y nginx-light'"
-  fi
+  apt_install nginx nginx-light
+  if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
 }
 
 # hadolint for the Dockerfile (scripts/check-deploy): run it as
@@ -212,11 +208,5 @@ ensure_hadolint() {
 # works on unit files without a running systemd.
 ensure_systemd_analyze() {
   command -v systemd-analyze >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing systemd (for systemd-analyze)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null ||
-      die "apt-get install -y systemd failed"
-  else
-    die "systemd-analyze is missing: install it with 'apt-get install -y systemd'"
-  fi
+  apt_install systemd-analyze systemd
 }

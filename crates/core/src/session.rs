@@ -298,12 +298,13 @@ impl Session {
                 Ok(())
             }
             Command::Publish { channel, data } => {
-                if !self.node.namespaces.rules(&channel).allow_publish {
+                let rules = self.node.namespaces.rules(&channel);
+                if !rules.allow_publish {
                     return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
                 }
-                let mut data = data.get().to_owned();
-                let asks_here = self.node.namespaces.rules(&channel).ask_backend;
-                if let Some(backend) = self.node.backend_for(AskKind::Publish).filter(|_| asks_here).cloned() {
+                // Copied only when the publish proxy rewrites it.
+                let mut data = std::borrow::Cow::Borrowed(data.get());
+                if let Some(backend) = self.node.backend_for(AskKind::Publish).filter(|_| rules.ask_backend).cloned() {
                     let info = self.info.clone().expect("connected");
                     let ask = Ask::Publish {
                         session: &info.session,
@@ -316,7 +317,7 @@ impl Session {
                         (id, code, message)
                     })?;
                     if let Some(rewritten) = allowed.data {
-                        data = rewritten;
+                        data = std::borrow::Cow::Owned(rewritten);
                     }
                 }
                 let started = Instant::now();

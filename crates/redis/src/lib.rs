@@ -1,7 +1,8 @@
 //! `RedisBroker`: the [`Broker`] for several nodes. Redis is the authority
 //! for offsets, epochs, history and presence ([`scripts`] says what lives
-//! where); each node keeps only its own subscribers ([`hub::LocalHub`]) and
-//! one pub/sub connection ([`link`]) that brings publications to them.
+//! where); each node keeps only its own subscribers ([`hub::LocalHub`]) and a
+//! pub/sub connection ([`link`]; one per shard master in a Cluster) that
+//! brings publications to them.
 //!
 //! Why no sticky sessions are needed: any node can serve any client,
 //! because a position `(epoch, offset)` means the same thing on every node

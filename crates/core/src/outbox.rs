@@ -13,7 +13,7 @@
 //! - an idle outbox holds no heap buffer (`VecDeque::new` allocates nothing).
 
 use bytes::Bytes;
-use holdfast_protocol::CloseCode;
+use holdfast_protocol::{CloseCode, Frame};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -62,14 +62,14 @@ pub struct Refused;
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Frames to write, in order.
-    pub frames: Vec<Bytes>,
+    pub frames: Vec<Frame>,
     /// Set when the connection must end after `frames`.
     pub disconnect: Option<Disconnect>,
 }
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Frame>,
     bytes: usize,
     closing: Option<Disconnect>,
 }
@@ -89,7 +89,8 @@ impl Outbox {
 
     /// Queues a frame, or refuses it (and starts closing) when it would
     /// overflow. Never waits.
-    pub fn push(&self, frame: Bytes) -> Result<(), Refused> {
+    pub fn push(&self, frame: impl Into<Frame>) -> Result<(), Refused> {
+        let frame = frame.into();
         let mut s = self.state.lock().expect("outbox lock poisoned");
         if s.closing.is_some() {
             return Err(Refused);
@@ -204,7 +205,7 @@ mod tests {
         assert!(!o.start_closing(Disconnect::new(CloseCode::Normal, "later")));
         let mut b = Batch::default();
         o.take(&mut b);
-        assert_eq!(b.frames, vec![Bytes::from_static(b"a")]);
+        assert_eq!(b.frames, vec![Frame::from(Bytes::from_static(b"a"))]);
         assert_eq!(b.disconnect.unwrap().code, CloseCode::GoingAway);
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::ops::Range;
 
-use crate::{ChannelName, Epoch, ErrorCode, Offset};
+use crate::{ChannelName, Epoch, ErrorCode, Frame, Offset};
 
 /// Messages the server sends, except `message` (see [`EncodedPublication`]).
 #[derive(Debug, Serialize)]
@@ -110,8 +110,9 @@ impl Reply<'_> {
 pub struct EncodedPublication {
     /// The channel's offset of this publication.
     pub offset: Offset,
-    /// `{"op":"message","channel":…,"offset":…,"data":…}`.
-    pub frame: Bytes,
+    /// `{"op":"message","channel":…,"offset":…,"data":…}`, shared by every
+    /// delivery (and its compressed form, once made).
+    pub frame: Frame,
     data: Range<usize>,
 }
 
@@ -127,7 +128,7 @@ impl EncodedPublication {
         buf.extend_from_slice(data.as_bytes());
         let end = buf.len();
         buf.push(b'}');
-        EncodedPublication { offset, frame: Bytes::from(buf), data: start..end }
+        EncodedPublication { offset, frame: Frame::shared(Bytes::from(buf)), data: start..end }
     }
 
     /// The publication's data, as JSON text.

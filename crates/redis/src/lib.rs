@@ -377,6 +377,7 @@ impl Shared {
             let frames: Vec<&str> = batch
                 .frames
                 .iter()
+                .map(|f| f.text())
                 .chain(disconnect.as_ref())
                 .map(|f| std::str::from_utf8(f).expect("frames are UTF-8"))
                 .collect();

@@ -333,7 +333,7 @@ fn write_event(out: &mut BytesMut, frame: &[u8], id: Option<&str>) {
 fn json_array(batch: &Batch) -> Response {
     let mut body = BytesMut::from(&b"["[..]);
     let disconnect = batch.disconnect.as_ref().map(Disconnect::frame);
-    for (i, frame) in batch.frames.iter().chain(disconnect.as_ref()).enumerate() {
+    for (i, frame) in batch.frames.iter().map(|f| f.text()).chain(disconnect.as_ref()).enumerate() {
         if i > 0 {
             body.extend_from_slice(b",");
         }
@@ -375,7 +375,9 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
     };
     let Some(route) = state.node.sessions.route(id) else {
         return match state.node.broker.poll_session(id, POLL_WAIT).await {
-            Ok(Some(frames)) => json_array(&Batch { frames, disconnect: None }),
+            Ok(Some(frames)) => {
+                json_array(&Batch { frames: frames.into_iter().map(Into::into).collect(), disconnect: None })
+            }
             Ok(None) => unknown_session(),
             Err(e) => {
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string()).into_response()

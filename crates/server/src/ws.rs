@@ -167,7 +167,7 @@ async fn write_outbox(
             let frames = &mut batch.frames;
             let io = async {
                 for frame in frames.drain(..) {
-                    sink.feed(text(frame)).await?;
+                    sink.feed(text(frame.text().clone())).await?;
                 }
                 sink.flush().await
             };

@@ -95,7 +95,7 @@ impl Outbox {
         if s.closing.is_some() {
             return Err(Refused);
         }
-        if s.bytes + frame.len() > self.max_bytes {
+        if s.bytes + frame.text().len() > self.max_bytes {
             s.queue = VecDeque::new();
             s.bytes = 0;
             s.closing = Some(Disconnect::slow_consumer());
@@ -103,7 +103,7 @@ impl Outbox {
             self.ready.notify_waiters();
             return Err(Refused);
         }
-        s.bytes += frame.len();
+        s.bytes += frame.text().len();
         let was_empty = s.queue.is_empty();
         s.queue.push_back(frame);
         drop(s);

@@ -15,7 +15,7 @@ fn node(history: HistoryLimits) -> Arc<Node> {
 fn drain(s: &Session) -> Vec<Value> {
     let mut b = Batch::default();
     s.outbox().take(&mut b);
-    b.frames.iter().map(|f| serde_json::from_slice(f).unwrap()).collect()
+    b.frames.iter().map(|f| serde_json::from_slice(f.text()).unwrap()).collect()
 }
 
 async fn connected(node: &Arc<Node>) -> Session {

@@ -43,13 +43,7 @@ impl From<Bytes> for Frame {
     }
 }
 
-impl std::ops::Deref for Frame {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.text
-    }
-}
-
+/// Frames are equal when their text is: the slot is a cache of the text.
 impl PartialEq for Frame {
     fn eq(&self, other: &Frame) -> bool {
         self.text == other.text

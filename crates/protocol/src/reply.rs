@@ -133,7 +133,7 @@ impl EncodedPublication {
 
     /// The publication's data, as JSON text.
     pub fn data(&self) -> &str {
-        std::str::from_utf8(&self.frame[self.data.clone()]).expect("data was a str when encoded")
+        std::str::from_utf8(&self.frame.text()[self.data.clone()]).expect("data was a str when encoded")
     }
 }
 
@@ -165,7 +165,7 @@ mod tests {
     fn publication_frame_is_valid_json_with_the_raw_data() {
         let ch = ChannelName::new("chat:1").unwrap();
         let p = EncodedPublication::new(&ch, Offset(42), r#"{"text":"hi \"you\""}"#);
-        let v: serde_json::Value = serde_json::from_slice(&p.frame).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(p.frame.text()).unwrap();
         assert_eq!(v["op"], "message");
         assert_eq!(v["channel"], "chat:1");
         assert_eq!(v["offset"], 42);

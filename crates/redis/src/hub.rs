@@ -423,7 +423,7 @@ mod tests {
             .frames
             .iter()
             .map(|frame| {
-                let v: serde_json::Value = serde_json::from_slice(frame).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(frame.text()).unwrap();
                 v["offset"].as_u64().filter(|_| v["op"] == "message").unwrap_or(0)
             })
             .collect();

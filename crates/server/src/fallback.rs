@@ -293,8 +293,8 @@ impl EventStream {
         outbox.take(&mut self.batch);
         let mut out = BytesMut::new();
         for frame in self.batch.frames.drain(..) {
-            let is_message = self.positions.follow(&frame);
-            write_event(&mut out, &frame, is_message.then(|| self.positions.encode()).as_deref());
+            let is_message = self.positions.follow(frame.text());
+            write_event(&mut out, frame.text(), is_message.then(|| self.positions.encode()).as_deref());
         }
         if let Some(d) = self.batch.disconnect.take() {
             write_event(&mut out, &d.frame(), None);

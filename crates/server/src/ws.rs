@@ -209,15 +209,7 @@ where
 }
 
 fn close_frame(d: &Disconnect) -> Message {
-    // Close frame reasons are limited to 123 bytes; cut on a char boundary.
-    let mut reason: &str = &d.reason;
-    while reason.len() > 123 {
-        let mut cut = 123;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason = &reason[..cut];
-    }
+    let reason = holdfast_websocket::close::fit_reason(&d.reason);
     Message::Close(Some(CloseFrame { code: WsCode::from(d.code.code()), reason: Utf8Bytes::from(reason) }))
 }
 

@@ -27,16 +27,23 @@ pub fn parse(payload: &[u8]) -> Result<Option<(u16, String)>, ReadError> {
     }
 }
 
-/// The payload of a close frame the server sends: the code and the reason
-/// cut to fit 125 bytes on a character boundary.
-pub fn payload(code: u16, reason: &str) -> Bytes {
+/// `reason` cut on a character boundary to the 123 bytes a close frame
+/// holds after its code.
+pub fn fit_reason(reason: &str) -> &str {
     let mut cut = reason.len().min(123);
     while !reason.is_char_boundary(cut) {
         cut -= 1;
     }
-    let mut out = BytesMut::with_capacity(2 + cut);
+    &reason[..cut]
+}
+
+/// The payload of a close frame the server sends: the code and the reason
+/// cut by [`fit_reason`].
+pub fn payload(code: u16, reason: &str) -> Bytes {
+    let reason = fit_reason(reason);
+    let mut out = BytesMut::with_capacity(2 + reason.len());
     out.put_u16(code);
-    out.put_slice(&reason.as_bytes()[..cut]);
+    out.put_slice(reason.as_bytes());
     out.freeze()
 }
 

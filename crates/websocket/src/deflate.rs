@@ -49,40 +49,36 @@ impl Agreement {
 /// extension. `server_max_window_bits=8` is declined too: zlib cannot
 /// produce a raw deflate stream with a 256-byte window.
 pub fn negotiate<'a>(header_values: impl IntoIterator<Item = &'a str>) -> Option<Agreement> {
-    header_values.into_iter().flat_map(split_outside_quotes(',')).find_map(|offer| accept(offer.trim()))
+    header_values.into_iter().flat_map(|v| split_unquoted(v, ',')).find_map(|offer| accept(offer.trim()))
 }
 
+/// The parameters RFC 7692 defines; any other declines the offer.
+const PARAMETERS: [&str; 4] =
+    ["server_no_context_takeover", "client_no_context_takeover", "server_max_window_bits", "client_max_window_bits"];
+
 fn accept(offer: &str) -> Option<Agreement> {
-    let mut parts = split_outside_quotes(';')(offer);
+    let mut parts = split_unquoted(offer, ';').into_iter();
     if !parts.next()?.trim().eq_ignore_ascii_case(EXTENSION) {
         return None;
     }
-    let mut seen = [false; 4];
+    let mut seen = [false; PARAMETERS.len()];
     let mut agreement = Agreement { server_window_bits: 15, window_requested: false };
     for param in parts {
         let (name, value) = match param.split_once('=') {
             Some((n, v)) => (n.trim(), Some(unquote(v.trim())?)),
             None => (param.trim(), None),
         };
-        let index = [
-            "server_no_context_takeover",
-            "client_no_context_takeover",
-            "server_max_window_bits",
-            "client_max_window_bits",
-        ]
-        .iter()
-        .position(|known| name.eq_ignore_ascii_case(known))?;
+        let index = PARAMETERS.iter().position(|known| name.eq_ignore_ascii_case(known))?;
         if std::mem::replace(&mut seen[index], true) {
             return None;
         }
-        match (index, value) {
-            (0 | 1, None) => {}
-            (2, Some(v)) => {
+        match (PARAMETERS[index], value) {
+            ("server_no_context_takeover" | "client_no_context_takeover" | "client_max_window_bits", None) => {}
+            ("server_max_window_bits", Some(v)) => {
                 agreement.server_window_bits = window_bits(v).filter(|&b| b >= 9)?;
                 agreement.window_requested = true;
             }
-            (3, None) => {}
-            (3, Some(v)) => {
+            ("client_max_window_bits", Some(v)) => {
                 window_bits(v)?;
             }
             _ => return None,
@@ -107,23 +103,19 @@ fn unquote(v: &str) -> Option<&str> {
 }
 
 /// Splits on `sep` where it is not inside a quoted string.
-fn split_outside_quotes(sep: char) -> impl Fn(&str) -> std::vec::IntoIter<&str> {
-    move |s: &str| {
-        let mut out = Vec::new();
-        let (mut start, mut quoted) = (0, false);
-        for (i, c) in s.char_indices() {
-            match c {
-                '"' => quoted = !quoted,
-                c if c == sep && !quoted => {
-                    out.push(&s[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(&s[start..i]);
+            start = i + 1;
         }
-        out.push(&s[start..]);
-        out.into_iter()
     }
+    out.push(&s[start..]);
+    out
 }
 
 thread_local! {

@@ -73,9 +73,9 @@ async def open_peer(server):
     """open_peer(handshake=True, subprotocols=[SUBPROTOCOL]) -> Peer, closed at teardown."""
     peers = []
 
-    async def open_(handshake=True, subprotocols=(SUBPROTOCOL,)):
+    async def open_(handshake=True, subprotocols=(SUBPROTOCOL,), compression="deflate"):
         ws = await connect(server.ws_url, subprotocols=list(subprotocols) or None,
-                           open_timeout=TIMEOUT, close_timeout=2)
+                           compression=compression, open_timeout=TIMEOUT, close_timeout=2)
         peer = Peer(ws)
         peers.append(peer)
         if handshake:
@@ -147,6 +147,24 @@ async def test_an_http_publication_reaches_the_subscriber(server, open_peer):
     assert result == {"channel": "news", "epoch": sub["epoch"], "offset": sub["offset"] + 1}
     msg = await peer.recv()
     assert msg == {"op": "message", "channel": "news", "offset": result["offset"], "data": {"headline": "hello"}}
+
+
+async def test_compressed_and_plain_subscribers_receive_the_same_data(server, open_peer):
+    # websockets offers permessage-deflate by default; compression=None offers nothing.
+    deflating = await open_peer()
+    plain = await open_peer(compression=None)
+    agreed = deflating.ws.response.headers.get("Sec-WebSocket-Extensions", "")
+    assert agreed.startswith("permessage-deflate"), agreed
+    assert "server_no_context_takeover" in agreed, agreed
+    assert plain.ws.response.headers.get("Sec-WebSocket-Extensions") is None
+    for peer in (deflating, plain):
+        assert (await peer.request({"id": 2, "op": "subscribe", "channel": "zip"}))["op"] == "subscribed"
+    data = {"rows": [{"id": i, "name": f"row number {i}", "ok": True} for i in range(50)]}
+    for small in ({"n": 1}, data):
+        publish(server, "zip", small)
+        got = [await peer.recv() for peer in (deflating, plain)]
+        assert got[0] == got[1], got
+        assert got[0]["data"] == small
 
 
 async def test_server_pings_arrive_and_pongs_keep_the_connection_alive(open_peer):

@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// Largest WebSocket message and publication, in bytes.
     #[arg(long, env = "HOLDFAST_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
+    /// permessage-deflate for WebSocket clients that offer it (`on`/`off`;
+    /// default on). A publication is compressed once for all its subscribers.
+    #[arg(long, env = "HOLDFAST_COMPRESSION", value_parser = parse_on_off)]
+    pub compression: Option<bool>,
+    /// Messages smaller than this many bytes are sent uncompressed (default 256).
+    #[arg(long, env = "HOLDFAST_COMPRESSION_THRESHOLD")]
+    pub compression_threshold: Option<usize>,
     /// Bytes queued for one client before it is dropped as a slow consumer.
     #[arg(long, env = "HOLDFAST_OUTBOX_BYTES")]
     pub outbox_bytes: Option<usize>,
@@ -160,6 +167,9 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "duration")]
     history_ttl: Option<Duration>,
     max_message_size: Option<usize>,
+    #[serde(default, deserialize_with = "on_off")]
+    compression: Option<bool>,
+    compression_threshold: Option<usize>,
     outbox_bytes: Option<usize>,
     max_subscriptions: Option<usize>,
     allow_client_publish: Option<bool>,
@@ -234,6 +244,8 @@ const FILE_KEYS: &[&str] = &[
     "history_size",
     "history_ttl",
     "max_message_size",
+    "compression",
+    "compression_threshold",
     "outbox_bytes",
     "max_subscriptions",
     "allow_client_publish",
@@ -264,6 +276,28 @@ const FILE_KEYS: &[&str] = &[
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like `25s`, `500ms`, `5m`)"))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("`{s}` is neither `on` nor `off`")),
+    }
+}
+
+/// `compression = "on"` or `compression = true` in the file.
+fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Switch {
+        Bool(bool),
+        Word(String),
+    }
+    match Switch::deserialize(d)? {
+        Switch::Bool(b) => Ok(Some(b)),
+        Switch::Word(w) => parse_on_off(&w).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -466,6 +500,11 @@ impl ServeArgs {
             server: ServerConfig {
                 api_key,
                 max_message_size,
+                compression: self.compression.or(file.compression).unwrap_or(server_defaults.compression),
+                compression_threshold: self
+                    .compression_threshold
+                    .or(file.compression_threshold)
+                    .unwrap_or(server_defaults.compression_threshold),
                 drain_window: self.drain_window.or(file.drain_window).unwrap_or(server_defaults.drain_window),
                 origins: OriginPolicy {
                     allowed: allowed_origins,

@@ -65,6 +65,8 @@ pub struct Batch {
     pub frames: Vec<Frame>,
     /// Set when the connection must end after `frames`.
     pub disconnect: Option<Disconnect>,
+    /// The payload of a WebSocket ping to answer, written before `frames`.
+    pub pong: Option<Bytes>,
 }
 
 #[derive(Default)]
@@ -72,6 +74,7 @@ struct State {
     queue: VecDeque<Frame>,
     bytes: usize,
     closing: Option<Disconnect>,
+    pong: Option<Bytes>,
 }
 
 /// A connection's outbound queue; see the module docs.
@@ -132,6 +135,14 @@ impl Outbox {
         first
     }
 
+    /// Asks the writer to answer a WebSocket ping. Only the latest ping is
+    /// answered (RFC 6455 5.5.3 allows that), so a ping flood holds one
+    /// control payload (at most 125 bytes), not a queue.
+    pub fn pong(&self, payload: Bytes) {
+        self.state.lock().expect("outbox lock poisoned").pong = Some(payload);
+        self.ready.notify_waiters();
+    }
+
     /// Bytes queued right now.
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().expect("outbox lock poisoned").bytes
@@ -152,11 +163,12 @@ impl Outbox {
             s.queue = VecDeque::new();
         }
         batch.disconnect = s.closing.clone();
+        batch.pong = s.pong.take();
     }
 
     /// Waits until there is something to take. Cancel-safe.
     pub async fn ready(&self) {
-        self.wait_for(|s| !s.queue.is_empty() || s.closing.is_some()).await
+        self.wait_for(|s| !s.queue.is_empty() || s.closing.is_some() || s.pong.is_some()).await
     }
 
     /// Waits until the outbox is closing. Cancel-safe.

@@ -376,7 +376,7 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
     let Some(route) = state.node.sessions.route(id) else {
         return match state.node.broker.poll_session(id, POLL_WAIT).await {
             Ok(Some(frames)) => {
-                json_array(&Batch { frames: frames.into_iter().map(Into::into).collect(), disconnect: None })
+                json_array(&Batch { frames: frames.into_iter().map(Into::into).collect(), ..Batch::default() })
             }
             Ok(None) => unknown_session(),
             Err(e) => {

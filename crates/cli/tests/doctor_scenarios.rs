@@ -324,6 +324,13 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
         } else if let Some(m) = sc.mentions.iter().find(|m| !advice.to_lowercase().contains(&m.to_lowercase())) {
             failures.push(format!("{}: the verdict does not mention {m:?}: {advice}", sc.name));
         }
+        // Through nginx and TLS too, a healthy holdfast agrees to compression.
+        let compression = stage_detail(&report, "compression");
+        if ["holdfast /ws, direct", "nginx configured right", "valid TLS (private CA passed)"].contains(&sc.name)
+            && !compression.starts_with("permessage-deflate negotiated (permessage-deflate; server_no_context_takeover")
+        {
+            failures.push(format!("{}: compression stage says {compression:?}", sc.name));
+        }
         let summary = report["verdict"]["summary"].as_str().unwrap_or("");
         let first = summary.split(". ").next().unwrap_or(summary).replace('|', "\\|");
         table.push_str(&format!("| {} | `{cause}` | {first} |\n", sc.name));
@@ -360,6 +367,21 @@ fn the_doctor_names_the_cause_of_each_real_failure() {
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{} of {} scenarios wrong:\n{}", failures.len(), scenarios.len(), failures.join("\n"));
+}
+
+fn stage_detail(report: &serde_json::Value, name: &str) -> String {
+    let stages = report["stages"].as_array().cloned().unwrap_or_default();
+    let stage = stages.iter().find(|s| s["name"] == name);
+    stage.and_then(|s| s["detail"].as_str()).unwrap_or("(no such stage)").to_string()
+}
+
+#[test]
+fn the_doctor_reports_compression_off_as_a_fact_not_a_failure() {
+    let server = common::serve(0, &["--compression", "off"]);
+    let out = holdfast().arg("doctor").arg(format!("ws://127.0.0.1:{}/ws", server.1)).arg("--json").output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "still healthy: {report}");
+    assert!(stage_detail(&report, "compression").starts_with("permessage-deflate not negotiated"), "{report}");
 }
 
 #[test]

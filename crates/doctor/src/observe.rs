@@ -183,4 +183,6 @@ pub struct Observations {
     pub end: Option<End>,
     /// The code of the server's reply to the doctor's own close.
     pub close_reply: Option<u16>,
+    /// `Sec-WebSocket-Extensions` answered to a permessage-deflate offer.
+    pub compression: Option<String>,
 }

@@ -55,7 +55,11 @@ impl Run<'_> {
     }
 }
 
-const STAGES: [&str; 10] = ["url", "dns", "tcp", "tls", "upgrade", "handshake", "round_trip", "ping", "idle", "close"];
+const STAGES: [&str; 11] =
+    ["url", "dns", "tcp", "tls", "upgrade", "handshake", "round_trip", "ping", "idle", "close", "compression"];
+
+/// What a browser offers on every handshake (Chromium, Firefox).
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// Runs every stage it can; stops at the first layer that fails and marks
 /// the rest skipped.
@@ -113,7 +117,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
 
     let origin = run.args.origin.clone();
     let t = Instant::now();
-    let (io, response, leftover, key) = match upgrade(run, &target, io, origin.as_deref(), true).await {
+    let (io, response, leftover, key) = match upgrade(run, &target, io, origin.as_deref(), true, None).await {
         Ok(x) => x,
         Err(http) => {
             let detail = match &http {
@@ -158,7 +162,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
                     Some(Box::new(tcp))
                 };
                 if let Some(io) = io {
-                    if let Ok((_, r, _, _)) = upgrade(run, &target, io, other.as_deref(), false).await {
+                    if let Ok((_, r, _, _)) = upgrade(run, &target, io, other.as_deref(), false, None).await {
                         run.o.origin_retry_status = Some(r.status);
                     }
                 }
@@ -194,7 +198,57 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
     let mut ws = WebSocketStream::from_partially_read(io, leftover, Role::Client, None).await;
     let opened = Instant::now();
     session(run, &mut ws, opened).await;
+    drop(ws);
+    compression(run, &target, addr, origin.as_deref()).await;
     Ok(())
+}
+
+/// Whether the endpoint agrees to permessage-deflate, asked on a connection
+/// of its own with the offer browsers make: the session above offers no
+/// extension, because the library it reads frames with cannot inflate them.
+/// Either answer is a fact for the report, not a failure: compression saves
+/// bandwidth but nothing breaks without it. A proxy that strips the header
+/// shows up here as "not negotiated".
+async fn compression(run: &mut Run<'_>, target: &Target, addr: SocketAddr, origin: Option<&str>) {
+    let t = Instant::now();
+    let io: Option<Box<dyn Io>> = match TcpStream::connect(addr).await {
+        Ok(tcp) if target.tls => tls_connect(run.args, target, tcp).await.ok().map(|s| Box::new(s) as Box<dyn Io>),
+        Ok(tcp) => Some(Box::new(tcp)),
+        Err(_) => None,
+    };
+    let Some(io) = io else {
+        run.stage("compression", Status::Skipped, t, "could not open a second connection to ask");
+        return;
+    };
+    let (mut io, response) = match upgrade(run, target, io, origin, false, Some(DEFLATE_OFFER)).await {
+        Ok((io, response, _, _)) if response.status == 101 => (io, response),
+        Ok((_, response, _, _)) => {
+            let detail = format!("a second handshake offering permessage-deflate got {}", response.status);
+            run.stage("compression", Status::Skipped, t, detail);
+            return;
+        }
+        Err(_) => {
+            run.stage(
+                "compression",
+                Status::Skipped,
+                t,
+                "a second handshake offering permessage-deflate got no answer",
+            );
+            return;
+        }
+    };
+    let agreed = response.header("sec-websocket-extensions").map(str::to_string);
+    let detail = match &agreed {
+        Some(e) if e.trim_start().starts_with("permessage-deflate") => format!("permessage-deflate negotiated ({e})"),
+        Some(e) => format!("permessage-deflate not negotiated (the server answered with {e})"),
+        None => "permessage-deflate not negotiated: messages travel uncompressed (the server, or a proxy in \
+                 front of it, answered the browser's offer without it)"
+            .to_string(),
+    };
+    run.o.compression = agreed;
+    run.stage("compression", Status::Ok, t, detail);
+    // A masked close 1000, then hang up.
+    let _ = timeout(Duration::from_secs(1), io.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])).await;
 }
 
 async fn resolve(run: &mut Run<'_>, target: &Target) -> Result<SocketAddr, ()> {
@@ -422,6 +476,7 @@ async fn upgrade(
     mut io: Box<dyn Io>,
     origin: Option<&str>,
     record: bool,
+    extensions: Option<&str>,
 ) -> Result<(Box<dyn Io>, Response, Vec<u8>, String), Http> {
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let mut request = format!(
@@ -435,6 +490,9 @@ async fn upgrade(
     }
     if !run.args.subprotocol.is_empty() {
         request.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", run.args.subprotocol.join(", ")));
+    }
+    if let Some(offer) = extensions {
+        request.push_str(&format!("Sec-WebSocket-Extensions: {offer}\r\n"));
     }
     if let Some(token) = &run.args.token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));

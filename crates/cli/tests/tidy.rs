@@ -21,7 +21,17 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["holdfast-server", "axum", "hyper", "clap", "anyhow"],
         "the Redis broker implements core's Broker trait and never reaches into HTTP or the CLI",
     ),
+    (
+        "websocket",
+        &["tokio", "hyper", "axum", "tokio-tungstenite", "holdfast-core", "holdfast-protocol", "serde_json"],
+        "websocket is the wire format without I/O: the caller owns sockets and buffers",
+    ),
     ("server", &["redis", "clap", "holdfast-bench"], "server receives an Arc<dyn Broker> and never parses arguments"),
+    (
+        "server",
+        &["tokio-tungstenite", "tungstenite"],
+        "server frames its own WebSocket traffic with holdfast-websocket (one compressed frame shared by every subscriber)",
+    ),
     ("bench", &["holdfast-core", "holdfast-server"], "bench must see the gateway the way a user does"),
 ];
 

@@ -53,8 +53,8 @@ impl Settings {
 
 /// How the reading side of a connection ended.
 enum ReadEnd {
-    /// The peer sent a close frame (its code, if it gave one).
-    PeerClosed(Option<u16>),
+    /// The peer sent a close frame (its code and reason, if it gave them).
+    PeerClosed(Option<(u16, String)>),
     /// The socket ended without a close frame.
     PeerGone,
     /// The peer sent something that ends the connection with this code.
@@ -150,7 +150,7 @@ async fn read_protocol<R: AsyncRead + Unpin>(
                 session.heard(now);
             }
             Ok(Message::Pong(_)) => session.heard(now),
-            Ok(Message::Close(close)) => return ReadEnd::PeerClosed(close.map(|(code, _)| code)),
+            Ok(Message::Close(close)) => return ReadEnd::PeerClosed(close),
             Err(failure) => return failure.into(),
         }
     }
@@ -212,18 +212,20 @@ async fn send_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disc
     d.code.code()
 }
 
-/// Answers the peer's close frame with the same code (RFC 6455 5.5.1), or
-/// an empty one when it gave none, and returns the code to record.
-async fn reply_to_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, code: Option<u16>) -> u16 {
+/// Answers the peer's close frame with its own code and reason (RFC 6455
+/// 5.5.1; a peer may recognise its close by the reason, as the `/doctor`
+/// page does), or an empty one when it gave none, and returns the code to
+/// record.
+async fn reply_to_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, close: Option<(u16, String)>) -> u16 {
     let reply = async {
-        match code {
-            Some(code) => writer.queue_close(code, "").await?,
+        match &close {
+            Some((code, reason)) => writer.queue_close(*code, reason).await?,
             None => writer.queue_control(Opcode::Close, &[]).await?,
         }
         writer.flush().await
     };
     let _ = timeout(CLOSE_GRACE, reply).await;
-    code.unwrap_or(1005)
+    close.map_or(1005, |(code, _)| code)
 }
 
 /// Sends a close frame alone (within [`CLOSE_GRACE`]), for a peer that is
@@ -299,7 +301,7 @@ pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Ar
             Ok(Message::Binary(payload)) => writer.queue(Opcode::Binary, &Frame::from(payload)).await,
             Ok(Message::Ping(payload)) => writer.queue_control(Opcode::Pong, &payload).await,
             Ok(Message::Pong(_)) => continue,
-            Ok(Message::Close(close)) => break reply_to_close(&mut writer, close.map(|(code, _)| code)).await,
+            Ok(Message::Close(close)) => break reply_to_close(&mut writer, close).await,
             Err(ReadFailure::Invalid(e)) => break fail(&mut reader, &mut writer, &disconnect_for(e)).await,
             Err(ReadFailure::Gone) => break ABNORMAL,
         };

@@ -50,7 +50,7 @@ fn scripted_ws(after: fn(&mut TcpStream)) -> u16 {
             let _ = write!(
                 s,
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                holdfast_doctor::accept_for(&key)
+                holdfast_websocket::accept_key(key.as_bytes())
             );
             after(&mut s);
         }

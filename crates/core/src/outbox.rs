@@ -230,4 +230,24 @@ mod tests {
         o.push(Bytes::from_static(b"a")).unwrap();
         waiter.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_ping_flood_holds_only_the_latest_pong_and_wakes_the_writer() {
+        let o = std::sync::Arc::new(Outbox::new(100));
+        let o2 = o.clone();
+        let waiter = tokio::spawn(async move { o2.ready().await });
+        tokio::task::yield_now().await;
+        for i in 0..1000u32 {
+            o.pong(Bytes::from(i.to_be_bytes().to_vec()));
+        }
+        waiter.await.unwrap();
+        assert_eq!(o.queued_bytes(), 0, "a pong is not a queued frame");
+        let mut b = Batch::default();
+        o.take(&mut b);
+        assert_eq!(b.pong.as_deref(), Some(&999u32.to_be_bytes()[..]));
+        assert!(b.frames.is_empty());
+        let mut again = Batch::default();
+        o.take(&mut again);
+        assert_eq!(again.pong, None, "a pong is answered once");
+    }
 }

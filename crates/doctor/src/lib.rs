@@ -26,7 +26,6 @@ use std::time::Duration;
 pub use cause::Cause;
 pub use explain::explain;
 pub use observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
-pub use probe::accept_for;
 pub use report::{Report, Stage, Status};
 pub use rules::{diagnose, Verdict};
 

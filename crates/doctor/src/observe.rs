@@ -183,6 +183,4 @@ pub struct Observations {
     pub end: Option<End>,
     /// The code of the server's reply to the doctor's own close.
     pub close_reply: Option<u16>,
-    /// `Sec-WebSocket-Extensions` answered to a permessage-deflate offer.
-    pub compression: Option<String>,
 }

@@ -5,7 +5,6 @@
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use sha1::{Digest, Sha1};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,16 +154,9 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
                 Some(_) => None,
                 None => Some(target.own_origin()),
             };
-            if let Ok(tcp) = TcpStream::connect(addr).await {
-                let io: Option<Box<dyn Io>> = if target.tls {
-                    tls_connect(run.args, &target, tcp).await.ok().map(|s| Box::new(s) as Box<dyn Io>)
-                } else {
-                    Some(Box::new(tcp))
-                };
-                if let Some(io) = io {
-                    if let Ok((_, r, _, _)) = upgrade(run, &target, io, other.as_deref(), false, None).await {
-                        run.o.origin_retry_status = Some(r.status);
-                    }
+            if let Some(io) = reconnect(run, &target, addr).await {
+                if let Ok((_, r, _, _)) = upgrade(run, &target, io, other.as_deref(), false, None).await {
+                    run.o.origin_retry_status = Some(r.status);
                 }
             }
         }
@@ -203,6 +195,17 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
     Ok(())
 }
 
+/// Another connection to the address already resolved, through TLS when the
+/// target uses it: for a second question the first connection cannot ask.
+async fn reconnect(run: &Run<'_>, target: &Target, addr: SocketAddr) -> Option<Box<dyn Io>> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    if target.tls {
+        Some(Box::new(tls_connect(run.args, target, tcp).await.ok()?))
+    } else {
+        Some(Box::new(tcp))
+    }
+}
+
 /// Whether the endpoint agrees to permessage-deflate, asked on a connection
 /// of its own with the offer browsers make: the session above offers no
 /// extension, because the library it reads frames with cannot inflate them.
@@ -211,12 +214,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
 /// shows up here as "not negotiated".
 async fn compression(run: &mut Run<'_>, target: &Target, addr: SocketAddr, origin: Option<&str>) {
     let t = Instant::now();
-    let io: Option<Box<dyn Io>> = match TcpStream::connect(addr).await {
-        Ok(tcp) if target.tls => tls_connect(run.args, target, tcp).await.ok().map(|s| Box::new(s) as Box<dyn Io>),
-        Ok(tcp) => Some(Box::new(tcp)),
-        Err(_) => None,
-    };
-    let Some(io) = io else {
+    let Some(io) = reconnect(run, target, addr).await else {
         run.stage("compression", Status::Skipped, t, "could not open a second connection to ask");
         return;
     };
@@ -245,7 +243,6 @@ async fn compression(run: &mut Run<'_>, target: &Target, addr: SocketAddr, origi
                  front of it, answered the browser's offer without it)"
             .to_string(),
     };
-    run.o.compression = agreed;
     run.stage("compression", Status::Ok, t, detail);
     // A masked close 1000, then hang up.
     let _ = timeout(Duration::from_secs(1), io.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])).await;
@@ -570,17 +567,9 @@ fn parse_head(head: &str) -> Option<Response> {
     Some(Response { version, status, reason, headers, body: String::new() })
 }
 
-/// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
-pub fn accept_for(key: &str) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
-}
-
 fn check_handshake(r: &Response, key: &str, offered: &[String]) -> Handshake {
     Handshake {
-        accept_ok: r.header("sec-websocket-accept") == Some(accept_for(key).as_str()),
+        accept_ok: r.header("sec-websocket-accept") == Some(holdfast_websocket::accept_key(key.as_bytes()).as_str()),
         upgrade_ok: r.header_has_token("upgrade", "websocket"),
         connection_ok: r.header_has_token("connection", "upgrade"),
         offered: offered.to_vec(),
@@ -809,11 +798,6 @@ fn eprintln_progress(args: &DoctorArgs, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accept_key_matches_the_rfc_example() {
-        assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
 
     #[test]
     fn parses_a_response_head() {

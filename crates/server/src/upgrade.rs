@@ -243,17 +243,7 @@ pub fn check(req: &Request<Body>, endpoint: Endpoint, origins: &OriginPolicy) ->
             }
         }
     };
-    Ok(Accepted { accept: accept_key(key), protocol, deflate: None })
-}
-
-/// `Sec-WebSocket-Accept`: base64 of the SHA-1 of the key and the RFC's GUID.
-fn accept_key(key: &[u8]) -> String {
-    use base64::Engine;
-    use sha1::{Digest, Sha1};
-    let mut sha = Sha1::new();
-    sha.update(key);
-    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+    Ok(Accepted { accept: holdfast_websocket::accept_key(key), protocol, deflate: None })
 }
 
 /// The `101 Switching Protocols` response.
@@ -331,15 +321,4 @@ fn valid_key(key: &[u8]) -> bool {
     key.len() == 24
         && key[22..] == *b"=="
         && key[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_key_is_the_rfc_example() {
-        // RFC 6455 §1.3.
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
 }

@@ -201,14 +201,30 @@ async fn write_batch<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, batch: 
     writer.flush().await
 }
 
-/// Sends `disconnect` and the close frame, within [`CLOSE_GRACE`].
-async fn send_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disconnect) -> u16 {
-    let close = async {
-        writer.queue(Opcode::Text, &Frame::from(d.frame())).await?;
-        writer.queue_close(d.code.code(), &d.reason).await?;
+/// Writes an optional last frame and a close frame (`None`: one without a
+/// body), giving up after [`CLOSE_GRACE`]: a peer that does not read must
+/// not hold the connection open.
+async fn write_close<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    last: Option<&Frame>,
+    close: Option<(u16, &str)>,
+) {
+    let write = async {
+        if let Some(frame) = last {
+            writer.queue(Opcode::Text, frame).await?;
+        }
+        match close {
+            Some((code, reason)) => writer.queue_close(code, reason).await?,
+            None => writer.queue_control(Opcode::Close, &[]).await?,
+        }
         writer.flush().await
     };
-    let _ = timeout(CLOSE_GRACE, close).await;
+    let _ = timeout(CLOSE_GRACE, write).await;
+}
+
+/// Sends `disconnect` and the close frame.
+async fn send_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disconnect) -> u16 {
+    write_close(writer, Some(&Frame::from(d.frame())), Some((d.code.code(), &d.reason))).await;
     d.code.code()
 }
 
@@ -217,25 +233,14 @@ async fn send_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disc
 /// page does), or an empty one when it gave none, and returns the code to
 /// record.
 async fn reply_to_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, close: Option<(u16, String)>) -> u16 {
-    let reply = async {
-        match &close {
-            Some((code, reason)) => writer.queue_close(*code, reason).await?,
-            None => writer.queue_control(Opcode::Close, &[]).await?,
-        }
-        writer.flush().await
-    };
-    let _ = timeout(CLOSE_GRACE, reply).await;
+    write_close(writer, None, close.as_ref().map(|(code, reason)| (*code, reason.as_str()))).await;
     close.map_or(1005, |(code, _)| code)
 }
 
-/// Sends a close frame alone (within [`CLOSE_GRACE`]), for a peer that is
-/// not expected to answer: dead, or being drained.
+/// Sends a close frame alone, for a peer that is not expected to answer:
+/// dead, or being drained.
 async fn close_now<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disconnect) -> u16 {
-    let close = async {
-        writer.queue_close(d.code.code(), &d.reason).await?;
-        writer.flush().await
-    };
-    let _ = timeout(CLOSE_GRACE, close).await;
+    write_close(writer, None, Some((d.code.code(), &d.reason))).await;
     d.code.code()
 }
 

@@ -6,7 +6,7 @@
 //! message size limit, which for a compressed message applies to what it
 //! inflates to. [`ServerHeader`] frames what the server sends.
 //! [`deflate`] negotiates RFC 7692 permessage-deflate and compresses or
-//! inflates one message at a time.
+//! inflates one message at a time; [`accept_key`] answers the handshake.
 //!
 //! Why our own: the libraries we use elsewhere (tungstenite) neither
 //! negotiate permessage-deflate nor let a frame be encoded once and written
@@ -16,9 +16,11 @@
 pub mod close;
 pub mod deflate;
 pub mod frame;
+mod handshake;
 mod message;
 
 pub use frame::{Opcode, ServerHeader};
+pub use handshake::accept_key;
 pub use message::{Message, MessageReader};
 
 use std::borrow::Cow;

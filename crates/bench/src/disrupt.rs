@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 
+use crate::conn::ReadSize;
 use crate::{
     now_ns, open_many, progress_line, server_pids, server_use, sources, subscribe, wire, BenchArgs, CpuWindow, Plan,
     Progress, Report, ServerUse, Subscribed, Target,
@@ -32,12 +31,13 @@ pub(crate) async fn churn(args: &BenchArgs, target: &Target, sources: &[Ipv4Addr
         tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate as f64)).into()).await;
         let (report, target, run_id) = (report.clone(), target.clone(), run_id.clone());
         let (protocol, source) = (args.protocol, sources::pick(sources, i as usize));
+        let offer_deflate = args.offers_deflate();
         cycles.push(tokio::spawn(async move {
             let begun = Instant::now();
             let attempt = async {
-                let mut ws = protocol.open(&target, source).await?;
+                let mut ws = protocol.open(&target, source, ReadSize::IDLE, offer_deflate).await?;
                 subscribe(protocol, &mut ws, &run_id, &[i as usize % 100]).await?;
-                let _ = ws.close(None).await;
+                let _ = ws.close().await;
                 anyhow::Ok(())
             };
             let result = tokio::time::timeout(Duration::from_secs(10), attempt).await;
@@ -88,19 +88,20 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
         .enumerate()
         .map(|(i, mut s)| {
             let (dropped, back, protocol, run_id) = (dropped.clone(), back.clone(), args.protocol, run_id.clone());
+            let offer_deflate = args.offers_deflate();
             let (target, source) = (targets[i % targets.len()].clone(), sources::pick(sources, i));
             let channels: Vec<usize> = s.channels.iter().map(|c| c.0).collect();
             async move {
                 loop {
                     let mut hint = None;
-                    while let Some(Ok(msg)) = s.ws.next().await {
-                        let Message::Text(t) = msg else { continue };
-                        let (objects, pong) = protocol.objects(&t);
-                        if let Some(p) = pong {
-                            let _ = s.ws.send(Message::text(p)).await;
-                        }
-                        if let Some(d) = objects.iter().find(|o| o.contains("\"op\":\"disconnect\"")) {
-                            hint = wire::number_after(d, "\"reconnect_after_ms\":");
+                    while let Ok(Some(t)) = s.ws.text().await {
+                        for o in protocol.objects(&t) {
+                            if let Some(p) = protocol.pong(o) {
+                                let _ = s.ws.send(p).await;
+                            }
+                            if wire::contains(o, b"\"op\":\"disconnect\"") {
+                                hint = wire::number_after(o, b"\"reconnect_after_ms\":");
+                            }
                         }
                     }
                     dropped.fetch_add(1, Ordering::Relaxed);
@@ -112,7 +113,7 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
                     let mut backoff = Duration::from_millis(100);
                     s = loop {
                         let attempt = async {
-                            let mut ws = protocol.open(&target, source).await?;
+                            let mut ws = protocol.open(&target, source, ReadSize::IDLE, offer_deflate).await?;
                             let channels = subscribe(protocol, &mut ws, &run_id, &channels).await?;
                             anyhow::Ok(Subscribed { ws, channels })
                         };
@@ -169,17 +170,18 @@ pub(crate) async fn flood(args: &BenchArgs, target: &Target) -> anyhow::Result<R
         .join("\n");
     let mut sent = 0u64;
     while started.elapsed() < args.duration {
-        let Ok(ws) = args.protocol.open(target, Ipv4Addr::LOCALHOST).await else {
+        let Ok(ws) = args.protocol.open(target, Ipv4Addr::LOCALHOST, ReadSize::IDLE, args.offers_deflate()).await
+        else {
             report.error("connect");
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         report.opened += 1;
-        let (mut sink, mut stream) = ws.split();
-        let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-        let _ = sink.send(Message::text("{\"id\":0,\"op\":\"connect\",\"client\":\"holdfast-bench flood\"}")).await;
+        let (mut replies, mut sink) = ws.into_split();
+        let drain = tokio::spawn(async move { while let Ok(Some(_)) = replies.text().await {} });
+        let _ = sink.text("{\"id\":0,\"op\":\"connect\",\"client\":\"holdfast-bench flood\"}").await;
         while started.elapsed() < args.duration {
-            if sink.send(Message::text(frame.clone())).await.is_err() {
+            if sink.text(&frame).await.is_err() {
                 report.error("cut off by the server");
                 break;
             }

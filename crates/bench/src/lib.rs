@@ -24,6 +24,7 @@
 //!
 //! Load goes to loopback only: the bench refuses other addresses.
 
+mod conn;
 mod disrupt;
 mod plan;
 mod report;
@@ -38,8 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+
+use conn::ReadSize;
 
 pub use plan::{share, Plan};
 pub use report::{Latency, LatencySummary, Report, ServerUse};
@@ -62,6 +63,13 @@ pub enum Scenario {
     Storm,
     /// One client sending commands as fast as it can.
     Flood,
+}
+
+/// On or off.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// How publications reach the server.
@@ -135,12 +143,35 @@ pub struct BenchArgs {
     /// The framing of the server under test.
     #[arg(long, value_enum, default_value = "holdfast")]
     pub protocol: Protocol,
+    /// Offer permessage-deflate on every connection, as browsers do, and
+    /// inflate what comes compressed (off: plain frames, the server's
+    /// framing cost alone).
+    #[arg(long, value_enum, default_value = "off")]
+    pub compression: Switch,
     /// Internal: run as subscriber process N of a multi-process run.
     #[arg(long, hide = true)]
     pub subscriber_process: Option<usize>,
     /// Internal: the run's id (channel names), shared by its processes.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,
+}
+
+impl BenchArgs {
+    fn offers_deflate(&self) -> bool {
+        self.compression == Switch::On
+    }
+
+    /// Fan-out subscribers are few and busy: a large read chunk gathers
+    /// many frames per read. Everything else (and fan-out beyond a few
+    /// thousand connections per process) reads small and gives the buffer
+    /// back, as the server does.
+    fn read_size(&self) -> ReadSize {
+        let per_process = self.connections / self.processes.max(1);
+        match self.scenario {
+            Scenario::Fanout | Scenario::ManyChannels if per_process <= 5_000 => ReadSize::BUSY,
+            _ => ReadSize::IDLE,
+        }
+    }
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
@@ -229,11 +260,35 @@ fn server_use(args: &BenchArgs, window: &CpuWindow, rss_kib: Option<(u64, u64)>,
     (!args.server_pid.is_empty()).then(|| ServerUse::measured(window.percent(), rss_kib, opened))
 }
 
-/// Live counters for the progress line.
+/// Live counters for the progress line, and the latencies of every reader
+/// in this process: one histogram, not one per connection (1,000 of them
+/// were 280 MB and a cache miss per delivery).
 #[derive(Default)]
 struct Progress {
     opened: AtomicU64,
     delivered: AtomicU64,
+    latency: Mutex<Latency>,
+}
+
+/// Tells readers to stop once no delivery came for `silence`: what was
+/// not delivered by then is lost. One watch for all, so a reader waits on
+/// no timer of its own per message.
+fn stop_after_silence(progress: Arc<Progress>, silence: Duration) -> (tokio::sync::watch::Receiver<bool>, Ticker) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let (mut last, mut since) = (progress.delivered.load(Ordering::Relaxed), Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = progress.delivered.load(Ordering::Relaxed);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= silence {
+                let _ = stop.send(true);
+                return;
+            }
+        }
+    });
+    (stopped, Ticker(Some(task)))
 }
 
 /// The progress line's task; dropping it stops the line.
@@ -275,7 +330,7 @@ fn progress_line(progress: Arc<Progress>, quiet: bool) -> Ticker {
 /// An opened, subscribed connection: its global index and where each of
 /// its channels stood at subscribe time.
 struct Subscribed {
-    ws: wire::Conn,
+    ws: conn::Conn,
     channels: Vec<(usize, u64)>,
 }
 
@@ -283,7 +338,7 @@ struct Subscribed {
 /// `subscribed` and notes its offset.
 async fn subscribe(
     protocol: Protocol,
-    ws: &mut wire::Conn,
+    ws: &mut conn::Conn,
     run_id: &str,
     channels: &[usize],
 ) -> anyhow::Result<Vec<(usize, u64)>> {
@@ -294,28 +349,26 @@ async fn subscribe(
             frame.push('\n');
             frame.push_str(&cmd);
         } else {
-            ws.send(Message::text(frame)).await?;
+            ws.send(&frame).await?;
             frame = protocol.command(&cmd);
         }
     }
-    ws.send(Message::text(frame)).await?;
+    ws.send(&frame).await?;
     let mut out = Vec::new();
     while out.len() < channels.len() {
-        let Some(msg) = ws.next().await else { bail!("closed before subscribed") };
-        let Message::Text(t) = msg? else { continue };
-        let (objects, pong) = protocol.objects(&t);
-        if let Some(p) = pong {
-            ws.send(Message::text(p)).await?;
-        }
-        for o in objects {
-            if o.contains("\"op\":\"error\"") {
-                bail!("refused: {o}");
+        let Some(t) = ws.text().await? else { bail!("closed before subscribed") };
+        for o in protocol.objects(&t) {
+            if let Some(p) = protocol.pong(o) {
+                ws.send(p).await?;
             }
-            if o.contains("\"op\":\"subscribed\"") {
-                let c = wire::string_after(o, "\"channel\":\"")
-                    .and_then(|name| name.rsplit(':').next()?.parse().ok())
+            if wire::contains(o, b"\"op\":\"error\"") {
+                bail!("refused: {}", String::from_utf8_lossy(o));
+            }
+            if wire::contains(o, b"\"op\":\"subscribed\"") {
+                let c = wire::string_after(o, b"\"channel\":\"")
+                    .and_then(wire::channel_index)
                     .context("subscribed names no bench channel")?;
-                out.push((c, wire::number_after(o, "\"offset\":").unwrap_or(0)));
+                out.push((c, wire::number_after(o, b"\"offset\":").unwrap_or(0)));
             }
         }
     }
@@ -350,13 +403,17 @@ async fn open_many(
             let target = &targets[i % targets.len()];
             let channels: Vec<usize> = plan.channels_of(i).collect();
             let attempt = async {
-                let mut ws = args.protocol.open(target, sources::pick(sources, i)).await?;
+                let source = sources::pick(sources, i);
+                let mut ws = args.protocol.open(target, source, args.read_size(), args.offers_deflate()).await?;
                 let subscribed = subscribe(args.protocol, &mut ws, run_id, &channels).await?;
                 anyhow::Ok(Subscribed { ws, channels: subscribed })
             };
             match tokio::time::timeout(Duration::from_secs(20), attempt).await {
                 Ok(Ok(s)) => {
                     progress.opened.fetch_add(1, Ordering::Relaxed);
+                    if s.ws.compressed {
+                        failures.lock().expect("not poisoned").compressed_connections += 1;
+                    }
                     conns.lock().expect("not poisoned").push(s);
                 }
                 Ok(Err(e)) => {
@@ -370,6 +427,7 @@ async fn open_many(
     futures_util::future::join_all((0..args.concurrency.max(1)).map(|_| worker())).await;
     let failed = failures.into_inner().expect("not poisoned");
     report.handshake_failures += failed.errors.values().sum::<u64>();
+    report.compressed_connections += failed.compressed_connections;
     for (k, v) in failed.errors {
         *report.errors.entry(k).or_default() += v;
     }
@@ -381,63 +439,108 @@ async fn open_many(
 }
 
 /// Reads one connection until every channel got its last publication (or
-/// 5 s of silence once publishing is over); counts into `report`.
-async fn read_until_done(protocol: Protocol, mut sub: Subscribed, plan: Plan, progress: Arc<Progress>) -> Report {
+/// `stop`); counts into `report`, latencies into `progress`.
+async fn read_until_done(
+    protocol: Protocol,
+    mut sub: Subscribed,
+    plan: Plan,
+    progress: Arc<Progress>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Report {
     let mut report = Report::default();
     let mut seqs: Vec<(usize, Sequence, u64)> =
         sub.channels.iter().map(|&(c, at)| (c, Sequence::starting_at(at), at + plan.publications_on(c))).collect();
-    let silence = Duration::from_secs(5);
+    let wire_before = sub.ws.read.wire_bytes;
+    let scanner = wire::Scanner::default();
     loop {
         if seqs.iter().all(|(_, s, last)| s.last() >= *last) {
             break;
         }
-        let msg = match tokio::time::timeout(silence, sub.ws.next()).await {
-            Err(_) => break,
-            Ok(Some(Ok(Message::Text(t)))) => t,
-            Ok(Some(Ok(_))) => continue,
-            Ok(_) => {
-                report.error("closed");
-                break;
-            }
+        let msg = tokio::select! {
+            biased;
+            msg = sub.ws.text() => match msg {
+                Ok(Some(t)) => t,
+                _ => {
+                    report.error("closed");
+                    break;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => break,
         };
-        let (objects, pong) = protocol.objects(&msg);
+        let pong = count_frame(protocol, &msg, &scanner, &mut seqs, &mut report, &progress);
         if let Some(p) = pong {
-            let _ = sub.ws.send(Message::text(p)).await;
-        }
-        for o in objects {
-            if !o.contains("\"op\":\"message\"") {
-                continue;
-            }
-            let channel = wire::string_after(o, "\"channel\":\"").and_then(|n| n.rsplit(':').next()?.parse().ok());
-            let Some(entry) = seqs.iter_mut().find(|(c, _, _)| Some(*c) == channel) else { continue };
-            report.delivered += 1;
-            progress.delivered.fetch_add(1, Ordering::Relaxed);
-            match entry.1.observe(wire::number_after(o, "\"offset\":").unwrap_or(0)) {
-                Seen::Again => report.duplicates += 1,
-                Seen::Next | Seen::Skipped(_) => {}
-            }
-            let sent = wire::number_after(o, "\"t\":").unwrap_or(0);
-            report.histogram.record(now_ns().saturating_sub(sent) / 1000);
+            let _ = sub.ws.send(p).await;
         }
     }
+    report.wire_bytes = sub.ws.read.wire_bytes - wire_before;
     report
 }
 
-/// Publishes `plan.publications` at `rate` per second, round robin over the channels.
-async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) -> anyhow::Result<()> {
-    let pad = "x".repeat(args.payload.saturating_sub(32));
+/// Counts the deliveries in one frame (each channel's sequence, the
+/// latency from the publisher's timestamp); returns the pong it asks for.
+/// Synchronous, so the latency lock is never held across an await.
+fn count_frame(
+    protocol: Protocol,
+    frame: &[u8],
+    scanner: &wire::Scanner,
+    seqs: &mut [(usize, Sequence, u64)],
+    report: &mut Report,
+    progress: &Progress,
+) -> Option<&'static str> {
+    let received = now_ns();
+    let mut pong = None;
+    let mut latency = None;
+    for o in protocol.objects(frame) {
+        if let Some(p) = protocol.pong(o) {
+            pong = Some(p);
+            continue;
+        }
+        let Some(d) = scanner.delivery(o) else { continue };
+        let Some(entry) = seqs.iter_mut().find(|(c, _, _)| Some(*c) == d.channel) else { continue };
+        report.delivered += 1;
+        progress.delivered.fetch_add(1, Ordering::Relaxed);
+        match entry.1.observe(d.offset) {
+            Seen::Again => report.duplicates += 1,
+            Seen::Next | Seen::Skipped(_) => {}
+        }
+        latency
+            .get_or_insert_with(|| progress.latency.lock().expect("not poisoned"))
+            .record(received.saturating_sub(d.sent_ns) / 1000);
+    }
+    pong
+}
+
+/// Publishes `plan.publications` at `rate` per second, round robin over the
+/// channels; returns the publications the server refused, by error code
+/// (a default server limits commands per connection: the report says so
+/// rather than count them as lost deliveries without a reason).
+async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) -> anyhow::Result<Refusals> {
+    let pad = plan::pad(args.payload.saturating_sub(32));
     let interval = Duration::from_secs_f64(1.0 / args.publish_rate.max(1) as f64);
     let started = Instant::now();
     match args.publish_via {
         Via::Ws => {
-            let mut ws = args.protocol.open(target, Ipv4Addr::LOCALHOST).await?;
-            ws.send(Message::text(
-                args.protocol.command("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}"),
-            ))
-            .await?;
-            let (mut sink, mut stream) = ws.split();
+            let mut ws = args.protocol.open(target, Ipv4Addr::LOCALHOST, ReadSize::IDLE, false).await?;
+            ws.send(&args.protocol.command("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}")).await?;
+            let (mut replies, mut sink) = ws.into_split();
             // Replies are read by their own task so writes never wait on them.
-            tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+            let (protocol, publications) = (args.protocol, plan.publications);
+            let refusals = tokio::spawn(async move {
+                let (mut refused, mut answered) = (Refusals::new(), 0);
+                while answered < publications {
+                    let Ok(Some(t)) = replies.text().await else { break };
+                    for o in protocol.objects(&t) {
+                        if wire::contains(o, b"\"op\":\"published\"") {
+                            answered += 1;
+                        } else if wire::contains(o, b"\"op\":\"error\"") {
+                            answered += 1;
+                            let code = wire::string_after(o, b"\"code\":\"").unwrap_or(b"unknown");
+                            *refused.entry(String::from_utf8_lossy(code).into_owned()).or_default() += 1;
+                        }
+                    }
+                }
+                refused
+            });
             for k in 0..plan.publications {
                 tokio::time::sleep_until((started + interval * k as u32).into()).await;
                 let c = plan.channel_of_publication(k);
@@ -446,8 +549,13 @@ async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) ->
                     k + 2,
                     now_ns()
                 );
-                sink.send(Message::text(args.protocol.command(&cmd))).await?;
+                sink.text(&args.protocol.command(&cmd)).await?;
             }
+            // The refusals are complete once every publication is answered
+            // (or the server closed); the connection stays open until then.
+            let refused = tokio::time::timeout(Duration::from_secs(10), refusals).await;
+            drop(sink);
+            return Ok(refused.ok().and_then(Result::ok).unwrap_or_default());
         }
         Via::Http => {
             let key = args.api_key.clone().context("--publish-via http needs --api-key (or HOLDFAST_API_KEY)")?;
@@ -474,7 +582,18 @@ async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) ->
             }
         }
     }
-    Ok(())
+    Ok(Refusals::new())
+}
+
+/// Publications the server refused, by error code.
+type Refusals = std::collections::BTreeMap<String, u64>;
+
+/// Counts refused publications among the report's errors, as
+/// `publish <code>` (the report explains the known ones).
+fn count_refusals(report: &mut Report, refused: Refusals) {
+    for (code, n) in refused {
+        *report.errors.entry(format!("publish {code}")).or_default() += n;
+    }
 }
 
 async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> anyhow::Result<Report> {
@@ -504,21 +623,26 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     }
     let server = CpuWindow::start(server_pids(args));
     let started = Instant::now();
-    let readers: Vec<_> =
-        subs.into_iter().map(|s| tokio::spawn(read_until_done(args.protocol, s, plan, progress.clone()))).collect();
+    let (stop, _watchdog) = stop_after_silence(progress.clone(), Duration::from_secs(5));
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|s| tokio::spawn(read_until_done(args.protocol, s, plan, progress.clone(), stop.clone())))
+        .collect();
     if args.subscriber_process.is_none() {
-        publish(args, &targets[0], plan, &run_id).await?;
+        let refused = publish(args, &targets[0], plan, &run_id).await?;
+        count_refusals(&mut report, refused);
     }
     report.publications = plan.publications;
     for r in futures_util::future::join_all(readers).await {
         let r = r?;
         report.delivered += r.delivered;
         report.duplicates += r.duplicates;
-        let _ = report.histogram.0.add(&r.histogram.0);
+        report.wire_bytes += r.wire_bytes;
         for (k, v) in r.errors {
             *report.errors.entry(k).or_default() += v;
         }
     }
+    report.histogram = std::mem::take(&mut *progress.latency.lock().expect("not poisoned"));
     report.secs = started.elapsed().as_secs_f64().min(args.duration.as_secs_f64() + 5.0);
     report.load_cpu_percent = load.percent();
     report.server = server_use(args, &server, None, report.opened);
@@ -572,6 +696,7 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
             .args(["--ramp", &(args.ramp / args.processes as u64).to_string()])
             .args(["--concurrency", &args.concurrency.to_string()])
             .args(["--protocol", if args.protocol == Protocol::Socketio { "socketio" } else { "holdfast" }])
+            .args(["--compression", if args.offers_deflate() { "on" } else { "off" }])
             .args(["--subscriber-process", &i.to_string(), "--run-id", run_id])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());
@@ -592,12 +717,11 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
     }
     let server = CpuWindow::start(server_pids(args));
     let load = CpuWindow::start(vec!["self".into()]);
-    let rss_after = if args.scenario == Scenario::Idle {
+    let (rss_after, refused) = if args.scenario == Scenario::Idle {
         tokio::time::sleep(args.duration).await;
-        servers_rss(args)
+        (servers_rss(args), Refusals::new())
     } else {
-        publish(args, &targets[0], plan, run_id).await?;
-        0
+        (0, publish(args, &targets[0], plan, run_id).await?)
     };
     for child in &mut children {
         // Idle processes hold their connections until told to report.
@@ -612,6 +736,7 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
         report.merge(&part);
     }
     report.publications = plan.publications;
+    count_refusals(&mut report, refused);
     report.load_cpu_percent += load.percent();
     let rss = (args.scenario == Scenario::Idle).then_some((rss_before, rss_after));
     report.server = server_use(args, &server, rss, report.opened);
@@ -640,11 +765,9 @@ async fn idle(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> any
         .map(|mut s| {
             let protocol = args.protocol;
             async move {
-                while let Some(Ok(msg)) = s.ws.next().await {
-                    if let Message::Text(t) = msg {
-                        if let (_, Some(p)) = protocol.objects(&t) {
-                            let _ = s.ws.send(Message::text(p)).await;
-                        }
+                while let Ok(Some(t)) = s.ws.text().await {
+                    if let Some(p) = protocol.objects(&t).find_map(|o| protocol.pong(o)) {
+                        let _ = s.ws.send(p).await;
                     }
                 }
             }
@@ -669,10 +792,8 @@ fn refusal_kind(e: &anyhow::Error) -> String {
     if format!("{e:#}").contains("refused:") {
         return "subscribe".into();
     }
-    match e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-        Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            format!("handshake {}", response.status().as_u16())
-        }
-        _ => "handshake".into(),
+    match e.downcast_ref::<conn::Refused>() {
+        Some(refused) => format!("handshake {}", refused.status),
+        None => "handshake".into(),
     }
 }

@@ -47,9 +47,39 @@ pub fn share(total: usize, processes: usize, index: usize) -> std::ops::Range<us
     start..start + base + usize::from(index < extra)
 }
 
+/// `len` bytes of payload text: a run of price ticks, so a compressed
+/// publication shrinks about as much as real JSON market data does (a pad
+/// of one repeated byte would compress 100×, flattering compression). The
+/// same text goes into every publication: with no context takeover each
+/// message is compressed on its own, so repetition across messages does
+/// not help.
+pub fn pad(len: usize) -> String {
+    const SYMBOLS: [&str; 7] = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA"];
+    let mut out = String::with_capacity(len + 32);
+    let mut i = 0usize;
+    while out.len() < len {
+        let side = if i.is_multiple_of(3) { "sell" } else { "buy" };
+        let (whole, cents, qty) = (100 + (i * 37) % 900, (i * 13) % 100, 10 * (1 + (i * 7) % 50));
+        out += &format!("{} {whole}.{cents:02} {side} {qty}; ", SYMBOLS[i % SYMBOLS.len()]);
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pad_has_the_asked_length_and_is_not_one_byte_repeated() {
+        for len in [0, 1, 32, 1000] {
+            assert_eq!(pad(len).len(), len);
+        }
+        let p = pad(1000);
+        assert!(p.bytes().collect::<std::collections::BTreeSet<_>>().len() > 20, "{p}");
+        assert!(!p.contains('"') && !p.contains('\\'), "goes into a JSON string as it is");
+    }
 
     #[test]
     fn layouts_shares_and_expectations_add_up() {

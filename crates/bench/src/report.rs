@@ -99,6 +99,12 @@ const REFUSALS: [(u16, &str); 3] = [
     (403, "it refuses the Origin or the credentials (--allowed-origins, a token)"),
 ];
 
+/// What a refused publication means for a load test, and what to do.
+const PUBLISH_REFUSALS: [(&str, &str); 1] = [(
+    "rate_limited",
+    "it limits commands per connection (100/s by default); start it with --commands-per-second 0 for a load test, or publish with --publish-via http",
+)];
+
 /// One run's result; see the module docs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
@@ -135,6 +141,15 @@ pub struct Report {
     pub recovery_secs: Option<f64>,
     /// Load processes summed into this report.
     pub processes: u64,
+    /// Connections on which the server agreed permessage-deflate.
+    pub compressed_connections: u64,
+    /// Bytes the subscribers read off their sockets while measuring (frame
+    /// headers and pings included), and per delivery.
+    pub wire_bytes: u64,
+    pub wire_bytes_per_delivery: f64,
+    /// Deliveries per second of the load generator's own CPU: which side
+    /// is the limit, and what the generator costs.
+    pub deliveries_per_load_cpu_sec: f64,
 }
 
 impl Report {
@@ -149,6 +164,11 @@ impl Report {
         self.deliveries_per_sec = if self.secs > 0.0 { self.delivered as f64 / self.secs } else { 0.0 };
         self.lost = self.expected.saturating_sub(self.delivered.saturating_sub(self.duplicates));
         self.latency = self.histogram.summary();
+        self.wire_bytes_per_delivery =
+            if self.delivered > 0 { self.wire_bytes as f64 / self.delivered as f64 } else { 0.0 };
+        let load_cpu_secs = self.load_cpu_percent / 100.0 * self.secs;
+        self.deliveries_per_load_cpu_sec =
+            if load_cpu_secs > 0.0 { self.delivered as f64 / load_cpu_secs } else { 0.0 };
     }
 
     /// Adds another process's report for the same run.
@@ -161,6 +181,8 @@ impl Report {
         self.expected += other.expected;
         self.delivered += other.delivered;
         self.duplicates += other.duplicates;
+        self.compressed_connections += other.compressed_connections;
+        self.wire_bytes += other.wire_bytes;
         self.secs = self.secs.max(other.secs);
         let _ = self.histogram.0.add(&other.histogram.0);
         for (k, v) in &other.errors {
@@ -194,6 +216,10 @@ impl Report {
             );
             let l = self.latency;
             out += &format!("latency µs: p50 {} p99 {} p99.9 {} max {}\n", l.p50, l.p99, l.p999, l.max);
+            out += &format!(
+                "on the wire: {:.0} B per delivery; {} of {} connections compressed (permessage-deflate)\n",
+                self.wire_bytes_per_delivery, self.compressed_connections, self.opened
+            );
         }
         if self.publications == 0 && self.scenario == "churn" {
             let l = self.latency;
@@ -224,7 +250,16 @@ impl Report {
                 out += &format!("the server refused {n} handshakes with {status}: {why}\n");
             }
         }
-        out += &format!("load generator CPU {:.0} % ({} process(es))\n", self.load_cpu_percent, self.processes.max(1));
+        for (code, why) in PUBLISH_REFUSALS {
+            if let Some(n) = self.errors.get(&format!("publish {code}")) {
+                out += &format!("the server refused {n} publications with {code}: {why}\n");
+            }
+        }
+        out += &format!("load generator CPU {:.0} % ({} process(es))", self.load_cpu_percent, self.processes.max(1));
+        if self.publications > 0 {
+            out += &format!(": {:.0} deliveries per load-generator CPU-second", self.deliveries_per_load_cpu_sec);
+        }
+        out += "\n";
         out
     }
 }
@@ -242,6 +277,22 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("with 503"), "{text}");
+        r.errors.insert("publish rate_limited".into(), 1803);
+        assert!(
+            r.text()
+                .contains("the server refused 1803 publications with rate_limited: it limits commands per connection"),
+            "{}",
+            r.text()
+        );
+    }
+
+    #[test]
+    fn wire_bytes_and_generator_cost_are_per_delivery() {
+        let mut r =
+            Report { delivered: 1000, wire_bytes: 110_000, secs: 2.0, load_cpu_percent: 50.0, ..Report::default() };
+        r.finish();
+        assert_eq!(r.wire_bytes_per_delivery, 110.0);
+        assert_eq!(r.deliveries_per_load_cpu_sec, 1000.0, "1,000 deliveries over 1 CPU-second");
     }
 
     use super::*;

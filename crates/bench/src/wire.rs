@@ -6,15 +6,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::{bail, Context};
-use futures_util::{SinkExt, StreamExt};
+use memchr::memmem;
 use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
-/// An open WebSocket.
-pub type Conn = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+use crate::conn::{Conn, ReadSize, Request};
 
 /// The framing of the server under test.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,13 +25,15 @@ pub enum Protocol {
 pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
+    /// Path and query of the URL.
+    pub path: String,
 }
 
 impl Target {
     /// Parses `ws://IP:PORT/path`; loopback only.
     pub fn parse(url: &str) -> anyhow::Result<Target> {
         let rest = url.strip_prefix("ws://").context("the bench speaks ws:// only")?;
-        let hostport = rest.split('/').next().unwrap_or_default();
+        let (hostport, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
         let addr: SocketAddr = hostport
             .replace("localhost", "127.0.0.1")
             .parse()
@@ -44,7 +41,7 @@ impl Target {
         if !addr.ip().is_loopback() {
             bail!("load tests only target loopback; {} is not", addr.ip());
         }
-        Ok(Target { url: url.to_string(), addr })
+        Ok(Target { url: url.to_string(), addr, path: format!("/{path}") })
     }
 
     /// `http://IP:PORT`, for the HTTP API.
@@ -55,8 +52,14 @@ impl Target {
 
 impl Protocol {
     /// Opens a connection from `source` and completes the framing's own
-    /// handshake.
-    pub async fn open(self, target: &Target, source: Ipv4Addr) -> anyhow::Result<Conn> {
+    /// handshake; `offer_deflate` offers permessage-deflate as browsers do.
+    pub async fn open(
+        self,
+        target: &Target,
+        source: Ipv4Addr,
+        size: ReadSize,
+        offer_deflate: bool,
+    ) -> anyhow::Result<Conn> {
         let socket = TcpSocket::new_v4()?;
         // The source port is picked at connect time, for the whole 4-tuple:
         // bind(port 0) alone reserves a port unique across every
@@ -66,27 +69,22 @@ impl Protocol {
         socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
         let stream = socket.connect(target.addr).await.context("connect")?;
         stream.set_nodelay(true)?;
-        let url = match self {
-            Protocol::Holdfast => target.url.clone(),
-            Protocol::Socketio => format!("ws://{}/socket.io/?EIO=4&transport=websocket", target.addr),
+        let host = target.authority();
+        let request = match self {
+            Protocol::Holdfast => {
+                Request { host: &host, path: &target.path, subprotocol: Some("holdfast.v1.json"), offer_deflate }
+            }
+            Protocol::Socketio => {
+                Request { host: &host, path: "/socket.io/?EIO=4&transport=websocket", subprotocol: None, offer_deflate }
+            }
         };
-        let mut request = url.as_str().into_client_request()?;
-        if self == Protocol::Holdfast {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("holdfast.v1.json"));
-        }
-        // Small buffers: 100,000 connections with tungstenite's 128 KiB
-        // read buffer would cost the load generator 13 GB.
-        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(4096);
-        let (mut ws, _) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await.context("handshake")?;
+        let mut ws = Conn::handshake(stream, request, size).await.context("handshake")?;
         if self == Protocol::Socketio {
             // Engine.IO says `0{…}`; join the default namespace and wait for `40`.
-            ws.send(Message::text("40")).await?;
-            while let Some(msg) = ws.next().await {
-                if let Message::Text(t) = msg? {
-                    if t.starts_with("40") {
-                        return Ok(ws);
-                    }
+            ws.send("40").await?;
+            while let Some(t) = ws.text().await? {
+                if t.starts_with(b"40") {
+                    return Ok(ws);
                 }
             }
             bail!("closed during the Socket.IO handshake");
@@ -102,37 +100,99 @@ impl Protocol {
         }
     }
 
-    /// The protocol objects in a frame, and the reply a keep-alive needs.
-    pub fn objects(self, frame: &str) -> (Vec<&str>, Option<&'static str>) {
+    /// The protocol objects in a frame (a keep-alive ping is one).
+    pub fn objects(self, frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let (holdfast, socketio) = match self {
+            Protocol::Holdfast => (Some(frame.split(|&b| b == b'\n').filter(|l| !l.is_empty())), None),
+            Protocol::Socketio if frame == b"2" => (None, Some(frame)),
+            Protocol::Socketio => (None, frame.strip_prefix(b"42[\"msg\",").and_then(|r| r.strip_suffix(b"]"))),
+        };
+        holdfast.into_iter().flatten().chain(socketio)
+    }
+
+    /// The reply `object` asks for, if it is a keep-alive ping.
+    pub fn pong(self, object: &[u8]) -> Option<&'static str> {
         match self {
-            Protocol::Holdfast => {
-                let objects: Vec<&str> = frame.split('\n').filter(|l| !l.is_empty()).collect();
-                let pong = objects.iter().any(|o| o.starts_with("{\"op\":\"ping\"")).then_some("{\"op\":\"pong\"}");
-                (objects, pong)
-            }
-            Protocol::Socketio => {
-                if frame == "2" {
-                    return (Vec::new(), Some("3"));
-                }
-                let inner = frame.strip_prefix("42[\"msg\",").and_then(|r| r.strip_suffix(']'));
-                (inner.into_iter().collect(), None)
-            }
+            Protocol::Holdfast => object.starts_with(b"{\"op\":\"ping\"").then_some("{\"op\":\"pong\"}"),
+            Protocol::Socketio => (object == b"2").then_some("3"),
         }
     }
 }
 
+/// Whether `needle` occurs in `text`.
+pub fn contains(text: &[u8], needle: &[u8]) -> bool {
+    memmem::find(text, needle).is_some()
+}
+
 /// The unsigned integer right after `key` in `text`: a scan, not a JSON
 /// parse, so the load generator stays cheaper than the server it measures.
-pub fn number_after(text: &str, key: &str) -> Option<u64> {
-    let start = text.find(key)? + key.len();
-    let digits = text[start..].split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok()
+pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    digits(&text[memmem::find(text, key)? + key.len()..])
 }
 
 /// The string value right after `key` (`"channel":"`) in `text`.
-pub fn string_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let start = text.find(key)? + key.len();
-    text[start..].split('"').next()
+pub fn string_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let rest = &text[memmem::find(text, key)? + key.len()..];
+    rest.split(|&b| b == b'"').next()
+}
+
+/// The bench's channels are `bench:RUN:N`: N.
+pub fn channel_index(name: &[u8]) -> Option<usize> {
+    digits(name.rsplit(|&b| b == b':').next()?).map(|n| n as usize)
+}
+
+/// The decimal number at the start of `text`.
+fn digits(text: &[u8]) -> Option<u64> {
+    let end = text.iter().position(|b| !b.is_ascii_digit()).unwrap_or(text.len());
+    if end == 0 || end > 19 {
+        return None;
+    }
+    Some(text[..end].iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// One delivery's facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The bench channel's index.
+    pub channel: Option<usize>,
+    pub offset: u64,
+    /// The publisher's clock when it published (`"t"` in the data), ns.
+    pub sent_ns: u64,
+}
+
+/// Finds a delivery's facts in a `message` object with searchers built
+/// once per connection: building one per search was a fifth of the load
+/// generator's CPU.
+pub struct Scanner {
+    message: memmem::Finder<'static>,
+    channel: memmem::Finder<'static>,
+    offset: memmem::Finder<'static>,
+    sent: memmem::Finder<'static>,
+}
+
+impl Default for Scanner {
+    fn default() -> Scanner {
+        Scanner {
+            message: memmem::Finder::new(b"\"op\":\"message\""),
+            channel: memmem::Finder::new(b"\"channel\":\""),
+            offset: memmem::Finder::new(b"\"offset\":"),
+            sent: memmem::Finder::new(b"\"t\":"),
+        }
+    }
+}
+
+impl Scanner {
+    /// The delivery `object` carries, if it is a `message`.
+    pub fn delivery(&self, object: &[u8]) -> Option<Delivery> {
+        self.message.find(object)?;
+        let after = |f: &memmem::Finder<'_>| f.find(object).map(|at| &object[at + f.needle().len()..]);
+        let channel = after(&self.channel).and_then(|r| r.split(|&b| b == b'"').next()).and_then(channel_index);
+        Some(Delivery {
+            channel,
+            offset: after(&self.offset).and_then(digits).unwrap_or(0),
+            sent_ns: after(&self.sent).and_then(digits).unwrap_or(0),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -141,18 +201,27 @@ mod tests {
 
     #[test]
     fn framings_unwrap_to_the_same_objects() {
-        let (o, pong) = Protocol::Holdfast.objects("{\"op\":\"message\",\"offset\":3}\n{\"op\":\"ping\"}");
+        let h = Protocol::Holdfast;
+        let o: Vec<&[u8]> = h.objects(b"{\"op\":\"message\",\"offset\":3}\n{\"op\":\"ping\"}").collect();
         assert_eq!(o.len(), 2);
-        assert_eq!(pong, Some("{\"op\":\"pong\"}"));
-        let (o, pong) = Protocol::Socketio.objects("42[\"msg\",{\"op\":\"message\",\"offset\":3}]");
-        assert_eq!(o, vec!["{\"op\":\"message\",\"offset\":3}"]);
-        assert_eq!(pong, None);
-        assert_eq!(Protocol::Socketio.objects("2").1, Some("3"));
-        assert_eq!(Protocol::Socketio.command("{\"op\":\"pong\"}"), "42[\"cmd\",{\"op\":\"pong\"}]");
-        let line = "{\"op\":\"message\",\"channel\":\"bench:x:7\",\"offset\":42,\"data\":{\"t\":99}}";
-        assert_eq!(number_after(line, "\"offset\":"), Some(42));
-        assert_eq!(number_after(line, "\"t\":"), Some(99));
-        assert_eq!(string_after(line, "\"channel\":\""), Some("bench:x:7"));
+        assert_eq!(o.iter().find_map(|o| h.pong(o)), Some("{\"op\":\"pong\"}"));
+        let s = Protocol::Socketio;
+        let o: Vec<&[u8]> = s.objects(b"42[\"msg\",{\"op\":\"message\",\"offset\":3}]").collect();
+        assert_eq!(o, vec![&b"{\"op\":\"message\",\"offset\":3}"[..]]);
+        assert_eq!(s.pong(o[0]), None);
+        assert_eq!(s.objects(b"2").find_map(|o| s.pong(o)), Some("3"));
+        assert_eq!(s.command("{\"op\":\"pong\"}"), "42[\"cmd\",{\"op\":\"pong\"}]");
+        let line = b"{\"op\":\"message\",\"channel\":\"bench:x:7\",\"offset\":42,\"data\":{\"t\":99}}";
+        assert_eq!(number_after(line, b"\"offset\":"), Some(42));
+        assert_eq!(number_after(line, b"\"t\":"), Some(99));
+        assert_eq!(string_after(line, b"\"channel\":\""), Some(&b"bench:x:7"[..]));
+        let d = Scanner::default().delivery(line).unwrap();
+        assert_eq!(d, Delivery { channel: Some(7), offset: 42, sent_ns: 99 });
+        assert_eq!(Scanner::default().delivery(b"{\"op\":\"subscribed\",\"offset\":1}"), None);
+        assert_eq!(number_after(b"\"t\":x", b"\"t\":"), None, "no digits");
+        assert_eq!(number_after(b"\"t\":99999999999999999999", b"\"t\":"), None, "over u64");
         assert!(Target::parse("ws://10.1.1.1:80/ws").is_err());
+        assert_eq!(Target::parse("ws://127.0.0.1:80/ws?x=1").unwrap().path, "/ws?x=1");
+        assert_eq!(Target::parse("ws://127.0.0.1:80").unwrap().path, "/");
     }
 }

@@ -94,7 +94,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
-            let rt = tokio::runtime::Runtime::new()?;
+            // One thread per load process (more cores: --processes): two
+            // workers pinned to one core spent the core handing work over.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(holdfast_bench::run(args))?;
             Ok(ExitCode::SUCCESS)
         }

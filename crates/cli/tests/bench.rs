@@ -52,3 +52,48 @@ fn bench_scenarios_run_and_lose_nothing() {
     assert_eq!(r["opened"], 100);
     assert!(r["server"]["rss_kib_after"].as_u64().unwrap() > 0, "{r}");
 }
+
+#[test]
+fn bench_offers_compression_and_counts_bytes_on_the_wire() {
+    let server = serve(0, &["--commands-per-second", "0", "--connect-rate-per-ip", "100000"]);
+    let url = format!("ws://127.0.0.1:{}/ws", server.1);
+    let run = |compression: &str| {
+        let args = ["--scenario", "fanout", "--connections", "20", "--publish-rate", "50", "--duration", "1s"];
+        bench(&url, &[&args[..], &["--payload", "2000", "--compression", compression]].concat())
+    };
+    let plain = run("off");
+    let compressed = run("on");
+    assert_complete(&plain, 20);
+    assert_complete(&compressed, 20);
+    assert_eq!(plain["compressed_connections"], 0, "{plain}");
+    assert_eq!(compressed["compressed_connections"], 20, "every subscriber agreed: {compressed}");
+    let bytes = |r: &Value| r["wire_bytes_per_delivery"].as_f64().unwrap();
+    assert!(bytes(&plain) > 2000.0, "a 2,000-byte payload in its envelope: {plain}");
+    assert!(bytes(&compressed) < bytes(&plain) / 2.0, "{} vs {}", bytes(&compressed), bytes(&plain));
+    assert!(compressed["deliveries_per_load_cpu_sec"].as_f64().unwrap() > 0.0, "{compressed}");
+
+    // A server with compression off: the offer is declined, nothing breaks.
+    let off = serve(0, &["--commands-per-second", "0", "--compression", "off"]);
+    let url = format!("ws://127.0.0.1:{}/ws", off.1);
+    let args = ["--connections", "5", "--publish-rate", "20", "--duration", "500ms", "--compression", "on"];
+    let r = bench(&url, &args);
+    assert_complete(&r, 5);
+    assert_eq!(r["compressed_connections"], 0, "{r}");
+}
+
+#[test]
+fn bench_says_why_publications_were_refused() {
+    // A default server limits commands per connection (100/s after a burst);
+    // the publisher's refusals are counted and explained, not just "lost".
+    let server = serve(0, &[]);
+    let url = format!("ws://127.0.0.1:{}/ws", server.1);
+    let args = ["--connections", "2", "--publish-rate", "1000", "--duration", "1s"];
+    let r = bench(&url, &args);
+    let refused = r["errors"]["publish rate_limited"].as_u64().unwrap_or(0);
+    assert!(refused > 0, "{r}");
+    assert_eq!(r["lost"].as_u64().unwrap(), refused * 2, "each refused publication is lost on both subscribers: {r}");
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast")).args(["bench", &url]).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("publications with rate_limited: it limits commands per connection"), "{text}");
+    assert!(text.contains("--commands-per-second 0"), "{text}");
+}

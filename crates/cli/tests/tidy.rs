@@ -33,6 +33,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "server frames its own WebSocket traffic with holdfast-websocket (one compressed frame shared by every subscriber)",
     ),
     ("bench", &["holdfast-core", "holdfast-server"], "bench must see the gateway the way a user does"),
+    (
+        "bench",
+        &["tokio-tungstenite", "tungstenite"],
+        "bench reads frames with holdfast-websocket, which inflates permessage-deflate (tungstenite cannot)",
+    ),
 ];
 
 /// tokio features core may use: synchronisation only, never sockets.

@@ -54,7 +54,18 @@ impl Opcode {
     }
 }
 
-/// A parsed client frame header.
+/// Which end sent the frames being read: RFC 6455 5.1 has every client
+/// frame masked and no server frame masked, and a receiver fails the
+/// connection on the wrong kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// A server reads what a client sent.
+    Client,
+    /// A client (the bench) reads what a server sent.
+    Server,
+}
+
+/// A parsed frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// The last frame of its message.
@@ -63,18 +74,23 @@ pub struct Header {
     pub rsv1: bool,
     /// What the frame carries.
     pub opcode: Opcode,
-    /// The masking key every client frame carries.
-    pub mask: [u8; 4],
+    /// The masking key every client frame carries (and no server frame).
+    pub mask: Option<[u8; 4]>,
     /// Payload length in bytes.
     pub len: usize,
     /// Header length in bytes (2 to 14).
     pub header_len: usize,
 }
 
-/// Parses a client frame header from the start of `buf`: `Ok(None)` until
-/// the whole header is there. `max_len` bounds the payload (the message
-/// size limit), checked before any payload is buffered.
-pub fn parse_header(buf: &[u8], rsv1_allowed: bool, max_len: usize) -> Result<Option<Header>, ReadError> {
+/// Parses a frame header from the start of `buf`: `Ok(None)` until the
+/// whole header is there. `max_len` bounds the payload (the message size
+/// limit), checked before any payload is buffered.
+pub fn parse_header(
+    buf: &[u8],
+    sender: Sender,
+    rsv1_allowed: bool,
+    max_len: usize,
+) -> Result<Option<Header>, ReadError> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b0 & 0x30 != 0 {
         return Err(ReadError::protocol("reserved bits RSV2/RSV3 set"));
@@ -88,8 +104,11 @@ pub fn parse_header(buf: &[u8], rsv1_allowed: bool, max_len: usize) -> Result<Op
     if opcode.is_control() && !fin {
         return Err(ReadError::protocol("fragmented control frame"));
     }
-    if b1 & 0x80 == 0 {
-        return Err(ReadError::protocol("client frame not masked"));
+    let masked = b1 & 0x80 != 0;
+    match sender {
+        Sender::Client if !masked => return Err(ReadError::protocol("client frame not masked")),
+        Sender::Server if masked => return Err(ReadError::protocol("server frame masked")),
+        _ => {}
     }
     let (len, at) = match b1 & 0x7F {
         126 => match buf.get(2..4) {
@@ -111,15 +130,13 @@ pub fn parse_header(buf: &[u8], rsv1_allowed: bool, max_len: usize) -> Result<Op
     if len > max_len as u64 {
         return Err(ReadError::too_big(len, max_len));
     }
-    let Some(mask) = buf.get(at..at + 4) else { return Ok(None) };
-    Ok(Some(Header {
-        fin,
-        rsv1,
-        opcode,
-        mask: mask.try_into().expect("4 bytes"),
-        len: len as usize,
-        header_len: at + 4,
-    }))
+    let (mask, header_len) = if masked {
+        let Some(mask) = buf.get(at..at + 4) else { return Ok(None) };
+        (Some(mask.try_into().expect("4 bytes")), at + 4)
+    } else {
+        (None, at)
+    };
+    Ok(Some(Header { fin, rsv1, opcode, mask, len: len as usize, header_len }))
 }
 
 /// Unmasks (or masks) `payload` in place.
@@ -169,6 +186,20 @@ impl ServerHeader {
     }
 }
 
+/// Appends a final client frame to `out`: the header with the mask bit
+/// and `mask`, then the masked payload. Uncompressed: a client may always
+/// send plain messages, whatever was agreed.
+pub fn write_client_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: [u8; 4]) {
+    let header = ServerHeader::new(opcode, false, payload.len());
+    let at = out.len();
+    out.extend_from_slice(header.as_bytes());
+    out[at + 1] |= 0x80;
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,11 +226,11 @@ mod tests {
         for len in [0, 125, 126, 65535, 65536] {
             let h = masked(0x81, len);
             for cut in 0..h.len() {
-                assert_eq!(parse_header(&h[..cut], false, 1 << 20), Ok(None), "len {len}, {cut} bytes");
+                assert_eq!(parse_header(&h[..cut], Sender::Client, false, 1 << 20), Ok(None), "len {len}, {cut} bytes");
             }
-            let parsed = parse_header(&h, false, 1 << 20).unwrap().unwrap();
+            let parsed = parse_header(&h, Sender::Client, false, 1 << 20).unwrap().unwrap();
             assert_eq!((parsed.len, parsed.header_len, parsed.opcode, parsed.fin), (len, h.len(), Opcode::Text, true));
-            assert_eq!(parsed.mask, [1, 2, 3, 4]);
+            assert_eq!(parsed.mask, Some([1, 2, 3, 4]));
         }
     }
 
@@ -215,10 +246,28 @@ mod tests {
             (masked(0x82, 2000), 1009),     // over the limit, before any payload
         ];
         for (bytes, code) in cases {
-            let e = parse_header(&bytes, false, 1000).unwrap_err();
+            let e = parse_header(&bytes, Sender::Client, false, 1000).unwrap_err();
             assert_eq!(e.code, code, "{bytes:02x?}: {}", e.reason);
         }
-        assert!(parse_header(&masked(0xC1, 1), true, 1000).unwrap().unwrap().rsv1);
+        assert!(parse_header(&masked(0xC1, 1), Sender::Client, true, 1000).unwrap().unwrap().rsv1);
+    }
+
+    #[test]
+    fn a_client_reads_unmasked_frames_and_refuses_masked_ones() {
+        let plain = parse_header(&[0x81, 126, 1, 0], Sender::Server, false, 1000).unwrap().unwrap();
+        assert_eq!((plain.len, plain.header_len, plain.mask), (256, 4, None));
+        assert_eq!(parse_header(&masked(0x81, 1), Sender::Server, false, 1000).unwrap_err().code, 1002);
+    }
+
+    #[test]
+    fn client_frames_carry_the_mask_bit_and_a_masked_payload() {
+        let mut out = vec![0xAA];
+        write_client_frame(&mut out, Opcode::Text, b"hello", [1, 2, 3, 4]);
+        let h = parse_header(&out[1..], Sender::Client, false, 1000).unwrap().unwrap();
+        assert_eq!((h.opcode, h.len, h.mask, h.fin), (Opcode::Text, 5, Some([1, 2, 3, 4]), true));
+        let mut payload = out[1 + h.header_len..].to_vec();
+        apply_mask(&mut payload, [1, 2, 3, 4]);
+        assert_eq!(payload, b"hello");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Client frames into whole messages.
 
-use crate::frame::{apply_mask, parse_header, Header, Opcode};
+use crate::frame::{apply_mask, parse_header, Header, Opcode, Sender};
 use crate::{close, deflate, ReadError};
 use bytes::{Buf, Bytes, BytesMut};
 
-/// One message from the client.
+/// One message from the other end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// A text message; its bytes are valid UTF-8.
@@ -36,6 +36,7 @@ struct Partial {
 /// copy. Only a fragmented or compressed message is gathered into a `Vec`
 /// of its own, freed once the message is delivered.
 pub struct MessageReader {
+    sender: Sender,
     max_message: usize,
     deflate: bool,
     partial: Option<Partial>,
@@ -45,7 +46,13 @@ impl MessageReader {
     /// A reader refusing messages over `max_message` bytes (after
     /// inflating), accepting compressed messages when `deflate` was agreed.
     pub fn new(max_message: usize, deflate: bool) -> MessageReader {
-        MessageReader { max_message, deflate, partial: None }
+        MessageReader { sender: Sender::Client, max_message, deflate, partial: None }
+    }
+
+    /// The same for the client end, reading a server's unmasked frames (the
+    /// bench's subscribers).
+    pub fn client(max_message: usize, deflate: bool) -> MessageReader {
+        MessageReader { sender: Sender::Server, max_message, deflate, partial: None }
     }
 
     /// Takes the next message out of `buf`, or `Ok(None)` when `buf` does
@@ -53,13 +60,15 @@ impl MessageReader {
     /// many bytes it does need).
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ReadError> {
         loop {
-            let Some(h) = parse_header(buf, self.deflate, self.max_message)? else { return Ok(None) };
+            let Some(h) = parse_header(buf, self.sender, self.deflate, self.max_message)? else { return Ok(None) };
             if buf.len() < h.header_len + h.len {
                 return Ok(None);
             }
             buf.advance(h.header_len);
             let mut payload = buf.split_to(h.len);
-            apply_mask(&mut payload, h.mask);
+            if let Some(mask) = h.mask {
+                apply_mask(&mut payload, mask);
+            }
             if let Some(message) = self.frame(h, payload)? {
                 return Ok(Some(message));
             }
@@ -69,7 +78,7 @@ impl MessageReader {
     /// How many bytes the frame at the start of `buf` needs in all (at
     /// least a header's worth), so the caller can reserve once.
     pub fn needed(&self, buf: &[u8]) -> usize {
-        match parse_header(buf, self.deflate, self.max_message) {
+        match parse_header(buf, self.sender, self.deflate, self.max_message) {
             Ok(Some(h)) => h.header_len + h.len,
             _ => 14,
         }
@@ -286,5 +295,17 @@ mod tests {
             [Message::Close(Some((1000, "bye".into())))]
         );
         assert_eq!(read_all(&mut MessageReader::new(100, false), &frame(0x88, &[0x03, 0xEE])).unwrap_err().code, 1002);
+    }
+
+    #[test]
+    fn a_client_reads_a_servers_compressed_message() {
+        let compressed = deflate::compress(b"{\"op\":\"message\"}", 15);
+        let mut bytes = crate::ServerHeader::new(Opcode::Text, true, compressed.len()).as_bytes().to_vec();
+        bytes.extend_from_slice(&compressed);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let message = MessageReader::client(1000, true).read(&mut buf).unwrap();
+        assert_eq!(message, Some(Message::Text(Bytes::from_static(b"{\"op\":\"message\"}"))));
+        let mut masked = BytesMut::from(&frame(0x81, b"x")[..]);
+        assert_eq!(MessageReader::client(1000, false).read(&mut masked).unwrap_err().code, 1002);
     }
 }

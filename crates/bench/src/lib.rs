@@ -238,6 +238,12 @@ impl CpuWindow {
         CpuWindow { pids, ticks, started: Instant::now() }
     }
 
+    /// CPU-seconds used since the start.
+    fn cpu_secs(&self) -> f64 {
+        let now: u64 = self.pids.iter().filter_map(|p| cpu_ticks(p)).sum();
+        now.saturating_sub(self.ticks) as f64 / 100.0
+    }
+
     fn percent(&self) -> f64 {
         let now: u64 = self.pids.iter().filter_map(|p| cpu_ticks(p)).sum();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
@@ -267,6 +273,9 @@ fn server_use(args: &BenchArgs, window: &CpuWindow, rss_kib: Option<(u64, u64)>,
 struct Progress {
     opened: AtomicU64,
     delivered: AtomicU64,
+    /// When the last delivery arrived (ns since the epoch): the end of the
+    /// measured window, however long the readers took to get there.
+    last_delivery_ns: AtomicU64,
     latency: Mutex<Latency>,
 }
 
@@ -507,6 +516,9 @@ fn count_frame(
             .get_or_insert_with(|| progress.latency.lock().expect("not poisoned"))
             .record(received.saturating_sub(d.sent_ns) / 1000);
     }
+    if latency.is_some() {
+        progress.last_delivery_ns.store(received, Ordering::Relaxed);
+    }
     pong
 }
 
@@ -622,7 +634,7 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
         ready_then_wait(1).await?;
     }
     let server = CpuWindow::start(server_pids(args));
-    let started = Instant::now();
+    let started = now_ns();
     let (stop, _watchdog) = stop_after_silence(progress.clone(), Duration::from_secs(5));
     let readers: Vec<_> = subs
         .into_iter()
@@ -643,8 +655,12 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
         }
     }
     report.histogram = std::mem::take(&mut *progress.latency.lock().expect("not poisoned"));
-    report.secs = started.elapsed().as_secs_f64().min(args.duration.as_secs_f64() + 5.0);
+    // From the go to the last delivery: a generator that fell behind is
+    // measured over the time it really took.
+    let last = progress.last_delivery_ns.load(Ordering::Relaxed);
+    report.secs = if last > started { (last - started) as f64 / 1e9 } else { args.duration.as_secs_f64() };
     report.load_cpu_percent = load.percent();
+    report.load_cpu_secs = load.cpu_secs();
     report.server = server_use(args, &server, None, report.opened);
     report.finish();
     Ok(report)
@@ -738,6 +754,7 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
     report.publications = plan.publications;
     count_refusals(&mut report, refused);
     report.load_cpu_percent += load.percent();
+    report.load_cpu_secs += load.cpu_secs();
     let rss = (args.scenario == Scenario::Idle).then_some((rss_before, rss_after));
     report.server = server_use(args, &server, rss, report.opened);
     report.finish();

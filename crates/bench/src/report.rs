@@ -70,6 +70,9 @@ pub struct ServerUse {
     pub rss_bytes_per_connection: f64,
     /// CPU over the measured window, in % of one core (all PIDs).
     pub cpu_percent: f64,
+    /// That CPU per open connection: µs of CPU per connection per second
+    /// (for idle connections, the cost of keeping one alive).
+    pub cpu_us_per_connection_sec: f64,
 }
 
 impl ServerUse {
@@ -82,6 +85,7 @@ impl ServerUse {
             rss_kib_after: after,
             rss_bytes_per_connection: after.saturating_sub(before) as f64 * 1024.0 / opened.max(1) as f64,
             cpu_percent,
+            cpu_us_per_connection_sec: cpu_percent / 100.0 * 1e6 / opened.max(1) as f64,
         }
     }
 }
@@ -147,8 +151,10 @@ pub struct Report {
     /// headers and pings included), and per delivery.
     pub wire_bytes: u64,
     pub wire_bytes_per_delivery: f64,
-    /// Deliveries per second of the load generator's own CPU: which side
-    /// is the limit, and what the generator costs.
+    /// The load generator's CPU-seconds over the run (all its processes),
+    /// and deliveries per CPU-second: what the generator costs, so anyone
+    /// sees which side is the limit.
+    pub load_cpu_secs: f64,
     pub deliveries_per_load_cpu_sec: f64,
 }
 
@@ -166,9 +172,8 @@ impl Report {
         self.latency = self.histogram.summary();
         self.wire_bytes_per_delivery =
             if self.delivered > 0 { self.wire_bytes as f64 / self.delivered as f64 } else { 0.0 };
-        let load_cpu_secs = self.load_cpu_percent / 100.0 * self.secs;
         self.deliveries_per_load_cpu_sec =
-            if load_cpu_secs > 0.0 { self.delivered as f64 / load_cpu_secs } else { 0.0 };
+            if self.load_cpu_secs > 0.0 { self.delivered as f64 / self.load_cpu_secs } else { 0.0 };
     }
 
     /// Adds another process's report for the same run.
@@ -189,6 +194,7 @@ impl Report {
             *self.errors.entry(k.clone()).or_default() += v;
         }
         self.load_cpu_percent += other.load_cpu_percent;
+        self.load_cpu_secs += other.load_cpu_secs;
         self.recovery_secs = match (self.recovery_secs, other.recovery_secs) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -233,12 +239,14 @@ impl Report {
         }
         if let Some(s) = self.server.as_ref().filter(|s| s.rss_kib_after > 0) {
             out += &format!(
-                "server RSS {} KiB before, {} KiB after: {:.0} bytes ({:.1} KB) per connection; server CPU {:.0} %\n",
+                "server RSS {} KiB before, {} KiB after: {:.0} bytes ({:.1} KB) per connection; server CPU {:.1} % \
+                 ({:.2} µs per connection per second)\n",
                 s.rss_kib_before,
                 s.rss_kib_after,
                 s.rss_bytes_per_connection,
                 s.rss_bytes_per_connection / 1000.0,
-                s.cpu_percent
+                s.cpu_percent,
+                s.cpu_us_per_connection_sec
             );
         }
         if !self.errors.is_empty() {
@@ -287,9 +295,17 @@ mod tests {
     }
 
     #[test]
+    fn idle_cpu_is_per_connection_per_second() {
+        // 2 % of a core over 10,000 connections: 20,000 µs/s / 10,000.
+        let s = ServerUse::measured(2.0, Some((1000, 60_000)), 10_000);
+        assert!((s.cpu_us_per_connection_sec - 2.0).abs() < 1e-9, "{s:?}");
+        let r = Report { scenario: "idle".into(), server: Some(s), ..Report::default() };
+        assert!(r.text().contains("(2.00 µs per connection per second)"), "{}", r.text());
+    }
+
+    #[test]
     fn wire_bytes_and_generator_cost_are_per_delivery() {
-        let mut r =
-            Report { delivered: 1000, wire_bytes: 110_000, secs: 2.0, load_cpu_percent: 50.0, ..Report::default() };
+        let mut r = Report { delivered: 1000, wire_bytes: 110_000, secs: 2.0, load_cpu_secs: 1.0, ..Report::default() };
         r.finish();
         assert_eq!(r.wire_bytes_per_delivery, 110.0);
         assert_eq!(r.deliveries_per_load_cpu_sec, 1000.0, "1,000 deliveries over 1 CPU-second");

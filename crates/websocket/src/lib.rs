@@ -1,10 +1,13 @@
-//! The server side of the WebSocket wire format, without I/O.
+//! The WebSocket wire format, without I/O: the server's side in full, and
+//! the client's as far as the bench needs it.
 //!
 //! [`MessageReader`] turns the bytes a client sent into whole messages and
 //! enforces every rule RFC 6455 gives the receiving end (masking, reserved
 //! bits, control frames, fragmentation, UTF-8, close codes) plus the
 //! message size limit, which for a compressed message applies to what it
-//! inflates to. [`ServerHeader`] frames what the server sends.
+//! inflates to; [`MessageReader::client`] reads a server's unmasked frames
+//! by the same rules. [`ServerHeader`] frames what the server sends,
+//! [`frame::write_client_frame`] what a client sends.
 //! [`deflate`] negotiates RFC 7692 permessage-deflate and compresses or
 //! inflates one message at a time; [`accept_key`] answers the handshake.
 //!

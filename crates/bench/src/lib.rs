@@ -11,6 +11,9 @@
 //! - `churn`: connect, subscribe and leave at `--ramp` per second;
 //! - `flood`: one client sending commands as fast as it can, to run beside
 //!   another scenario and see what a flood costs the others.
+//! - `burst-idle`: idle connections that each carry one large message each
+//!   way; the server's memory per connection before, at the peak and after
+//!   (`burst.rs`).
 //!
 //! Every delivery is checked against offsets (lost, duplicated), latency
 //! is publish-to-receipt (timestamps ride in the payload, hdrhistogram),
@@ -24,6 +27,7 @@
 //!
 //! Load goes to loopback only: the bench refuses other addresses.
 
+mod burst;
 mod conn;
 mod disrupt;
 mod plan;
@@ -42,6 +46,7 @@ use anyhow::{bail, Context};
 
 use conn::ReadSize;
 
+pub use burst::BurstMemory;
 pub use plan::{share, Plan};
 pub use report::{Latency, LatencySummary, Report, ServerUse};
 pub use sequence::{Seen, Sequence};
@@ -63,6 +68,10 @@ pub enum Scenario {
     Storm,
     /// One client sending commands as fast as it can.
     Flood,
+    /// Idle connections that each carry one `--payload`-byte message each
+    /// way: the server's memory per connection idle, at the peak, and
+    /// `--duration` later (`--server-pid`).
+    BurstIdle,
 }
 
 /// On or off.
@@ -188,6 +197,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Churn => disrupt::churn(&args, &targets[0], &sources).await?,
         Scenario::Storm => disrupt::storm(&args, &targets, &sources).await?,
         Scenario::Flood => disrupt::flood(&args, &targets[0]).await?,
+        Scenario::BurstIdle => burst::burst_idle(&args, &targets, &sources).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -206,6 +216,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Churn => "churn",
         Scenario::Storm => "storm",
         Scenario::Flood => "flood",
+        Scenario::BurstIdle => "burst-idle",
     }
 }
 

@@ -156,6 +156,9 @@ pub struct Report {
     /// sees which side is the limit.
     pub load_cpu_secs: f64,
     pub deliveries_per_load_cpu_sec: f64,
+    /// burst-idle: the server's memory per connection idle, at the peak
+    /// and after.
+    pub burst: Option<crate::BurstMemory>,
 }
 
 impl Report {
@@ -221,7 +224,11 @@ impl Report {
                 self.duplicates
             );
             let l = self.latency;
-            out += &format!("latency µs: p50 {} p99 {} p99.9 {} max {}\n", l.p50, l.p99, l.p999, l.max);
+            if l.count > 0 {
+                out += &format!("latency µs: p50 {} p99 {} p99.9 {} max {}\n", l.p50, l.p99, l.p999, l.max);
+            }
+        }
+        if self.wire_bytes > 0 {
             out += &format!(
                 "on the wire: {:.0} B per delivery; {} of {} connections compressed (permessage-deflate)\n",
                 self.wire_bytes_per_delivery, self.compressed_connections, self.opened
@@ -249,6 +256,12 @@ impl Report {
                 s.cpu_us_per_connection_sec
             );
         }
+        if let Some(b) = self.burst {
+            out += &format!(
+                "server memory per connection: idle {:.0} B, after the burst {:.0} B, {:.0} B after the wait\n",
+                b.idle, b.peak, b.after
+            );
+        }
         if !self.errors.is_empty() {
             let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out += &format!("errors: {}\n", e.join(", "));
@@ -264,7 +277,7 @@ impl Report {
             }
         }
         out += &format!("load generator CPU {:.0} % ({} process(es))", self.load_cpu_percent, self.processes.max(1));
-        if self.publications > 0 {
+        if self.deliveries_per_load_cpu_sec > 0.0 {
             out += &format!(": {:.0} deliveries per load-generator CPU-second", self.deliveries_per_load_cpu_sec);
         }
         out += "\n";

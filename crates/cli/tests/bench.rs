@@ -97,3 +97,21 @@ fn bench_says_why_publications_were_refused() {
     assert!(text.contains("publications with rate_limited: it limits commands per connection"), "{text}");
     assert!(text.contains("--commands-per-second 0"), "{text}");
 }
+
+#[test]
+fn burst_idle_reads_the_servers_memory_around_one_large_message_each_way() {
+    let server = serve(0, &["--connect-rate-per-ip", "100000", "--history-size", "0"]);
+    let url = format!("ws://127.0.0.1:{}/ws", server.1);
+    let pid = server.0.id().to_string();
+    let args = ["--scenario", "burst-idle", "--connections", "40", "--channels", "4", "--payload", "65000"];
+    let r = bench(&url, &[&args[..], &["--duration", "300ms", "--server-pid", &pid]].concat());
+    assert_eq!((r["opened"].as_u64(), r["delivered"].as_u64()), (Some(40), Some(40)), "one 65 KB delivery each: {r}");
+    assert_eq!(r["errors"].as_object().map(|e| e.len()), Some(0), "{r}");
+    let b = &r["burst"];
+    assert!(b["idle"].as_f64().unwrap() > 0.0 && b["peak"].as_f64().is_some() && b["after"].as_f64().is_some(), "{r}");
+
+    // Without the server's PID there is nothing to measure: said, not skipped.
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast")).args(["bench", &url]).args(args).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server-pid"), "{}", String::from_utf8_lossy(&out.stderr));
+}

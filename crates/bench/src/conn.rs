@@ -15,7 +15,7 @@ use std::fmt;
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use holdfast_websocket::frame::{write_client_frame, Opcode};
-use holdfast_websocket::{accept_key, Message, MessageReader};
+use holdfast_websocket::{accept_key, close, Message, MessageReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -176,17 +176,17 @@ impl Conn {
         };
         let response = buf.split_to(end);
         let response = std::str::from_utf8(&response).context("the upgrade response is not UTF-8")?;
-        let mut lines = response.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
+        let (status_line, headers) = response.split_once("\r\n").unwrap_or((response, ""));
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
             .and_then(|s| s.parse().ok())
             .context("the upgrade response has no status line")?;
         if status != 101 {
             return Err(Refused { status }.into());
         }
         let header = |name: &str| {
-            response.split("\r\n").skip(1).find_map(|l| {
+            headers.split("\r\n").find_map(|l| {
                 let (k, v) = l.split_once(':')?;
                 k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
             })
@@ -237,6 +237,6 @@ impl Conn {
 
     /// Starts the closing handshake with 1000.
     pub async fn close(&mut self) -> std::io::Result<()> {
-        self.write.frame(Opcode::Close, &1000u16.to_be_bytes()).await
+        self.write.frame(Opcode::Close, &close::payload(1000, "")).await
     }
 }

@@ -256,9 +256,7 @@ impl CpuWindow {
     }
 
     fn percent(&self) -> f64 {
-        let now: u64 = self.pids.iter().filter_map(|p| cpu_ticks(p)).sum();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        now.saturating_sub(self.ticks) as f64 / 100.0 / secs * 100.0
+        self.cpu_secs() / self.started.elapsed().as_secs_f64().max(1e-3) * 100.0
     }
 }
 

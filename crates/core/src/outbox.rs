@@ -221,22 +221,25 @@ mod tests {
         assert_eq!(b.disconnect.unwrap().code, CloseCode::GoingAway);
     }
 
-    #[tokio::test]
-    async fn ready_wakes_on_push_from_another_task() {
+    /// An outbox and a task already waiting on `ready()`.
+    async fn waited_on() -> (std::sync::Arc<Outbox>, tokio::task::JoinHandle<()>) {
         let o = std::sync::Arc::new(Outbox::new(100));
         let o2 = o.clone();
         let waiter = tokio::spawn(async move { o2.ready().await });
         tokio::task::yield_now().await;
+        (o, waiter)
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_on_push_from_another_task() {
+        let (o, waiter) = waited_on().await;
         o.push(Bytes::from_static(b"a")).unwrap();
         waiter.await.unwrap();
     }
 
     #[tokio::test]
     async fn a_ping_flood_holds_only_the_latest_pong_and_wakes_the_writer() {
-        let o = std::sync::Arc::new(Outbox::new(100));
-        let o2 = o.clone();
-        let waiter = tokio::spawn(async move { o2.ready().await });
-        tokio::task::yield_now().await;
+        let (o, waiter) = waited_on().await;
         for i in 0..1000u32 {
             o.pong(Bytes::from(i.to_be_bytes().to_vec()));
         }

@@ -2,6 +2,9 @@
 """Medians, a Markdown table and an SVG chart from scripts/bench-peers results.
 
 usage: bench_peers_report.py RESULTS.jsonl CHART.svg
+       bench_peers_report.py --last RESULTS.jsonl
+       bench_peers_report.py --passed RESULTS.jsonl PEER RATE   (exit status)
+       bench_peers_report.py --ceiling RESULTS.jsonl
 """
 import html
 import json
@@ -17,6 +20,15 @@ NAMES = {
     "socketio": "Socket.IO 4.8",
     "python-websockets": "Python websockets",
 }
+
+
+# A ceiling step passes when every connection opened, nothing was lost and
+# p99 stayed within this (µs).
+STEP_P99_US = 100_000
+
+# At or above this share of its core the load generator, not the server, may
+# be what failed a step.
+GENERATOR_BUSY = 90
 
 
 def load(path):
@@ -117,8 +129,63 @@ def last(path):
           f"load CPU {r['load_cpu_percent']:>4.0f} %")
 
 
+def passed(path, peer, rate):
+    """Whether the newest record is PEER's ceiling step at RATE and passed."""
+    lines = open(path).read().splitlines()
+    if not lines:
+        return False
+    r = json.loads(lines[-1])
+    if (r.get("peer"), r.get("workload"), r.get("rate")) != (peer, "step", rate):
+        return False  # the bench failed and wrote nothing
+    return (r["opened"] == r["connections"] and r["lost"] == 0
+            and r["latency"]["p99"] <= STEP_P99_US)
+
+
+def ceiling(path):
+    """Medians of the ceiling runs: the rate, what failed above it, p50/p99 at 80 %."""
+    rows = [json.loads(line) for line in open(path)]
+    peers = [p for p in PEERS if any(r["peer"] == p and r["workload"] == "ceiling" for r in rows)]
+    if not peers:
+        print("no ceiling runs")
+        return
+    print("### Fan-out ceiling: highest publication rate with nothing lost and p99 ≤ 100 ms\n")
+    print("| server | ceiling (runs) | deliveries/s at it | generator CPU at the failing step | "
+          "at 80 %: p50 / p99 | generator CPU at 80 % | server CPU at 80 % |")
+    print("|---|---|---|---|---|---|---|")
+    best = {}
+    notes = []
+    for p in peers:
+        ceilings = [r for r in rows if r["peer"] == p and r["workload"] == "ceiling"]
+        steps = [r for r in rows if r["peer"] == p and r["workload"] == "step"]
+        at80 = [r for r in rows if r["peer"] == p and r["workload"] == "at80"]
+        rates = [c["rate"] for c in ceilings]
+        rate = statistics.median(rates)
+        at_ceiling = [s for c in ceilings for s in steps if s["rate"] == c["rate"]]
+        failing = [s for c in ceilings for s in steps if s["rate"] == c["failed_at"]]
+        best[p] = med(at_ceiling, lambda r: r["deliveries_per_sec"])
+        gen_fail = med(failing, lambda r: r["load_cpu_percent"]) if failing else None
+        if gen_fail is not None and gen_fail >= GENERATOR_BUSY:
+            notes.append(f"{NAMES[p]}: the generator was at {gen_fail:.0f} % of its core where the step failed, "
+                         "so this ceiling may be the generator's.")
+        p50 = med(at80, lambda r: r["latency"]["p50"]) / 1000
+        p99 = med(at80, lambda r: r["latency"]["p99"]) / 1000
+        gen80 = med(at80, lambda r: r["load_cpu_percent"])
+        srv80 = med(at80, lambda r: (r.get("server") or {}).get("cpu_percent", 0))
+        fail_cell = f"{gen_fail:.0f} %" if gen_fail is not None else "none failed: the ceiling is above the last step"
+        print(f"| {NAMES[p]} | {rate:,.0f}/s ({', '.join(str(x) for x in rates)}) | {best[p] / 1000:,.0f} k | "
+              f"{fail_cell} | {p50:.1f} / {p99:.1f} ms | {gen80:.0f} % | {srv80:.0f} % |")
+    if "holdfast" in best and best.get("bare"):
+        print(f"\nholdfast's ceiling in deliveries/s: {best['holdfast'] / best['bare']:.2f}× the bare server's.")
+    for n in notes:
+        print(n)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--last":
         last(sys.argv[2])
+    elif sys.argv[1] == "--passed":
+        sys.exit(0 if passed(sys.argv[2], sys.argv[3], int(sys.argv[4])) else 1)
+    elif sys.argv[1] == "--ceiling":
+        ceiling(sys.argv[2])
     else:
         main(sys.argv[1], sys.argv[2])

@@ -220,6 +220,8 @@ fn scenario_name(s: Scenario) -> &'static str {
     }
 }
 
+/// The wall clock in ns: the publisher's timestamps and the subscribers'
+/// receipts are on the same machine.
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
@@ -485,7 +487,8 @@ async fn read_until_done(
             },
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let pong = count_frame(protocol, &msg, &scanner, &mut seqs, &mut report, &progress);
+        let received = sub.ws.read.read_at_ns;
+        let pong = count_frame(protocol, &msg, received, &scanner, &mut seqs, &mut report, &progress);
         if let Some(p) = pong {
             let _ = sub.ws.send(p).await;
         }
@@ -495,17 +498,18 @@ async fn read_until_done(
 }
 
 /// Counts the deliveries in one frame (each channel's sequence, the
-/// latency from the publisher's timestamp); returns the pong it asks for.
-/// Synchronous, so the latency lock is never held across an await.
+/// latency from the publisher's timestamp to `received`); returns the pong
+/// it asks for. Synchronous, so the latency lock is never held across an
+/// await.
 fn count_frame(
     protocol: Protocol,
     frame: &[u8],
+    received: u64,
     scanner: &wire::Scanner,
     seqs: &mut [(usize, Sequence, u64)],
     report: &mut Report,
     progress: &Progress,
 ) -> Option<&'static str> {
-    let received = now_ns();
     let mut pong = None;
     let mut latency = None;
     for o in protocol.objects(frame) {

@@ -103,7 +103,7 @@ impl Protocol {
     /// The protocol objects in a frame (a keep-alive ping is one).
     pub fn objects(self, frame: &[u8]) -> impl Iterator<Item = &[u8]> {
         let (holdfast, socketio) = match self {
-            Protocol::Holdfast => (Some(frame.split(|&b| b == b'\n').filter(|l| !l.is_empty())), None),
+            Protocol::Holdfast => (Some(lines(frame)), None),
             Protocol::Socketio if frame == b"2" => (None, Some(frame)),
             Protocol::Socketio => (None, frame.strip_prefix(b"42[\"msg\",").and_then(|r| r.strip_suffix(b"]"))),
         };
@@ -117,6 +117,23 @@ impl Protocol {
             Protocol::Socketio => (object == b"2").then_some("3"),
         }
     }
+}
+
+/// The non-empty newline-separated lines of `frame`, found with memchr (a
+/// byte-by-byte split was a tenth of the load generator's CPU).
+fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(frame);
+    std::iter::from_fn(move || loop {
+        let r = rest?;
+        let (line, next) = match memchr::memchr(b'\n', r) {
+            Some(i) => (&r[..i], Some(&r[i + 1..])),
+            None => (r, None),
+        };
+        rest = next;
+        if !line.is_empty() {
+            return Some(line);
+        }
+    })
 }
 
 /// Whether `needle` occurs in `text`.
@@ -143,11 +160,16 @@ pub fn channel_index(name: &[u8]) -> Option<usize> {
 
 /// The decimal number at the start of `text`.
 fn digits(text: &[u8]) -> Option<u64> {
+    leading_number(text).map(|(n, _)| n)
+}
+
+/// The decimal number at the start of `text` and what follows it.
+fn leading_number(text: &[u8]) -> Option<(u64, &[u8])> {
     let end = text.iter().position(|b| !b.is_ascii_digit()).unwrap_or(text.len());
     if end == 0 || end > 19 {
         return None;
     }
-    Some(text[..end].iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+    Some((text[..end].iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')), &text[end..]))
 }
 
 /// One delivery's facts.
@@ -184,6 +206,23 @@ impl Default for Scanner {
 impl Scanner {
     /// The delivery `object` carries, if it is a `message`.
     pub fn delivery(&self, object: &[u8]) -> Option<Delivery> {
+        Scanner::in_server_order(object).or_else(|| self.anywhere(object))
+    }
+
+    /// Reads a delivery in the order holdfast (and the bare peer) encode
+    /// it, `{"op":"message","channel":"…","offset":N,"data":{"t":N,…}}`,
+    /// front to back in one pass; `None` when the object has another shape.
+    fn in_server_order(object: &[u8]) -> Option<Delivery> {
+        let rest = object.strip_prefix(b"{\"op\":\"message\",\"channel\":\"")?;
+        let (name, rest) = rest.split_at(memchr::memchr(b'"', rest)?);
+        let rest = rest.strip_prefix(b"\",\"offset\":")?;
+        let (offset, rest) = leading_number(rest)?;
+        let (sent_ns, _) = leading_number(rest.strip_prefix(b",\"data\":{\"t\":")?)?;
+        Some(Delivery { channel: channel_index(name), offset, sent_ns })
+    }
+
+    /// Finds each field wherever it is (another server's key order).
+    fn anywhere(&self, object: &[u8]) -> Option<Delivery> {
         self.message.find(object)?;
         let after = |f: &memmem::Finder<'_>| f.find(object).map(|at| &object[at + f.needle().len()..]);
         let channel = after(&self.channel).and_then(|r| r.split(|&b| b == b'"').next()).and_then(channel_index);
@@ -217,6 +256,12 @@ mod tests {
         assert_eq!(string_after(line, b"\"channel\":\""), Some(&b"bench:x:7"[..]));
         let d = Scanner::default().delivery(line).unwrap();
         assert_eq!(d, Delivery { channel: Some(7), offset: 42, sent_ns: 99 });
+        assert_eq!(Scanner::in_server_order(line), Some(d), "the one-pass reading");
+        let reordered = b"{\"channel\":\"bench:x:7\",\"op\":\"message\",\"data\":{\"p\":\"\",\"t\":99},\"offset\":42}";
+        assert_eq!(Scanner::in_server_order(reordered), None);
+        assert_eq!(Scanner::default().delivery(reordered), Some(d), "another key order is found too");
+        let o: Vec<&[u8]> = h.objects(b"\n{\"a\":1}\n\n{\"b\":2}").collect();
+        assert_eq!(o, vec![&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]], "empty lines skipped");
         assert_eq!(Scanner::default().delivery(b"{\"op\":\"subscribed\",\"offset\":1}"), None);
         assert_eq!(number_after(b"\"t\":x", b"\"t\":"), None, "no digits");
         assert_eq!(number_after(b"\"t\":99999999999999999999", b"\"t\":"), None, "over u64");

@@ -14,7 +14,7 @@
 //! `apt-get install -y redis-server` (scripts/test does this).
 
 use std::fs::File;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,6 +105,28 @@ fn userinfo(s: &str) -> String {
         .collect()
 }
 
+/// Whether process `pid` holds a socket listening on `port`.
+///
+/// Why not "a connect succeeds": in parallel tests a port another fixture
+/// holds for a moment, or a connect to itself, answered for a node that was
+/// not up yet, and `redis-cli --cluster create` then found it refusing
+/// (CI, 2026-12-04). The kernel's socket table says whose listener it is.
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    let inodes: Vec<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| Some(link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    // `sl local_address rem_address st … inode`: ADDR:PORT in hex, st 0A = LISTEN.
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).unwrap_or_default().lines().skip(1).any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" && inodes.iter().any(|i| i == f[9])
+        })
+    })
+}
+
 /// One redis-server (data node, cluster node or sentinel) on its port,
 /// logging to its own file; killed (SIGKILL, by PID) when its guard goes.
 struct Proc {
@@ -133,11 +155,13 @@ impl Proc {
         p
     }
 
-    /// Waits up to 10 s for the port to accept; fails at once, with the log,
-    /// if the server exited instead (a bad option: Redis older than 7.0).
+    /// Waits up to 10 s for this process to listen on its port; fails at
+    /// once, with the log, if the server exited instead (a bad option: Redis
+    /// older than 7.0).
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let pid = self.guard.as_ref().map_or(0, |g| g.0.id());
+        while !listens(pid, self.port) {
             if let Some(status) = self.guard.as_mut().and_then(|g| g.0.try_wait().unwrap()) {
                 panic!(
                     "redis-server on {} exited ({status}); it needs Redis 7.0+: {INSTALL}; log {}:\n{}",

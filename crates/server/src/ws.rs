@@ -162,6 +162,14 @@ async fn write_outbox<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, outbox
     let mut batch = Batch::default();
     loop {
         outbox.ready().await;
+        // Why yield before taking: a publication wakes every subscriber's
+        // writer at once; a yielded task runs after the runtime has polled
+        // the sockets, so the next publications read meanwhile join this
+        // batch (one write for several frames) and the publisher's reads are
+        // not queued behind a thousand writes. At 1,000 subscribers and 1,000
+        // publications/s p99 went from 114–131 ms to 54–82 ms; at 100
+        // subscribers and 100/s it stayed 1.7–2.1 ms (docs/PERFORMANCE.md).
+        tokio::task::yield_now().await;
         outbox.take(&mut batch);
         if !batch.frames.is_empty() || batch.pong.is_some() {
             let n = batch.frames.len() as u64;

@@ -256,7 +256,9 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         let io = TokioIo::new(upgraded);
         match endpoint {
             Endpoint::Protocol => ws::serve_protocol(io, settings, state.node, state.metrics, context).await,
-            Endpoint::Echo => ws::serve_echo(io, settings, state.node, state.metrics).await,
+            // Boxed: the diagnostic echo is rare, and inline its future
+            // would widen every protocol connection's task to its size.
+            Endpoint::Echo => Box::pin(ws::serve_echo(io, settings, state.node, state.metrics)).await,
         }
     };
     tokio::spawn(tracing::Instrument::instrument(connection, span));

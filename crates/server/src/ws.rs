@@ -100,13 +100,15 @@ pub async fn serve_protocol(
             end = &mut reading => Err(end),
         }
     };
+    // Boxed, as the command above: the closing futures run once, at the
+    // end, and must not widen the task every idle connection keeps.
     let code = match end {
         Ok(code) => code,
-        Err(ReadEnd::PeerClosed(code)) => reply_to_close(&mut writer, code).await,
+        Err(ReadEnd::PeerClosed(code)) => Box::pin(reply_to_close(&mut writer, code)).await,
         Err(ReadEnd::PeerGone) => ABNORMAL,
-        Err(ReadEnd::Fail(d)) => send_close(&mut writer, &d).await,
+        Err(ReadEnd::Fail(d)) => Box::pin(send_close(&mut writer, &d)).await,
     };
-    session.finish().await;
+    Box::pin(session.finish()).await;
     metrics.connection_closed(Transport::WebSocket, code);
 }
 
@@ -134,7 +136,9 @@ async fn read_protocol<R: AsyncRead + Unpin>(
                 let Ok(text) = std::str::from_utf8(&bytes) else {
                     return ReadEnd::Fail(Disconnect::new(CloseCode::InvalidPayload, "text frame is not valid UTF-8"));
                 };
-                let stats = session.handle_frame(text, now).await;
+                // Boxed: the command's future (~900 bytes) would otherwise
+                // sit in every idle connection's task, which waits here.
+                let stats = Box::pin(session.handle_frame(text, now)).await;
                 metrics.messages_in(stats.commands);
                 metrics.command_errors(stats.errors);
                 metrics.rate_limited(stats.rate_limited);
@@ -192,7 +196,7 @@ async fn write_outbox<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, outbox
             metrics.messages_out(n);
         }
         if let Some(d) = batch.disconnect.take() {
-            return send_close(writer, &d).await;
+            return Box::pin(send_close(writer, &d)).await;
         }
     }
 }

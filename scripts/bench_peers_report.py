@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Medians, a Markdown table and an SVG chart from scripts/bench-peers results.
 
-usage: bench_peers_report.py RESULTS.jsonl CHART.svg
+usage: bench_peers_report.py RESULTS.jsonl CHART.svg [CEILING.jsonl]
        bench_peers_report.py --last RESULTS.jsonl
        bench_peers_report.py --passed RESULTS.jsonl PEER RATE   (exit status)
        bench_peers_report.py --ceiling RESULTS.jsonl
@@ -44,7 +44,7 @@ def med(rows, f):
     return statistics.median(vals) if vals else 0
 
 
-def main(path, svg_path):
+def main(path, svg_path, ceiling_path=None):
     runs = load(path)
     peers = [p for p in PEERS if any(k[0] == p for k in runs)]
     rates = sorted({k[2] for k in runs if k[1] == "fanout"})
@@ -86,24 +86,42 @@ def main(path, svg_path):
             cells.append(f"{d / 1000:,.1f} k, {p99:,.0f} ms, {load_cpu:.0f} %" + (f", lost {lost}" if lost else ""))
         ratio = best.get(p, 0) / best["bare"] if best.get("bare") else 0
         print(f"| {NAMES[p]} | " + " | ".join(cells) + f" | {best.get(p, 0) / 1000:,.1f} k | {ratio:.2f}× |")
-    write_svg(svg_path, peers, best, {p: med(idle[p], lambda r: (r.get("server") or {}).get("rss_bytes_per_connection", 0)) for p in peers})
+    rss = {p: med(idle[p], lambda r: (r.get("server") or {}).get("rss_bytes_per_connection", 0)) for p in peers}
+    write_svg(svg_path, peers, best, rss, ceilings(ceiling_path) if ceiling_path else {})
 
 
-def write_svg(path, peers, best, rss):
-    """Two horizontal bar charts: best fan-out deliveries/s and idle RSS per connection."""
+def ceilings(path):
+    """Median deliveries/s at each server's ceiling, from a ceiling run."""
+    rows = [json.loads(line) for line in open(path)]
+    out = {}
+    for p in PEERS:
+        found = [r for r in rows if r["peer"] == p and r["workload"] == "ceiling"]
+        at = [s for c in found for s in rows
+              if s["peer"] == p and s["workload"] == "step" and s["rate"] == c["rate"]]
+        if at:
+            out[p] = med(at, lambda r: r["deliveries_per_sec"])
+    return out
+
+
+def write_svg(path, peers, best, rss, ceiling):
+    """Horizontal bar charts: the fan-out ceiling (when measured), best
+    fan-out deliveries/s kept up and idle RSS per connection."""
     width, bar, gap, left = 760, 22, 8, 190
     panels = [
         ("Fan-out to 1,000 subscribers: deliveries/s kept up (no loss, p99 < 1 s)", best, lambda v: f"{v / 1000:,.0f} k/s"),
         ("Idle: server RSS per connection", rss, lambda v: f"{v / 1000:.1f} KB"),
     ]
+    if ceiling:
+        panels.insert(0, ("Fan-out ceiling: deliveries/s with nothing lost and p99 ≤ 100 ms", ceiling,
+                          lambda v: f"{v / 1000:,.0f} k/s"))
     y = 20
     parts = []
     for title, values, fmt in panels:
         parts.append(f'<text x="10" y="{y}" font-weight="bold">{html.escape(title)}</text>')
         y += 12
         top = max(values.values()) or 1
-        for p in peers:
-            v = values.get(p, 0)
+        for p in [p for p in peers if p in values]:
+            v = values[p]
             w = (width - left - 110) * v / top
             color = "#2a7" if p == "holdfast" else "#789"
             parts.append(f'<text x="10" y="{y + 16}">{NAMES[p]}</text>')
@@ -188,4 +206,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "--ceiling":
         ceiling(sys.argv[2])
     else:
-        main(sys.argv[1], sys.argv[2])
+        main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

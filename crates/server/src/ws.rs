@@ -171,9 +171,9 @@ async fn write_outbox<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, outbox
         // the sockets, so the next publications read meanwhile join this
         // batch (one write for several frames) and the publisher's reads are
         // not queued behind a thousand writes. At 1,000 subscribers and 1,000
-        // publications/s p99 went from 114–131 ms to 54–82 ms, at 3,000/s
-        // one core delivered 3 M/s instead of 1.6 M/s; at 100 subscribers
-        // and 100/s p99 stayed 1.7–2.1 ms (docs/PERFORMANCE.md).
+        // publications/s p99 went from 114–131 ms to 54–82 ms and the
+        // fan-out ceiling (p99 ≤ 100 ms) from 920/s to ~1,370/s; at 100
+        // subscribers and 100/s p99 stayed 1.7–2.1 ms (docs/PERFORMANCE.md).
         tokio::task::yield_now().await;
         outbox.take(&mut batch);
         if !batch.frames.is_empty() || batch.pong.is_some() {

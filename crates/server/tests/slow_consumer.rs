@@ -5,6 +5,8 @@ mod common;
 
 use common::{Setup, TestServer};
 use holdfast_core::{HistoryLimits, SessionConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -49,13 +51,23 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
 
+    // Why the publisher waits for the fast readers to come within LEAD
+    // messages: they share this test's two runtime threads with the server,
+    // and parsing 8 KB of JSON each, three of them are slower than the
+    // server is fast; unthrottled, a loaded machine let one fall 256 KiB
+    // behind and be cut as slow itself (CI, 2026-12-04). A reader stuck
+    // behind the slow one would still stop this loop (and fail it below).
+    const LEAD: u64 = 8;
+    let progress: Vec<_> = (0..fast.len()).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let readers: Vec<_> = fast
         .into_iter()
-        .map(|mut c| {
+        .zip(progress.clone())
+        .map(|(mut c, seen)| {
             tokio::spawn(async move {
                 for expected in 1..=MESSAGES {
                     let m = c.recv().await;
                     assert_eq!(m["offset"].as_u64(), Some(expected), "{m}");
+                    seen.store(expected, Ordering::Relaxed);
                 }
             })
         })
@@ -66,6 +78,10 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     for i in 0..MESSAGES {
         publisher.send(&format!(r#"{{"id":{},"op":"publish","channel":"firehose","data":{payload}}}"#, i + 10)).await;
         assert_eq!(publisher.recv().await["op"], "published");
+        while progress.iter().any(|p| p.load(Ordering::Relaxed) + LEAD <= i) {
+            assert!(started.elapsed() < Duration::from_secs(10), "a fast subscriber stopped at {progress:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     for r in readers {
         r.await.unwrap();

@@ -90,14 +90,37 @@ def main(path, svg_path, ceiling_path=None):
     write_svg(svg_path, peers, best, rss, ceilings(ceiling_path) if ceiling_path else {})
 
 
+def read_rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def ceiling_runs(rows, peer):
+    """PEER's ceiling runs, in order: each one's ceiling record with the
+    steps of that run at its ceiling and at its failing rate. A run's steps
+    are the records before its ceiling record (bench-peers appends them so),
+    so a rate that two runs both tried is counted in each run only once."""
+    runs, steps = [], []
+    for r in rows:
+        if r["peer"] != peer:
+            continue
+        if r["workload"] == "step":
+            steps.append(r)
+        elif r["workload"] == "ceiling":
+            runs.append({
+                "ceiling": r,
+                "at": [s for s in steps if s["rate"] == r["rate"]][-1:],
+                "failing": [s for s in steps if s["rate"] == r["failed_at"]][-1:],
+            })
+            steps = []
+    return runs
+
+
 def ceilings(path):
     """Median deliveries/s at each server's ceiling, from a ceiling run."""
-    rows = [json.loads(line) for line in open(path)]
+    rows = read_rows(path)
     out = {}
     for p in PEERS:
-        found = [r for r in rows if r["peer"] == p and r["workload"] == "ceiling"]
-        at = [s for c in found for s in rows
-              if s["peer"] == p and s["workload"] == "step" and s["rate"] == c["rate"]]
+        at = [s for run in ceiling_runs(rows, p) for s in run["at"]]
         if at:
             out[p] = med(at, lambda r: r["deliveries_per_sec"])
     return out
@@ -161,8 +184,8 @@ def passed(path, peer, rate):
 
 def ceiling(path):
     """Medians of the ceiling runs: the rate, what failed above it, p50/p99 at 80 %."""
-    rows = [json.loads(line) for line in open(path)]
-    peers = [p for p in PEERS if any(r["peer"] == p and r["workload"] == "ceiling" for r in rows)]
+    rows = read_rows(path)
+    peers = [p for p in PEERS if ceiling_runs(rows, p)]
     if not peers:
         print("no ceiling runs")
         return
@@ -173,13 +196,12 @@ def ceiling(path):
     best = {}
     notes = []
     for p in peers:
-        ceilings = [r for r in rows if r["peer"] == p and r["workload"] == "ceiling"]
-        steps = [r for r in rows if r["peer"] == p and r["workload"] == "step"]
+        runs = ceiling_runs(rows, p)
         at80 = [r for r in rows if r["peer"] == p and r["workload"] == "at80"]
-        rates = [c["rate"] for c in ceilings]
+        rates = [run["ceiling"]["rate"] for run in runs]
         rate = statistics.median(rates)
-        at_ceiling = [s for c in ceilings for s in steps if s["rate"] == c["rate"]]
-        failing = [s for c in ceilings for s in steps if s["rate"] == c["failed_at"]]
+        at_ceiling = [s for run in runs for s in run["at"]]
+        failing = [s for run in runs for s in run["failing"]]
         best[p] = med(at_ceiling, lambda r: r["deliveries_per_sec"])
         gen_fail = med(failing, lambda r: r["load_cpu_percent"]) if failing else None
         if gen_fail is not None and gen_fail >= GENERATOR_BUSY:

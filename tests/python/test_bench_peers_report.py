@@ -56,3 +56,18 @@ def test_a_server_that_never_failed_says_the_ceiling_is_above_the_steps(tmp_path
             step("holdfast", 4000, 20, workload="at80")]
     report.ceiling(write(tmp_path, rows))
     assert "none failed: the ceiling is above the last step" in capsys.readouterr().out
+
+
+def test_each_run_counts_its_own_steps_once(tmp_path, capsys):
+    # Run 1 passes 500 and fails 700; run 2 fails 500. Run 2's failed 500
+    # must not count as run 1's ceiling step, nor run 1's 500 as run 2's.
+    rows = [step("holdfast", 500, 50, load_cpu=40), step("holdfast", 700, 150, load_cpu=95),
+            {"peer": "holdfast", "workload": "ceiling", "rate": 500, "failed_at": 700},
+            step("holdfast", 400, 30, workload="at80"),
+            dict(step("holdfast", 500, 150, load_cpu=97), deliveries_per_sec=1.0),
+            {"peer": "holdfast", "workload": "ceiling", "rate": 0, "failed_at": 500}]
+    path = write(tmp_path, rows)
+    runs = report.ceiling_runs(report.read_rows(path), "holdfast")
+    assert [len(r["at"]) for r in runs] == [1, 0]
+    assert [r["failing"][0]["load_cpu_percent"] for r in runs] == [95, 97]
+    assert report.ceilings(path) == {"holdfast": 500_000.0}

@@ -80,6 +80,9 @@ fn describe(e: &Event) -> String {
         Event::RecoveryFailed { channel } => {
             format!("{channel}: recovery impossible (server restarted or history window passed)")
         }
+        Event::SubscribeFailed { channel, code, message } => {
+            format!("{channel}: the server refused the subscription ({code}: {message}); no longer subscribed")
+        }
         Event::Watchdog => "no ping from the server: replacing the connection".into(),
         Event::PingShortened { to, silence } => {
             format!("cut after {} s of silence: asking for pings every {} s", silence.as_secs(), to.as_secs())

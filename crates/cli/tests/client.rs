@@ -328,3 +328,69 @@ async fn long_polling_carries_a_whole_session() {
     assert_eq!(got, vec![(1, json!("a")), (2, json!("b"))]);
     client.close().await;
 }
+
+/// A subscribe proxy that answers 503 while `failing` is set and refuses
+/// channel `gone` for good once `refuse_gone` is.
+#[derive(Clone, Default)]
+struct Gate {
+    failing: Arc<AtomicBool>,
+    refuse_gone: Arc<AtomicBool>,
+}
+
+async fn gate_backend(gate: Gate) -> String {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::Json;
+    async fn subscribe(State(g): State<Gate>, Json(req): Json<Value>) -> Result<Json<Value>, StatusCode> {
+        if req["channel"] == "gone" && g.refuse_gone.load(Ordering::SeqCst) {
+            return Ok(Json(json!({"error": {"message": "no longer yours"}})));
+        }
+        if g.failing.load(Ordering::SeqCst) {
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Ok(Json(json!({"result": {}})))
+    }
+    let app = axum::Router::new().route("/subscribe", axum::routing::post(subscribe)).with_state(gate);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/subscribe", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// A reconnect's resubscribe has no caller waiting for its answer: a
+/// refusal that may pass (the backend down: `backend_unavailable`) is sent
+/// again until it works, and what it missed meanwhile is recovered; a
+/// refusal for good is reported as `SubscribeFailed`. Before, both left the
+/// client believing it was subscribed while the server had no subscription.
+#[tokio::test]
+async fn a_refused_resubscribe_is_retried_or_reported_never_dropped_silently() {
+    let gate = Gate::default();
+    let url = gate_backend(gate.clone()).await;
+    let server = serve(0, &["--subscribe-proxy", &url]);
+    let proxy = Proxy::default();
+    let port = proxy.start(server.1).await;
+    let mut client = Client::start(fast(format!("ws://127.0.0.1:{port}/ws")));
+    client.subscribe("feed").await.unwrap();
+    client.subscribe("gone").await.unwrap();
+    publish(server.1, "feed", json!(1)).await;
+    until(&mut client, |e| matches!(e, Event::Message { offset: 1, .. })).await;
+
+    gate.failing.store(true, Ordering::SeqCst);
+    gate.refuse_gone.store(true, Ordering::SeqCst);
+    proxy.cut.store(true, Ordering::SeqCst);
+    proxy.drop_all();
+    until(&mut client, |e| matches!(e, Event::Closed { reconnect_in: Some(_), .. })).await;
+    proxy.cut.store(false, Ordering::SeqCst);
+    let seen = until(&mut client, |e| matches!(e, Event::SubscribeFailed { .. })).await;
+    let Some(Event::SubscribeFailed { channel, code, .. }) = seen.last() else { unreachable!() };
+    assert_eq!((channel.as_str(), code.as_str()), ("gone", "refused"), "{seen:?}");
+
+    // `feed` is still refused (503) and retried; what is published
+    // meanwhile arrives once the backend is back.
+    publish(server.1, "feed", json!(2)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gate.failing.store(false, Ordering::SeqCst);
+    let seen = until(&mut client, |e| matches!(e, Event::Message { offset: 2, .. })).await;
+    assert!(seen.iter().any(|e| matches!(e, Event::Recovered { channel } if channel == "feed")), "{seen:?}");
+    client.close().await;
+}

@@ -114,6 +114,19 @@ pub enum Event {
         /// The channel.
         channel: String,
     },
+    /// The server refused to resubscribe the channel after a reconnect
+    /// for good (`permission_denied`, a token that expired...): the client
+    /// no longer holds the subscription. A refusal that may pass
+    /// (`broker_unavailable` and the like) is retried instead, from the
+    /// same position.
+    SubscribeFailed {
+        /// The channel.
+        channel: String,
+        /// The server's error code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
     /// No ping within the interval plus grace: the connection was replaced.
     Watchdog,
     /// The connection was cut after a silence shorter than the ping
@@ -393,6 +406,7 @@ async fn connection(
     }
     let mut hint = None;
     let mut watchdog = Instant::now() + ping_window;
+    let mut retry = Retry::default();
     // On a fallback transport, try WebSocket again now and then.
     let upgrading = link.kind != Kind::WebSocket && config.transports.contains(&Kind::WebSocket);
     let mut upgrade =
@@ -418,6 +432,14 @@ async fn connection(
             () = tokio::time::sleep_until(watchdog.into()) => {
                 let _ = events.send(Event::Watchdog).await;
                 return fail(1006);
+            }
+            () = retry.due(), if retry.waiting() => {
+                for channel in retry.take() {
+                    if subs.contains_key(&channel) {
+                        subscribe(&mut link, &mut pending, &mut next_id, subs, channel, None).await;
+                    }
+                }
+                continue;
             }
             _ = upgrade.tick(), if upgrading => {
                 let probe = transport::race(&config.url, &[Kind::WebSocket], &connect, config.race_delay);
@@ -458,7 +480,22 @@ async fn connection(
                     message: m["message"].as_str().unwrap_or_default().into(),
                 });
                 match p {
+                    Pending::Subscribe(channel, None) if err.is_some() => {
+                        // A resubscribe after a reconnect: nobody waits for
+                        // its answer, so a refusal must not pass unseen.
+                        let code = m["code"].as_str().unwrap_or_default();
+                        if passing(code) {
+                            retry.add(channel);
+                        } else {
+                            subs.remove(&channel);
+                            let message = m["message"].as_str().unwrap_or_default().into();
+                            let _ = events.send(Event::SubscribeFailed { channel, code: code.into(), message }).await;
+                        }
+                    }
                     Pending::Subscribe(channel, reply) => {
+                        if err.is_none() {
+                            retry.succeeded();
+                        }
                         if let (None, Some(pos)) = (&err, subs.get_mut(&channel)) {
                             let epoch = Epoch::new(m["epoch"].as_str().unwrap_or_default());
                             let resumed = pos.subscribed(
@@ -521,6 +558,61 @@ async fn subscribe(
     }
     pending.insert(id, Pending::Subscribe(channel, reply));
     link.send(cmd.to_string()).await;
+}
+
+/// Whether a refused subscribe may work if sent again: the server or what
+/// it depends on was busy or away, not the request wrong.
+fn passing(code: &str) -> bool {
+    matches!(code, "broker_unavailable" | "backend_unavailable" | "rate_limited")
+}
+
+/// Resubscribes refused for a reason that may pass, sent again after a
+/// delay that doubles from 100 ms to 5 s while refusals go on and starts
+/// over after a subscribe works.
+struct Retry {
+    channels: Vec<String>,
+    at: Option<Instant>,
+    delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry { channels: Vec::new(), at: None, delay: Retry::FIRST }
+    }
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MOST: Duration = Duration::from_secs(5);
+
+    fn add(&mut self, channel: String) {
+        if !self.channels.contains(&channel) {
+            self.channels.push(channel);
+        }
+        if self.at.is_none() {
+            self.at = Some(Instant::now() + self.delay);
+            self.delay = (self.delay * 2).min(Retry::MOST);
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        self.at.is_some()
+    }
+
+    async fn due(&self) {
+        if let Some(at) = self.at {
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        self.at = None;
+        std::mem::take(&mut self.channels)
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = Retry::FIRST;
+    }
 }
 
 fn take_id(next_id: &mut u64) -> u64 {

@@ -2,7 +2,8 @@
 //!
 //! Per channel `C` (the `{C}` hash tag keeps a channel's keys in one
 //! cluster slot):
-//! - `hf:{C}:m` — hash `e` (epoch), `o` (newest offset);
+//! - `hf:{C}:m` — hash `e` (epoch), `o` (newest offset), `r` (the
+//!   replication id of the master that wrote it: see below);
 //! - `hf:{C}:h` — list of `"<offset> <unix ms> <data>"`, oldest first,
 //!   holding a contiguous run of offsets that ends at `o`;
 //! - `hf:{C}:p` — sorted set of presence entries (client info as JSON),
@@ -20,9 +21,27 @@
 //! Invariants kept by running every change as one script:
 //! - offsets are assigned by `HINCRBY` in the same script that appends to
 //!   history and publishes, so every node sees the same `(epoch, offset)`;
-//! - the epoch is created only when `hf:{C}:m` is missing (expired or
+//! - the epoch is created when `hf:{C}:m` is missing (expired or
 //!   flushed), and the history is dropped with it, so a history never
-//!   mixes two epochs.
+//!   mixes two epochs;
+//! - an offset never names two publications in one epoch, even when Redis
+//!   loses acknowledged writes. Replication is asynchronous: a replica
+//!   promoted by a failover lacks the old master's newest writes (and the
+//!   old master takes more until it is demoted), and a server restarted
+//!   from an RDB or AOF file lacks what came after it. The new master would
+//!   hand those offsets out again, and a client that saw the lost ones
+//!   would be told `recovered: true` over a gap. So every script fences the
+//!   channel with the master's replication id (`master_replid` from `INFO
+//!   replication`, which costs no measurable time): Redis gives a server a
+//!   new one when it starts and when it is promoted, and never otherwise
+//!   reuses one for a different history. A channel last written under
+//!   another id gets a new epoch, and clients are told `recovered: false`.
+//!   The price is paid on events that lose nothing too: a planned
+//!   failover, a restart with full persistence, a slot moved to another
+//!   master, the first replica attached to a lone master, a master left
+//!   without replicas for `repl-backlog-ttl` (each gives the server a new
+//!   id). A false "not recovered" costs a reload; a false "recovered" is a
+//!   silent gap.
 
 use redis::Script;
 
@@ -112,11 +131,19 @@ local function trim_age(key, cutoff)
     redis.call('LPOP', key)
   end
 end
+local function master_term()
+  local info = redis.call('INFO', 'replication')
+  local term = string.match(info, 'master_replid:(%x+)')
+  if not term then error('holdfast: INFO replication shows no master_replid') end
+  return term
+end
 local function ensure_epoch(meta, history, candidate)
-  local epoch = redis.call('HGET', meta, 'e')
-  if not epoch then
+  local term = master_term()
+  local state = redis.call('HMGET', meta, 'e', 'r')
+  local epoch = state[1]
+  if not epoch or state[2] ~= term then
     epoch = candidate
-    redis.call('HSET', meta, 'e', epoch, 'o', 0)
+    redis.call('HSET', meta, 'e', epoch, 'o', 0, 'r', term)
     redis.call('DEL', history)
   end
   return epoch

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod raw;
+pub mod returner;
 pub mod topology;
 
 /// A running server and its port.

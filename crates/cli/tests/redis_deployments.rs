@@ -625,3 +625,46 @@ async fn a_promoted_replica_starts_a_new_epoch_so_no_offset_names_two_publicatio
     let (_, history) = api(new.1, "GET", "/api/history?channel=feed", "").await;
     assert_eq!(history["messages"].as_array().map(Vec::len), Some(15), "{history}");
 }
+
+/// With `min-replicas-to-write 1` (what OPERATIONS.md suggests) and its
+/// replica gone, a master answers PING and `ROLE` but refuses every write:
+/// `/readyz` must say so while publishes fail, and be ready again once a
+/// replica is back in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_refuses_writes_is_not_ready_while_publishes_fail() {
+    let master = common::Redis::start();
+    for (key, value) in
+        [("min-replicas-to-write", "1"), ("min-replicas-max-lag", "1"), ("repl-diskless-sync-delay", "0")]
+    {
+        assert_eq!(master.cli(&["CONFIG", "SET", key, value]).trim(), "OK");
+    }
+    let mut replica = common::Redis::start();
+    let follow = |replica: &common::Redis| replica.cli(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    follow(&replica);
+    let in_sync = || async { master.cli(&["INFO", "replication"]).contains("min_slaves_good_slaves:1") };
+    eventually("the replica is in sync", Duration::from_secs(10), in_sync).await;
+    let node = node_on(&master.url(), &[]);
+    let publish = || async { api(node.1, "POST", "/api/publish", r#"{"channel":"c","data":1}"#).await };
+    eventually("ready and publishing", Duration::from_secs(10), || async {
+        api(node.1, "GET", "/readyz", "").await.0 == 200 && publish().await.0 == 200
+    })
+    .await;
+
+    replica.down();
+    eventually("publishes refused", Duration::from_secs(10), || async { publish().await.0 == 503 }).await;
+    let refused_at = Instant::now();
+    eventually("/readyz 503, naming the refusal", Duration::from_secs(3), || async {
+        let (status, body) = api(node.1, "GET", "/readyz", "").await;
+        status == 503 && body.to_string().contains("refuses writes")
+    })
+    .await;
+    let (status, body) = publish().await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("broker_unavailable")), "{body}");
+    eprintln!("not ready {:?} after the first refused publish", refused_at.elapsed());
+
+    replica.up();
+    follow(&replica);
+    eventually("ready again", Duration::from_secs(15), || async { api(node.1, "GET", "/readyz", "").await.0 == 200 })
+        .await;
+    assert_eq!(publish().await.0, 200);
+}

@@ -13,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::raw::Raw;
+use common::returner::{come_back, Ledger, Returner};
 use common::{api, eventually, fast_client, free_port, nginx, node_on, scratch, wait_for_port, Redis, Served};
 use holdfast_client::{Client, Event};
 use serde_json::{json, Value};
@@ -222,11 +223,27 @@ async fn a_node_crash_under_1000_msgs_per_second_loses_nothing() {
     })
     .await;
 
+    // Two clients that go away and come back later with their position:
+    // one on the node that crashes, one that leaves mid-stream.
+    let ticks = ["ticks".to_owned()];
+    let on_victim = Returner::start(ports[0], &ticks).await;
+    let leaving = Returner::start(ports[2], &ticks).await;
+
     let total = 3000;
     let publisher = tokio::spawn(publish_stream(vec![ports[1], ports[2]], "ticks", total, 1000));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     nodes[0].crash();
+    let away = [on_victim.leave().await, leaving.leave().await];
     publisher.await.unwrap();
+
+    // Both recover exactly what they missed, from any node.
+    let (_, history) = api(ports[1], "GET", "/api/history?channel=ticks&limit=1", "").await;
+    let newest = [("ticks".to_owned(), (history["epoch"].as_str().unwrap().to_owned(), total))].into();
+    for held in &away {
+        assert!(held["ticks"].offset > 0 && held["ticks"].offset < total, "left mid-stream: {held:?}");
+        let back = come_back(ports[1], held, &newest, &Ledger::default()).await;
+        assert_eq!((back.recovered, back.announced), (1, 0), "history holds everything: {held:?}");
+    }
 
     let mut recovered = 0;
     for (i, client) in handles.iter_mut().enumerate() {

@@ -113,14 +113,53 @@ impl Commands {
     }
 
     /// Whether the command connection answers a PING (every master, in a
-    /// Cluster); connects first when needed.
-    pub async fn probe(&self) -> Result<(), String> {
+    /// Cluster) and Redis takes writes; connects first when needed.
+    ///
+    /// Why a write: a master with `min-replicas-to-write` and too few
+    /// replicas in sync answers PING and `ROLE` but refuses every publish
+    /// (`NOREPLICAS`), as a demoted one does (`READONLY`). `PEXPIRE` of a
+    /// key that does not exist is refused exactly then, and otherwise
+    /// changes nothing and replicates nothing. In a Cluster it reaches the
+    /// shard holding [`READY_KEY`] only.
+    pub async fn probe(&self) -> Result<(), Probe> {
         let deployment = &self.deployment;
         let probe = |mut c: Conn| async move {
             c.ping().await?;
             deployment.still_master(&mut c).await
         };
-        self.call("ping", probe).await.map_err(|e| e.to_string())
+        self.call("ping", probe).await.map_err(|e| Probe::Unreachable(e.to_string()))?;
+        let mut write = redis::cmd("PEXPIRE");
+        write.arg(READY_KEY).arg(1);
+        let write = &write;
+        self.call("write probe", |mut c: Conn| async move { write.query_async::<i64>(&mut c).await })
+            .await
+            .map(drop)
+            .map_err(|e| Probe::RefusesWrites(e.to_string()))
+    }
+}
+
+/// The key the write probe names; it never exists.
+const READY_KEY: &str = "hf:ready-probe";
+
+/// Why a probe failed.
+#[derive(Debug)]
+pub enum Probe {
+    /// No answer, or not the master.
+    Unreachable(String),
+    /// Reachable, but writes are refused (`NOREPLICAS`, `READONLY`, OOM).
+    RefusesWrites(String),
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Unreachable(e) => write!(f, "the Redis command connection fails ({e}); reconnecting"),
+            Probe::RefusesWrites(e) => write!(
+                f,
+                "Redis refuses writes ({e}), so publishes fail; with min-replicas-to-write, a replica must be \
+                 in sync again"
+            ),
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use rand::Rng;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::commands::Probe;
 use crate::deployment::Conn;
 use crate::hub::{Arrival, Check};
 use crate::scripts::{inbox, Keys, CHANNELS_KEY, CONTROL_TOPIC};
@@ -69,7 +70,7 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
         // Publications made while this node was away are in history (and a
         // failover may have rewritten it).
         verify_all(&shared).await;
-        shared.set_readiness(Ok(()));
+        shared.set_readiness(shared.commands.probe().await.map_err(|e| e.to_string()));
         tracing::info!(broker = %shared.deployment.shown, channels = subscribed.len(), "redis connected");
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,7 +128,7 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
                     // connection must answer too.
                     match shared.commands.probe().await {
                         Ok(()) => shared.set_readiness(Ok(())),
-                        Err(e) => shared.set_readiness(Err(format!("the Redis command connection fails ({e}); reconnecting"))),
+                        Err(e) => shared.set_readiness(Err(e.to_string())),
                     }
                 }
             }
@@ -171,7 +172,11 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
     topics.push(CONTROL_TOPIC.into());
     topics.push(inbox(&shared.node_id));
     tokio::time::timeout(timeout, conn.subscribe(&topics)).await.map_err(late)?.map_err(refused)?;
-    shared.commands.probe().await.map_err(|e| format!("the command connection fails: {e}"))?;
+    // Writes refused is no reason to stay away: deliveries and reads work,
+    // and readiness says what fails.
+    if let Err(Probe::Unreachable(e)) = shared.commands.probe().await {
+        return Err(format!("the command connection fails: {e}"));
+    }
     Ok((conn, rx, channels))
 }
 

@@ -137,9 +137,13 @@ impl Redis {
     }
 
     /// Starts the server again on the same port, with an empty data set.
+    /// Its files (a replica's full resync goes through one) stay in a
+    /// scratch directory, not in the test's working directory.
     pub fn up(&mut self) {
+        let dir = scratch(&format!("redis-{}", self.port));
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--dir", &dir.display().to_string()])
             .args(["--daemonize", "no", "--loglevel", "warning"])
             .stdout(Stdio::null())
             .spawn()

@@ -17,11 +17,14 @@
 //!   link reconnects with backoff and then catches up;
 //! - Redis restarted empty: every channel gets a new epoch, so clients are
 //!   told `recovered: false` instead of seeing a silent gap;
-//! - a failover (Sentinel or Cluster) may lose the newest writes, which
-//!   replication had not reached: after every reconnect each channel's
-//!   last delivered publication is compared with what Redis now holds at
-//!   that offset ([`hub::LocalHub::verify`]), and a channel whose history
-//!   was rewritten is reset rather than silently diverging.
+//! - a failover (Sentinel or Cluster) or a restart from disk may lose the
+//!   newest writes, which replication or persistence had not reached: every
+//!   script fences a channel's state with the replication id of the master
+//!   that wrote it, so a channel found on another master starts a new epoch
+//!   and no offset is handed out twice ([`scripts`]); this node's
+//!   subscribers see the new epoch arrive and are reset, and after every
+//!   reconnect each channel's last delivered publication is also compared
+//!   with what Redis holds at that offset ([`hub::LocalHub::fill`]).
 //!
 //! The deployment (one server, Sentinel, Cluster; TLS; ACL users) is
 //! [`deployment`]'s business; the rest of the crate sees one [`Conn`] for

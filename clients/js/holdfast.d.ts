@@ -82,6 +82,10 @@ export declare class HoldfastClient extends EventTarget {
   // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?, session?, transport?, pingIntervalMs?}
   //   (transport: 'websocket' | 'sse' | 'polling'), 'upgrade' {from, to} (back on WebSocket),
   // 'recovered' {channel, missed},
-  // 'recovery-failed' {channel, epoch, offset}, 'watchdog' {silentFor},
+  // 'recovery-failed' {channel, epoch, offset},
+  // 'subscribe-failed' {channel, code, message} (the server refused to resubscribe the channel after a
+  //   reconnect for good, e.g. permission_denied: it is no longer subscribed; a refusal that may pass,
+  //   broker_unavailable, backend_unavailable or rate_limited, is retried from the same position instead),
+  // 'watchdog' {silentFor},
   // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings), 'error'.
 }

@@ -6,12 +6,13 @@
 // (never after a "do not reconnect" close code, honouring reconnect_after_ms),
 // replaces a connection whose server pings stopped (watchdog), resubscribes
 // every channel from its last position so missed messages arrive before live
-// ones (and tells you when they could not), queues calls made while
-// disconnected (bounded), and times commands out. When WebSocket is blocked
-// it falls back to Server-Sent Events, then to long-polling: it races them
-// (the next starts if the previous has not connected within raceDelay),
-// remembers what worked for this URL, and keeps trying to get back to
-// WebSocket in the background.
+// ones (and tells you when they could not; a resubscribe refused for a
+// reason that may pass is sent again, one refused for good is reported),
+// queues calls made while disconnected (bounded), and times commands out.
+// When WebSocket is blocked it falls back to Server-Sent Events, then to
+// long-polling: it races them (the next starts if the previous has not
+// connected within raceDelay), remembers what worked for this URL, and keeps
+// trying to get back to WebSocket in the background.
 
 /** The close-code table; kept equal to crates/protocol/src/close.rs by a test. */
 export const CLOSE_CODES = {
@@ -228,6 +229,15 @@ class PollingTransport {
 
 const TRANSPORTS = { websocket: WebSocketTransport, sse: SseTransport, polling: PollingTransport };
 
+/**
+ * Refusals a resubscribe may outlive: the server, or what it depends on, was
+ * busy or away, not the request wrong (the same list as crates/client).
+ */
+const PASSING = new Set(['broker_unavailable', 'backend_unavailable', 'rate_limited']);
+/** Such a resubscribe is sent again after this delay, doubled (up to the most) while refusals go on. */
+const RESUBSCRIBE_FIRST = 100;
+const RESUBSCRIBE_MOST = 5000;
+
 export class HoldfastClient extends EventTarget {
   /**
    * @param {string} [url] ws(s)://host/ws; derived from the page when omitted.
@@ -255,6 +265,8 @@ export class HoldfastClient extends EventTarget {
     this.state = 'closed';
     this.subs = new Map(); // channel -> { position, handler }
     this.pending = new Map(); // id -> { resolve, reject, timer }
+    this.resubscribeLater = new Map(); // channel -> sub, refused for a reason that may pass
+    this.resubscribeDelay = RESUBSCRIBE_FIRST;
     this.queue = []; // commands waiting for a connection
     this.nextId = 1;
     this.closedByUser = false;
@@ -417,7 +429,7 @@ export class HoldfastClient extends EventTarget {
     this.#armWatchdog();
     this.#remember(t.name);
     this.#setState('open', { session: reply.session, transport: t.name, pingIntervalMs: reply.ping_interval_ms });
-    for (const [channel, sub] of this.subs) this.#subscribe(channel, sub).catch((e) => this.#emit('error', e));
+    for (const [channel, sub] of this.subs) this.#resubscribe(channel, sub);
     for (const q of this.queue.splice(0)) this.#send(q.cmd, q);
     clearInterval(this.upgradeTimer);
     if (t.name !== 'websocket' && this.options.transports.includes('websocket') && this.WebSocket) {
@@ -480,6 +492,8 @@ export class HoldfastClient extends EventTarget {
       const outcome = sub?.position.subscribed(m);
       if (outcome === 'recovered') this.#emit('recovered', { channel: m.channel, missed });
       if (outcome === 'lost') this.#emit('recovery-failed', { channel: m.channel, epoch: m.epoch, offset: m.offset });
+      // A subscribe worked: a later refusal starts from the shortest delay.
+      this.resubscribeDelay = RESUBSCRIBE_FIRST;
     }
     const p = m.id !== undefined && this.pending.get(m.id);
     if (!p) { if (m.op === 'error') this.#emit('error', m); return; }
@@ -494,6 +508,40 @@ export class HoldfastClient extends EventTarget {
     const since = sub.position.since();
     if (since) cmd.since = since;
     return this.#command(cmd);
+  }
+
+  /**
+   * A resubscribe after a reconnect: nobody waits for its answer, so a
+   * refusal must not pass unseen, or the client would believe it holds a
+   * subscription the server does not. A refusal that may pass is sent again
+   * later, from the same position; any other drops the channel and says so.
+   */
+  #resubscribe(channel, sub) {
+    const t = this.transport;
+    this.#subscribe(channel, sub).catch((e) => {
+      if (!e.code) return this.#emit('error', e); // no answer: timed out, or the connection ended
+      if (this.subs.get(channel) !== sub) return; // unsubscribed (or subscribed anew) meanwhile
+      if (!PASSING.has(e.code)) {
+        this.subs.delete(channel);
+        return this.#emit('subscribe-failed', { channel, code: e.code, message: e.message });
+      }
+      // This runs a microtask after the reply: if the connection ended
+      // since, the next one resubscribes anyway.
+      if (this.transport === t) this.#resubscribeAfterDelay(channel, sub);
+    });
+  }
+
+  /** One timer sends every refused resubscribe again; #fail clears it with the connection. */
+  #resubscribeAfterDelay(channel, sub) {
+    this.resubscribeLater.set(channel, sub);
+    if (this.resubscribeTimer) return;
+    this.resubscribeTimer = setTimeout(() => {
+      this.resubscribeTimer = null;
+      const due = [...this.resubscribeLater];
+      this.resubscribeLater.clear();
+      for (const [ch, s] of due) if (this.subs.get(ch) === s) this.#resubscribe(ch, s);
+    }, this.resubscribeDelay);
+    this.resubscribeDelay = Math.min(this.resubscribeDelay * 2, RESUBSCRIBE_MOST);
   }
 
   #command(cmd, { queue = false, first = false } = {}) {
@@ -536,9 +584,18 @@ export class HoldfastClient extends EventTarget {
     }, this.pingInterval + this.options.pingGrace);
   }
 
+  /**
+   * The connection ended (closed, dropped, or left for WebSocket): what it had
+   * in flight ends with it. Refused resubscribes are not retried on it; the
+   * next connection resubscribes every channel anyway.
+   */
   #fail(error) {
     for (const p of this.pending.values()) { clearTimeout(p.timer); p.reject(error); }
     this.pending.clear();
+    clearTimeout(this.resubscribeTimer);
+    this.resubscribeTimer = null;
+    this.resubscribeLater.clear();
+    this.resubscribeDelay = RESUBSCRIBE_FIRST;
   }
 
   #closed(code, reason) {

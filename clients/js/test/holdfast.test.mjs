@@ -59,7 +59,9 @@ class FakeSocket {
   open() { this.readyState = 1; this.onopen?.(); }
   receive(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
   drop(code) { this.readyState = 3; this.onclose?.({ code, reason: '' }); }
-  last(op) { return [...this.sent].reverse().find((m) => m.op === op); }
+  last(op, channel) {
+    return [...this.sent].reverse().find((m) => m.op === op && (channel === undefined || m.channel === channel));
+  }
 }
 
 function client(options = {}) {
@@ -186,6 +188,118 @@ test('client: after an idle cut it asks for more frequent pings', async () => {
   ws2.open();
   assert.equal(ws2.last('connect').ping_interval_ms, 6000);
   c.close();
+});
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits (up to 2 s) until `check()` holds. */
+async function until(check) {
+  for (const end = Date.now() + 2000; !check(); await tick()) assert.ok(Date.now() < end, 'timed out waiting');
+}
+
+/** Opens `ws` and lets the server accept the session. */
+function accept(ws) {
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+}
+
+/** A client subscribed to `channels` (each at offset 4 of epoch 'e') that lost its connection and got a new one. */
+async function reconnected(channels) {
+  const c = client();
+  const got = [];
+  for (const ch of channels) c.subscribe(ch, (data) => got.push(data));
+  c.connect();
+  const ws = FakeSocket.all[0];
+  accept(ws);
+  for (const ch of channels) ws.receive({ op: 'subscribed', id: ws.last('subscribe', ch).id, channel: ch, epoch: 'e', offset: 4 });
+  ws.drop(1006);
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  accept(ws2);
+  return { c, got, ws2 };
+}
+
+test('client: a resubscribe refused for a reason that may pass is sent again, from the same position', async () => {
+  const { c, got, ws2 } = await reconnected(['chat']);
+  const errors = [];
+  c.addEventListener('error', (e) => errors.push(e.detail));
+  const subscribes = () => ws2.sent.filter((m) => m.op === 'subscribe');
+  assert.equal(subscribes().length, 1);
+  ws2.receive({ op: 'error', id: ws2.last('subscribe').id, code: 'backend_unavailable', message: 'no answer' });
+  await sleep(50);
+  assert.equal(subscribes().length, 1, 'not at once: after 100 ms');
+  await until(() => subscribes().length === 2);
+  ws2.receive({ op: 'error', id: ws2.last('subscribe').id, code: 'broker_unavailable', message: 'busy' });
+  await sleep(150);
+  assert.equal(subscribes().length, 2, 'the delay doubles while refusals go on');
+  await until(() => subscribes().length === 3);
+  for (const s of subscribes()) assert.deepEqual(s.since, { epoch: 'e', offset: 4 }, 'from the same position');
+  ws2.receive({ op: 'subscribed', id: ws2.last('subscribe').id, channel: 'chat', epoch: 'e', offset: 4, recovered: true });
+  ws2.receive({ op: 'message', channel: 'chat', offset: 5, data: 'after' });
+  assert.deepEqual(got, ['after'], 'messages arrive again');
+  assert.deepEqual(errors, [], 'a refusal that passes is no error');
+  c.close();
+});
+
+test('client: a resubscribe refused for good emits subscribe-failed and the channel is dropped', async () => {
+  const { c, ws2 } = await reconnected(['chat', 'private']);
+  const failed = [];
+  c.addEventListener('subscribe-failed', (e) => failed.push(e.detail));
+  ws2.receive({ op: 'subscribed', id: ws2.last('subscribe', 'chat').id, channel: 'chat', epoch: 'e', offset: 4, recovered: true });
+  ws2.receive({ op: 'error', id: ws2.last('subscribe', 'private').id, code: 'refused', message: 'log in first' });
+  await tick();
+  assert.deepEqual(failed, [{ channel: 'private', code: 'refused', message: 'log in first' }]);
+  // A subscribe the application makes itself still rejects its promise instead.
+  const own = c.subscribe('other', () => {});
+  ws2.receive({ op: 'error', id: ws2.last('subscribe', 'other').id, code: 'permission_denied', message: 'no' });
+  await assert.rejects(own.ready, (e) => e.code === 'permission_denied');
+  assert.equal(failed.length, 1);
+  const left = c.unsubscribe('other');
+  ws2.receive({ op: 'unsubscribed', id: ws2.last('unsubscribe').id, channel: 'other' });
+  await left;
+  // The next connection resubscribes only what is still held.
+  ws2.drop(1006);
+  await tick();
+  const ws3 = FakeSocket.all[2];
+  accept(ws3);
+  assert.deepEqual(ws3.sent.filter((m) => m.op === 'subscribe').map((m) => m.channel), ['chat']);
+  c.close();
+});
+
+test('client: no resubscribe retry fires after the connection ends or after close()', async () => {
+  const { c, ws2 } = await reconnected(['chat']);
+  const errors = [];
+  c.addEventListener('error', (e) => errors.push(e.detail));
+  // Refused, then the connection drops: the next one resubscribes, once.
+  ws2.receive({ op: 'error', id: ws2.last('subscribe').id, code: 'rate_limited', message: 'slow down' });
+  ws2.drop(1006);
+  await tick();
+  const ws3 = FakeSocket.all[2];
+  accept(ws3);
+  await sleep(150);
+  assert.equal(ws3.sent.filter((m) => m.op === 'subscribe').length, 1, 'no retry left over from the last connection');
+  // Refused again, and the retry is waiting when the application closes:
+  // every timer started meanwhile must be gone once close() returns.
+  const live = new Map(); // timer -> its delay
+  const { setTimeout: realSet, clearTimeout: realClear } = globalThis;
+  globalThis.setTimeout = (fn, ms) => {
+    const t = realSet(() => { live.delete(t); fn(); }, ms);
+    live.set(t, ms);
+    return t;
+  };
+  globalThis.clearTimeout = (t) => { live.delete(t); realClear(t); };
+  try {
+    ws3.receive({ op: 'error', id: ws3.last('subscribe').id, code: 'backend_unavailable', message: 'no answer' });
+    await tick();
+    assert.ok([...live.values()].includes(100), 'a retry is waiting');
+    c.close();
+    assert.equal(live.size, 0, 'no timer left running after close()');
+  } finally {
+    Object.assign(globalThis, { setTimeout: realSet, clearTimeout: realClear });
+  }
+  await sleep(150);
+  assert.equal(ws3.sent.filter((m) => m.op === 'subscribe').length, 1);
+  assert.deepEqual(errors, [], 'no retry ran on a closed client');
 });
 
 /** A scriptable stand-in for the browser's EventSource. */

@@ -386,7 +386,9 @@ impl ServeArgs {
         }
         let (api_key, generated) = match self.api_key.or(file.api_key) {
             Some(k) if k.trim().is_empty() => bail!("api_key is empty"),
-            Some(k) => (k, false),
+            // A key read from a mounted secret usually ends in a newline,
+            // which no `Authorization` header can carry.
+            Some(k) => (k.trim().to_owned(), false),
             None => (generate_key(), true),
         };
         let broker = self.broker.or(file.broker).unwrap_or_else(|| "memory".into());
@@ -646,5 +648,11 @@ mod tests {
         assert_eq!(r.session.ping_interval, Duration::from_secs(3));
         assert_eq!(r.api_key, ("from-file".to_string(), false));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_api_key_from_a_mounted_secret_loses_its_newline() {
+        let args = ServeArgs { api_key: Some("s3cret\n".into()), ..Default::default() };
+        assert_eq!(args.resolve().unwrap().api_key, ("s3cret".to_string(), false));
     }
 }

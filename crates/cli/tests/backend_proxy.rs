@@ -40,6 +40,9 @@ async fn subscribe(State(asked): State<Asked>, Json(req): Json<Value>) -> Json<V
     if req["channel"] == "secret" {
         return Json(json!({"error": {"message": "secret is for admins"}}));
     }
+    if req["channel"] == "bloated" {
+        return Json(json!({"result": {"info": {"blob": "x".repeat(5000)}}}));
+    }
     Json(json!({"result": {"info": {"role": "reader", "channel": req["channel"]}}}))
 }
 
@@ -138,6 +141,11 @@ async fn a_cookie_backend_decides_connect_subscribe_and_publish_and_never_allows
     let (_, presence) = api(port, "GET", "/api/presence?channel=news", "").await;
     assert_eq!(presence["subscribers"][0]["user"], "alice", "the user the backend named: {presence}");
     assert_eq!(presence["subscribers"][0]["info"], json!({"role": "reader", "channel": "news"}), "its channel info");
+    // Info is copied into every presence entry: more than 4 KiB is the
+    // backend's mistake, never stored.
+    let r = ask(&mut alice, json!({"id": 9, "op": "subscribe", "channel": "bloated"})).await;
+    assert_eq!(r["code"], "backend_unavailable", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("larger than 4 KiB"), "{r}");
 
     // Publish: the backend rewrites the data.
     let published = ask(&mut alice, json!({"id": 4, "op": "publish", "channel": "news", "data": {"text": "hi"}})).await;
@@ -178,6 +186,7 @@ async fn a_cookie_backend_decides_connect_subscribe_and_publish_and_never_allows
     assert_eq!(metric(port, &line("connect", "allowed")).await, 2.0);
     assert_eq!(metric(port, &line("connect", "refused")).await, 1.0);
     assert_eq!(metric(port, &line("connect", "unavailable")).await, 2.0);
+    assert_eq!(metric(port, &line("subscribe", "unavailable")).await, 1.0, "the bloated info");
     assert_eq!(metric(port, &line("subscribe", "refused")).await, 1.0);
     assert_eq!(metric(port, &line("publish", "allowed")).await, 1.0);
     assert!(metric(port, "holdfast_backend_seconds_total{proxy=\"connect\"}").await >= 1.0, "the slow answer's wait");

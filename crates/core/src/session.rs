@@ -19,6 +19,7 @@ use crate::backend::{Ask, AskKind, RequestContext};
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
 use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::namespace::NamespaceRules;
 use crate::node::Node;
 use crate::observer::Op;
 use crate::outbox::{Disconnect, Outbox};
@@ -211,7 +212,7 @@ impl Session {
                 let mut user = match (token, &self.node.auth) {
                     (Some(token), Some(auth)) => {
                         let identity = auth.verify(&token).map_err(|e| (id, auth_code(&e), auth_message(e)))?;
-                        self.token_expires = identity.expires_at.map(instant_of);
+                        self.token_expires = identity.expires_at.and_then(instant_of);
                         Some(identity.user)
                     }
                     // With a connect proxy the backend decides who may be anonymous.
@@ -231,7 +232,9 @@ impl Session {
                         user = allowed.user;
                     }
                     if let Some(exp) = allowed.expires_at {
-                        self.token_expires = Some(instant_of(std::time::UNIX_EPOCH + Duration::from_secs(exp)));
+                        // Too far to represent (a "never" such as 2^63) is never.
+                        self.token_expires =
+                            std::time::UNIX_EPOCH.checked_add(Duration::from_secs(exp)).and_then(instant_of);
                     }
                 }
                 let info = Arc::new(ClientInfo { session: new_session_id(), user, client, info: None });
@@ -268,7 +271,7 @@ impl Session {
                 if current != Some(identity.user.as_str()) {
                     return fail(ErrorCode::TokenInvalid, "the new token is for another user".into());
                 }
-                self.token_expires = identity.expires_at.map(instant_of);
+                self.token_expires = identity.expires_at.and_then(instant_of);
                 self.send(Reply::Refreshed { id: id_or_zero }.encode());
                 Ok(())
             }
@@ -302,6 +305,8 @@ impl Session {
                 if !rules.allow_publish {
                     return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
                 }
+                let backend_decides = self.node.backend_for(AskKind::Publish).is_some() && rules.ask_backend;
+                self.may_publish(&channel, rules, backend_decides).map_err(|(code, m)| (id, code, m))?;
                 // Copied only when the publish proxy rewrites it.
                 let mut data = std::borrow::Cow::Borrowed(data.get());
                 if let Some(backend) = self.node.backend_for(AskKind::Publish).filter(|_| rules.ask_backend).cloned() {
@@ -371,8 +376,37 @@ impl Session {
             ));
         };
         let identity = auth.verify_subscribe(token, channel.as_str()).map_err(|e| (auth_code(&e), auth_message(e)))?;
-        if user.is_some_and(|u| u != identity.user) {
+        // A subscribe token names its user (`sub` is required): an
+        // anonymous session holding one holds someone else's.
+        if user != Some(identity.user.as_str()) {
             return Err((ErrorCode::PermissionDenied, "the subscribe token is for another user".into()));
+        }
+        Ok(())
+    }
+
+    /// Namespace rules for `publish`: writing needs at least the right that
+    /// reading needs. Anonymous sessions may not publish where they may
+    /// not subscribe, and a private channel takes publications only from a
+    /// session subscribed to it (it showed a token naming the channel, or
+    /// the subscribe proxy allowed it), unless the publish proxy decides.
+    fn may_publish(
+        &self,
+        channel: &ChannelName,
+        rules: &NamespaceRules,
+        backend_decides: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let user = self.info.as_ref().and_then(|i| i.user.as_deref());
+        if !rules.allow_anonymous && user.is_none() {
+            return Err((
+                ErrorCode::PermissionDenied,
+                format!("{channel} needs an authenticated connection (connect token) to publish"),
+            ));
+        }
+        if rules.private && !backend_decides && !self.subscriptions.contains(channel) {
+            return Err((
+                ErrorCode::PermissionDenied,
+                format!("{channel} is private: subscribe to it (with a token naming it) before publishing"),
+            ));
         }
         Ok(())
     }
@@ -456,11 +490,13 @@ fn auth_message(e: AuthError) -> String {
 }
 
 /// A wall-clock time (a token's `exp`) as a monotonic deadline.
-fn instant_of(at: std::time::SystemTime) -> Instant {
+/// `None` when it is too far ahead for an `Instant` (a far-future `exp`
+/// used as "never"): such a token does not expire.
+fn instant_of(at: std::time::SystemTime) -> Option<Instant> {
     let now = Instant::now();
     match at.duration_since(std::time::SystemTime::now()) {
-        Ok(ahead) => now + ahead,
-        Err(_) => now,
+        Ok(ahead) => now.checked_add(ahead),
+        Err(_) => Some(now),
     }
 }
 

@@ -105,6 +105,11 @@ struct Envelope<'a> {
     ping_interval_ms: Option<&'a RawValue>,
 }
 
+/// The longest `client` a `connect` may name. It is copied into every
+/// presence entry of the session (in Redis, once per channel), so an
+/// unbounded one let an anonymous client store megabytes per subscription.
+pub const MAX_CLIENT_NAME: usize = 128;
+
 /// Splits a text frame on `\n` and decodes each non-blank line.
 pub fn decode_frame(text: &str) -> impl Iterator<Item = Result<Request, DecodeError>> + '_ {
     text.split('\n').filter(|l| !l.trim().is_empty()).map(decode_line)
@@ -140,11 +145,21 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
     let op: String = required(id, "op", env.op)?;
     let command = match op.as_str() {
         "pong" => return Ok(Request { id, command: Command::Pong }),
-        "connect" => Command::Connect {
-            token: optional(id, "token", env.token)?,
-            client: optional(id, "client", env.client)?,
-            ping_interval_ms: optional(id, "ping_interval_ms", env.ping_interval_ms)?,
-        },
+        "connect" => {
+            let client: Option<String> = optional(id, "client", env.client)?;
+            if client.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_NAME) {
+                return Err(DecodeError::new(
+                    id,
+                    ErrorCode::BadRequest,
+                    format!("field `client` is at most {MAX_CLIENT_NAME} bytes (a name and version)"),
+                ));
+            }
+            Command::Connect {
+                token: optional(id, "token", env.token)?,
+                client,
+                ping_interval_ms: optional(id, "ping_interval_ms", env.ping_interval_ms)?,
+            }
+        }
         "subscribe" => Command::Subscribe {
             channel: channel(id, env.channel)?,
             since: optional(id, "since", env.since)?,
@@ -213,6 +228,15 @@ mod tests {
 
     fn err(line: &str) -> DecodeError {
         decode_line(line).unwrap_err()
+    }
+
+    #[test]
+    fn a_client_name_is_bounded_because_presence_copies_it() {
+        let fits = "c".repeat(MAX_CLIENT_NAME);
+        assert!(decode_line(&format!(r#"{{"id":1,"op":"connect","client":"{fits}"}}"#)).is_ok());
+        let e = err(&format!(r#"{{"id":1,"op":"connect","client":"{fits}x"}}"#));
+        assert_eq!((e.id, e.code), (Some(1), ErrorCode::BadRequest), "{}", e.message);
+        assert!(e.message.contains("`client`"), "{}", e.message);
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub struct EncodedPublication {
 impl EncodedPublication {
     /// Encodes a publication. `data` must be valid JSON text (it comes from a
     /// parsed command or API body).
+    ///
+    /// Frames are `\n`-separated lines, so a line break in `data` (pretty-
+    /// printed JSON from a backend) would split the message in two for
+    /// every client. In valid JSON a raw CR or LF can only be whitespace
+    /// between tokens (inside strings they must be escaped), so each
+    /// becomes a space: the same value, on one line.
     pub fn new(channel: &ChannelName, offset: Offset, data: &str) -> EncodedPublication {
         let mut buf = Vec::with_capacity(48 + channel.as_str().len() + data.len());
         buf.extend_from_slice(b"{\"op\":\"message\",\"channel\":\"");
@@ -127,6 +133,11 @@ impl EncodedPublication {
         let start = buf.len();
         buf.extend_from_slice(data.as_bytes());
         let end = buf.len();
+        for b in &mut buf[start..end] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
         buf.push(b'}');
         EncodedPublication { offset, frame: Frame::shared(Bytes::from(buf)), data: start..end }
     }
@@ -160,6 +171,17 @@ pub fn encode_history<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pretty_printed_data_stays_on_one_line_and_means_the_same() {
+        let channel = ChannelName::new("c").unwrap();
+        let pretty = "{\r\n  \"text\": \"a\\nb\",\n  \"n\": [1,\n 2]\n}";
+        let p = EncodedPublication::new(&channel, Offset(1), pretty);
+        assert!(!p.frame.text().contains(&b'\n') && !p.frame.text().contains(&b'\r'));
+        let frame: serde_json::Value = serde_json::from_slice(p.frame.text()).unwrap();
+        assert_eq!(frame["data"], serde_json::from_str::<serde_json::Value>(pretty).unwrap());
+        assert_eq!(frame["data"]["text"], "a\nb", "an escaped newline inside a string is kept");
+    }
 
     #[test]
     fn publication_frame_is_valid_json_with_the_raw_data() {

@@ -78,7 +78,9 @@ impl JwtAuth {
 fn identity(claims: Claims) -> Identity {
     Identity {
         user: claims.sub,
-        expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp + LEEWAY_SECS)),
+        // Saturating: `exp` may be any u64 (2^63 - 1 is a common "never");
+        // one too far for a `SystemTime` never expires.
+        expires_at: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp.saturating_add(LEEWAY_SECS))),
     }
 }
 

@@ -29,6 +29,9 @@ use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 
+/// The largest `info` a subscribe proxy may attach to a subscription.
+const MAX_INFO: usize = 4096;
+
 /// Where and how to ask.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
@@ -181,7 +184,14 @@ impl HttpBackend {
             v => Some(v.as_u64().ok_or_else(|| unreadable("has an \"expire_at\" that is not unix seconds"))?),
         };
         let info = match (ask, result.get("info")) {
-            (Ask::Subscribe { .. }, Some(i)) if !i.is_null() => Some(i.to_string()),
+            (Ask::Subscribe { .. }, Some(i)) if !i.is_null() => {
+                // Copied into the subscription's presence entry (in Redis).
+                let text = i.to_string();
+                if text.len() > MAX_INFO {
+                    return Err(unreadable("has an \"info\" larger than 4 KiB"));
+                }
+                Some(text)
+            }
             _ => None,
         };
         let data = match (ask, result.get("data")) {

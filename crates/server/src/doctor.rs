@@ -16,9 +16,13 @@
 //! server an [`Explainer`] (`holdfast_doctor::explain`), so the server
 //! never depends on the doctor, and page and CLI cannot disagree.
 //!
-//! Bounded: at most [`MAX_PROBES`] probe ids (the oldest go first), each
-//! with at most [`MAX_REQUESTS`] requests, forgotten after [`KEEP`].
-//! `Cookie` and `Authorization` are never kept.
+//! Bounded, since anyone may tag requests: at most [`MAX_PROBES`] probe
+//! ids (the oldest go first), each with at most [`MAX_REQUESTS`] requests,
+//! forgotten after [`KEEP`], and [`MAX_BYTES`] of header text in all.
+//! Only the headers a diagnosis reads are kept ([`KEPT_HEADERS`]), each
+//! value cut at [`MAX_VALUE`] bytes, so credentials (`Cookie`,
+//! `Authorization`, `Proxy-Authorization`, API key headers) never are; a
+//! subprotocol entry long enough to be a token is masked.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -40,6 +44,37 @@ pub type Explainer = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 const MAX_PROBES: usize = 256;
 const MAX_REQUESTS: usize = 16;
 const KEEP: Duration = Duration::from_secs(600);
+/// Header text (names and values) kept for all probes together.
+const MAX_BYTES: usize = 2 << 20;
+/// The longest header value kept; longer ones are cut.
+const MAX_VALUE: usize = 256;
+/// Request headers worth showing and reasoning about: how the request was
+/// routed and what it asked for. Nothing else is kept.
+const KEPT_HEADERS: &[&str] = &[
+    "host",
+    "origin",
+    "upgrade",
+    "connection",
+    "sec-websocket-version",
+    "sec-websocket-key",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "user-agent",
+    "accept",
+    "content-type",
+    "content-length",
+    "cache-control",
+    "pragma",
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "cf-ray",
+    "fly-request-id",
+    "x-amz-cf-id",
+];
 
 /// What the server saw of one tagged request.
 #[derive(Clone, Debug, Serialize)]
@@ -57,7 +92,8 @@ pub struct Seen {
     /// What the server answered, in words, when it refused.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub explanation: String,
-    /// The request headers as they arrived (`Cookie`, `Authorization` left out).
+    /// The request headers a diagnosis reads, as they arrived (see the
+    /// module docs for what is left out or cut).
     pub headers: Vec<(String, String)>,
     /// Milliseconds after the first request of this probe.
     pub after_ms: u64,
@@ -75,6 +111,14 @@ struct Probe {
     id: String,
     first: Instant,
     seen: Vec<Seen>,
+    /// Header text held by `seen`.
+    bytes: usize,
+}
+
+impl Seen {
+    fn bytes(&self) -> usize {
+        self.headers.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
 }
 
 /// The tagged requests of recent probes; see the module docs.
@@ -92,13 +136,26 @@ impl DoctorLog {
             if probes.len() >= MAX_PROBES {
                 probes.pop_front();
             }
-            probes.push_back(Probe { id: id.to_owned(), first: now, seen: Vec::new() });
+            probes.push_back(Probe { id: id.to_owned(), first: now, seen: Vec::new(), bytes: 0 });
         }
         let probe = probes.iter_mut().find(|p| p.id == id).expect("just added");
-        if probe.seen.len() < MAX_REQUESTS {
-            let after = now.duration_since(probe.first).as_millis() as u64;
-            probe.seen.push(make(after));
+        if probe.seen.len() >= MAX_REQUESTS {
+            return;
         }
+        let seen = make(now.duration_since(probe.first).as_millis() as u64);
+        probe.bytes += seen.bytes();
+        probe.seen.push(seen);
+        // Over the budget: the oldest probes go (never the one just added to,
+        // which alone is far below it).
+        while probes.iter().map(|p| p.bytes).sum::<usize>() > MAX_BYTES && probes.len() > 1 {
+            probes.pop_front();
+        }
+    }
+
+    /// Header text held for all probes.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.probes.lock().expect("doctor log poisoned").iter().map(|p| p.bytes).sum()
     }
 
     /// What was seen of probe `id`, oldest first.
@@ -134,12 +191,7 @@ pub async fn record(State(state): State<AppState>, req: Request<Body>, next: Nex
     let id = id.to_owned();
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter(|(name, _)| *name != header::COOKIE && *name != header::AUTHORIZATION)
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
-        .collect();
+    let headers = kept_headers(req.headers());
     let response = next.run(req).await;
     let note = response.extensions().get::<RefusalNote>().cloned();
     let status = response.status().as_u16();
@@ -154,6 +206,29 @@ pub async fn record(State(state): State<AppState>, req: Request<Body>, next: Nex
         after_ms,
     });
     response
+}
+
+/// Repeated headers count against this too.
+const MAX_REQUEST_HEADERS: usize = 32;
+
+/// The headers of a request as kept: see the module docs.
+fn kept_headers(headers: &header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
+        .take(MAX_REQUEST_HEADERS)
+        .map(|(name, value)| (name.as_str().to_owned(), kept_value(name, value.as_bytes())))
+        .collect()
+}
+
+/// A header value as kept: cut at [`MAX_VALUE`] bytes, and subprotocol
+/// entries long enough to be tokens (some apps send a JWT that way) masked.
+fn kept_value(name: &header::HeaderName, value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&value[..value.len().min(MAX_VALUE)]).into_owned();
+    if *name != header::SEC_WEBSOCKET_PROTOCOL {
+        return text;
+    }
+    text.split(',').map(|p| if p.trim().len() > 32 { " [redacted]" } else { p }).collect::<Vec<_>>().join(",")
 }
 
 /// `GET /doctor`.
@@ -220,5 +295,47 @@ mod tests {
             log.push("probe-many", seen);
         }
         assert_eq!(log.seen("probe-many").len(), MAX_REQUESTS);
+    }
+
+    fn seen_with(headers: Vec<(String, String)>) -> impl FnOnce(u64) -> Seen {
+        move |after_ms| Seen { headers, ..seen(after_ms) }
+    }
+
+    #[test]
+    fn credentials_are_never_kept_and_a_token_subprotocol_is_masked() {
+        use axum::http::HeaderValue;
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl";
+        let mut h = header::HeaderMap::new();
+        for name in ["cookie", "authorization", "proxy-authorization", "x-api-key", "x-auth-token", "x-custom"] {
+            h.insert(header::HeaderName::from_static(name), HeaderValue::from_static("secret-value"));
+        }
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(&format!("holdfast.v1.json, {jwt}")).unwrap());
+        let kept = kept_headers(&h);
+        let text = format!("{kept:?}");
+        assert!(!text.contains("secret-value") && !text.contains(jwt), "{text}");
+        assert!(kept.contains(&("host".into(), "example.com".into())), "{kept:?}");
+        assert!(kept.contains(&("sec-websocket-protocol".into(), "holdfast.v1.json, [redacted]".into())), "{kept:?}");
+    }
+
+    /// The figure: 4,096 requests with large headers pinned 1.5 GB.
+    #[test]
+    fn the_log_holds_at_most_its_byte_budget_whatever_is_sent() {
+        use axum::http::HeaderValue;
+        let log = DoctorLog::default();
+        let big = "x".repeat(8 << 10);
+        let mut h = header::HeaderMap::new();
+        for name in KEPT_HEADERS {
+            h.insert(header::HeaderName::from_static(name), HeaderValue::from_str(&big).unwrap());
+        }
+        let per_request: usize = kept_headers(&h).iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(per_request <= KEPT_HEADERS.len() * (MAX_VALUE + 32), "{per_request}");
+        for probe in 0..MAX_PROBES {
+            for _ in 0..MAX_REQUESTS {
+                log.push(&format!("probe-{probe:04}"), seen_with(kept_headers(&h)));
+            }
+        }
+        assert!(log.bytes() <= MAX_BYTES, "{} bytes held", log.bytes());
+        assert!(!log.seen(&format!("probe-{:04}", MAX_PROBES - 1)).is_empty(), "the newest probe is kept");
     }
 }

@@ -88,7 +88,38 @@ struct CommandLabels {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CloseLabels {
-    code: u16,
+    code: CloseCodeLabel,
+}
+
+/// A close code as a label value. A client picks the code of its own close
+/// frame, so only codes of RFC 6455's table and holdfast's get a series of
+/// their own; any other number is `other` (2,000 clients each closing with
+/// its own code made 2,000 series).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum CloseCodeLabel {
+    Known(u16),
+    Other,
+}
+
+impl CloseCodeLabel {
+    fn of(code: u16) -> CloseCodeLabel {
+        let rfc = matches!(code, 1000..=1003 | 1005..=1015);
+        if rfc || CloseCode::from_code(code).is_some() {
+            CloseCodeLabel::Known(code)
+        } else {
+            CloseCodeLabel::Other
+        }
+    }
+}
+
+impl EncodeLabelValue for CloseCodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        match self {
+            CloseCodeLabel::Known(code) => write!(encoder, "{code}"),
+            CloseCodeLabel::Other => encoder.write_str("other"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -428,7 +459,7 @@ impl Metrics {
     pub fn connection_closed(&self, t: Transport, code: u16) {
         tracing::debug!(code, transport = t.label(), "connection closed");
         self.gauge(t).dec();
-        self.close_codes.get_or_create(&CloseLabels { code }).inc();
+        self.close_codes.get_or_create(&CloseLabels { code: CloseCodeLabel::of(code) }).inc();
         if code == CloseCode::SlowConsumer.code() {
             self.slow_consumers.inc();
         }
@@ -521,6 +552,25 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert!(b.render(0, 0, 0).contains("holdfast_messages_out_total 0\n"), "b counts on its own");
+    }
+
+    #[test]
+    fn client_chosen_close_codes_share_one_series() {
+        let m = Metrics::default();
+        // What a client may put in its close frame, outside both tables.
+        let chosen: Vec<u16> = (3000..4000).chain(4600..5000).collect();
+        for &code in &chosen {
+            m.connection_opened(Transport::WebSocket);
+            m.connection_closed(Transport::WebSocket, code);
+        }
+        m.connection_opened(Transport::WebSocket);
+        m.connection_closed(Transport::WebSocket, CloseCode::SlowConsumer.code());
+        let text = m.render(0, 0, 0);
+        let mut series: Vec<&str> = text.lines().filter(|l| l.starts_with("holdfast_close_codes_total{")).collect();
+        series.sort();
+        let slow = format!("holdfast_close_codes_total{{code=\"{}\"}} 1", CloseCode::SlowConsumer.code());
+        let other = format!("holdfast_close_codes_total{{code=\"other\"}} {}", chosen.len());
+        assert_eq!(series, [slow.as_str(), other.as_str()], "{text}");
     }
 
     #[test]

@@ -67,8 +67,15 @@ async fn publish_rules_and_private_channels() {
     let other = token(json!({"sub": "x", "exp": exp(), "channel": "priv:other"}));
     let r = send(&mut anon, json!({"id": 4, "op": "subscribe", "channel": "priv:room", "token": other})).await;
     assert_eq!(r["code"], "token_invalid", "{r}");
+    // A subscribe token names its user: an anonymous session holding x's
+    // token holds somebody else's.
     let good = token(json!({"sub": "x", "exp": exp(), "channel": "priv:room"}));
     let r = send(&mut anon, json!({"id": 5, "op": "subscribe", "channel": "priv:room", "token": good})).await;
+    assert_eq!(r["code"], "permission_denied", "{r}");
+    let mut x = server.client().await;
+    let r = send(&mut x, json!({"id": 1, "op": "connect", "token": token(json!({"sub": "x", "exp": exp()}))})).await;
+    assert_eq!(r["op"], "connected");
+    let r = send(&mut x, json!({"id": 2, "op": "subscribe", "channel": "priv:room", "token": good})).await;
     assert_eq!(r["op"], "subscribed", "{r}");
 
     let r = send(&mut anon, json!({"id": 6, "op": "subscribe", "channel": "members:lounge"})).await;
@@ -100,5 +107,54 @@ async fn presence_and_history_follow_the_namespace() {
     let long = server.api("GET", "/api/history?channel=long:x", "").await.json();
     assert_eq!(short["messages"].as_array().unwrap().len(), 2);
     assert_eq!(long["messages"].as_array().unwrap().len(), 5);
+    server.stop().await;
+}
+
+/// Writing needs at least the right reading needs: an anonymous session
+/// published into `priv:alice` and Alice received it; `members:` (no
+/// anonymous sessions) took anonymous publishes.
+#[tokio::test]
+async fn publishing_needs_the_right_subscribing_needs() {
+    let server = server().await;
+    let mut alice = server.client().await;
+    let r = send(&mut alice, json!({"id": 1, "op": "connect", "token": token(json!({"sub": "alice", "exp": exp()}))}))
+        .await;
+    assert_eq!(r["op"], "connected");
+    let hers = token(json!({"sub": "alice", "exp": exp(), "channel": "priv:alice"}));
+    let r = send(&mut alice, json!({"id": 2, "op": "subscribe", "channel": "priv:alice", "token": hers})).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    let r = send(&mut alice, json!({"id": 3, "op": "subscribe", "channel": "members:lounge"})).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+
+    let mut anon = server.connected().await;
+    for (id, channel) in [(2, "priv:alice"), (3, "members:lounge")] {
+        let r = send(&mut anon, json!({"id": id, "op": "publish", "channel": channel, "data": "forged"})).await;
+        assert_eq!(r["code"], "permission_denied", "{channel}: {r}");
+    }
+    // Alice, who holds the rights, may; and she receives her own, not the forgeries.
+    let r = send(&mut alice, json!({"id": 4, "op": "publish", "channel": "priv:alice", "data": "mine"})).await;
+    let (published, message) = if r["op"] == "published" { (r, alice.recv().await) } else { (alice.recv().await, r) };
+    assert_eq!(published["op"], "published", "{published}");
+    assert_eq!((message["op"].as_str(), message["data"].as_str()), (Some("message"), Some("mine")), "{message}");
+    assert_eq!(published["offset"], 1, "nothing else was published there");
+    server.stop().await;
+}
+
+/// `exp` may be any number a JWT library writes: 2^63 - 1 is a common
+/// "never", and one near 2^64 used to wrap and expire at once. Both
+/// panicked the connection task before.
+#[tokio::test]
+async fn a_far_future_exp_never_expires_and_never_panics() {
+    let server = server().await;
+    for exp in [i64::MAX as u64, u64::MAX - 2] {
+        let mut c = server.client().await;
+        let r = send(&mut c, json!({"id": 1, "op": "connect", "token": token(json!({"sub": "forever", "exp": exp}))}))
+            .await;
+        assert_eq!(r["op"], "connected", "exp {exp}: {r}");
+        let r = send(&mut c, json!({"id": 2, "op": "subscribe", "channel": "members:x"})).await;
+        assert_eq!(r["op"], "subscribed", "exp {exp}: {r}");
+        server.publish("members:x", "1").await;
+        assert_eq!(c.recv().await["op"], "message", "exp {exp}: still connected");
+    }
     server.stop().await;
 }

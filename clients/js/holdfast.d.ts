@@ -87,5 +87,8 @@ export declare class HoldfastClient extends EventTarget {
   //   reconnect for good, e.g. permission_denied: it is no longer subscribed; a refusal that may pass,
   //   broker_unavailable, backend_unavailable or rate_limited, is retried from the same position instead),
   // 'watchdog' {silentFor},
-  // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings), 'error'.
+  // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings),
+  // 'unreadable' {line, error} (something the server sent is no JSON object: the line, cut to 200 characters,
+  //   and why; it is left out and the lines after it are still handled; a long-poll answer that does not
+  //   parse ends the connection, which reconnects), 'error'.
 }

@@ -107,10 +107,43 @@ function connectQuery(connect) {
   return q.toString();
 }
 
+/** The longest excerpt of an unreadable line kept, in characters. */
+const EXCERPT = 200;
+
+/**
+ * What the server sent that is no protocol object (a pretty-printed object
+ * torn across lines, say): enough of it to recognise, and why.
+ */
+function unreadable(text, error) {
+  let line = String(text);
+  if (line.length > EXCERPT) {
+    // Cut, but not between the two halves of a surrogate pair.
+    const end = /[\uD800-\uDBFF]/.test(line[EXCERPT - 2]) ? EXCERPT - 2 : EXCERPT - 1;
+    line = `${line.slice(0, end)}…`;
+  }
+  return { line, error };
+}
+
+const isObject = (m) => m !== null && typeof m === 'object' && !Array.isArray(m);
+
+/** JSON.parse, or undefined once `text` went to `onUnreadable`: a bad line costs itself, not its batch. */
+function parse(text, onUnreadable) {
+  try { return JSON.parse(text); } catch (e) { onUnreadable(unreadable(text, e.message)); return undefined; }
+}
+
+/** One protocol object, or undefined once what came instead went to `onUnreadable`. */
+function readObject(text, onUnreadable) {
+  const m = parse(text, onUnreadable);
+  if (m === undefined || isObject(m)) return m;
+  onUnreadable(unreadable(text, 'not a JSON object'));
+  return undefined;
+}
+
 /**
  * A transport carries protocol objects both ways and reports through hooks:
  * onConnected(reply) once the session is connected, onFrame(message) for
- * everything after, onClose(code, reason) once, when it ends.
+ * everything after, onUnreadable({line, error}) for what did not parse,
+ * onClose(code, reason) once, when it ends.
  */
 class WebSocketTransport {
   constructor(client, connect, hooks) {
@@ -120,9 +153,11 @@ class WebSocketTransport {
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({ ...connect, id: 0 }));
     ws.onmessage = (e) => {
+      // One object per line, each read on its own.
       for (const line of String(e.data).split('\n')) {
         if (!line.trim()) continue;
-        const m = JSON.parse(line);
+        const m = readObject(line, hooks.onUnreadable);
+        if (!m) continue;
         if (this.connected) hooks.onFrame(m);
         else if (m.op === 'connected') { this.connected = true; hooks.onConnected(m); }
         else if (m.op === 'error') { this.close(4000); hooks.onClose(4000, m.message, m); }
@@ -154,7 +189,8 @@ class SseTransport {
       { withCredentials: !!client.options.credentials });
     this.es = es;
     es.onmessage = (e) => {
-      const m = JSON.parse(e.data);
+      const m = readObject(e.data, hooks.onUnreadable);
+      if (!m) return;
       if (this.session) {
         if (m.op === 'disconnect') this.disconnect = m;
         hooks.onFrame(m);
@@ -197,13 +233,16 @@ class PollingTransport {
       try {
         const r = await this.client.fetch(url, { cache: 'no-store', credentials: credentials(this.client) });
         if (r.status === 404) return this.#end(1006, 'the server no longer knows this session');
-        frames = await r.json();
-        if (!Array.isArray(frames)) throw new Error(`HTTP ${r.status}`);
+        // One bad object spoils the whole answer: it is reported, and the
+        // connection ends (the next one resubscribes from each position).
+        frames = parse(await r.text(), this.hooks.onUnreadable);
+        if (!Array.isArray(frames)) throw new Error(frames === undefined ? 'the answer was not JSON' : `HTTP ${r.status}`);
       } catch (e) {
         return this.#end(1006, `poll failed: ${e.message}`);
       }
       for (const m of frames) {
         if (this.closed) return;
+        if (!isObject(m)) { this.hooks.onUnreadable(unreadable(JSON.stringify(m), 'not a JSON object')); continue; }
         if (this.session) {
           this.hooks.onFrame(m);
           if (m.op === 'disconnect') return this.#end(m.code, m.reason);
@@ -397,6 +436,11 @@ export class HoldfastClient extends EventTarget {
           this.#connected(t, reply);
         },
         onFrame: (m) => { if (this.transport === t) this.#frame(m); },
+        onUnreadable: (u) => {
+          // Still traffic: the server is alive, only this line was garbled.
+          if (this.transport === t) this.#heard();
+          this.#emit('unreadable', u);
+        },
         onClose: (code, reason, error) => {
           clearTimeout(t.raceTimer);
           if (t.disconnect && !this.transport) this.lastDisconnect = t.disconnect;
@@ -459,6 +503,7 @@ export class HoldfastClient extends EventTarget {
         this.#open();
       },
       onFrame: () => {},
+      onUnreadable: (u) => this.#emit('unreadable', u),
       onClose: done,
     });
     this.probe.raceTimer = setTimeout(() => { this.probe?.close(); done(); }, this.options.raceDelay * 2);
@@ -471,9 +516,13 @@ export class HoldfastClient extends EventTarget {
   }
 
   #frame(m) {
+    this.#heard();
+    this.#handle(m);
+  }
+
+  #heard() {
     this.lastHeard = this.now();
     this.#armWatchdog();
-    this.#handle(m);
   }
 
   #handle(m) {

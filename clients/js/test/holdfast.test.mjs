@@ -390,3 +390,62 @@ test('client: credentials: true sends cookies on SSE and long-polling to another
     poll.close();
   }
 });
+
+test('client: a line that does not parse is reported, and the lines after it in the frame still count', async () => {
+  const c = client();
+  const got = [];
+  const unreadable = [];
+  c.addEventListener('unreadable', (e) => unreadable.push(e.detail));
+  c.subscribe('chat', (data) => got.push(data));
+  c.connect();
+  const ws = FakeSocket.all[0];
+  accept(ws);
+  ws.receive({ op: 'subscribed', id: ws.last('subscribe').id, channel: 'chat', epoch: 'e', offset: 0 });
+  const good = (offset, data) => JSON.stringify({ op: 'message', channel: 'chat', offset, data });
+  // Pretty-printed data let through raw: its object is torn across lines.
+  const bad = '{"op":"message","channel":"chat","offset":2,"data":{';
+  ws.onmessage({ data: [good(1, 'a'), bad, good(3, 'c')].join('\n') });
+  assert.deepEqual(got, ['a', 'c'], 'both good lines handled');
+  assert.equal(unreadable.length, 1);
+  assert.equal(unreadable[0].line, bad);
+  assert.ok(unreadable[0].error, 'says why');
+  assert.equal(c.state, 'open', 'no reconnect for a garbled line');
+  // Long lines are cut; a line of JSON that is no object is no protocol object either.
+  ws.onmessage({ data: `${'x'.repeat(500)}\nnull\n${good(4, 'd')}` });
+  assert.ok(unreadable[1].line.length <= 200 && unreadable[1].line.endsWith('…'));
+  assert.deepEqual(unreadable[2], { line: 'null', error: 'not a JSON object' });
+  assert.deepEqual(got, ['a', 'c', 'd']);
+  c.close();
+});
+
+test('client: an event-stream event or a long-poll answer that does not parse is reported too', async () => {
+  FakeEventSource.all = [];
+  const sse = client({ transports: ['sse'], EventSource: FakeEventSource, fetch: () => new Promise(() => {}), storage: null });
+  const reported = [];
+  sse.addEventListener('unreadable', (e) => reported.push(e.detail.line));
+  sse.connect();
+  const es = FakeEventSource.all[0];
+  es.emit({ op: 'connected', id: 1, session: 's', ping_interval_ms: 25000 });
+  es.onmessage({ data: '{"op":' });
+  es.emit({ op: 'disconnect', code: 4500, reason: 'bye', reconnect: false });
+  es.onerror();
+  assert.deepEqual(reported, ['{"op":']);
+  assert.equal(sse.state, 'closed', 'the event after the bad one still counted');
+
+  // A long-poll answer is one array: a bad object spoils it, so it is
+  // reported and the connection ends (and reconnects).
+  const answers = [
+    '[{"op":"connected","id":1,"session":"p","ping_interval_ms":25000}]',
+    '[{"op":"message","channel":"chat","offset":1,"data":{\n]',
+  ];
+  const fetch = async () => (answers.length ? { status: 200, text: async () => answers.shift() } : new Promise(() => {}));
+  const poll = client({ transports: ['polling'], fetch, storage: null });
+  const states = [];
+  poll.addEventListener('unreadable', (e) => reported.push(e.detail.line));
+  poll.addEventListener('state', (e) => states.push(e.detail));
+  poll.connect();
+  await until(() => states.some((s) => s.state === 'reconnecting'));
+  assert.equal(reported[1], '[{"op":"message","channel":"chat","offset":1,"data":{\n]');
+  assert.match(states.find((s) => s.state === 'reconnecting').reason, /not JSON/);
+  poll.close();
+});

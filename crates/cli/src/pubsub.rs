@@ -87,6 +87,7 @@ fn describe(e: &Event) -> String {
         Event::PingShortened { to, silence } => {
             format!("cut after {} s of silence: asking for pings every {} s", silence.as_secs(), to.as_secs())
         }
+        Event::Unreadable { line, error } => format!("unreadable line from the server ({error}): {line}"),
         Event::Closed { code, meaning, reconnect_in } => {
             format!("closed {code} ({meaning}); reconnecting in {} ms", reconnect_in.map_or(0, |d| d.as_millis()))
         }

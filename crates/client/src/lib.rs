@@ -138,6 +138,17 @@ pub enum Event {
         /// The silence after which the connection died.
         silence: Duration,
     },
+    /// Something the server sent is no JSON object: a line of a WebSocket
+    /// frame, an event-stream event or a long-poll answer that did not
+    /// parse. It is left out and what follows it is still handled (a
+    /// long-poll answer is one array, so the connection ends and reconnects
+    /// instead). A server bug to report, not a reason to reconnect.
+    Unreadable {
+        /// What came, cut to at most 200 bytes (on a char boundary, `…` when cut).
+        line: String,
+        /// Why it is unreadable.
+        error: String,
+    },
     /// The connection closed.
     Closed {
         /// The close code (1006: no close frame).
@@ -416,7 +427,11 @@ async fn connection(
     loop {
         let m = tokio::select! {
             incoming = link.recv() => match incoming {
-                Incoming::Object(m) => m,
+                Incoming::Object(m) => Some(m),
+                Incoming::Unreadable { line, error } => {
+                    let _ = events.send(Event::Unreadable { line, error }).await;
+                    None
+                }
                 Incoming::Closed(code) => return ended(code, hint, last_heard),
             },
             cmd = commands.recv() => {
@@ -458,8 +473,9 @@ async fn connection(
             }
         };
         last_heard = Instant::now();
-        // Any traffic proves the server is alive.
+        // Any traffic proves the server is alive, even a line it garbled.
         watchdog = Instant::now() + ping_window;
+        let Some(m) = m else { continue };
         match m["op"].as_str().unwrap_or("") {
             "ping" => {
                 link.send(r#"{"op":"pong"}"#.to_string()).await;

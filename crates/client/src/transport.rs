@@ -46,9 +46,13 @@ impl Kind {
 }
 
 /// What a transport's reader brings.
+#[derive(Debug, PartialEq)]
 pub enum Incoming {
     /// One protocol object.
     Object(Value),
+    /// Text from the server that is no JSON object: the line cut to
+    /// [`EXCERPT`] bytes, and why. Reported, so a server bug is seen.
+    Unreadable { line: String, error: String },
     /// The transport ended with this code (1006: without a close).
     Closed(u16),
 }
@@ -137,13 +141,17 @@ async fn open_ws(url: &str, connect: &Value) -> Option<(Transport, Value)> {
     let first = loop {
         match stream.next().await? {
             Ok(Message::Text(t)) => {
-                let mut objects =
-                    t.split('\n').filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok());
-                let first: Value = objects.next()?;
-                for rest in objects {
-                    tx.try_send(Incoming::Object(rest)).ok()?;
+                // The first object is the reply to `connect`; everything
+                // else in the frame, unreadable lines included, waits in
+                // order for the connection to read it.
+                let mut first = None;
+                for incoming in lines(&t) {
+                    match incoming {
+                        Incoming::Object(v) if first.is_none() => first = Some(v),
+                        other => tx.try_send(other).ok()?,
+                    }
                 }
-                break first;
+                break first?;
             }
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
@@ -153,11 +161,9 @@ async fn open_ws(url: &str, connect: &Value) -> Option<(Transport, Value)> {
         let code = loop {
             match stream.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    for line in t.split('\n').filter(|l| !l.trim().is_empty()) {
-                        if let Ok(v) = serde_json::from_str(line) {
-                            if tx.send(Incoming::Object(v)).await.is_err() {
-                                return;
-                            }
+                    for incoming in lines(&t) {
+                        if tx.send(incoming).await.is_err() {
+                            return;
                         }
                     }
                 }
@@ -169,6 +175,52 @@ async fn open_ws(url: &str, connect: &Value) -> Option<(Transport, Value)> {
         let _ = tx.send(Incoming::Closed(code)).await;
     });
     Some((Transport { kind: Kind::WebSocket, writer: Writer::Ws(sink), incoming }, first))
+}
+
+/// The longest excerpt of an unreadable line kept, in bytes.
+pub const EXCERPT: usize = 200;
+
+/// A WebSocket text frame holds one object per line. Each line is read on
+/// its own: one that does not parse (a pretty-printed object torn across
+/// lines, say) becomes [`Incoming::Unreadable`], and the lines after it
+/// still count.
+fn lines(frame: &str) -> impl Iterator<Item = Incoming> + '_ {
+    frame.split('\n').filter(|l| !l.trim().is_empty()).map(read)
+}
+
+/// One protocol object, or why `text` is not one.
+fn read(text: &str) -> Incoming {
+    match serde_json::from_str(text) {
+        Ok(v) => object(v),
+        Err(e) => unreadable(text, e.to_string()),
+    }
+}
+
+/// Only a JSON object is a protocol object; anything else is reported.
+fn object(v: Value) -> Incoming {
+    if v.is_object() {
+        Incoming::Object(v)
+    } else {
+        unreadable(&v.to_string(), "not a JSON object".into())
+    }
+}
+
+fn unreadable(text: &str, error: String) -> Incoming {
+    Incoming::Unreadable { line: excerpt(text), error }
+}
+
+/// At most [`EXCERPT`] bytes of `text`, cut on a char boundary and marked
+/// when cut: enough to recognise the line, not a whole publication.
+fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT {
+        return text.to_string();
+    }
+    const MARK: &str = "…";
+    let mut end = EXCERPT - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
 }
 
 /// `ws://host:port/ws` → `host:port` (plain HTTP only, like the WebSocket side).
@@ -237,11 +289,13 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
                 if data.is_empty() {
                     continue;
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&data.join("\n")) else { continue };
-                if v["op"] == "disconnect" {
-                    code = v["code"].as_u64().unwrap_or(1006) as u16;
+                let incoming = read(&data.join("\n"));
+                if let Incoming::Object(v) = &incoming {
+                    if v["op"] == "disconnect" {
+                        code = v["code"].as_u64().unwrap_or(1006) as u16;
+                    }
                 }
-                if tx.send(Incoming::Object(v)).await.is_err() {
+                if tx.send(incoming).await.is_err() {
                     return Ok(());
                 }
             }
@@ -259,7 +313,15 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
 async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Incoming>) {
     let code = loop {
         let Ok((status, body)) = http(&authority, "GET", &target, Bytes::new()).await else { break 1006 };
-        let Ok(Value::Array(objects)) = serde_json::from_slice::<Value>(&body) else { break 1006 };
+        let objects = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(objects)) => objects,
+            Ok(_) => break 1006,
+            // One bad object spoils the whole array: say what came, then end.
+            Err(e) => {
+                let _ = tx.send(unreadable(&String::from_utf8_lossy(&body), e.to_string())).await;
+                break 1006;
+            }
+        };
         if status != 200 && objects.is_empty() {
             break 1006;
         }
@@ -271,7 +333,7 @@ async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Inco
             if v["op"] == "disconnect" {
                 ended = Some(v["code"].as_u64().unwrap_or(1006) as u16);
             }
-            if tx.send(Incoming::Object(v)).await.is_err() {
+            if tx.send(object(v)).await.is_err() {
                 return;
             }
         }
@@ -316,5 +378,28 @@ mod tests {
         assert_eq!(authority("wss://x/ws"), None, "TLS is not built into the fallback transports");
         let q = connect_query(&serde_json::json!({"op": "connect", "client": "a b", "ping_interval_ms": 5000}));
         assert_eq!(q, "client=a+b&ping_interval_ms=5000");
+    }
+
+    #[test]
+    fn a_bad_line_is_reported_and_the_lines_after_it_still_count() {
+        let frame = "{\"op\":\"message\",\"offset\":1}\n{\"op\":\"message\",\n\n{\"op\":\"ping\"}\n";
+        let got: Vec<Incoming> = lines(frame).collect();
+        assert_eq!(got.len(), 3, "blank lines are no lines: {got:?}");
+        assert_eq!(got[0], Incoming::Object(serde_json::json!({"op": "message", "offset": 1})));
+        let Incoming::Unreadable { line, error } = &got[1] else { panic!("not reported: {:?}", got[1]) };
+        assert_eq!(line, "{\"op\":\"message\",");
+        assert!(error.contains("EOF"), "{error}");
+        assert_eq!(got[2], Incoming::Object(serde_json::json!({"op": "ping"})));
+    }
+
+    #[test]
+    fn an_unreadable_line_is_cut_on_a_char_boundary() {
+        let Incoming::Unreadable { line, .. } = read(&"é".repeat(300)) else { panic!("parsed") };
+        assert!(line.len() <= EXCERPT, "{} bytes", line.len());
+        assert!(line.starts_with("éé") && line.ends_with('…'));
+        let Incoming::Unreadable { line, .. } = read("not json") else { panic!("parsed") };
+        assert_eq!(line, "not json", "short lines are kept whole");
+        let not_an_object = Incoming::Unreadable { line: "null".into(), error: "not a JSON object".into() };
+        assert_eq!(read("null"), not_an_object, "JSON, but no protocol object");
     }
 }

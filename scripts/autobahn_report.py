@@ -3,8 +3,9 @@
     python3 scripts/autobahn_report.py reports/autobahn/reports/server/index.json
 
 index.json is {agent: {case: {"behavior": ..., "behaviorClose": ..., ...}}}.
-A case fails when its `behavior` or its `behaviorClose` is FAILED, WRONG CODE,
-UNCLEAN or NO_CLOSE, or its `behavior` is UNIMPLEMENTED (the server answers
+A case fails when its `behavior` or its `behaviorClose` is FAILED, FAILED BY
+CLIENT (the client had to drop a connection the server should have
+closed), WRONG CODE, UNCLEAN or NO_CLOSE, or its `behavior` is UNIMPLEMENTED (the server answers
 the compression cases 12.* and 13.* since permessage-deflate: a server that
 stops negotiating it fails here); OK, NON-STRICT and INFORMATIONAL pass.
 Prints the number of cases per behavior (e.g. `OK 296, NON-STRICT 2, ...`)
@@ -19,7 +20,7 @@ import os
 import sys
 from collections import Counter
 
-BAD = ("FAILED", "WRONG CODE", "UNCLEAN", "NO_CLOSE", "UNIMPLEMENTED")
+BAD = ("FAILED", "FAILED BY CLIENT", "WRONG CODE", "UNCLEAN", "NO_CLOSE", "UNIMPLEMENTED")
 # Order of the summary; anything unexpected follows, alphabetically.
 ORDER = ("OK", "NON-STRICT", "INFORMATIONAL") + BAD
 

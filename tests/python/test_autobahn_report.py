@@ -42,6 +42,15 @@ def test_every_bad_behavior_or_close_fails_and_is_listed(tmp_path, capsys):
     assert "OK 3, FAILED 1, WRONG CODE 1, NO_CLOSE 1, UNIMPLEMENTED 1" in out
 
 
+def test_failed_by_client_fails(tmp_path, capsys):
+    # The suite's words when the server left the TCP connection open after
+    # the closing handshake and the client had to drop it.
+    index = {"holdfast": {"7.9.1": case("OK", "FAILED BY CLIENT"), "7.1.1": case("OK")}}
+    code, out = run(tmp_path, capsys, index)
+    assert code == 1, out
+    assert "holdfast case 7.9.1: behavior OK, behaviorClose FAILED BY CLIENT" in out
+
+
 def test_cases_are_listed_in_numeric_order(tmp_path, capsys):
     index = {"holdfast": {"9.1.1": case("FAILED"), "1.1.10": case("FAILED"), "1.1.2": case("FAILED")}}
     _, out = run(tmp_path, capsys, index)

@@ -263,9 +263,16 @@ async fn close_now<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disco
 async fn fail<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
-    d: &Disconnect,
+    e: ReadError,
 ) -> u16 {
+    let in_close_frame = e.in_close_frame;
+    let d = &disconnect_for(e);
     close_now(writer, d).await;
+    if in_close_frame {
+        // The peer already closed (with a frame we refused): no reply will
+        // come, and waiting would leave it to drop the connection.
+        return d.code.code();
+    }
     let reply = async {
         while let Ok(message) = reader.next().await {
             if matches!(message, Message::Close(_)) {
@@ -320,7 +327,7 @@ pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Ar
             Ok(Message::Ping(payload)) => writer.queue_control(Opcode::Pong, &payload).await,
             Ok(Message::Pong(_)) => continue,
             Ok(Message::Close(close)) => break reply_to_close(&mut writer, close).await,
-            Err(ReadFailure::Invalid(e)) => break fail(&mut reader, &mut writer, &disconnect_for(e)).await,
+            Err(ReadFailure::Invalid(e)) => break fail(&mut reader, &mut writer, e).await,
             Err(ReadFailure::Gone) => break ABNORMAL,
         };
         if echoed.is_err() || writer.flush().await.is_err() {

@@ -498,3 +498,41 @@ async fn no_subprotocol_is_accepted_and_answered_without_one() {
     assert_eq!(both.protocol.as_deref(), Some("holdfast.v1.json"));
     server.stop().await;
 }
+
+/// A close frame the server must refuse (a code not allowed on the wire,
+/// a 1-byte payload, a reason that is not UTF-8) ends the closing
+/// handshake from the peer's side: the server answers 1002 or 1007 and
+/// closes the TCP connection at once (RFC 6455 7.1.1). It used to wait 2 s
+/// for a close reply that never comes, and the Autobahn|Testsuite reported
+/// `FAILED BY CLIENT` for cases 7.3.2, 7.5.1 and 7.9.1–7.9.9.
+#[tokio::test]
+async fn a_refused_close_frame_gets_its_close_and_the_connection_ends_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::default().await;
+    for (payload, code) in [(&[0x03u8, 0xEC][..], 1002u16), (&[0x03][..], 1002), (&[0x03, 0xE8, 0xFF, 0xFE][..], 1007)]
+    {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        // A masked close frame; the mask is zero, so the payload is as is.
+        let mut frame = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        s.write_all(&frame).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let waited = started.elapsed();
+        assert!(answer.len() >= 4 && answer[0] == 0x88, "a close frame: {answer:?}");
+        assert_eq!(u16::from_be_bytes([answer[2], answer[3]]), code, "for {payload:?}");
+        assert!(waited < Duration::from_millis(500), "the server closed after {waited:?} for {payload:?}");
+    }
+    server.stop().await;
+}

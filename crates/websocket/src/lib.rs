@@ -35,19 +35,29 @@ pub struct ReadError {
     pub code: u16,
     /// What was wrong, for the close frame and the log.
     pub reason: Cow<'static, str>,
+    /// The bad bytes were the peer's close frame: the peer has closed, so
+    /// no close reply will come to the one sent back, and the connection
+    /// should be dropped as soon as that is out (RFC 6455 7.1.1: the server
+    /// closes the TCP connection first).
+    pub in_close_frame: bool,
 }
 
 impl ReadError {
     pub(crate) fn protocol(reason: &'static str) -> ReadError {
-        ReadError { code: 1002, reason: Cow::Borrowed(reason) }
+        ReadError { code: 1002, reason: Cow::Borrowed(reason), in_close_frame: false }
     }
 
     pub(crate) fn invalid(reason: &'static str) -> ReadError {
-        ReadError { code: 1007, reason: Cow::Borrowed(reason) }
+        ReadError { code: 1007, reason: Cow::Borrowed(reason), in_close_frame: false }
     }
 
     pub(crate) fn too_big(len: u64, max: usize) -> ReadError {
-        ReadError { code: 1009, reason: Cow::Owned(format!("message of {len}+ bytes is over the {max}-byte limit")) }
+        let reason = Cow::Owned(format!("message of {len}+ bytes is over the {max}-byte limit"));
+        ReadError { code: 1009, reason, in_close_frame: false }
+    }
+
+    pub(crate) fn in_close_frame(self) -> ReadError {
+        ReadError { in_close_frame: true, ..self }
     }
 }
 

@@ -97,7 +97,7 @@ impl MessageReader {
             return Ok(Some(match h.opcode {
                 Opcode::Ping => Message::Ping(payload.freeze()),
                 Opcode::Pong => Message::Pong(payload.freeze()),
-                _ => Message::Close(close::parse(&payload)?),
+                _ => Message::Close(close::parse(&payload).map_err(ReadError::in_close_frame)?),
             }));
         }
         let text = match h.opcode {

@@ -14,6 +14,7 @@ mod api;
 mod auth;
 mod backend;
 mod cors;
+mod deadline;
 mod doctor;
 mod drain;
 mod fallback;
@@ -207,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .route("/doctor/explain", post(doctor::explain))
         .nest("/api", api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), doctor::record))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline::body_deadline))
         .with_state(state)
 }
 

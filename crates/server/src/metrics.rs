@@ -161,6 +161,7 @@ pub struct Metrics {
     command_errors: Counter,
     publications: Counter,
     slow_consumers: Counter,
+    request_timeouts: Counter,
     rate_limited: Counter,
     /// By `Op::index()`, then ok / error.
     commands: [[Counter; 2]; 7],
@@ -222,6 +223,11 @@ impl Default for Metrics {
         );
         let rate_limited =
             counter(&mut r, "holdfast_rate_limited_commands", "Commands refused by the per-connection rate limit");
+        let request_timeouts = counter(
+            &mut r,
+            "holdfast_request_timeouts",
+            "HTTP requests cut because their body did not arrive within handshake_timeout",
+        );
         let commands = Family::<CommandLabels, Counter>::default();
         r.register("holdfast_commands", "Client commands by op and result", commands.clone());
         let commands = Op::ALL.map(|op| {
@@ -320,6 +326,7 @@ impl Default for Metrics {
             command_errors,
             publications,
             slow_consumers,
+            request_timeouts,
             rate_limited,
             commands,
             delivered,
@@ -488,6 +495,10 @@ impl Metrics {
     }
 
     /// Commands refused by the per-connection rate limit.
+    pub fn request_timed_out(&self) {
+        self.request_timeouts.inc();
+    }
+
     pub fn rate_limited(&self, n: u64) {
         self.rate_limited.inc_by(n);
     }

@@ -90,3 +90,35 @@ async fn serves_the_browser_module_and_its_types() {
     assert!(dts.body.contains("export declare class HoldfastClient"));
     server.stop().await;
 }
+
+/// A request that sends its headers and then not all of its body held its
+/// connection (and descriptor) forever: `POST /poll`, `/sse` and
+/// `/doctor/explain` need no credentials. Each now gets 408 and its
+/// connection closed within `handshake_timeout` of its headers, and the
+/// cut is counted.
+#[tokio::test]
+async fn a_body_that_never_comes_is_cut_with_408() {
+    let setup = Setup {
+        server: ServerConfig { handshake_timeout: Duration::from_millis(300), ..Setup::default().server },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    let session = "?session=0123456789abcdef0123456789abcdef";
+    for path in [&format!("/poll{session}"), &format!("/sse{session}"), "/doctor/explain", "/api/publish"] {
+        let mut stuck = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            common::API_KEY
+        );
+        stuck.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), stuck.read_to_end(&mut buf)).await.expect("cut within 3 s").ok();
+        let answer = String::from_utf8_lossy(&buf);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}: cut after {:?}", started.elapsed());
+    }
+    let metrics = server.http("GET", "/metrics", &[], "").await;
+    assert!(metrics.body.contains("holdfast_request_timeouts_total 4"), "{}", metrics.body);
+    server.stop().await;
+}

@@ -34,4 +34,4 @@ pub use node::{Node, SessionConfig};
 pub use observer::{NoObserver, Observer, Op};
 pub use outbox::{Batch, Disconnect, Outbox, Refused};
 pub use registry::{Input, Route, SessionRegistry, Target};
-pub use session::{FrameStats, Session};
+pub use session::{FrameStats, Session, MAX_COMMANDS_PER_FRAME};

@@ -141,30 +141,45 @@ impl Session {
         let mut stats = FrameStats::default();
         for request in decode_frame(text) {
             stats.commands += 1;
-            if !matches!(request, Ok(Request { command: Command::Pong, .. })) {
-                let id = match &request {
-                    Ok(r) => r.id,
-                    Err(e) => e.id,
-                };
-                match self.bucket.admit(now) {
-                    Admit::Yes => {}
-                    Admit::Refuse => {
-                        stats.errors += 1;
-                        stats.rate_limited += 1;
-                        let limit = self.node.config.commands_per_second;
-                        let message = format!("more than {limit} commands per second; slow down");
-                        self.send(Reply::error(id, ErrorCode::RateLimited, &message));
-                        continue;
-                    }
-                    Admit::Disconnect => {
-                        stats.rate_limited += 1;
-                        self.outbox.close(Disconnect {
-                            code: CloseCode::TooManyRequests,
-                            reason: "command flood: too many commands past the rate limit".into(),
-                            reconnect_after_ms: Some(5_000),
-                        });
-                        break;
-                    }
+            if stats.commands > MAX_COMMANDS_PER_FRAME as u64 {
+                stats.rate_limited += 1;
+                self.outbox.close(Disconnect {
+                    code: CloseCode::TooManyRequests,
+                    reason: format!("more than {MAX_COMMANDS_PER_FRAME} commands in one frame").into(),
+                    reconnect_after_ms: Some(5_000),
+                });
+                break;
+            }
+            // Pongs count too: they need no answer, but 4,600 of them fit in
+            // one small compressed frame, and parsing them cost every other
+            // client on the core its latency.
+            let pong = matches!(request, Ok(Request { command: Command::Pong, .. }));
+            let id = match &request {
+                Ok(r) => r.id,
+                Err(e) => e.id,
+            };
+            match self.bucket.admit(now) {
+                Admit::Yes => {}
+                Admit::Refuse if pong => {
+                    stats.rate_limited += 1;
+                    continue;
+                }
+                Admit::Refuse => {
+                    stats.errors += 1;
+                    stats.rate_limited += 1;
+                    let limit = self.node.config.commands_per_second;
+                    let message = format!("more than {limit} commands per second; slow down");
+                    self.send(Reply::error(id, ErrorCode::RateLimited, &message));
+                    continue;
+                }
+                Admit::Disconnect => {
+                    stats.rate_limited += 1;
+                    self.outbox.close(Disconnect {
+                        code: CloseCode::TooManyRequests,
+                        reason: "command flood: too many commands past the rate limit".into(),
+                        reconnect_after_ms: Some(5_000),
+                    });
+                    break;
                 }
             }
             let op = match &request {
@@ -499,6 +514,11 @@ fn instant_of(at: std::time::SystemTime) -> Option<Instant> {
         Err(_) => Some(now),
     }
 }
+
+/// The most commands one frame may carry, whatever the rate limit (also
+/// when it is off): a frame is parsed whole before anything else on its
+/// connection runs.
+pub const MAX_COMMANDS_PER_FRAME: usize = 256;
 
 /// The shortest ping interval a client may ask for.
 pub const MIN_PING_INTERVAL: Duration = Duration::from_secs(5);

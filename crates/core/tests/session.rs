@@ -227,3 +227,33 @@ async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_
     }
     alice.finish().await;
 }
+
+/// Pongs went around the rate limit, and one small compressed frame holds
+/// 4,600 of them: a flood of them now ends like any other command flood,
+/// after a bounded number of lines, and no frame may carry more than
+/// `MAX_COMMANDS_PER_FRAME` commands even with the rate limit off.
+#[tokio::test]
+async fn a_pong_flood_is_rate_limited_and_a_frame_holds_a_bounded_number_of_commands() {
+    let flood = vec![r#"{"op":"pong"}"#; 4600].join("\n");
+    let node = node(HistoryLimits::default());
+    let mut s = connected(&node).await;
+    let stats = s.handle_frame(&flood, Instant::now()).await;
+    let burst = SessionConfig::default().command_burst as u64;
+    assert!(stats.commands <= 2 * burst + 2, "parsing stopped early: {} lines", stats.commands);
+    let mut b = Batch::default();
+    s.outbox().take(&mut b);
+    assert_eq!(b.disconnect.map(|d| d.code), Some(CloseCode::TooManyRequests));
+    assert!(b.frames.is_empty(), "a refused pong gets no error reply");
+
+    let unlimited = Arc::new(Node::new(
+        Arc::new(MemoryBroker::new(HistoryLimits::default())),
+        SessionConfig { commands_per_second: 0, ..SessionConfig::default() },
+        None,
+    ));
+    let mut s = connected(&unlimited).await;
+    let stats = s.handle_frame(&flood, Instant::now()).await;
+    assert_eq!(stats.commands, holdfast_core::MAX_COMMANDS_PER_FRAME as u64 + 1);
+    let mut b = Batch::default();
+    s.outbox().take(&mut b);
+    assert_eq!(b.disconnect.map(|d| d.code), Some(CloseCode::TooManyRequests));
+}

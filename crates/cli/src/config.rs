@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use holdfast_core::{HistoryLimits, NamespaceRules, Namespaces, SessionConfig};
+use holdfast_core::{HistoryLimits, NamespaceRules, Namespaces, NodeLimits, SessionConfig};
 use holdfast_server::{Limits, OriginPolicy, ServerConfig};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -72,6 +72,13 @@ pub struct ServeArgs {
     /// Most channels one connection may subscribe to.
     #[arg(long, env = "HOLDFAST_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,
+    /// MiB of publications all channels' histories may keep together, with
+    /// the embedded broker (default 256; 0: no limit).
+    #[arg(long, env = "HOLDFAST_HISTORY_BUDGET_MB")]
+    pub history_budget_mb: Option<usize>,
+    /// Channels this node may hold, with the embedded broker (default 100000; 0: no limit).
+    #[arg(long, env = "HOLDFAST_MAX_CHANNELS")]
+    pub max_channels: Option<usize>,
     /// Whether clients may publish over WebSocket (`true`/`false`).
     #[arg(long, env = "HOLDFAST_ALLOW_CLIENT_PUBLISH")]
     pub allow_client_publish: Option<bool>,
@@ -172,6 +179,8 @@ pub struct FileConfig {
     compression_threshold: Option<usize>,
     outbox_bytes: Option<usize>,
     max_subscriptions: Option<usize>,
+    history_budget_mb: Option<usize>,
+    max_channels: Option<usize>,
     allow_client_publish: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     drain_window: Option<Duration>,
@@ -248,6 +257,8 @@ const FILE_KEYS: &[&str] = &[
     "compression_threshold",
     "outbox_bytes",
     "max_subscriptions",
+    "history_budget_mb",
+    "max_channels",
     "allow_client_publish",
     "drain_window",
     "node_name",
@@ -330,6 +341,8 @@ pub struct Resolved {
     pub server: ServerConfig,
     /// Session settings.
     pub session: SessionConfig,
+    /// What the embedded broker may hold.
+    pub node_limits: NodeLimits,
     /// Node name.
     pub node_name: Option<String>,
     /// Log format.
@@ -499,6 +512,13 @@ impl ServeArgs {
             broker_ca,
             presence_ttl,
             reuse_port: self.reuse_port.or(file.reuse_port).unwrap_or(false),
+            node_limits: NodeLimits {
+                history_bytes: self
+                    .history_budget_mb
+                    .or(file.history_budget_mb)
+                    .map_or(NodeLimits::default().history_bytes, |mb| mb << 20),
+                max_channels: self.max_channels.or(file.max_channels).unwrap_or(NodeLimits::default().max_channels),
+            },
             server: ServerConfig {
                 api_key,
                 max_message_size,

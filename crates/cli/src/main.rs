@@ -159,7 +159,7 @@ async fn start_broker(
     sessions: &Arc<SessionRegistry>,
 ) -> anyhow::Result<Arc<dyn holdfast_core::Broker>> {
     if cfg.broker == "memory" {
-        return Ok(Arc::new(MemoryBroker::with_namespaces(cfg.namespaces.clone())));
+        return Ok(Arc::new(MemoryBroker::with_limits(cfg.namespaces.clone(), cfg.node_limits)));
     }
     let mut options = holdfast_redis::RedisOptions::new(&cfg.broker);
     options.ca_pem = cfg.broker_ca.clone();

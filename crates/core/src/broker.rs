@@ -95,6 +95,21 @@ pub enum BrokerError {
     /// The broker's backing store cannot be reached.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The channel would be new, and the node holds as many as it may.
+    #[error("this node holds its limit of {0} channels (max_channels); try an existing channel or later")]
+    TooManyChannels(usize),
+}
+
+impl BrokerError {
+    /// The error code a client or API caller is answered with.
+    pub fn code(&self) -> holdfast_protocol::ErrorCode {
+        use holdfast_protocol::ErrorCode;
+        match self {
+            BrokerError::AlreadySubscribed(_) => ErrorCode::AlreadySubscribed,
+            BrokerError::Unavailable(_) => ErrorCode::BrokerUnavailable,
+            BrokerError::TooManyChannels(_) => ErrorCode::TooManyChannels,
+        }
+    }
 }
 
 /// Builds the `subscribed` reply once the outcome is known. The broker pushes
@@ -173,5 +188,11 @@ pub trait Broker: Send + Sync + 'static {
     /// connections, messages it had to recover), for `/metrics`.
     fn background_errors(&self) -> u64 {
         0
+    }
+
+    /// Bytes of publications this node's histories hold, when they live
+    /// here (the embedded broker), for `/metrics`.
+    fn history_bytes(&self) -> Option<usize> {
+        None
     }
 }

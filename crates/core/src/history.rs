@@ -31,6 +31,8 @@ impl Default for HistoryLimits {
 #[derive(Debug, Default)]
 pub struct ChannelHistory {
     entries: VecDeque<(Instant, EncodedPublication)>,
+    /// The frames' bytes held, for the node's history budget.
+    bytes: usize,
 }
 
 impl ChannelHistory {
@@ -41,8 +43,9 @@ impl ChannelHistory {
         }
         debug_assert!(self.entries.back().is_none_or(|(_, p)| p.offset.next() == publication.offset));
         while self.entries.len() >= limits.max_len {
-            self.entries.pop_front();
+            self.pop_oldest();
         }
+        self.bytes += publication.frame.text().len();
         self.entries.push_back((now, publication));
         self.expire(now, limits);
     }
@@ -51,7 +54,7 @@ impl ChannelHistory {
     pub fn expire(&mut self, now: Instant, limits: HistoryLimits) {
         while let Some((at, _)) = self.entries.front() {
             if now.saturating_duration_since(*at) > limits.max_age {
-                self.entries.pop_front();
+                self.pop_oldest();
             } else {
                 break;
             }
@@ -59,6 +62,22 @@ impl ChannelHistory {
         if self.entries.is_empty() && self.entries.capacity() > 0 {
             self.entries = VecDeque::new();
         }
+    }
+
+    /// Drops the oldest entry; returns whether there was one.
+    pub fn pop_oldest(&mut self) -> bool {
+        match self.entries.pop_front() {
+            Some((_, p)) => {
+                self.bytes -= p.frame.text().len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bytes of the frames held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The oldest offset held.

@@ -28,7 +28,7 @@ pub use broker::{
 pub use bucket::{Admit, TokenBucket};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};
-pub use memory::{new_epoch, MemoryBroker};
+pub use memory::{new_epoch, MemoryBroker, NodeLimits};
 pub use namespace::{NamespaceRules, Namespaces};
 pub use node::{Node, SessionConfig};
 pub use observer::{NoObserver, Observer, Op};

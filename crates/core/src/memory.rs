@@ -10,6 +10,15 @@
 //! Why std `Mutex`: the lock is never held across an `.await`, and the work
 //! under it is a few pushes into outboxes, which never wait.
 //!
+//! Bounded for anonymous publishers ([`NodeLimits`]): all histories
+//! together hold at most `history_bytes`, and at most `max_channels`
+//! channels exist. A publication that would take the histories past their
+//! budget first drops its own channel's oldest entries; if the budget is
+//! still spent (by other channels) it is delivered live but not kept, so
+//! its channel's subscribers hear `recovered: false` rather than the node
+//! running out of memory. A command that would create a channel past the
+//! cap is refused (`too_many_channels`); existing channels go on.
+//!
 //! A channel is collected by `sweep` once it has had no subscribers, no
 //! history and no activity for the history's `max_age`. A collected channel
 //! that comes back gets a new epoch, because its offsets start again; the
@@ -23,6 +32,7 @@ use holdfast_protocol::{
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -72,10 +82,32 @@ pub fn new_epoch() -> Epoch {
     Epoch::new(s)
 }
 
+/// What one node may hold, whoever asks; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// Bytes of publications all histories together may keep (0: no limit).
+    pub history_bytes: usize,
+    /// Channels the node may hold (0: no limit).
+    pub max_channels: usize,
+}
+
+impl Default for NodeLimits {
+    /// 256 MiB of history (2,600 channels at the default 100 entries of
+    /// 1 KB), 100,000 channels (about 30 MB of channel state).
+    fn default() -> Self {
+        NodeLimits { history_bytes: 256 << 20, max_channels: 100_000 }
+    }
+}
+
 /// The in-process broker; see the module docs.
 pub struct MemoryBroker {
     shards: Box<[Mutex<HashMap<ChannelName, Channel>>]>,
     namespaces: Namespaces,
+    limits: NodeLimits,
+    /// Bytes held by all histories.
+    history_bytes: AtomicUsize,
+    /// Channels held.
+    channels: AtomicUsize,
 }
 
 impl MemoryBroker {
@@ -87,11 +119,51 @@ impl MemoryBroker {
 
     /// A broker whose history bounds follow each channel's namespace.
     pub fn with_namespaces(namespaces: Namespaces) -> MemoryBroker {
-        MemoryBroker { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), namespaces }
+        MemoryBroker::with_limits(namespaces, NodeLimits::default())
     }
 
-    fn new_channel(&self, channel: &ChannelName, now: Instant) -> Channel {
-        Channel::new(now, self.namespaces.rules(channel).history)
+    /// A broker with these node-wide bounds.
+    pub fn with_limits(namespaces: Namespaces, limits: NodeLimits) -> MemoryBroker {
+        MemoryBroker {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            namespaces,
+            limits,
+            history_bytes: AtomicUsize::new(0),
+            channels: AtomicUsize::new(0),
+        }
+    }
+
+    /// The channel's state, created if needed and the cap allows.
+    fn channel<'m>(
+        &self,
+        map: &'m mut HashMap<ChannelName, Channel>,
+        channel: &ChannelName,
+        now: Instant,
+    ) -> Result<&'m mut Channel, BrokerError> {
+        match map.entry(channel.clone()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(slot) => {
+                let cap = self.limits.max_channels;
+                if cap > 0 && self.channels.load(Ordering::Relaxed) >= cap {
+                    return Err(BrokerError::TooManyChannels(cap));
+                }
+                self.channels.fetch_add(1, Ordering::Relaxed);
+                Ok(slot.insert(Channel::new(now, self.namespaces.rules(channel).history)))
+            }
+        }
+    }
+
+    /// Applies a change of a channel's history to the node's count.
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.history_bytes.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.history_bytes.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.history_bytes.load(Ordering::Relaxed)
     }
 
     fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, HashMap<ChannelName, Channel>> {
@@ -111,7 +183,7 @@ impl Broker for MemoryBroker {
     async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(|| self.new_channel(channel, now));
+        let ch = self.channel(&mut map, channel, now)?;
         ch.last_active = now;
         ch.newest = ch.newest.next();
         let publication = EncodedPublication::new(channel, ch.newest, data);
@@ -120,7 +192,13 @@ impl Broker for MemoryBroker {
             let _ = sub.outbox.push(publication.frame.clone());
         }
         let delivered = ch.subscribers.len();
+        let before = ch.history.bytes();
         ch.history.push(publication, now, ch.limits);
+        // Over the node's budget: this channel gives up its oldest first,
+        // down to nothing (then it recovers nobody: `recovered: false`).
+        let budget = self.limits.history_bytes;
+        while budget > 0 && self.held_bytes() + ch.history.bytes() > budget + before && ch.history.pop_oldest() {}
+        self.account(before, ch.history.bytes());
         Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered: Some(delivered) })
     }
 
@@ -133,13 +211,15 @@ impl Broker for MemoryBroker {
     ) -> Result<Subscribed, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(|| self.new_channel(channel, now));
+        let ch = self.channel(&mut map, channel, now)?;
         ch.last_active = now;
         let slot = match ch.subscribers.entry(subscriber.key) {
             Entry::Occupied(_) => return Err(BrokerError::AlreadySubscribed(channel.clone())),
             Entry::Vacant(slot) => slot,
         };
+        let before = ch.history.bytes();
         ch.history.expire(now, ch.limits);
+        self.account(before, ch.history.bytes());
         let recovery = since.map(|since| {
             let window = HistoryWindow { epoch: &ch.epoch, newest: ch.newest, oldest_held: ch.history.oldest() };
             plan_recovery(since, &window)
@@ -179,8 +259,10 @@ impl Broker for MemoryBroker {
     ) -> Result<History, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
-        let ch = map.entry(channel.clone()).or_insert_with(|| self.new_channel(channel, now));
+        let ch = self.channel(&mut map, channel, now)?;
+        let before = ch.history.bytes();
         ch.history.expire(now, ch.limits);
+        self.account(before, ch.history.bytes());
         let from = since.map(Offset::next).unwrap_or(Offset(0));
         let publications = ch.history.since(from).take(limit).cloned().collect();
         Ok(History { epoch: ch.epoch.clone(), offset: ch.newest, publications })
@@ -205,13 +287,23 @@ impl Broker for MemoryBroker {
         Ok(out)
     }
 
+    fn history_bytes(&self) -> Option<usize> {
+        Some(self.held_bytes())
+    }
+
     /// Expires old history and collects channels nobody uses.
     fn sweep(&self, now: Instant) {
         for shard in self.shards.iter() {
             let mut map = shard.lock().expect("broker shard poisoned");
             map.retain(|_, ch| {
+                let before = ch.history.bytes();
                 ch.history.expire(now, ch.limits);
-                !ch.is_collectable(now)
+                self.account(before, ch.history.bytes());
+                let keep = !ch.is_collectable(now);
+                if !keep {
+                    self.channels.fetch_sub(1, Ordering::Relaxed);
+                }
+                keep
             });
         }
     }
@@ -221,6 +313,54 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn bounded(limits: NodeLimits) -> MemoryBroker {
+        let rules = NamespaceRules::default();
+        MemoryBroker::with_limits(Namespaces::new(rules, HashMap::new()), limits)
+    }
+
+    /// The attack: 64 KB publications to ever new channels took a
+    /// node from 9 to 737 MB in 15 s. The histories now hold at most their
+    /// budget, and a channel whose publications could not be kept says so
+    /// to a returning client instead of pretending.
+    #[tokio::test]
+    async fn histories_hold_at_most_their_budget() {
+        let budget = 1 << 20;
+        let broker = bounded(NodeLimits { history_bytes: budget, max_channels: 0 });
+        let data = format!("\"{}\"", "x".repeat(64 << 10));
+        for i in 0..100 {
+            let ch = ChannelName::new(&format!("fresh:{i}")).unwrap();
+            for _ in 0..3 {
+                broker.publish(&ch, &data).await.unwrap();
+            }
+            assert!(broker.held_bytes() <= budget, "{} bytes after channel {i}", broker.held_bytes());
+        }
+        // The newest channel's publications were delivered but not kept.
+        let last = ChannelName::new("fresh:99").unwrap();
+        let history = broker.history(&last, None, 10).await.unwrap();
+        assert!(history.publications.is_empty() && history.offset == Offset(3));
+        // Expiry gives the bytes back.
+        broker.sweep(Instant::now() + Duration::from_secs(301));
+        assert_eq!(broker.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_channel_past_the_cap_is_refused_and_existing_ones_go_on() {
+        let broker = bounded(NodeLimits { history_bytes: 0, max_channels: 10 });
+        for i in 0..10 {
+            broker.publish(&ChannelName::new(&format!("c{i}")).unwrap(), "1").await.unwrap();
+        }
+        let eleventh = ChannelName::new("c10").unwrap();
+        assert!(matches!(broker.publish(&eleventh, "1").await, Err(BrokerError::TooManyChannels(10))));
+        assert!(matches!(broker.history(&eleventh, None, 1).await, Err(BrokerError::TooManyChannels(10))));
+        broker.publish(&ChannelName::new("c3").unwrap(), "2").await.unwrap();
+        assert_eq!(broker.channel_count(), 10);
+        // Collected channels free their places.
+        broker.sweep(Instant::now() + Duration::from_secs(301));
+        broker.sweep(Instant::now() + Duration::from_secs(602));
+        assert_eq!(broker.channel_count(), 0);
+        broker.publish(&eleventh, "1").await.unwrap();
+    }
 
     #[tokio::test]
     async fn idle_channels_keep_their_epoch_for_the_history_window() {

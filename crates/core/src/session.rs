@@ -357,7 +357,7 @@ impl Session {
                     }
                     Err(e) => {
                         self.node.observer().broker_error();
-                        fail(ErrorCode::BrokerUnavailable, e.to_string())
+                        fail(e.code(), e.to_string())
                     }
                 }
             }
@@ -471,7 +471,7 @@ impl Session {
             }
             Err(e) => {
                 self.node.observer().broker_error();
-                Err((Some(id), ErrorCode::BrokerUnavailable, e.to_string()))
+                Err((Some(id), e.code(), e.to_string()))
             }
         }
     }

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     NotSubscribed,
     /// The session reached its subscription limit.
     TooManySubscriptions,
+    /// The node holds as many channels as it may; this one would be new.
+    TooManyChannels,
     /// A publication's data exceeded the size limit.
     MessageTooBig,
     /// The broker could not complete the command; retrying may help.
@@ -63,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the docs list them.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -73,6 +75,7 @@ impl ErrorCode {
         ErrorCode::AlreadySubscribed,
         ErrorCode::NotSubscribed,
         ErrorCode::TooManySubscriptions,
+        ErrorCode::TooManyChannels,
         ErrorCode::MessageTooBig,
         ErrorCode::BrokerUnavailable,
         ErrorCode::UnknownSession,
@@ -103,6 +106,7 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => "already_subscribed",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::TooManyChannels => "too_many_channels",
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
             ErrorCode::UnknownSession => "unknown_session",
@@ -138,6 +142,9 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => "The session is already subscribed to the channel.",
             ErrorCode::NotSubscribed => "The session is not subscribed to the channel.",
             ErrorCode::TooManySubscriptions => "The session reached its subscription limit.",
+            ErrorCode::TooManyChannels => {
+                "The node holds `max_channels` channels already and this one would be new; existing channels still work."
+            }
             ErrorCode::MessageTooBig => "The publication is larger than `max_message_size`.",
             ErrorCode::BrokerUnavailable => "The broker could not complete the command; retry.",
             ErrorCode::UnknownSession => {

@@ -151,7 +151,7 @@ pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> Api
             Ok(p) => {
                 json!({"channel": ch.as_str(), "epoch": p.epoch.as_str(), "offset": p.offset.0})
             }
-            Err(e) => json!({"channel": ch.as_str(), "error": {"code": ErrorCode::BrokerUnavailable.as_str(), "message": e.2}}),
+            Err(e) => json!({"channel": ch.as_str(), "error": {"code": e.1.as_str(), "message": e.2}}),
         });
     }
     Ok(axum::Json(json!({"results": results})).into_response())
@@ -301,5 +301,6 @@ async fn publish_observed(
 }
 
 fn unavailable(e: holdfast_core::BrokerError) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string())
+    let code = e.code();
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
 }

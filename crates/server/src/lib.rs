@@ -286,6 +286,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let channels = state.node.broker.channels().await.unwrap_or_default();
     let subscriptions = channels.iter().map(|c| c.subscribers).sum();
     state.metrics.set_resident_memory(state.admission.resident_bytes());
+    state.metrics.set_history_bytes(state.node.broker.history_bytes().unwrap_or(0));
     let body = state.metrics.render(subscriptions, channels.len(), state.node.broker.background_errors());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }

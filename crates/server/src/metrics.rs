@@ -179,6 +179,7 @@ pub struct Metrics {
     backend_seconds: [Seconds; 3],
     /// Set at scrape time, by `/metrics`.
     resident_memory: Gauge,
+    history_bytes: Gauge,
     /// permessage-deflate: connections that agreed it, bytes in and out of
     /// the compressor and its time.
     compression_connections: Counter,
@@ -287,6 +288,13 @@ impl Default for Metrics {
             Unit::Bytes,
             resident_memory.clone(),
         );
+        let history_bytes = Gauge::default();
+        r.register_with_unit(
+            "holdfast_history",
+            "Publications held in channel histories by the embedded broker (history_budget_mb bounds it)",
+            Unit::Bytes,
+            history_bytes.clone(),
+        );
         let compression_connections = counter(
             &mut r,
             "holdfast_compression_connections",
@@ -338,6 +346,7 @@ impl Default for Metrics {
             backend,
             backend_seconds,
             resident_memory,
+            history_bytes,
             compression_connections,
             compression_in,
             compression_out,
@@ -517,6 +526,12 @@ impl Metrics {
     /// `/metrics` before it renders).
     pub fn set_resident_memory(&self, bytes: u64) {
         self.resident_memory.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The history bytes `holdfast_history_bytes` shows (set by `/metrics`
+    /// before it renders).
+    pub fn set_history_bytes(&self, bytes: usize) {
+        self.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition (format 0.0.4, `text/plain`).

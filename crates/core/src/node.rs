@@ -59,6 +59,8 @@ pub struct Node {
     /// This node's name, sent in `connected`.
     pub name: Option<String>,
     draining: AtomicBool,
+    /// Above the memory ceiling: publishes are refused until it passes.
+    over_memory: AtomicBool,
     observer: OnceLock<Arc<dyn Observer>>,
     /// Checks connect tokens; `None` means every client is anonymous.
     pub auth: Option<Arc<dyn Authenticator>>,
@@ -78,6 +80,7 @@ impl Node {
             config: config.clone(),
             name,
             draining: AtomicBool::new(false),
+            over_memory: AtomicBool::new(false),
             observer: OnceLock::new(),
             auth: None,
             backend: None,
@@ -141,5 +144,20 @@ impl Node {
     /// Whether the node is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Says whether the process is above its memory ceiling (the server
+    /// samples it every second).
+    pub fn set_over_memory(&self, over: bool) {
+        self.over_memory.store(over, Ordering::Relaxed);
+    }
+
+    /// Why a publish must be refused now, if it must: above the memory
+    /// ceiling, refusing new connections alone did not stop publishers
+    /// already connected from filling memory.
+    pub fn publish_refusal(&self) -> Option<&'static str> {
+        self.over_memory.load(Ordering::Relaxed).then_some(
+            "this node is above its memory ceiling (max_memory_mb): publishes are refused until it is below; retry",
+        )
     }
 }

@@ -320,6 +320,9 @@ impl Session {
                 if !rules.allow_publish {
                     return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
                 }
+                if let Some(why) = self.node.publish_refusal() {
+                    return fail(ErrorCode::BrokerUnavailable, why.into());
+                }
                 let backend_decides = self.node.backend_for(AskKind::Publish).is_some() && rules.ask_backend;
                 self.may_publish(&channel, rules, backend_decides).map_err(|(code, m)| (id, code, m))?;
                 // Copied only when the publish proxy rewrites it.

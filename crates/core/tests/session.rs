@@ -257,3 +257,20 @@ async fn a_pong_flood_is_rate_limited_and_a_frame_holds_a_bounded_number_of_comm
     s.outbox().take(&mut b);
     assert_eq!(b.disconnect.map(|d| d.code), Some(CloseCode::TooManyRequests));
 }
+
+/// Above the memory ceiling, refusing new connections alone let the
+/// publishers already connected take a node from 9 to 737 MB: their
+/// publishes are refused too, until memory is below it again.
+#[tokio::test]
+async fn above_the_memory_ceiling_publishes_are_refused() {
+    let node = node(HistoryLimits::default());
+    let mut s = connected(&node).await;
+    node.set_over_memory(true);
+    s.handle_frame(r#"{"id":2,"op":"publish","channel":"c","data":1}"#, Instant::now()).await;
+    let out = drain(&s);
+    assert_eq!(out[0]["code"], "broker_unavailable", "{}", out[0]);
+    assert!(out[0]["message"].as_str().unwrap().contains("memory ceiling"), "{}", out[0]);
+    node.set_over_memory(false);
+    s.handle_frame(r#"{"id":3,"op":"publish","channel":"c","data":1}"#, Instant::now()).await;
+    assert_eq!(drain(&s)[0]["op"], "published");
+}

@@ -54,10 +54,16 @@ impl Admission {
         Admission { limits, ..Admission::default() }
     }
 
+    /// Whether the last sample was above `max_memory_mb`.
+    pub fn over_memory(&self) -> bool {
+        let max = self.limits.max_memory_bytes;
+        max > 0 && self.rss.load(Ordering::Relaxed) > max
+    }
+
     /// Takes a place for a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
         let l = self.limits;
-        if l.max_memory_bytes > 0 && self.rss.load(Ordering::Relaxed) > l.max_memory_bytes {
+        if self.over_memory() {
             return Err(Refusal::new(
                 RejectCause::MemoryCeiling,
                 StatusCode::SERVICE_UNAVAILABLE,

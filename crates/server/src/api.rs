@@ -287,6 +287,9 @@ async fn publish_observed(
     data: &str,
 ) -> Result<holdfast_core::Published, ApiError> {
     use holdfast_core::Observer;
+    if let Some(why) = state.node.publish_refusal() {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, why.into()));
+    }
     let started = std::time::Instant::now();
     match state.node.broker.publish(channel, data).await {
         Ok(p) => {

@@ -143,6 +143,7 @@ pub async fn run(
             for tick in 0u64.. {
                 every.tick().await;
                 admission.sample_memory();
+                node.set_over_memory(admission.over_memory());
                 if tick % 60 == 0 {
                     admission.forget_quiet_addresses();
                 }

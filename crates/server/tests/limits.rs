@@ -75,6 +75,10 @@ async fn above_the_memory_ceiling_new_connections_wait() {
     assert_eq!(r.status, 503);
     assert!(r.body.contains("memory ceiling"), "{}", r.body);
     assert_eq!(rejections(&server, "memory_ceiling").await, 1);
+    // Publishing through the API is refused as well, with the reason.
+    let r = server.api("POST", "/api/publish", r#"{"channel":"c","data":1}"#).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("memory ceiling"), "{}", r.body);
     let metrics = server.http("GET", "/metrics", &[], "").await.body;
     assert!(
         metrics.lines().any(|l| l.starts_with("holdfast_resident_memory_bytes ") && !l.ends_with(" 0")),

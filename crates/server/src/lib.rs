@@ -111,7 +111,8 @@ pub struct AppState {
     doctor: Arc<doctor::DoctorLog>,
 }
 
-/// Serves until `shutdown` completes, then drains: stops accepting, tells
+/// Serves until `shutdown` completes, then drains: refuses new sessions but
+/// keeps answering HTTP (`/readyz` 503) until it returns, tells
 /// every client `disconnect` 1001 with a spread-out reconnect hint, closes
 /// them in batches over `drain_window`, and returns.
 pub async fn run(
@@ -241,6 +242,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         max_message_size: state.config.max_message_size,
         deflate: accepted.deflate,
         compression_threshold: state.config.compression_threshold,
+        message_timeout: state.config.handshake_timeout,
     };
     let context = backend::context_of(&state.node, req.headers(), peer, "websocket", &state.config.forward_headers);
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -40,14 +40,20 @@ pub struct Settings {
     pub deflate: Option<Agreement>,
     /// Data frames under this many bytes go out uncompressed.
     pub compression_threshold: usize,
+    /// How long a message may take to arrive whole once its first bytes
+    /// came (`handshake_timeout`, the bound every request has).
+    pub message_timeout: Duration,
 }
 
 impl Settings {
+    /// The reader and writer; a message must arrive whole within
+    /// `message_timeout` of its first bytes (see [`FrameReader`]).
     fn split(&self, io: Io, metrics: &Arc<Metrics>) -> (FrameReader<ReadHalf<Io>>, FrameWriter<WriteHalf<Io>>) {
         if self.deflate.is_some() {
             metrics.compression_agreed();
         }
-        wsio::split(io, self.max_message_size, self.deflate, self.compression_threshold, metrics.clone())
+        let (max, timeout) = (self.max_message_size, self.message_timeout);
+        wsio::split(io, max, timeout, self.deflate, self.compression_threshold, metrics.clone())
     }
 }
 

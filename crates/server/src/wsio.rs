@@ -7,15 +7,21 @@
 //! most of the time, and a buffer kept for the connection's life is what
 //! idle memory is made of. The reader holds one small read chunk while it
 //! waits; the writer holds nothing between batches.
+//!
+//! Why the reader keeps a clock: holdfast-websocket has none, and a message
+//! under way is memory held for the peer (up to `max_message_size`). A
+//! client that starts a message and never ends it, pinging to stay alive,
+//! held it for as long as it liked; now a message must be complete within
+//! a deadline of its first bytes, and pings in between do not extend it.
 
 use bytes::BytesMut;
-use holdfast_protocol::Frame;
+use holdfast_protocol::{CloseCode, Frame};
 use holdfast_websocket::deflate::{self, Agreement};
 use holdfast_websocket::{close, Message, MessageReader, Opcode, ReadError, ServerHeader};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::metrics::Metrics;
@@ -46,41 +52,110 @@ pub enum ReadFailure {
 }
 
 /// Reads whole messages from the client.
+///
+/// ### Invariants
+///
+/// - While it waits for bytes, `buf` holds at most the frame it is filling
+///   and a read chunk: once frames are taken out of a buffer grown past two
+///   chunks, what is left moves into a buffer of its own, so the allocation
+///   grown for a large frame is not kept for the bytes after it (nor kept
+///   alive beside the copy [`MessageReader`] makes of a fragment).
+/// - A message (from the first bytes of its first frame, or any partial
+///   frame, to its last frame) is complete within `message_timeout`, or
+///   [`FrameReader::next`] fails with 1008. Control frames in between do not
+///   move the deadline; a message taken out ends it.
 pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     messages: MessageReader,
+    message_timeout: Duration,
+    /// When the message under way must be complete; `None` between messages.
+    due: Option<tokio::time::Instant>,
+    /// `buf` was grown past two read chunks, for a frame larger than one.
+    wide: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads messages of at most `max_message` bytes (inflated), accepting
-    /// compressed ones when `deflate` was agreed.
-    pub fn new(io: R, max_message: usize, deflate: bool) -> FrameReader<R> {
-        FrameReader { io, buf: BytesMut::new(), messages: MessageReader::new(max_message, deflate) }
+    /// compressed ones when `deflate` was agreed, each within
+    /// `message_timeout` of its first bytes.
+    pub fn new(io: R, max_message: usize, deflate: bool, message_timeout: Duration) -> FrameReader<R> {
+        FrameReader {
+            io,
+            buf: BytesMut::new(),
+            messages: MessageReader::new(max_message, deflate),
+            message_timeout,
+            due: None,
+            wide: false,
+        }
     }
 
     /// The next message. Cancel-safe: the only await is a read into the
-    /// buffer, which keeps whatever arrived.
+    /// buffer, which keeps whatever arrived, and the deadline lives in
+    /// `self`.
     pub async fn next(&mut self) -> Result<Message, ReadFailure> {
         loop {
-            match self.messages.read(&mut self.buf) {
+            let before = self.buf.len();
+            let read = self.messages.read(&mut self.buf);
+            if self.buf.len() < before {
+                self.release();
+            }
+            match read {
                 Ok(Some(message)) => {
-                    if self.buf.is_empty() {
-                        // Give back a large message's buffer (and the chunk
-                        // the message was split from) before going idle.
-                        self.buf = BytesMut::new();
+                    if !self.messages.in_message() {
+                        self.due = None;
                     }
                     return Ok(message);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(ReadFailure::Invalid(e)),
             }
+            if self.due.is_none() && (self.messages.in_message() || !self.buf.is_empty()) {
+                self.due = Some(tokio::time::Instant::now() + self.message_timeout);
+            }
             let wanted = self.messages.needed(&self.buf).saturating_sub(self.buf.len()).max(READ_CHUNK);
             self.buf.reserve(wanted);
-            match self.io.read_buf(&mut self.buf).await {
+            self.wide = self.buf.capacity() > 2 * READ_CHUNK;
+            let read = self.io.read_buf(&mut self.buf);
+            let read = match self.due {
+                None => read.await,
+                // Boxed: the timer is needed only while a message is under
+                // way; inline, it would widen the task of every idle
+                // connection, which waits here.
+                Some(due) => match Box::pin(tokio::time::timeout_at(due, read)).await {
+                    Ok(read) => read,
+                    Err(_) => return Err(ReadFailure::Invalid(self.overdue())),
+                },
+            };
+            match read {
                 Ok(0) | Err(_) => return Err(ReadFailure::Gone),
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// Called once frames were taken out of `buf`: an empty buffer is given
+    /// back (the message split from it keeps its own bytes alive, no
+    /// longer); what is left of a wide one is copied into a buffer sized
+    /// for it. The copy is of the bytes after a large frame, at most once
+    /// per such frame.
+    fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        } else if self.wide {
+            self.buf = BytesMut::from(&self.buf[..]);
+        } else {
+            return;
+        }
+        self.wide = false;
+    }
+
+    /// The close for a message not completed in time.
+    fn overdue(&self) -> ReadError {
+        ReadError {
+            code: CloseCode::PolicyViolation.code(),
+            reason: format!("message not completed within {:?}", self.message_timeout).into(),
+            in_close_frame: false,
         }
     }
 }
@@ -186,10 +261,110 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 pub fn split(
     io: Io,
     max_message: usize,
+    message_timeout: Duration,
     agreement: Option<Agreement>,
     threshold: usize,
     metrics: Arc<Metrics>,
 ) -> (FrameReader<ReadHalf<Io>>, FrameWriter<WriteHalf<Io>>) {
     let (read, write) = tokio::io::split(io);
-    (FrameReader::new(read, max_message, agreement.is_some()), FrameWriter::new(write, agreement, threshold, metrics))
+    let reader = FrameReader::new(read, max_message, agreement.is_some(), message_timeout);
+    (reader, FrameWriter::new(write, agreement, threshold, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use holdfast_websocket::frame::write_client_frame;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::ReadBuf;
+
+    /// Hands out its bytes as fast as they are asked for, then never
+    /// anything more (a client that went quiet).
+    struct Feed {
+        bytes: Vec<u8>,
+        at: usize,
+    }
+
+    impl AsyncRead for Feed {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining().min(self.bytes.len() - self.at);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            let at = self.at;
+            buf.put_slice(&self.bytes[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    const MASK: [u8; 4] = [7, 8, 9, 10];
+
+    /// A masked client frame; `b0` is FIN, RSV and the opcode.
+    fn frame(out: &mut Vec<u8>, b0: u8, payload: &[u8]) {
+        let at = out.len();
+        write_client_frame(out, Opcode::Text, payload, MASK);
+        out[at] = b0;
+    }
+
+    /// What the reader holds once it has taken out everything it can and
+    /// waits for more: the read buffer's capacity and the message being
+    /// gathered. While the reader waits, a wide buffer owns its allocation
+    /// alone (see `FrameReader::release`), so its capacity is its bytes; a
+    /// narrow one may also hide the headers it advanced past, a few bytes.
+    fn held<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> usize {
+        assert!(reader.next().now_or_never().is_none(), "the reader waits for more");
+        reader.buf.capacity() + reader.messages.buffered()
+    }
+
+    fn reader(bytes: Vec<u8>) -> FrameReader<Feed> {
+        FrameReader::new(Feed { bytes, at: 0 }, 64 * 1024, false, Duration::from_secs(10))
+    }
+
+    /// A client that sends 60 KiB of a fragmented message, one more byte,
+    /// then only pings (the security review's connection) costs the
+    /// message's bytes and a read chunk, not twice the limit; a message
+    /// taken out leaves one read chunk behind at most.
+    #[tokio::test]
+    async fn a_connection_holds_at_most_the_message_limit_and_a_chunk() {
+        let big = vec![b'a'; 60 * 1024];
+
+        let mut bytes = Vec::new();
+        frame(&mut bytes, 0x01, &big);
+        let mut fragment = reader(bytes);
+        let after_fragment = held(&mut fragment);
+
+        let mut bytes = Vec::new();
+        frame(&mut bytes, 0x01, &big);
+        frame(&mut bytes, 0x00, b"a");
+        frame(&mut bytes, 0x89, b"keepalive");
+        let mut pinging = reader(bytes);
+        assert!(matches!(pinging.next().await, Ok(Message::Ping(_))));
+        let after_pings = held(&mut pinging);
+
+        // The whole message, then the first bytes of the next frame.
+        let mut bytes = Vec::new();
+        frame(&mut bytes, 0x01, &big);
+        frame(&mut bytes, 0x80, b"a");
+        bytes.extend_from_slice(&[0x89, 0x80]);
+        let mut whole = reader(bytes);
+        assert!(matches!(whole.next().await, Ok(Message::Text(t)) if t.len() == big.len() + 1));
+        let after_message = held(&mut whole);
+
+        // Before: 122,888 B, 123,392 B and 61,441 B (the read buffer kept
+        // the fragment's allocation beside its copy, the copy doubled to
+        // 120 KiB for one more byte, and the bytes after a message kept the
+        // message's allocation). Now 61,952 B, 66,048 B and 1,017 B.
+        println!("held: {after_fragment} B, {after_pings} B, {after_message} B");
+        let limit = 64 * 1024 + 2 * READ_CHUNK; // 66,560 bytes
+        assert!(after_fragment <= limit, "{after_fragment} B held for a 60 KiB fragment");
+        assert!(after_pings <= limit, "{after_pings} B held for a 60 KiB fragment and pings");
+        assert!(after_message <= 2 * READ_CHUNK, "{after_message} B held after a whole message");
+    }
 }

@@ -31,7 +31,9 @@ use std::borrow::Cow;
 /// Why a client's bytes end the connection, with the close code to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadError {
-    /// 1002 (framing), 1007 (bad UTF-8 or bad compressed data) or 1009 (too big).
+    /// 1002 (framing), 1007 (bad UTF-8 or bad compressed data) or 1009 (too
+    /// big); a caller may make its own (the server's reader: 1008 for a
+    /// message not completed in time, a clock this crate does not have).
     pub code: u16,
     /// What was wrong, for the close frame and the log.
     pub reason: Cow<'static, str>,

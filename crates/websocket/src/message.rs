@@ -34,7 +34,10 @@ struct Partial {
 /// Holds no buffer: the caller reads into a `BytesMut` and hands it over;
 /// a complete single-frame message is split off that buffer without a
 /// copy. Only a fragmented or compressed message is gathered into a `Vec`
-/// of its own, freed once the message is delivered.
+/// of its own (at most `max_message` bytes of capacity, whatever its
+/// fragments), freed once the message is delivered. No clock either: a
+/// caller that bounds how long a message may take watches
+/// [`MessageReader::in_message`].
 pub struct MessageReader {
     sender: Sender,
     max_message: usize,
@@ -89,6 +92,13 @@ impl MessageReader {
         self.partial.is_some()
     }
 
+    /// The bytes allocated for the message being gathered (its capacity,
+    /// not its length; 0 between messages), so the caller can count what a
+    /// connection holds.
+    pub fn buffered(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.data.capacity())
+    }
+
     fn frame(&mut self, h: Header, payload: BytesMut) -> Result<Option<Message>, ReadError> {
         if h.opcode.is_control() {
             if h.rsv1 {
@@ -108,9 +118,11 @@ impl MessageReader {
                 if h.rsv1 {
                     return Err(ReadError::protocol("RSV1 set on a continuation frame"));
                 }
-                if partial.data.len() + payload.len() > self.max_message {
-                    return Err(ReadError::too_big((partial.data.len() + payload.len()) as u64, self.max_message));
+                let len = partial.data.len() + payload.len();
+                if len > self.max_message {
+                    return Err(ReadError::too_big(len as u64, self.max_message));
                 }
+                reserve_capped(&mut partial.data, len, self.max_message);
                 partial.data.extend_from_slice(&payload);
                 if partial.text && !partial.compressed {
                     check_utf8(&partial.data, &mut partial.utf8_checked, h.fin)?;
@@ -147,6 +159,19 @@ impl MessageReader {
             return Err(ReadError::invalid("text message is not valid UTF-8"));
         }
         Ok(Message::Text(data))
+    }
+}
+
+/// Makes room in `data` for `len` bytes in all, `len` being at most `max`
+/// (the message limit): doubling, as a `Vec` grows, so a message in many
+/// small fragments is not copied over and over, but never past `max`.
+/// Why: left to `Vec`, a 64 KiB first fragment and one more byte grew the
+/// message to 128 KiB of capacity, twice the limit, held for as long as the
+/// client kept the message open.
+fn reserve_capped(data: &mut Vec<u8>, len: usize, max: usize) {
+    if len > data.capacity() {
+        let capacity = (data.capacity() * 2).min(max).max(len);
+        data.reserve_exact(capacity - data.len());
     }
 }
 
@@ -260,6 +285,26 @@ mod tests {
     fn the_size_limit_counts_every_fragment() {
         let bytes = [frame(0x01, &[b'a'; 60]), frame(0x80, &[b'a'; 60])].concat();
         assert_eq!(read_all(&mut MessageReader::new(100, false), &bytes).unwrap_err().code, 1009);
+    }
+
+    #[test]
+    fn a_message_being_gathered_never_holds_more_than_the_limit() {
+        let mut reader = MessageReader::new(65_536, false);
+        let mut bytes = frame(0x01, &[b'a'; 65_535]);
+        bytes.extend(frame(0x00, b"a"));
+        assert_eq!(read_all(&mut reader, &bytes).unwrap(), []);
+        assert_eq!(reader.buffered(), 65_536, "a Vec left to itself doubles to 131,070");
+        // Many small fragments still grow by doubling, not one copy each.
+        let mut reader = MessageReader::new(65_536, false);
+        let mut bytes = frame(0x01, b"a");
+        let mut capacities = std::collections::BTreeSet::new();
+        for _ in 0..1300 {
+            bytes.extend(frame(0x00, &[b'a'; 50]));
+            read_all(&mut reader, &std::mem::take(&mut bytes)).unwrap();
+            capacities.insert(reader.buffered());
+        }
+        assert!(capacities.len() <= 17, "{} reallocations for 1,300 fragments", capacities.len());
+        assert_eq!(reader.buffered(), 65_536);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Graceful drain: how a node leaves without causing a reconnect storm.
 //!
-//! Every client gets `disconnect` with close code 1001 and a
-//! `reconnect_after_ms` drawn at random from the drain window, so the
-//! reconnects land spread over the window rather than in one second. The
-//! closes themselves go out in batches over the first half of the window;
-//! the second half lets the last ones finish their closing handshake.
+//! Every session, whatever its transport (WebSocket, SSE, long-polling),
+//! gets `disconnect` with close code 1001 and a `reconnect_after_ms` drawn
+//! at random from the drain window, so the reconnects land spread over the
+//! window rather than in one second. The closes themselves go out in
+//! batches over the first half of the window; the second half lets the
+//! last ones finish their closing handshake, and long-polling clients that
+//! are between two polls collect theirs on the next one.
+//!
+//! Invariant: the node keeps serving plain HTTP for the whole drain (see
+//! `listener.rs`): `/readyz` answers 503, and polls and streams still reach
+//! their sessions; only new sessions are refused.
 
 use holdfast_core::{Disconnect, Node};
 use holdfast_protocol::CloseCode;
@@ -14,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How many batches the closes are split into.
 const BATCHES: usize = 10;
+
+/// How often the end of the drain checks for sessions still open.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Closes every session on `node` within `window`; returns when all are gone
 /// or the window is over.
@@ -35,11 +44,14 @@ pub async fn drain(node: &Node, window: Duration) {
         }
         tokio::time::sleep(pause).await;
     }
-    // Connections accepted while the listener was stopping.
-    for outbox in node.sessions.outboxes() {
-        outbox.close(going_away());
-    }
+    // Sessions that were opening when the drain began register late; the
+    // rest are closing already (a close never replaces an earlier one).
     while !node.sessions.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        for outbox in node.sessions.outboxes() {
+            if outbox.closing_code().is_none() {
+                outbox.close(going_away());
+            }
+        }
+        tokio::time::sleep(TICK).await;
     }
 }

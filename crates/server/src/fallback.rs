@@ -14,6 +14,14 @@
 //! [`holdfast_core::Broker::poll_session`]); with the memory broker every
 //! session is local.
 //!
+//! A session that ends ends its transport too, whether or not the client
+//! reads: an event stream writes the `disconnect` and ends, and its
+//! connection is cut [`STREAM_GRACE`] after the close if that last write
+//! has not got out by then (a stalled reader must not keep a socket and
+//! its kernel buffers). A long-polling session stays readable after it
+//! closed until a poll collects its `disconnect` ([`CLOSED_GRACE`], or the
+//! whole drain window while the node drains).
+//!
 //! Plain `EventSource` support: `GET /sse?channel=a&channel=b` connects and
 //! subscribes, and every `message` event carries `id:` with the position of
 //! every channel of the stream, so the browser's automatic reconnect (which
@@ -34,7 +42,8 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 
 use crate::api::ApiError;
-use crate::metrics::{Metrics, Transport};
+use crate::listener::Hangup;
+use crate::metrics::Transport;
 use crate::AppState;
 
 /// How long a poll waits for something to send: below the 60 s idle
@@ -42,8 +51,14 @@ use crate::AppState;
 pub const POLL_WAIT: Duration = Duration::from_secs(25);
 
 /// How long a closed session stays reachable so the client's next read
-/// collects its `disconnect`.
+/// collects its `disconnect` (while the node drains: the drain window, if
+/// longer).
 const CLOSED_GRACE: Duration = Duration::from_secs(10);
+
+/// How long an event stream's connection outlives its session's close, for
+/// the last events to get out to a client that reads (as `ws.rs` gives a
+/// closing WebSocket write `CLOSE_GRACE`).
+const STREAM_GRACE: Duration = Duration::from_secs(2);
 
 /// Commands queued for one session's task before POSTs are refused.
 const INPUT_QUEUE: usize = 64;
@@ -147,6 +162,7 @@ async fn open_session(
     since: &Positions,
     transport: Transport,
     headers: &axum::http::HeaderMap,
+    hangup: Option<Hangup>,
 ) -> Result<Route, Response> {
     if state.node.is_draining() {
         let e = ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "this node is shutting down".into());
@@ -194,19 +210,31 @@ async fn open_session(
     let route = Route { input: tx, outbox: session.outbox().clone() };
     state.node.sessions.add_route(&id, route.clone());
     state.metrics.connection_opened(transport);
-    let metrics = state.metrics.clone();
+    let state = state.clone();
     tokio::spawn(async move {
         let _ticket = ticket;
-        run_session(session, rx, &metrics, transport).await;
+        run_session(session, rx, &state, transport, hangup).await;
     });
     Ok(route)
 }
 
 /// A request-based session's task: commands, liveness and heartbeat in,
-/// until the session closes.
-async fn run_session(mut session: Session, mut input: mpsc::Receiver<Input>, metrics: &Metrics, transport: Transport) {
+/// until the session closes; then the end of its transport (`hangup`: the
+/// event stream's connection).
+async fn run_session(
+    mut session: Session,
+    mut input: mpsc::Receiver<Input>,
+    state: &AppState,
+    transport: Transport,
+    hangup: Option<Hangup>,
+) {
+    let metrics = &state.metrics;
     let outbox = session.outbox().clone();
-    loop {
+    // A read after the close, with nothing but the `disconnect` left: it
+    // took that (a read tells first, then takes everything).
+    let collected = || outbox.closing_code().is_some() && outbox.queued_bytes() == 0;
+    let mut done = false;
+    while !done {
         let deadline = session.deadline();
         tokio::select! {
             next = input.recv() => match next {
@@ -216,6 +244,8 @@ async fn run_session(mut session: Session, mut input: mpsc::Receiver<Input>, met
                     metrics.command_errors(stats.errors);
                     metrics.rate_limited(stats.rate_limited);
                 }
+                // The close and the read that collected it can arrive together.
+                Some(Input::Heard) if collected() => done = true,
                 Some(Input::Heard) => session.heard(Instant::now()),
                 None => break,
             },
@@ -223,11 +253,18 @@ async fn run_session(mut session: Session, mut input: mpsc::Receiver<Input>, met
             () = outbox.closing() => break,
         }
     }
-    // Stay reachable until a read collected the `disconnect`.
-    let _ = timeout(CLOSED_GRACE, async {
-        while let Some(i) = input.recv().await {
-            if matches!(i, Input::Heard) && outbox.queued_bytes() == 0 {
-                return;
+    if let Some(hangup) = hangup {
+        hangup.after(STREAM_GRACE);
+    }
+    // Stay reachable until a read collected the `disconnect`: a drain's
+    // reaches a poller that is between two polls on its next one.
+    let grace = if state.node.is_draining() { CLOSED_GRACE.max(state.config.drain_window) } else { CLOSED_GRACE };
+    let _ = timeout(grace, async {
+        while !done {
+            match input.recv().await {
+                Some(Input::Heard) => done = collected(),
+                Some(Input::Commands(_)) => {}
+                None => return,
             }
         }
     })
@@ -246,7 +283,8 @@ pub async fn sse(State(state): State<AppState>, req: Request<Body>) -> Response 
     let open = parse_query(req.uri().query());
     let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     let since = Positions::parse(last_id);
-    let route = match open_session(&state, peer_of(&req), &open, &since, Transport::Sse, req.headers()).await {
+    let hangup = req.extensions().get::<Hangup>().cloned();
+    let route = match open_session(&state, peer_of(&req), &open, &since, Transport::Sse, req.headers(), hangup).await {
         Ok(r) => r,
         Err(refused) => return refused,
     };
@@ -261,6 +299,9 @@ pub async fn sse(State(state): State<AppState>, req: Request<Body>) -> Response 
             (header::CACHE_CONTROL, "no-cache, no-store, no-transform"),
             // nginx: do not buffer this response.
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
+            // The stream is the connection's last response: when its
+            // session ends, the connection goes (cut if it must, `Hangup`).
+            (header::CONNECTION, "close"),
         ],
         Body::from_stream(body),
     )
@@ -286,9 +327,13 @@ impl EventStream {
             self.started = true;
             return Some(Bytes::from_static(SSE_PREAMBLE.as_bytes()));
         }
-        // Being asked for more means the last chunk went out: the client is there.
-        let _ = self.route.input.try_send(Input::Heard);
         let outbox = &self.route.outbox;
+        // Being asked for more means the last chunk went out: the client is
+        // there. Once the session closes, only the stream's end counts (its
+        // drop), so the session stays until the `disconnect` went out.
+        if outbox.closing_code().is_none() {
+            let _ = self.route.input.try_send(Input::Heard);
+        }
         outbox.ready().await;
         outbox.take(&mut self.batch);
         let mut out = BytesMut::new();
@@ -366,6 +411,7 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
             &Positions::default(),
             Transport::LongPoll,
             req.headers(),
+            None,
         )
         .await
         {

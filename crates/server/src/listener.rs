@@ -1,25 +1,53 @@
 //! The accept loop: TCP (and TLS) in, HTTP/1.1 connections out.
 //!
-//! Written by hand rather than `axum::serve` for four things it needs:
+//! Written by hand rather than `axum::serve` for five things it needs:
 //! the peer address on every request (per-IP limits), a header-read
 //! timeout (a client that never finishes its request — slowloris — is cut
-//! after `handshake_timeout`), TLS with rustls, and `EMFILE` handling that
-//! logs once a minute and backs off instead of spinning.
+//! after `handshake_timeout`), TLS with rustls, `EMFILE` handling that
+//! logs once a minute and backs off instead of spinning, and a way for a
+//! handler to end its connection ([`Hangup`]).
+//!
+//! Invariant: a draining node keeps accepting plain HTTP until `run`
+//! returns. The drain needs it: `/readyz` must answer 503 (a refused
+//! connection reads as a crashed node), and long-polling clients collect
+//! their `disconnect` on their next poll, often a new connection. New
+//! sessions are refused by their handlers (`Node::is_draining`), not here.
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
 use tower_service::Service;
 
-/// Serves `app` on `listener` until `stop` turns true. Upgraded connections
-/// are detached and live on; plain HTTP connections are closed gracefully.
+/// How long open connections get to finish once the listener closes.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Serves `app` on `listener`.
+///
+/// `stop` turning true means the node started draining: this returns, but
+/// the accept loop it started goes on until the sender is dropped (`run`
+/// returned), so the drain is served; then the listener closes and open
+/// connections get [`CLOSE_WAIT`] to finish. Upgraded connections are
+/// detached and live on until their sessions end.
 pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(accept(listener, app, tls, handshake_timeout, stop.clone()));
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Accepts until the sender of `stop` is dropped.
+async fn accept(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -36,7 +64,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stopped(&mut stop) => break,
+            () = closed(&mut stop) => break,
         };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
@@ -44,9 +72,9 @@ pub async fn serve(
         let stop = stop.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(TokioIo::new(tcp), peer, app, handshake_timeout, stop).await,
+                None => serve_connection(tcp, peer, app, handshake_timeout, stop).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), peer, app, handshake_timeout, stop).await,
+                    Ok(Ok(stream)) => serve_connection(stream, peer, app, handshake_timeout, stop).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -55,41 +83,93 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(
-    io: I,
+/// Lets a handler end the connection its request came on, at once: for a
+/// response that may never finish because the client stopped reading (an
+/// event stream whose session ended), where waiting would keep the socket
+/// and its buffers forever. Every request carries one in its extensions.
+///
+/// Use it only on a response marked `Connection: close`, so that nothing
+/// else can be using the connection by the time it fires.
+#[derive(Clone, Default)]
+pub struct Hangup(Arc<Notify>);
+
+impl Hangup {
+    /// Ends the connection after `grace`, unless it ended before (then
+    /// nothing happens).
+    pub fn after(&self, grace: Duration) {
+        let connection: Weak<Notify> = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(c) = connection.upgrade() {
+                c.notify_one();
+            }
+        });
+    }
+}
+
+/// A socket that can end with a reset: its unsent bytes are dropped and
+/// its buffers freed at once, instead of waiting, orphaned, on a peer that
+/// does not read.
+trait Reset {
+    fn reset_on_close(&self);
+}
+
+impl Reset for TcpStream {
+    fn reset_on_close(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Reset for tokio_rustls::server::TlsStream<TcpStream> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close();
+    }
+}
+
+async fn serve_connection<S>(
+    io: S,
     peer: SocketAddr,
     app: Router,
     handshake_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let mut app = app.clone();
-        async move { app.call(req).await }
+    let hangup = Hangup::default();
+    let service = hyper::service::service_fn({
+        let hangup = hangup.clone();
+        move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(hangup.clone());
+            let mut app = app.clone();
+            async move { app.call(req).await }
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(handshake_timeout);
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
+    let mut conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::select! {
-        result = conn.as_mut() => {
+        result = &mut conn => {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         }
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        () = closed(&mut stop) => {
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_WAIT, conn).await;
+        }
+        () = hangup.0.notified() => {
+            tracing::debug!(%peer, "connection hung up: its response could not finish");
+            if let Some(parts) = conn.into_parts() {
+                parts.io.inner().reset_on_close();
+            }
         }
     }
 }
 
-/// Resolves once `stop` is true (dropping the watch guard right away, so the
-/// future stays `Send`).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+/// Resolves once the sender of `stop` is dropped (`run` returned).
+async fn closed(stop: &mut watch::Receiver<bool>) {
+    while stop.changed().await.is_ok() {}
 }
 
 /// After a failed `accept`: out of file descriptors is logged at most once a

@@ -4,10 +4,13 @@
 mod common;
 
 use common::{HttpResponse, Setup, TestServer};
-use holdfast_core::SessionConfig;
+use holdfast_core::{HistoryLimits, SessionConfig};
+use holdfast_server::ServerConfig;
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -489,5 +492,213 @@ async fn sse_commands_by_post_reach_the_stream() {
     assert_eq!((message["offset"].as_u64(), message["data"].as_u64()), (Some(2), Some(2)), "{message}");
     assert_eq!(id.as_deref(), Some(format!("c {epoch} 2").as_str()), "{message}");
     drop(sse);
+    server.stop().await;
+}
+
+/// `GET /readyz` on a new connection: its status, or `None` when the
+/// connection was refused or cut before an answer.
+async fn readyz(addr: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&buf).split(' ').nth(1)?.parse().ok()
+}
+
+/// Checks a drain's `disconnect` (1001, come back, a hint inside the
+/// window) and returns the hint.
+fn going_away_hint(d: &Value, window: Duration) -> u64 {
+    assert_eq!(
+        (d["op"].as_str(), d["code"].as_u64(), d["reconnect"].as_bool()),
+        (Some("disconnect"), Some(1001), Some(true)),
+        "{d}"
+    );
+    let hint = d["reconnect_after_ms"].as_u64().unwrap_or_else(|| panic!("no reconnect hint: {d}"));
+    assert!(u128::from(hint) < window.as_millis(), "hint {hint} outside the drain window: {d}");
+    hint
+}
+
+/// Regression: on SIGTERM only 9 of 20 SSE clients and none of 20
+/// long-polling clients heard the drain's `disconnect`, and `/readyz` was
+/// refused instead of answering 503: the listener stopped accepting (and
+/// cut the open streams and polls) when the drain began, not when it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_reaches_every_sse_and_long_polling_session_while_readyz_answers_503() {
+    const EACH: usize = 20;
+    let window = Duration::from_secs(2);
+    let setup = Setup { server: ServerConfig { drain_window: window, ..Setup::default().server }, ..Setup::default() };
+    let server = TestServer::start(setup).await;
+    let addr = server.addr;
+    let node = server.node.clone();
+    assert_eq!(readyz(addr).await, Some(200));
+
+    let mut streams = Vec::new();
+    for i in 0..EACH {
+        streams.push(sse_subscribed(&server, &format!("c{}", i % 3), &[]).await.0);
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..EACH {
+        sessions.push(open_poll(&server).await.0);
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(server.connected().await);
+    }
+    assert_eq!(node.sessions.len(), 2 * EACH + 5);
+
+    // Every SSE client reads until its `disconnect`; the stream then ends
+    // and the connection closes.
+    let sse_readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut sse| {
+            tokio::spawn(async move {
+                let d = loop {
+                    let (_, v) = sse.next_data().await;
+                    if v["op"] == "disconnect" {
+                        break v;
+                    }
+                };
+                let mut rest = Vec::new();
+                let closed = tokio::time::timeout(Duration::from_secs(5), sse.stream.read_to_end(&mut rest)).await;
+                assert!(closed.is_ok(), "the connection stayed open after the stream's disconnect");
+                d
+            })
+        })
+        .collect();
+    // Half the long-polling clients keep a poll open; the other half are
+    // between polls and poll again only after every close went out.
+    let pollers: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, session)| {
+            tokio::spawn(async move {
+                if i % 2 == 1 {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                loop {
+                    let r = common::http(addr, "GET", &format!("/poll?session={session}"), &[], "").await;
+                    assert_eq!(r.status, 200, "a poll during the drain: {}", r.body);
+                    if let Some(d) = as_array(&r).into_iter().find(|f| f["op"] == "disconnect") {
+                        return d;
+                    }
+                }
+            })
+        })
+        .collect();
+    let ws_readers: Vec<_> = sockets.into_iter().map(|mut c| tokio::spawn(async move { c.closed().await })).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let over = Arc::new(AtomicBool::new(false));
+    let stopping = tokio::spawn({
+        let over = over.clone();
+        async move {
+            let took = server.stop().await;
+            over.store(true, Ordering::SeqCst);
+            took
+        }
+    });
+    while !node.is_draining() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // `/readyz` on new connections until `run` returned: 503 every time,
+    // never refused while draining.
+    let mut ready = Vec::new();
+    loop {
+        let was_over = over.load(Ordering::SeqCst);
+        let Some(status) = readyz(addr).await else {
+            let refused_at = Instant::now();
+            while !over.load(Ordering::SeqCst) {
+                assert!(
+                    refused_at.elapsed() < Duration::from_secs(1),
+                    "/readyz refused while draining; before: {ready:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            break;
+        };
+        ready.push(status);
+        if was_over {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready.len() >= 10, "/readyz sampled {} times during a 2 s drain", ready.len());
+    assert!(ready.iter().all(|s| *s == 503), "/readyz during the drain: {ready:?}");
+
+    let mut hints = HashSet::new();
+    for (i, r) in sse_readers.into_iter().enumerate() {
+        let d = r.await.unwrap_or_else(|e| panic!("SSE client {i}: {e}"));
+        hints.insert(going_away_hint(&d, window));
+    }
+    for (i, r) in pollers.into_iter().enumerate() {
+        let d = r.await.unwrap_or_else(|e| panic!("long-polling client {i}: {e}"));
+        hints.insert(going_away_hint(&d, window));
+    }
+    for r in ws_readers {
+        let (d, code) = r.await.unwrap();
+        assert_eq!(code, Some(1001));
+        hints.insert(going_away_hint(&d.expect("disconnect before close"), window));
+    }
+    assert!(hints.len() > EACH, "reconnect hints are spread: {hints:?}");
+    let took = stopping.await.unwrap();
+    assert!(took < window + Duration::from_secs(1), "drain took {took:?} for a {window:?} window");
+    assert!(node.sessions.is_empty(), "{} sessions left", node.sessions.len());
+}
+
+/// Regression: an SSE client that stopped reading kept its connection, and
+/// megabytes of kernel buffers, forever after its session was cut as a slow
+/// consumer: the response stream waited for a write that never finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_reader_that_stops_reading_is_cut_and_its_connection_closed() {
+    let setup = Setup {
+        session: SessionConfig { outbox_max_bytes: 64 * 1024, ..SessionConfig::default() },
+        history: HistoryLimits { max_len: 0, max_age: Duration::from_secs(1) },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    // A small receive buffer that fills quickly once the reader stops.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(server.addr).await.unwrap();
+    let req = format!("GET /sse?channel=firehose&client=t HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    stalled.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(r#""op":"subscribed""#) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before subscribing: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let outbox = server.node.sessions.outboxes().pop().expect("the stream's session");
+
+    // It reads no more; publications flow until it is cut.
+    let payload = format!("\"{}\"", "x".repeat(32 * 1024));
+    let started = Instant::now();
+    while outbox.closing_code().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the stalled reader was never cut");
+        server.publish("firehose", &payload).await;
+    }
+    let cut = Instant::now();
+    assert_eq!(outbox.closing_code().map(|c| c.code()), Some(4000));
+
+    // Still not reading, well past the grace a closing write gets.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.node.sessions.is_empty() {
+        assert!(Instant::now() < deadline, "the cut session is still registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.metrics.render(0, 0, 0).contains("holdfast_close_codes_total{code=\"4000\"} 1"));
+    // The server closed the connection: reading now ends (a reset, or what
+    // was in flight and then EOF), rather than waiting for more.
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline.into(), stalled.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection is still open {:?} after the cut", cut.elapsed()),
+        }
+    }
     server.stop().await;
 }

@@ -109,7 +109,7 @@ impl HttpBackend {
     }
 
     /// The JSON the backend gets.
-    fn body(&self, ask: &Ask<'_>, context: &RequestContext) -> Value {
+    fn body(&self, ask: &Ask<'_>, context: &RequestContext) -> Result<Value, Denied> {
         let mut body = json!({
             "op": ask.kind().as_str(),
             "address": context.address.map(|a| a.to_string()),
@@ -132,10 +132,17 @@ impl HttpBackend {
                 body["session"] = session.into();
                 body["user"] = user.into();
                 body["channel"] = channel.as_str().into();
-                body["data"] = serde_json::from_str(data).unwrap_or(Value::Null);
+                // Valid JSON that serde cannot hold (nesting deeper than 128,
+                // `1e400`) would reach the backend as `null`, be allowed, and
+                // the original published: what the backend did not see is
+                // refused instead.
+                body["data"] = serde_json::from_str(data).map_err(|e| Denied::Refused {
+                    code: ErrorCode::BadRequest,
+                    message: format!("`data` cannot be passed to the publish proxy as it is: {e}"),
+                })?;
             }
         }
-        body
+        Ok(body)
     }
 
     async fn post(&self, url: &Uri, body: Value) -> Result<Value, String> {
@@ -254,8 +261,9 @@ impl Backend for HttpBackend {
         let Some(url) = self.url(ask.kind()) else {
             return Ok(Allowed::default());
         };
+        let body = self.body(&ask, context)?;
         let started = Instant::now();
-        let decided = match self.post(url, self.body(&ask, context)).await {
+        let decided = match self.post(url, body).await {
             Ok(answer) => self.decide(&ask, &answer),
             Err(why) => Err(Denied::Unavailable(format!("the {} proxy: {why}", ask.kind().as_str()))),
         };
@@ -322,10 +330,31 @@ mod tests {
             cookie: Some("sid=abc; theme=dark".into()),
             headers: vec![("x-request-id".into(), "r1".into()), ("x-secret".into(), "no".into())],
         };
-        let body = b.body(&Ask::Connect { client: Some("web"), user: None }, &context);
+        let body = b.body(&Ask::Connect { client: Some("web"), user: None }, &context).unwrap();
         assert_eq!(body["cookies"], json!({"sid": "abc", "theme": "dark"}));
         assert_eq!(body["headers"], json!({"x-request-id": "r1"}));
         assert_eq!((body["op"].as_str(), body["address"].as_str()), (Some("connect"), Some("203.0.113.7")));
         assert!(BackendConfig::url("https://x/auth").is_err() && BackendConfig::url("http://127.0.0.1:9/a").is_ok());
+    }
+
+    /// Valid JSON serde cannot hold used to reach the publish proxy as
+    /// `null`; the proxy allowed it and the original was published.
+    #[test]
+    fn data_the_publish_proxy_cannot_be_shown_is_refused_never_sent_as_null() {
+        let b = backend();
+        let context = RequestContext { address: None, transport: "websocket", cookie: None, headers: Vec::new() };
+        let channel = ChannelName::new("c").unwrap();
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for data in ["1e400", deep.as_str()] {
+            let ask = Ask::Publish { session: "s", user: None, channel: &channel, data };
+            match b.body(&ask, &context) {
+                Err(Denied::Refused { code: ErrorCode::BadRequest, message }) => {
+                    assert!(message.contains("publish proxy"), "{message}")
+                }
+                other => panic!("{}: {other:?}", &data[..8.min(data.len())]),
+            }
+        }
+        let ask = Ask::Publish { session: "s", user: None, channel: &channel, data: r#"{"a":[1,2]}"# };
+        assert_eq!(b.body(&ask, &context).unwrap()["data"], json!({"a": [1, 2]}));
     }
 }

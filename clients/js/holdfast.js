@@ -272,7 +272,7 @@ const TRANSPORTS = { websocket: WebSocketTransport, sse: SseTransport, polling: 
  * Refusals a resubscribe may outlive: the server, or what it depends on, was
  * busy or away, not the request wrong (the same list as crates/client).
  */
-const PASSING = new Set(['broker_unavailable', 'backend_unavailable', 'rate_limited']);
+const PASSING = new Set(['broker_unavailable', 'backend_unavailable', 'rate_limited', 'too_many_channels']);
 /** Such a resubscribe is sent again after this delay, doubled (up to the most) while refusals go on. */
 const RESUBSCRIBE_FIRST = 100;
 const RESUBSCRIBE_MOST = 5000;

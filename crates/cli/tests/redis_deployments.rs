@@ -552,6 +552,13 @@ async fn the_least_acl_user_in_operations_md_is_enough_and_a_missing_right_is_na
     assert!(!started, "{stderr}");
     assert!(stderr.contains("may not run what holdfast needs") && stderr.contains("OPERATIONS.md"), "{stderr}");
     assert!(stderr.contains("redis://nopubsub:***@"), "{stderr}");
+
+    // Scripts read INFO (the epoch fence): a user without it is named at
+    // start too, not left to fail every publish.
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "noinfo", "on", ">pw", "~hf:*", "&hf:*", "+@all", "-info"]).trim(), "OK");
+    let (started, stderr) = serve_must_stop(&["--broker", &format!("redis://noinfo:pw@127.0.0.1:{}/0", redis.port)]);
+    assert!(!started, "{stderr}");
+    assert!(stderr.contains("may not run what holdfast needs") && stderr.contains("info"), "{stderr}");
 }
 
 /// Publishes `data` on `channel` through `port`, records the answer in

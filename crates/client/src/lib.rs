@@ -500,7 +500,10 @@ async fn connection(
                         // A resubscribe after a reconnect: nobody waits for
                         // its answer, so a refusal must not pass unseen.
                         let code = m["code"].as_str().unwrap_or_default();
-                        if passing(code) {
+                        if code == "already_subscribed" {
+                            // A subscribe the application made meanwhile got
+                            // there first: the subscription is held.
+                        } else if passing(code) {
                             retry.add(channel);
                         } else {
                             subs.remove(&channel);
@@ -579,7 +582,7 @@ async fn subscribe(
 /// Whether a refused subscribe may work if sent again: the server or what
 /// it depends on was busy or away, not the request wrong.
 fn passing(code: &str) -> bool {
-    matches!(code, "broker_unavailable" | "backend_unavailable" | "rate_limited")
+    matches!(code, "broker_unavailable" | "backend_unavailable" | "rate_limited" | "too_many_channels")
 }
 
 /// Resubscribes refused for a reason that may pass, sent again after a

@@ -235,11 +235,15 @@ async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_
 #[tokio::test]
 async fn a_pong_flood_is_rate_limited_and_a_frame_holds_a_bounded_number_of_commands() {
     let flood = vec![r#"{"op":"pong"}"#; 4600].join("\n");
-    let node = node(HistoryLimits::default());
-    let mut s = connected(&node).await;
+    // A burst far under the frame cap, so only the rate limit can stop it.
+    let limited = Arc::new(Node::new(
+        Arc::new(MemoryBroker::new(HistoryLimits::default())),
+        SessionConfig { commands_per_second: 10, command_burst: 10, ..SessionConfig::default() },
+        None,
+    ));
+    let mut s = connected(&limited).await;
     let stats = s.handle_frame(&flood, Instant::now()).await;
-    let burst = SessionConfig::default().command_burst as u64;
-    assert!(stats.commands <= 2 * burst + 2, "parsing stopped early: {} lines", stats.commands);
+    assert!(stats.commands <= 2 * 10 + 2, "parsing stopped early: {} lines", stats.commands);
     let mut b = Batch::default();
     s.outbox().take(&mut b);
     assert_eq!(b.disconnect.map(|d| d.code), Some(CloseCode::TooManyRequests));

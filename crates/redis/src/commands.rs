@@ -125,7 +125,10 @@ impl Commands {
         let deployment = &self.deployment;
         let probe = |mut c: Conn| async move {
             c.ping().await?;
-            deployment.still_master(&mut c).await
+            deployment.still_master(&mut c).await?;
+            // Every script reads it (the epoch fence): an ACL user without
+            // it must be named at start, not fail each publish.
+            redis::cmd("INFO").arg("replication").query_async::<redis::Value>(&mut c).await.map(drop)
         };
         self.call("ping", probe).await.map_err(|e| Probe::Unreachable(e.to_string()))?;
         let mut write = redis::cmd("PEXPIRE");
@@ -146,7 +149,7 @@ const READY_KEY: &str = "hf:ready-probe";
 pub enum Probe {
     /// No answer, or not the master.
     Unreachable(String),
-    /// Reachable, but writes are refused (`NOREPLICAS`, `READONLY`, OOM).
+    /// Reachable, but writes are refused (`NOREPLICAS`, `READONLY`).
     RefusesWrites(String),
 }
 

@@ -175,6 +175,9 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
     // Writes refused is no reason to stay away: deliveries and reads work,
     // and readiness says what fails.
     if let Err(Probe::Unreachable(e)) = shared.commands.probe().await {
+        if e.to_ascii_uppercase().contains("NOPERM") {
+            let _ = shared.refused.set(format!("broker {}: {}", shared.deployment.shown, missing_right(&e)));
+        }
         return Err(format!("the command connection fails: {e}"));
     }
     Ok((conn, rx, channels))
@@ -185,10 +188,7 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
 fn refusal(e: &redis::RedisError) -> Option<String> {
     let text = e.to_string();
     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) || text.contains("NOPERM") {
-        return Some(format!(
-            "Redis took the credentials but the ACL user may not run what holdfast needs ({text}); grant it \
-             the rules docs/OPERATIONS.md lists (or `+@all` on `~hf:* &hf:*`)"
-        ));
+        return Some(missing_right(&text));
     }
     let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
         || ["WRONGPASS", "NOAUTH", "invalid password"].iter().any(|w| text.contains(w));
@@ -205,6 +205,13 @@ fn refusal(e: &redis::RedisError) -> Option<String> {
         ));
     }
     None
+}
+
+fn missing_right(text: &str) -> String {
+    format!(
+        "Redis took the credentials but the ACL user may not run what holdfast needs ({text}); grant it the rules \
+         docs/OPERATIONS.md lists (or `+@all` on `~hf:* &hf:*`)"
+    )
 }
 
 /// The topic an `unsubscribe` push names, when it is one this node still

@@ -145,8 +145,8 @@ impl DoctorLog {
         let seen = make(now.duration_since(probe.first).as_millis() as u64);
         probe.bytes += seen.bytes();
         probe.seen.push(seen);
-        // Over the budget: the oldest probes go (never the one just added to,
-        // which alone is far below it).
+        // Over the budget: the oldest probes go, down to one (a single
+        // probe, at most 16 requests of bounded headers, is far below it).
         while probes.iter().map(|p| p.bytes).sum::<usize>() > MAX_BYTES && probes.len() > 1 {
             probes.pop_front();
         }

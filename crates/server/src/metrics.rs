@@ -503,11 +503,12 @@ impl Metrics {
         self.messages_out.inc_by(n);
     }
 
-    /// Commands refused by the per-connection rate limit.
+    /// A request whose body did not arrive within `handshake_timeout`.
     pub fn request_timed_out(&self) {
         self.request_timeouts.inc();
     }
 
+    /// Commands refused by the per-connection rate limit.
     pub fn rate_limited(&self, n: u64) {
         self.rate_limited.inc_by(n);
     }

@@ -511,17 +511,7 @@ async fn a_refused_close_frame_gets_its_close_and_the_connection_ends_at_once() 
     let server = TestServer::default().await;
     for (payload, code) in [(&[0x03u8, 0xEC][..], 1002u16), (&[0x03][..], 1002), (&[0x03, 0xE8, 0xFF, 0xFE][..], 1007)]
     {
-        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let request = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        s.write_all(request.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).await.unwrap();
-            head.push(b[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let mut s = common::raw_echo(server.addr).await;
         // A masked close frame; the mask is zero, so the payload is as is.
         let mut frame = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
         frame.extend_from_slice(payload);

@@ -130,17 +130,7 @@ async fn messages_finished_in_time_are_served_each_with_its_own_deadline() {
 #[tokio::test]
 async fn a_frame_cut_off_halfway_is_closed_at_the_same_deadline() {
     let server = server().await;
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut s = common::raw_echo(server.addr).await;
     // A masked 60 KiB text frame (a zero mask), of which 30 KiB arrive.
     let mut frame = vec![0x81, 0x80 | 126];
     frame.extend_from_slice(&(60u16 * 1024).to_be_bytes());

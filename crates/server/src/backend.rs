@@ -195,7 +195,12 @@ impl HttpBackend {
                 // Copied into the subscription's presence entry (in Redis).
                 let text = i.to_string();
                 if text.len() > MAX_INFO {
-                    return Err(unreadable("has an \"info\" larger than 4 KiB"));
+                    // Asking again gets the same answer: a refusal, not an
+                    // outage clients would retry forever.
+                    return Err(Denied::Refused {
+                        code: ErrorCode::Refused,
+                        message: "the subscribe proxy's \"info\" is larger than 4 KiB".into(),
+                    });
                 }
                 Some(text)
             }

@@ -95,7 +95,7 @@ impl Watched {
 struct Published {
     /// Channel → newest offset a publish was acknowledged with.
     acked: HashMap<String, u64>,
-    /// When publishes failed, and how.
+    /// When failed publishes were sent, and how they failed.
     failures: Vec<(Instant, u16, String)>,
 }
 
@@ -116,6 +116,9 @@ async fn publish_until(
         let channel = &channels[n % channels.len()];
         let port = ports[n % ports.len()];
         n += 1;
+        // A failure counts from when its publish was sent: one sent just
+        // before the switch ended fails a call timeout (2 s) later.
+        let sent = Instant::now();
         let (status, body) =
             api(port, "POST", "/api/publish", &json!({"channel": channel, "data": n}).to_string()).await;
         match body["offset"].as_u64() {
@@ -124,7 +127,7 @@ async fn publish_until(
                 let newest = seen.acked.entry(channel.clone()).or_default();
                 *newest = (*newest).max(offset);
             }
-            _ => seen.failures.push((Instant::now(), status, body.to_string())),
+            _ => seen.failures.push((sent, status, body.to_string())),
         }
     }
     seen
@@ -185,9 +188,12 @@ async fn through_a_failover(
     for &p in &ports {
         watchers.push(Watched::start(p, channels).await);
     }
+    // Returners watch at most 40 channels each: enough to cover every
+    // shard, without 1,200 subscriptions rejoining at once on a loaded CI.
+    let returned_channels = &channels[..channels.len().min(40)];
     let mut returners = Vec::new();
     for i in 0..6 {
-        returners.push(Returner::start(ports[i % ports.len()], channels).await);
+        returners.push(Returner::start(ports[i % ports.len()], returned_channels).await);
     }
     // Every subscription is live before the stream starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -260,9 +266,14 @@ async fn through_a_failover(
     for (_, status, body) in &published.failures {
         assert!(*status == 503 && body.contains("broker_unavailable"), "a failed publish: {status} {body}");
     }
+    let timeline: Vec<String> = published
+        .failures
+        .iter()
+        .map(|(at, status, body)| format!("{:+.2}s {status} {body}", at.duration_since(switched_at).as_secs_f64()))
+        .collect();
     assert!(
         failed_for <= switched.as_secs_f64() + 3.0,
-        "publishes failed for {failed_for:.1} s; the switch took {switched:?}"
+        "publishes failed for {failed_for:.1} s; the switch took {switched:?}; failures after the switch began: {timeline:?}"
     );
     // `/readyz` says why while it lasts, and is ready after.
     assert!(not_ready.iter().all(|b| b.starts_with("503") && b.contains("Redis")), "{not_ready:?}");

@@ -30,7 +30,7 @@ HADOLINT_VENV="$HOLDFAST_CACHE/hadolint"
 
 PY_PACKAGES=('websockets>=13,<16' 'pytest>=8,<9' 'pytest-asyncio>=0.23,<2')
 TOOLS_PACKAGES=('virtualenv<20.22')
-# The set verified in shared/TESTING.md: autobahntestsuite runs on Python 2.7 only.
+# A set verified to install offline together: autobahntestsuite runs on Python 2.7 only.
 AB_PACKAGES=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3.3.2
   Twisted==19.10.0 zope.interface==4.6.0 jinja2==2.11.3 markupsafe==1.1.1 Werkzeug==1.0.1
   klein==17.10.0 service_identity==18.1.0 unittest2==1.1.0 six==1.16.0
@@ -94,7 +94,7 @@ python27_path() {
   echo "$py27"
 }
 
-# The Autobahn|Testsuite (recipe in shared/TESTING.md).
+# The Autobahn|Testsuite, in a Python 2.7 virtualenv made with pyenv's 2.7.18.
 ensure_autobahn() {
   local py py27 tools_recipe recipe
   py27="$(python27_path)" || exit 1

@@ -1,5 +1,6 @@
 //! Where WebSockets die: proxy fingerprints and the idle limits of common
-//! platforms (shared/PLATFORMS.md). The doctor says "this matches X's
+//! platforms (the table in docs/DOCTOR.md, "Idle limits of common
+//! platforms", lists them for users). The doctor says "this matches X's
 //! default of N s", never "you are on X".
 
 use crate::observe::Response;

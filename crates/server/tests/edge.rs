@@ -57,13 +57,15 @@ async fn serves_wss_with_rustls() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A server that gives a request 300 ms (`handshake_timeout`).
+async fn impatient_server() -> TestServer {
+    let server = ServerConfig { handshake_timeout: Duration::from_millis(300), ..Setup::default().server };
+    TestServer::start(Setup { server, ..Setup::default() }).await
+}
+
 #[tokio::test]
 async fn a_client_that_never_finishes_its_request_is_cut() {
-    let setup = Setup {
-        server: ServerConfig { handshake_timeout: Duration::from_millis(300), ..Setup::default().server },
-        ..Setup::default()
-    };
-    let server = TestServer::start(setup).await;
+    let server = impatient_server().await;
     let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.unwrap();
     let started = Instant::now();
@@ -98,11 +100,7 @@ async fn serves_the_browser_module_and_its_types() {
 /// cut is counted.
 #[tokio::test]
 async fn a_body_that_never_comes_is_cut_with_408() {
-    let setup = Setup {
-        server: ServerConfig { handshake_timeout: Duration::from_millis(300), ..Setup::default().server },
-        ..Setup::default()
-    };
-    let server = TestServer::start(setup).await;
+    let server = impatient_server().await;
     let session = "?session=0123456789abcdef0123456789abcdef";
     for path in [&format!("/poll{session}"), &format!("/sse{session}"), "/doctor/explain", "/api/publish"] {
         let mut stuck = tokio::net::TcpStream::connect(server.addr).await.unwrap();

@@ -38,8 +38,8 @@ test('a page logged in by a session cookie connects through the connect proxy; w
     await context.addCookies([{ name: 'sid', value: 'alice-session', url: holdfast.base }]);
     const page = await context.newPage();
     await page.goto(`${holdfast.base}/`);
-    await page.waitForFunction(() => window.holdfast?.subs.get('chat:lobby')?.position.epoch, null, { timeout: 10000 });
-    const presence = await api(holdfast.base, '/api/presence?channel=chat:lobby');
+    await page.waitForFunction(() => window.holdfast?.subs.get('demo:lobby')?.position.epoch, null, { timeout: 10000 });
+    const presence = await api(holdfast.base, '/api/presence?channel=demo:lobby');
     assert.equal(presence.subscribers.length, 1);
     assert.equal(presence.subscribers[0].user, 'alice', 'the user the backend named');
     assert.ok(backend.asked.some((q) => q.cookies.sid === 'alice-session' && q.transport === 'websocket'),

@@ -12,7 +12,7 @@ async function withPage(base, fn) {
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(`${base}/`);
-    await page.waitForFunction(() => window.holdfast?.subs.get('chat:lobby')?.position.epoch, null, { timeout: 10000 });
+    await page.waitForFunction(() => window.holdfast?.subs.get('demo:lobby')?.position.epoch, null, { timeout: 10000 });
     await fn(page, errors);
   } finally {
     await browser.close();
@@ -23,14 +23,14 @@ test('a restarted server (new epoch): recovery-failed is reported, then the page
   let { proc, base, port } = await startServer();
   try {
     await withPage(base, async (page) => {
-      await api(base, '/api/publish', { channel: 'chat:lobby', data: { text: 'before' } });
+      await api(base, '/api/publish', { channel: 'demo:lobby', data: { text: 'before' } });
       await page.waitForFunction(() => window.received?.length === 1, null, { timeout: 10000 });
       await stopped(proc);
       await page.waitForFunction(() => window.holdfast.state === 'reconnecting', null, { timeout: 10000 });
       ({ proc } = await startServer(port));
       await page.waitForFunction(() => window.recoveryFailures === 1, null, { timeout: 30000 });
       await page.waitForFunction(() => window.holdfast.state === 'open', null, { timeout: 10000 });
-      await api(base, '/api/publish', { channel: 'chat:lobby', data: { text: 'after' } });
+      await api(base, '/api/publish', { channel: 'demo:lobby', data: { text: 'after' } });
       await page.waitForFunction(() => window.received.some((m) => m.data.text === 'after'), null, { timeout: 10000 });
       const timeline = await page.textContent('#timeline');
       assert.match(timeline, /1001 \(going_away\)/, 'the timeline shows the close code and its meaning');
@@ -45,7 +45,7 @@ test('a do-not-reconnect close is final; closing while connecting is clean', asy
   const { proc, base } = await startServer();
   try {
     await withPage(base, async (page, errors) => {
-      const presence = await api(base, '/api/presence?channel=chat:lobby');
+      const presence = await api(base, '/api/presence?channel=demo:lobby');
       const session = presence.subscribers[0].session;
       assert.deepEqual(await api(base, '/api/disconnect', { session }), { disconnected: 1, other_nodes: 0 });
       await page.waitForFunction(() => window.holdfast.state === 'closed', null, { timeout: 10000 });

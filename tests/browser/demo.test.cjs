@@ -19,7 +19,7 @@ test('demo page: live messages, then recovery after going offline', async () => 
     await page.goto(`${base}/`);
     await page.waitForFunction(() => window.holdfast?.state === 'open', null, { timeout: 10000 });
     // Wait until the subscription is confirmed before publishing.
-    await page.waitForFunction(() => window.holdfast.subs.get('chat:lobby').position.epoch !== null, null, { timeout: 10000 });
+    await page.waitForFunction(() => window.holdfast.subs.get('demo:lobby').position.epoch !== null, null, { timeout: 10000 });
     await publish(base, 'hello from the API');
     await page.waitForFunction(() => (window.received ?? []).some((m) => m.data.text === 'hello from the API'), null, { timeout: 10000 });
     assert.match(await page.textContent('#messages'), /hello from the API/);

@@ -24,7 +24,7 @@ async function demoSettlesOn(front, server, transport, withinMs) {
     assert.equal(await page.evaluate(() => window.transport), transport);
     assert.ok(took < withinMs, `open on ${transport} after ${took} ms (limit ${withinMs})`);
     assert.match(await page.textContent('#state'), transport === 'sse' ? /Server-Sent Events/ : /long-polling/);
-    await page.waitForFunction(() => window.holdfast.subs.get('chat:lobby').position.epoch !== null, null, { timeout: 10000 });
+    await page.waitForFunction(() => window.holdfast.subs.get('demo:lobby').position.epoch !== null, null, { timeout: 10000 });
     const sent = [];
     for (let i = 1; i <= 5; i++) sent.push(await publish(server, `over ${transport} ${i}`));
     await page.waitForFunction((n) => (window.received ?? []).length >= n, sent.length, { timeout: 15000 });
@@ -73,7 +73,7 @@ test('a plain EventSource recovers what it missed after a server-side disconnect
       window.got = [];
       window.opens = 0;
       // No library: the browser's own EventSource and its automatic reconnect.
-      const es = new EventSource('/sse?channel=chat:lobby');
+      const es = new EventSource('/sse?channel=demo:lobby');
       es.onopen = () => { window.opens += 1; };
       es.onmessage = (e) => {
         const m = JSON.parse(e.data);
@@ -100,7 +100,7 @@ test('a plain EventSource recovers what it missed after a server-side disconnect
     assert.deepEqual(got.map((g) => g[1]), ['one', 'two', 'three', 'four', 'five'], 'each once, in order');
     assert.deepEqual(got.map((g) => g[0]), [1, 2, 3, 4, 5]);
     const epoch = await page.evaluate(() => window.subscribed.epoch);
-    assert.equal(got[1][2], `chat:lobby ${epoch} 2`, 'the event id is the resumable position');
+    assert.equal(got[1][2], `demo:lobby ${epoch} 2`, 'the event id is the resumable position');
     assert.equal(await page.evaluate(() => window.subscribed.recovered), true, 'the reconnect recovered');
     assert.equal(await page.evaluate(() => window.opens), 2, 'one automatic reconnect');
   } finally {

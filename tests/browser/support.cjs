@@ -20,10 +20,11 @@ if (!fs.existsSync('/usr/bin/chromium')) {
 
 const KEY = 'browser-key';
 
-/** `holdfast serve` on 127.0.0.1:port (0: any) with API key KEY; resolves with {proc, base, port}. */
+/** `holdfast serve` on 127.0.0.1:port (0: any) with API key KEY and client publishing on; resolves with {proc, base, port}. */
 function startServer(port = 0, extra = []) {
   const bin = process.env.HOLDFAST_BIN || 'target/release/holdfast';
-  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY, '--drain-window', '1s', ...extra],
+  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY, '--drain-window', '1s',
+    '--allow-client-publish', 'true', ...extra],
     { stdio: ['ignore', 'pipe', 'ignore'] });
   return new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: proc.stdout });
@@ -47,12 +48,12 @@ async function api(base, path, body) {
   return r.json();
 }
 
-/** Publishes {text} on chat:lobby (the demo's channel); returns the offset. */
+/** Publishes {text} on demo:lobby (the demo's channel); returns the offset. */
 async function publish(base, text) {
   const r = await fetch(`${base}/api/publish`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel: 'chat:lobby', data: { text } }),
+    body: JSON.stringify({ channel: 'demo:lobby', data: { text } }),
   });
   if (r.status !== 200) throw new Error(`publish: HTTP ${r.status}`);
   return (await r.json()).offset;

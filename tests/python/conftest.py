@@ -10,7 +10,7 @@ import pytest
 
 API_KEY = "test-key"
 # A fast heartbeat so the ping tests take seconds, not minutes.
-SERVER_ARGS = ["--api-key", API_KEY, "--ping-interval", "1s", "--pong-timeout", "3s"]
+SERVER_ARGS = ["--api-key", API_KEY, "--allow-client-publish", "true", "--ping-interval", "1s", "--pong-timeout", "3s"]
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 

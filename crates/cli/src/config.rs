@@ -79,9 +79,15 @@ pub struct ServeArgs {
     /// Channels this node may hold, with the embedded broker (default 100000; 0: no limit).
     #[arg(long, env = "HOLDFAST_MAX_CHANNELS")]
     pub max_channels: Option<usize>,
-    /// Whether clients may publish over WebSocket (`true`/`false`).
+    /// Whether clients may publish (over WebSocket, SSE or long-polling)
+    /// outside the namespaces that say otherwise (`true`/`false`; default
+    /// false: your backend publishes through the HTTP API).
     #[arg(long, env = "HOLDFAST_ALLOW_CLIENT_PUBLISH")]
     pub allow_client_publish: Option<bool>,
+    /// The `demo` namespace, where anyone may publish, for the demo page
+    /// (`true`/`false`; default true unless the file defines `[namespaces.demo]`).
+    #[arg(long, env = "HOLDFAST_DEMO")]
+    pub demo: Option<bool>,
     /// Window over which shutdown spreads disconnects and reconnect hints.
     #[arg(long, env = "HOLDFAST_DRAIN_WINDOW", value_parser = parse_duration)]
     pub drain_window: Option<Duration>,
@@ -182,6 +188,7 @@ pub struct FileConfig {
     history_budget_mb: Option<usize>,
     max_channels: Option<usize>,
     allow_client_publish: Option<bool>,
+    demo: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     drain_window: Option<Duration>,
     node_name: Option<String>,
@@ -239,6 +246,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// The namespace the demo page publishes in (see `demo`).
+pub const DEMO_NAMESPACE: &str = "demo";
+
 /// Every file key, for the test that keeps flags and keys in step.
 #[cfg(test)]
 const FILE_KEYS: &[&str] = &[
@@ -260,6 +270,7 @@ const FILE_KEYS: &[&str] = &[
     "history_budget_mb",
     "max_channels",
     "allow_client_publish",
+    "demo",
     "drain_window",
     "node_name",
     "allowed_origins",
@@ -493,6 +504,11 @@ impl ServeArgs {
         let decides_private = auth.is_some() || backend.as_ref().is_some_and(|b| b.subscribe.is_some());
         if named.values().any(|r| (r.private && !decides_private) || (!r.allow_anonymous && !names_users)) {
             bail!("private namespaces need a JWT key or a subscribe proxy, and allow_anonymous = false a JWT key or a connect proxy (jwt_secret, jwt_public_key, subscribe_proxy, connect_proxy)");
+        }
+        // The demo page chats on `demo:lobby` from the browser, so its
+        // namespace takes client publishes whatever the default says.
+        if self.demo.or(file.demo).unwrap_or(true) {
+            named.entry(DEMO_NAMESPACE.to_owned()).or_insert(NamespaceRules { allow_publish: true, ..default_rules });
         }
         let namespaces = Namespaces::new(default_rules, named);
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {

@@ -203,7 +203,7 @@ fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool), f
     }
     let _ = writeln!(
         out,
-        "try: curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n       -d '{{\"channel\":\"chat:lobby\",\"data\":{{\"text\":\"hello\"}}}}' http://{addr}/api/publish",
+        "try: curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n       -d '{{\"channel\":\"demo:lobby\",\"data\":{{\"text\":\"hello\"}}}}' http://{addr}/api/publish",
         if *generated { key.as_str() } else { "$HOLDFAST_API_KEY" }
     );
     let _ = out.flush();

@@ -134,6 +134,30 @@ fn fast(url: String) -> Config {
     c
 }
 
+/// Out of the box clients may publish only in the demo page's namespace:
+/// anyone could otherwise write to every subscriber of any channel.
+#[tokio::test]
+async fn clients_publish_only_where_the_operator_allowed_it() {
+    let cases: [(&[&str], bool, bool); 3] =
+        [(&[], false, true), (&["--demo", "false"], false, false), (&["--allow-client-publish", "true"], true, true)];
+    for (flags, in_chat, in_demo) in cases {
+        let server = common::serve_with_defaults(0, flags);
+        let client = Client::start(fast(format!("ws://127.0.0.1:{}/ws", server.1)));
+        for (channel, allowed) in [("chat:lobby", in_chat), ("demo:lobby", in_demo)] {
+            match client.publish(channel, json!({"text": "hi"})).await {
+                Ok(_) => assert!(allowed, "{flags:?}: published to {channel}"),
+                Err(holdfast_client::Error::Server { code, message }) => {
+                    assert!(!allowed, "{flags:?}: {channel} refused: {code} {message}");
+                    assert_eq!(code, "permission_denied");
+                    assert!(message.contains("HTTP API"), "the refusal says what to do instead: {message}");
+                }
+                Err(e) => panic!("{flags:?}: {channel}: {e}"),
+            }
+        }
+        client.close().await;
+    }
+}
+
 #[tokio::test]
 async fn missed_messages_arrive_once_in_order_after_a_network_loss() {
     let server = serve(0, &[]);

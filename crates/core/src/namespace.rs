@@ -30,7 +30,7 @@ pub struct NamespaceRules {
 impl Default for NamespaceRules {
     fn default() -> Self {
         NamespaceRules {
-            allow_publish: true,
+            allow_publish: false,
             presence: true,
             private: false,
             allow_anonymous: true,

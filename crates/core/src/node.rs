@@ -23,7 +23,9 @@ pub struct SessionConfig {
     pub outbox_max_bytes: usize,
     /// Most channels one session may subscribe to.
     pub max_subscriptions: usize,
-    /// Whether clients may `publish` (the HTTP API always may).
+    /// Whether clients may `publish` where their namespace does not say
+    /// (the HTTP API always may). Off by default: an open channel would let
+    /// any anonymous visitor write to every subscriber.
     pub allow_client_publish: bool,
     /// Commands per second a session may send after a burst (0: unlimited).
     pub commands_per_second: u32,
@@ -40,7 +42,7 @@ impl Default for SessionConfig {
             pong_timeout: Duration::from_secs(10),
             outbox_max_bytes: 1 << 20,
             max_subscriptions: 1024,
-            allow_client_publish: true,
+            allow_client_publish: false,
             commands_per_second: 100,
             command_burst: 200,
         }

@@ -318,7 +318,7 @@ impl Session {
             Command::Publish { channel, data } => {
                 let rules = self.node.namespaces.rules(&channel);
                 if !rules.allow_publish {
-                    return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}"));
+                    return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}: publish through the HTTP API, or allow it with allow_publish = true in its namespace"));
                 }
                 if let Some(why) = self.node.publish_refusal() {
                     return fail(ErrorCode::BrokerUnavailable, why.into());

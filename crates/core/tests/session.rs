@@ -2,13 +2,19 @@
 //! strings and read back from the outbox: no sockets involved.
 
 use holdfast_core::{Batch, HistoryLimits, MemoryBroker, Node, Session, SessionConfig};
+
 use holdfast_protocol::{ChannelName, CloseCode};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Clients may publish in these tests (off by default).
+fn publishing() -> SessionConfig {
+    SessionConfig { allow_client_publish: true, ..SessionConfig::default() }
+}
+
 fn node(history: HistoryLimits) -> Arc<Node> {
-    Arc::new(Node::new(Arc::new(MemoryBroker::new(history)), SessionConfig::default(), None))
+    Arc::new(Node::new(Arc::new(MemoryBroker::new(history)), publishing(), None))
 }
 
 /// Everything queued in the session's outbox, as JSON objects.
@@ -64,11 +70,7 @@ async fn subscribe_publish_and_leave() {
 async fn a_silent_peer_is_closed_with_heartbeat_timeout() {
     let node = Arc::new(Node::new(
         Arc::new(MemoryBroker::new(HistoryLimits::default())),
-        SessionConfig {
-            ping_interval: Duration::from_secs(10),
-            pong_timeout: Duration::from_secs(3),
-            ..SessionConfig::default()
-        },
+        SessionConfig { ping_interval: Duration::from_secs(10), pong_timeout: Duration::from_secs(3), ..publishing() },
         None,
     ));
     let t = Instant::now();
@@ -196,8 +198,7 @@ impl holdfast_core::Backend for CookieBackend {
 async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_nothing() {
     let backend: Arc<dyn holdfast_core::Backend> = Arc::new(CookieBackend);
     let node = Arc::new(
-        Node::new(Arc::new(MemoryBroker::new(HistoryLimits::default())), SessionConfig::default(), None)
-            .with_backend(backend),
+        Node::new(Arc::new(MemoryBroker::new(HistoryLimits::default())), publishing(), None).with_backend(backend),
     );
     let context = |cookie: Option<&str>| holdfast_core::RequestContext {
         transport: "websocket",
@@ -238,7 +239,7 @@ async fn a_pong_flood_is_rate_limited_and_a_frame_holds_a_bounded_number_of_comm
     // A burst far under the frame cap, so only the rate limit can stop it.
     let limited = Arc::new(Node::new(
         Arc::new(MemoryBroker::new(HistoryLimits::default())),
-        SessionConfig { commands_per_second: 10, command_burst: 10, ..SessionConfig::default() },
+        SessionConfig { commands_per_second: 10, command_burst: 10, ..publishing() },
         None,
     ));
     let mut s = connected(&limited).await;
@@ -251,7 +252,7 @@ async fn a_pong_flood_is_rate_limited_and_a_frame_holds_a_bounded_number_of_comm
 
     let unlimited = Arc::new(Node::new(
         Arc::new(MemoryBroker::new(HistoryLimits::default())),
-        SessionConfig { commands_per_second: 0, ..SessionConfig::default() },
+        SessionConfig { commands_per_second: 0, ..publishing() },
         None,
     ));
     let mut s = connected(&unlimited).await;

@@ -417,7 +417,7 @@ async fn an_unpolled_session_times_out_with_4001() {
         session: SessionConfig {
             ping_interval: Duration::from_millis(300),
             pong_timeout: Duration::from_millis(300),
-            ..SessionConfig::default()
+            ..common::session()
         },
         ..Setup::default()
     })
@@ -652,7 +652,7 @@ async fn drain_reaches_every_sse_and_long_polling_session_while_readyz_answers_5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_reader_that_stops_reading_is_cut_and_its_connection_closed() {
     let setup = Setup {
-        session: SessionConfig { outbox_max_bytes: 64 * 1024, ..SessionConfig::default() },
+        session: SessionConfig { outbox_max_bytes: 64 * 1024, ..common::session() },
         history: HistoryLimits { max_len: 0, max_age: Duration::from_secs(1) },
         ..Setup::default()
     };

@@ -15,7 +15,7 @@ fn fast_heartbeat() -> Setup {
         session: SessionConfig {
             ping_interval: Duration::from_millis(200),
             pong_timeout: Duration::from_millis(300),
-            ..SessionConfig::default()
+            ..common::session()
         },
         ..Setup::default()
     }

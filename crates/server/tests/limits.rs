@@ -90,7 +90,7 @@ async fn above_the_memory_ceiling_new_connections_wait() {
 #[tokio::test]
 async fn a_client_over_its_command_rate_gets_errors_then_a_flood_is_cut() {
     let setup = Setup {
-        session: SessionConfig { commands_per_second: 10, command_burst: 5, ..SessionConfig::default() },
+        session: SessionConfig { commands_per_second: 10, command_burst: 5, ..common::session() },
         ..Setup::default()
     };
     let server = TestServer::start(setup).await;
@@ -148,8 +148,7 @@ async fn an_address_that_reconnects_in_a_loop_is_slowed_down() {
 
 #[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
-    let setup =
-        Setup { session: SessionConfig { max_subscriptions: 3, ..SessionConfig::default() }, ..Setup::default() };
+    let setup = Setup { session: SessionConfig { max_subscriptions: 3, ..common::session() }, ..Setup::default() };
     let server = TestServer::start(setup).await;
     let mut c = server.connected().await;
     for i in 0..3 {

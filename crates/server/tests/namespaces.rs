@@ -24,7 +24,7 @@ fn exp() -> u64 {
 }
 
 async fn server() -> TestServer {
-    let base = NamespaceRules::default();
+    let base = NamespaceRules { allow_publish: true, ..NamespaceRules::default() };
     let named = HashMap::from([
         ("ro".to_string(), NamespaceRules { allow_publish: false, ..base }),
         ("priv".to_string(), NamespaceRules { private: true, ..base }),

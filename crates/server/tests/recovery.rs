@@ -105,7 +105,7 @@ async fn resubscribing_during_a_publish_storm_loses_and_repeats_nothing() {
     let setup = Setup {
         history: HistoryLimits { max_len: 10_000, max_age: Duration::from_secs(60) },
         // The publishers flood on purpose.
-        session: SessionConfig { commands_per_second: 0, ..SessionConfig::default() },
+        session: SessionConfig { commands_per_second: 0, ..common::session() },
         ..Setup::default()
     };
     let server = TestServer::start(setup).await;

@@ -15,7 +15,7 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     const MESSAGES: u64 = 1000;
     let setup = Setup {
         // The publisher bursts 1,000 commands: no rate limit for it.
-        session: SessionConfig { outbox_max_bytes: 256 * 1024, commands_per_second: 0, ..SessionConfig::default() },
+        session: SessionConfig { outbox_max_bytes: 256 * 1024, commands_per_second: 0, ..common::session() },
         history: HistoryLimits { max_len: 0, max_age: Duration::from_secs(1) },
         ..Setup::default()
     };

@@ -21,9 +21,16 @@ impl Drop for Served {
     }
 }
 
-/// Starts `holdfast serve` on `127.0.0.1:port` (0: any) with API key `k` and
-/// a short drain window, plus `extra` flags; waits for its address line.
+/// Starts `holdfast serve` on `127.0.0.1:port` (0: any) with API key `k`, a
+/// short drain window and client publishing on (off by default:
+/// [`serve_with_defaults`] keeps it off), plus `extra` flags; waits for its
+/// address line.
 pub fn serve(port: u16, extra: &[&str]) -> Served {
+    serve_with_defaults(port, &[&["--allow-client-publish", "true"], extra].concat())
+}
+
+/// [`serve`] without turning client publishing on.
+pub fn serve_with_defaults(port: u16, extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--drain-window", "500ms"])
         .args(extra)

@@ -27,10 +27,16 @@ pub struct Setup {
     pub history: HistoryLimits,
 }
 
+/// Session settings for tests: clients may publish (off by default;
+/// `namespaces.rs` tests the default).
+pub fn session() -> SessionConfig {
+    SessionConfig { allow_client_publish: true, ..SessionConfig::default() }
+}
+
 impl Default for Setup {
     fn default() -> Self {
         Setup {
-            session: SessionConfig::default(),
+            session: session(),
             // Short, so `stop` does not wait long for clients a test left open.
             server: ServerConfig {
                 api_key: API_KEY.into(),

@@ -98,6 +98,11 @@ pub struct ServeArgs {
     /// `https://app.example.com`, `https://*.example.com`, or `*`.
     #[arg(long, env = "HOLDFAST_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Proxies (addresses or CIDRs, comma-separated) whose
+    /// `X-Forwarded-For` / `Forwarded` header names the client, for the
+    /// per-address limits and the backend proxies; default none.
+    #[arg(long, env = "HOLDFAST_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Whether clients that send no Origin (non-browser) may connect (`true`/`false`).
     #[arg(long, env = "HOLDFAST_ALLOW_NO_ORIGIN")]
     pub allow_no_origin: Option<bool>,
@@ -193,6 +198,7 @@ pub struct FileConfig {
     drain_window: Option<Duration>,
     node_name: Option<String>,
     allowed_origins: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
     allow_no_origin: Option<bool>,
     cors_credentials: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
@@ -274,6 +280,7 @@ const FILE_KEYS: &[&str] = &[
     "drain_window",
     "node_name",
     "allowed_origins",
+    "trusted_proxies",
     "allow_no_origin",
     "cors_credentials",
     "handshake_timeout",
@@ -517,6 +524,13 @@ impl ServeArgs {
             _ => bail!("tls_cert and tls_key go together: give both or neither"),
         };
         let allowed_origins = self.allowed_origins.or(file.allowed_origins).unwrap_or_default();
+        let trusted_proxies: holdfast_server::TrustedProxies = self
+            .trusted_proxies
+            .or(file.trusted_proxies)
+            .unwrap_or_default()
+            .join(",")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
         let cors_credentials = self.cors_credentials.or(file.cors_credentials).unwrap_or(false);
         if cors_credentials && allowed_origins.iter().any(|o| o == "*") {
             bail!("cors_credentials needs allowed_origins to name the sites: with `*` any site could send requests with your users' cookies");
@@ -559,6 +573,7 @@ impl ServeArgs {
                 tls,
                 explain: None,
                 forward_headers,
+                trusted_proxies,
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
                         0 => {

@@ -70,7 +70,18 @@ fn holdfast_with(base: &str) -> Served {
     let (c, s, p) = (format!("{base}/connect"), format!("{base}/subscribe"), format!("{base}/publish"));
     serve(
         0,
-        &["--connect-proxy", &c, "--subscribe-proxy", &s, "--publish-proxy", &p, "--proxy-headers", "x-request-id"],
+        &[
+            "--connect-proxy",
+            &c,
+            "--subscribe-proxy",
+            &s,
+            "--publish-proxy",
+            &p,
+            "--proxy-headers",
+            "x-request-id",
+            "--trusted-proxies",
+            "127.0.0.1",
+        ],
     )
 }
 
@@ -82,6 +93,8 @@ async fn open(port: u16, cookie: Option<&str>) -> Ws {
     h.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("holdfast.v1.json"));
     h.insert("X-Request-Id", HeaderValue::from_static("req-7"));
     h.insert("X-Not-Forwarded", HeaderValue::from_static("secret"));
+    // As a trusted proxy in front would say (the client's own address).
+    h.insert("X-Forwarded-For", HeaderValue::from_static("198.51.100.7"));
     if let Some(c) = cookie {
         h.insert("Cookie", HeaderValue::from_str(&format!("theme=dark; sid={c}")).unwrap());
     }
@@ -127,7 +140,7 @@ async fn a_cookie_backend_decides_connect_subscribe_and_publish_and_never_allows
     assert_eq!(first["op"], "connect");
     assert_eq!(first["cookies"], json!({"theme": "dark", "sid": "alice-session"}));
     assert_eq!(first["headers"], json!({"x-request-id": "req-7"}), "only the allowed headers");
-    assert_eq!((first["transport"].as_str(), first["address"].as_str()), (Some("websocket"), Some("127.0.0.1")));
+    assert_eq!((first["transport"].as_str(), first["address"].as_str()), (Some("websocket"), Some("198.51.100.7")));
     assert_eq!(first["client"], "web/1");
 
     // Subscribe: one channel refused with the backend's words, another allowed.

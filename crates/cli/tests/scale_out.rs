@@ -529,3 +529,44 @@ async fn r13_after_a_redis_restart_ready_means_the_first_publish_on_every_node_w
         }
     }
 }
+
+/// Behind the nginx config `holdfast nginx` prints, once holdfast trusts
+/// nginx (`--trusted-proxies`, as that config says) each user is counted by
+/// their own address: a reconnect burst from many users is not throttled as
+/// if it came from one, while untrusted it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_users_are_counted_by_their_own_address_once_nginx_is_trusted() {
+    /// Upgrades through nginx from the loopback address `source`; the status.
+    async fn upgrade_from(source: std::net::Ipv4Addr, port: u16) -> u16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        let req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+    }
+    for trusted in [false, true] {
+        // A burst of 10 per address, then 5 a second.
+        let mut flags = vec!["--connect-rate-per-ip", "5"];
+        if trusted {
+            flags.extend(["--trusted-proxies", "127.0.0.1"]);
+        }
+        let server = common::serve(0, &flags);
+        let lb = free_port();
+        let _nginx = generated_nginx(&scratch(&format!("trusted-{trusted}")), lb, &[server.1]);
+        // 20 users, each from its own address, reconnect 5 times at once.
+        let users = (1..=20u8).map(|u| std::net::Ipv4Addr::new(127, 0, 1, u));
+        let attempts = users.flat_map(|a| std::iter::repeat_n(a, 5)).map(|a| upgrade_from(a, lb));
+        let statuses = futures_util::future::join_all(attempts).await;
+        let refused = statuses.iter().filter(|&&s| s == 429).count();
+        assert!(statuses.iter().all(|&s| s == 101 || s == 429), "{statuses:?}");
+        if trusted {
+            assert_eq!(refused, 0, "each user is within its own burst");
+        } else {
+            assert!(refused >= 80, "untrusted, nginx's address is everyone's: {refused} of 100 refused");
+        }
+    }
+}

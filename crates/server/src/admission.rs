@@ -5,6 +5,12 @@
 //! Limits (0 means none): connections on this node, connections per client
 //! address, and resident memory. A [`Ticket`] holds a connection's place and
 //! gives it back when dropped, so the counts cannot drift.
+//!
+//! Sessions are counted by client address (which a trusted proxy may name,
+//! see `client_addr`); every TCP connection, plain HTTP included, is also
+//! counted by its peer's address unless that peer is a trusted proxy, so
+//! one address cannot hold the node's descriptors with requests that
+//! never finish ([`Admission::hold_socket`]).
 
 use axum::http::{header, StatusCode};
 use std::collections::HashMap;
@@ -38,6 +44,8 @@ pub struct Admission {
     limits: Limits,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Open TCP connections per untrusted peer address.
+    sockets_per_peer: Mutex<HashMap<IpAddr, usize>>,
     connect_rate: Mutex<HashMap<IpAddr, TokenBucket>>,
     rss: AtomicU64,
 }
@@ -46,6 +54,12 @@ pub struct Admission {
 pub struct Ticket {
     admission: Arc<Admission>,
     ip: IpAddr,
+}
+
+/// A TCP connection's place in the per-peer count; dropping it frees it.
+pub struct SocketTicket {
+    admission: Arc<Admission>,
+    peer: IpAddr,
 }
 
 impl Admission {
@@ -105,20 +119,34 @@ impl Admission {
             )
             .with_header(header::RETRY_AFTER, retry_after()));
         }
-        let mut per_ip = self.per_ip.lock().expect("admission lock poisoned");
-        let n = per_ip.entry(ip).or_default();
-        if l.max_connections_per_ip > 0 && *n >= l.max_connections_per_ip {
-            drop(per_ip);
+        if let Err(refusal) = self.take_place(&self.per_ip, ip) {
             self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(refusal);
+        }
+        Ok(Ticket { admission: self.clone(), ip })
+    }
+
+    /// Takes a place for a TCP connection from an untrusted `peer`, or says
+    /// why not (`max_connections_per_ip`, counted over every connection).
+    pub fn hold_socket(self: &Arc<Self>, peer: IpAddr) -> Result<SocketTicket, Refusal> {
+        self.take_place(&self.sockets_per_peer, peer)?;
+        Ok(SocketTicket { admission: self.clone(), peer })
+    }
+
+    fn take_place(&self, counts: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) -> Result<(), Refusal> {
+        let limit = self.limits.max_connections_per_ip;
+        let mut counts = counts.lock().expect("admission lock poisoned");
+        let n = counts.entry(ip).or_default();
+        if limit > 0 && *n >= limit {
             return Err(Refusal::new(
                 RejectCause::PerIpLimit,
                 StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many connections from {ip} (limit {}); close some first.", l.max_connections_per_ip),
+                format!("Too many connections from {ip} (limit {limit}); close some first."),
             )
             .with_header(header::RETRY_AFTER, retry_after()));
         }
         *n += 1;
-        Ok(Ticket { admission: self.clone(), ip })
+        Ok(())
     }
 
     /// Connections admitted and not yet closed.
@@ -151,14 +179,23 @@ impl Admission {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let a = &self.admission;
-        a.total.fetch_sub(1, Ordering::SeqCst);
-        let mut per_ip = a.per_ip.lock().expect("admission lock poisoned");
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
+        self.admission.total.fetch_sub(1, Ordering::SeqCst);
+        give_back(&self.admission.per_ip, self.ip);
+    }
+}
+
+impl Drop for SocketTicket {
+    fn drop(&mut self) {
+        give_back(&self.admission.sockets_per_peer, self.peer);
+    }
+}
+
+fn give_back(counts: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) {
+    let mut counts = counts.lock().expect("admission lock poisoned");
+    if let Some(n) = counts.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&ip);
         }
     }
 }
@@ -193,6 +230,18 @@ mod tests {
         drop(t1);
         assert_eq!(a.connections(), 2);
         assert!(a.admit(x).is_ok());
+    }
+
+    #[test]
+    fn sockets_are_counted_per_peer_apart_from_sessions() {
+        let a = Arc::new(Admission::new(Limits { max_connections_per_ip: 2, ..Limits::default() }));
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        let s1 = a.hold_socket(x).unwrap();
+        let _s2 = a.hold_socket(x).unwrap();
+        assert_eq!(a.hold_socket(x).err().unwrap().cause, RejectCause::PerIpLimit);
+        let _session = a.admit(x).unwrap();
+        drop(s1);
+        assert!(a.hold_socket(x).is_ok());
     }
 
     #[test]

@@ -28,11 +28,11 @@
 //! sends `Last-Event-ID`) resumes exactly where it left off.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 
 use crate::api::ApiError;
+use crate::client_addr::ClientAddr;
 use crate::listener::Hangup;
 use crate::metrics::Transport;
 use crate::AppState;
@@ -157,7 +158,7 @@ impl Positions {
 /// refuses it.
 async fn open_session(
     state: &AppState,
-    peer: Option<SocketAddr>,
+    client: Option<IpAddr>,
     open: &Open,
     since: &Positions,
     transport: Transport,
@@ -168,7 +169,7 @@ async fn open_session(
         let e = ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "this node is shutting down".into());
         return Err(([(header::RETRY_AFTER, "1")], e).into_response());
     }
-    let ip = peer.map(|p| p.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let ticket = match state.admission.admit(ip) {
         Ok(t) => t,
         Err(refusal) => {
@@ -177,8 +178,7 @@ async fn open_session(
         }
     };
     let name = if matches!(transport, Transport::Sse) { "sse" } else { "polling" };
-    let context =
-        crate::backend::context_of(&state.node, headers, peer.map(|p| p.ip()), name, &state.config.forward_headers);
+    let context = crate::backend::context_of(&state.node, headers, client, name, &state.config.forward_headers);
     let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context);
     let mut connect = serde_json::json!({"id": 1, "op": "connect"});
     if let Some(c) = &open.client {
@@ -274,8 +274,8 @@ async fn run_session(
     metrics.connection_closed(transport, code);
 }
 
-fn peer_of(req: &Request<Body>) -> Option<SocketAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+fn client_of(req: &Request<Body>) -> Option<IpAddr> {
+    req.extensions().get::<ClientAddr>().map(|c| c.0)
 }
 
 /// `GET /sse`: opens a session and streams what it sends as events.
@@ -284,7 +284,8 @@ pub async fn sse(State(state): State<AppState>, req: Request<Body>) -> Response 
     let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     let since = Positions::parse(last_id);
     let hangup = req.extensions().get::<Hangup>().cloned();
-    let route = match open_session(&state, peer_of(&req), &open, &since, Transport::Sse, req.headers(), hangup).await {
+    let route = match open_session(&state, client_of(&req), &open, &since, Transport::Sse, req.headers(), hangup).await
+    {
         Ok(r) => r,
         Err(refused) => return refused,
     };
@@ -406,7 +407,7 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
     let Some(id) = &open.session else {
         return match open_session(
             &state,
-            peer_of(&req),
+            client_of(&req),
             &open,
             &Positions::default(),
             Transport::LongPoll,

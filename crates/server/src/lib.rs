@@ -13,6 +13,7 @@ mod admission;
 mod api;
 mod auth;
 mod backend;
+mod client_addr;
 mod cors;
 mod deadline;
 mod doctor;
@@ -27,7 +28,7 @@ mod ws;
 mod wsio;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -35,7 +36,6 @@ use axum::Router;
 use holdfast_core::Node;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 pub use admission::Limits;
 pub use auth::JwtAuth;
 pub use backend::{BackendConfig, HttpBackend};
+pub use client_addr::TrustedProxies;
 pub use doctor::Explainer;
 pub use drain::drain;
 pub use listener::tls_acceptor;
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Request headers passed to the backend proxies (lowercase names).
     pub forward_headers: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client
+    /// (none by default: a forged header must change nothing).
+    pub trusted_proxies: TrustedProxies,
     /// The doctor's rules for `POST /doctor/explain` (the binary passes
     /// `holdfast_doctor::explain`; without it the page shows its own stages
     /// only).
@@ -97,6 +101,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             explain: None,
             forward_headers: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -134,9 +139,14 @@ pub async fn run(
     let drain_window = state.config.drain_window;
     let handshake_timeout = state.config.handshake_timeout;
     let state_tls = state.config.tls.clone();
+    let gate = listener::Gate {
+        admission: admission.clone(),
+        trusted: Arc::new(state.config.trusted_proxies.clone()),
+        metrics: state.metrics.clone(),
+    };
     let app = router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(listener::serve(listener, app, state_tls, handshake_timeout, stop_rx));
+    let server = tokio::spawn(listener::serve(listener, app, state_tls, handshake_timeout, gate, stop_rx));
     let sweeper = tokio::spawn({
         let node = node.clone();
         async move {
@@ -215,7 +225,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoint: Endpoint) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<client_addr::ClientAddr>().map(|c| c.0);
     let checked = upgrade::check(&req, endpoint, &state.config.origins).and_then(|accepted| {
         if state.node.is_draining() {
             return Err(upgrade::Refusal::new(

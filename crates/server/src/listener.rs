@@ -1,7 +1,9 @@
 //! The accept loop: TCP (and TLS) in, HTTP/1.1 connections out.
 //!
 //! Written by hand rather than `axum::serve` for five things it needs:
-//! the peer address on every request (per-IP limits), a header-read
+//! the client's address on every request ([`ClientAddr`], for per-address
+//! limits) and a place in the per-peer count for every connection
+//! ([`Gate`]), a header-read
 //! timeout (a client that never finishes its request — slowloris — is cut
 //! after `handshake_timeout`), TLS with rustls, `EMFILE` handling that
 //! logs once a minute and backs off instead of spinning, and a way for a
@@ -13,7 +15,6 @@
 //! their `disconnect` on their next poll, often a new connection. New
 //! sessions are refused by their handlers (`Node::is_draining`), not here.
 
-use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,8 +26,33 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tower_service::Service;
 
+use crate::admission::{Admission, SocketTicket};
+use crate::client_addr::{ClientAddr, TrustedProxies};
+use crate::metrics::Metrics;
+
 /// How long open connections get to finish once the listener closes.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Who may connect, and as whom.
+#[derive(Clone)]
+pub struct Gate {
+    pub admission: Arc<Admission>,
+    pub trusted: Arc<TrustedProxies>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// A place for a connection from `peer`: none needed for a trusted
+    /// proxy (its connections carry many clients).
+    fn admit(&self, peer: SocketAddr) -> Result<Option<SocketTicket>, crate::upgrade::Refusal> {
+        if self.trusted.trusts_peer(peer.ip()) {
+            return Ok(None);
+        }
+        self.admission.hold_socket(peer.ip()).map(Some).inspect_err(|refusal| {
+            self.metrics.rejections.record(refusal, Instant::now());
+        })
+    }
+}
 
 /// Serves `app` on `listener`.
 ///
@@ -40,9 +66,10 @@ pub async fn serve(
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: Duration,
+    gate: Gate,
     mut stop: watch::Receiver<bool>,
 ) {
-    tokio::spawn(accept(listener, app, tls, handshake_timeout, stop.clone()));
+    tokio::spawn(accept(listener, app, tls, handshake_timeout, gate, stop.clone()));
     let _ = stop.wait_for(|s| *s).await;
 }
 
@@ -52,6 +79,7 @@ async fn accept(
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: Duration,
+    gate: Gate,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_fd_warning: Option<Instant> = None;
@@ -66,15 +94,24 @@ async fn accept(
             },
             () = closed(&mut stop) => break,
         };
+        let place = match gate.admit(peer) {
+            Ok(place) => place,
+            Err(refusal) => {
+                tokio::spawn(refuse(tcp, refusal.to_http1(), tls.is_some()));
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let stop = stop.clone();
+        let trusted = gate.trusted.clone();
         tokio::spawn(async move {
+            let _place = place;
             match tls {
-                None => serve_connection(tcp, peer, app, handshake_timeout, stop).await,
+                None => serve_connection(tcp, peer, trusted, app, handshake_timeout, stop).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, peer, app, handshake_timeout, stop).await,
+                    Ok(Ok(stream)) => serve_connection(stream, peer, trusted, app, handshake_timeout, stop).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -126,9 +163,29 @@ impl Reset for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// Answers a connection refused at accept and closes it. Plain HTTP gets
+/// the refusal's response (after which what the client sent is read and
+/// dropped for up to a second, so closing does not reset the answer
+/// away); TLS is just closed, as no handshake was made.
+async fn refuse(mut tcp: TcpStream, response: Vec<u8>, tls: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tls {
+        return;
+    }
+    let answered = async {
+        tcp.write_all(&response).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
+}
+
 async fn serve_connection<S>(
     io: S,
     peer: SocketAddr,
+    trusted: Arc<TrustedProxies>,
     app: Router,
     handshake_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -139,7 +196,8 @@ async fn serve_connection<S>(
     let service = hyper::service::service_fn({
         let hangup = hangup.clone();
         move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+            let client = ClientAddr(trusted.client_of(peer.ip(), req.headers()));
+            req.extensions_mut().insert(client);
             req.extensions_mut().insert(hangup.clone());
             let mut app = app.clone();
             async move { app.call(req).await }

@@ -144,6 +144,20 @@ impl Refusal {
         self
     }
 
+    /// The response as HTTP/1.1 bytes, for a connection refused before
+    /// any request was read (it closes the connection).
+    pub fn to_http1(&self) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: {}\r\n",
+            self.status,
+            self.explanation.len() + 1
+        );
+        if let Some((name, value)) = &self.header {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        [head.as_bytes(), b"\r\n", self.explanation.as_bytes(), b"\n"].concat()
+    }
+
     /// The response to send.
     pub fn into_response(self) -> Response<Body> {
         let note = crate::doctor::RefusalNote { cause: self.cause.id(), explanation: self.explanation.clone() };

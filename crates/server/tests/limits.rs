@@ -7,6 +7,8 @@ use common::{Client, Setup, TestServer};
 use holdfast_core::SessionConfig;
 use holdfast_server::{Limits, ServerConfig};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const UPGRADE: [(&str, &str); 4] = [
     ("Upgrade", "websocket"),
@@ -62,7 +64,105 @@ async fn one_address_cannot_take_every_place() {
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
     assert!(r.body.contains("127.0.0.1"), "{}", r.body);
-    assert_eq!(rejections(&server, "per_ip_limit").await, 1);
+    assert_eq!(rejections_from(OTHER, &server, "per_ip_limit").await, 1);
+    server.stop().await;
+}
+
+/// Another loopback address: a client that is not the one being limited.
+const OTHER: [u8; 4] = [127, 0, 0, 2];
+
+/// `rejections`, asked from `source`.
+async fn rejections_from(source: [u8; 4], server: &TestServer, cause: &str) -> u64 {
+    let (_, text) = request_from(source, server.addr, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", true).await;
+    let needle = format!("holdfast_handshake_rejections_total{{cause=\"{cause}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&needle)).unwrap().parse().unwrap()
+}
+
+/// Sends `request` from the loopback address `source`; returns the
+/// connection and what came back: the head only, or (`to_end`) everything
+/// until the server closed.
+async fn request_from(source: [u8; 4], addr: std::net::SocketAddr, request: &str, to_end: bool) -> (TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while to_end || !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("an answer in 5 s").unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (s, String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// An upgrade from `source` with `X-Forwarded-For: forwarded`; returns the
+/// open connection and the response head.
+async fn upgrade_from(source: [u8; 4], server: &TestServer, forwarded: &str) -> (TcpStream, String) {
+    let mut req = "GET /ws HTTP/1.1\r\nHost: x\r\n".to_string();
+    for (k, v) in UPGRADE.iter().chain(&[("X-Forwarded-For", forwarded)]) {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request_from(source, server.addr, &(req + "\r\n"), false).await
+}
+
+/// Every TCP connection counts against `max_connections_per_ip`, plain HTTP
+/// as well as sessions: requests that never finish (each waits for its
+/// deadline) cannot take the node's descriptors from one address.
+#[tokio::test]
+async fn plain_http_connections_count_against_the_address_limit() {
+    let server = TestServer::start(limited(Limits { max_connections_per_ip: 3, ..Limits::default() })).await;
+    // Headers that never end: each waits for the handshake timeout.
+    let unfinished = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let mut s = socket.connect(server.addr).await.unwrap();
+        s.write_all(unfinished.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    let r = server.http("GET", "/healthz", &[], "").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("127.0.0.1") && r.header("retry-after").is_some(), "{}", r.body);
+    let (_, other) = request_from(OTHER, server.addr, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", true).await;
+    assert!(other.starts_with("HTTP/1.1 200"), "another address is served: {other}");
+    assert_eq!(rejections_from(OTHER, &server, "per_ip_limit").await, 1);
+    held.pop();
+    let served = async {
+        loop {
+            if server.http("GET", "/healthz", &[], "").await.status == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), served).await.expect("a closed connection gives its place back");
+    server.stop().await;
+}
+
+/// Only a trusted proxy may say who the client is: behind it each client
+/// is counted by its own address; from anyone else the header is ignored.
+#[tokio::test]
+async fn behind_a_trusted_proxy_clients_are_counted_by_their_forwarded_address() {
+    let limits = Limits { max_connections_per_ip: 1, ..Limits::default() };
+    let mut setup = limited(limits);
+    setup.server.trusted_proxies = "127.0.0.1".parse().unwrap();
+    let server = TestServer::start(setup).await;
+    let (_alice, head) = upgrade_from([127, 0, 0, 1], &server, "198.51.100.1").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_, head) = upgrade_from([127, 0, 0, 1], &server, "198.51.100.1").await;
+    assert!(head.starts_with("HTTP/1.1 429") && head.contains("198.51.100.1"), "{head}");
+    let (_bob, head) = upgrade_from([127, 0, 0, 1], &server, "6.6.6.6, 198.51.100.2").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "another client behind the proxy: {head}");
+
+    // 127.0.0.3 is not trusted: its header changes nothing.
+    let (_mallory, head) = upgrade_from([127, 0, 0, 3], &server, "198.51.100.3").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_, head) = upgrade_from([127, 0, 0, 3], &server, "198.51.100.4").await;
+    assert!(head.starts_with("HTTP/1.1 429") && head.contains("127.0.0.3"), "a forged header is ignored: {head}");
     server.stop().await;
 }
 

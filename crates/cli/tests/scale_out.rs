@@ -496,6 +496,21 @@ async fn sse_and_long_polling_sessions_work_whichever_node_a_request_lands_on() 
     assert_eq!(offsets.len(), 4, "{seen:?}");
     let (status, _) = api(ports[1], "GET", "/poll?session=nobody", "").await;
     assert_eq!(status, 404);
+
+    // A session id names its node, so a request for one that no node holds
+    // is answered at once (the holder says no, or nobody listens) instead
+    // of being sent to every node and waited on.
+    let (holder, bits) = session.split_once('-').expect("NODE-BITS");
+    assert_eq!(bits.len(), 32, "{session}");
+    for made_up in [format!("{holder}-{}", "0".repeat(32)), format!("gone1234-{bits}")] {
+        for port in ports.clone() {
+            let asked = Instant::now();
+            let (status, _) = api(port, "GET", &format!("/poll?session={made_up}"), "").await;
+            assert_eq!(status, 404, "{made_up} on {port}");
+            assert_eq!(post_commands(port, "/poll", &made_up, json!({"op": "pong"})).await, 404);
+            assert!(asked.elapsed() < Duration::from_millis(500), "{made_up}: {:?}", asked.elapsed());
+        }
+    }
 }
 
 /// Issue 13: after Redis restarted, `/readyz` said 200 on both nodes while

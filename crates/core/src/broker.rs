@@ -165,6 +165,14 @@ pub trait Broker: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// What this node puts before the session ids it hands out, so a
+    /// request for one that lands on another node goes straight to its
+    /// holder (`send_to_session`, `poll_session`) instead of asking every
+    /// node; `None` for a single-process broker.
+    fn session_prefix(&self) -> Option<&str> {
+        None
+    }
+
     /// Hands commands to a request-based session (SSE, long-polling) that
     /// lives on another node. `Ok(false)`: no node holds it.
     async fn send_to_session(&self, _session: &str, _commands: &str) -> Result<bool, BrokerError> {

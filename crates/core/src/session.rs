@@ -252,7 +252,8 @@ impl Session {
                             std::time::UNIX_EPOCH.checked_add(Duration::from_secs(exp)).and_then(instant_of);
                     }
                 }
-                let info = Arc::new(ClientInfo { session: new_session_id(), user, client, info: None });
+                let session = new_session_id(self.node.broker.session_prefix());
+                let info = Arc::new(ClientInfo { session, user, client, info: None });
                 // A client behind a proxy that cuts idle connections may ask
                 // for more frequent pings: never less often than configured,
                 // never more often than MIN_PING_INTERVAL.
@@ -526,10 +527,14 @@ pub const MAX_COMMANDS_PER_FRAME: usize = 256;
 /// The shortest ping interval a client may ask for.
 pub const MIN_PING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// 128 random bits as 32 hex characters: unguessable, because a session id
-/// will route fallback-transport requests.
-fn new_session_id() -> String {
+/// 128 random bits as 32 hex characters, after the broker's prefix if it
+/// has one: unguessable, because a session id routes fallback-transport
+/// requests.
+fn new_session_id(prefix: Option<&str>) -> String {
     use rand::Rng;
     let bits: u128 = rand::rng().random();
-    format!("{bits:032x}")
+    match prefix {
+        Some(p) => format!("{p}{bits:032x}"),
+        None => format!("{bits:032x}"),
+    }
 }

@@ -108,8 +108,11 @@ struct Shared {
     hub: LocalHub,
     namespaces: Namespaces,
     sessions: Arc<SessionRegistry>,
-    /// Tells this node's own control messages from the others'.
+    /// Tells this node's own control messages from the others', and names
+    /// its inbox.
     node_id: String,
+    /// Before the ids of the sessions this node holds: `<node_id>-`.
+    session_prefix: String,
     readiness: Mutex<Result<(), String>>,
     /// Set when Redis refused this node's credentials or certificate: not
     /// worth waiting for at start.
@@ -134,6 +137,7 @@ impl RedisBroker {
     ) -> Result<RedisBroker, String> {
         let deployment = Deployment::parse(&options.url, options.ca_pem.clone())?;
         let naming = Naming { sharded: deployment.sharded() };
+        let node_id = new_epoch().as_str().to_owned();
         let shared = Arc::new(Shared {
             commands: Commands::new(deployment.clone(), options.timeout),
             deployment,
@@ -142,7 +146,8 @@ impl RedisBroker {
             hub: LocalHub::default(),
             namespaces,
             sessions,
-            node_id: new_epoch().as_str().to_owned(),
+            session_prefix: format!("{node_id}-"),
+            node_id,
             readiness: Mutex::new(Err("connecting to Redis".into())),
             refused: OnceLock::new(),
             errors: AtomicU64::new(0),
@@ -324,9 +329,9 @@ impl Shared {
     }
 
     /// Carries out a request another node published on the control topic:
-    /// a disconnect (every node acts), or commands and reads for a
-    /// request-based session (only the node holding it acts, and answers on
-    /// the asker's inbox).
+    /// a disconnect (every node acts), or, from a node of an older version
+    /// that asks everyone, commands and reads for a request-based session
+    /// (only the node holding it answers).
     fn on_control(self: &Arc<Self>, payload: &[u8]) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
             return;
@@ -335,9 +340,23 @@ impl Shared {
             return;
         }
         match v["op"].as_str() {
-            Some("commands") => self.remote_commands(&v),
-            Some("poll") => self.remote_poll(&v),
+            Some("commands") => self.remote_commands(&v, false),
+            Some("poll") => self.remote_poll(&v, false),
             _ => self.remote_disconnect(&v),
+        }
+    }
+
+    /// A message on this node's inbox: a request for a session whose id
+    /// names this node (it answers whether it holds it or not), or an
+    /// answer to a request of its own.
+    fn on_inbox(self: &Arc<Self>, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        match v["op"].as_str() {
+            Some("commands") => self.remote_commands(&v, true),
+            Some("poll") => self.remote_poll(&v, true),
+            _ => self.on_answer(&v, payload),
         }
     }
 
@@ -357,18 +376,27 @@ impl Shared {
         tracing::debug!(closed, "remote disconnect request");
     }
 
-    fn remote_commands(self: &Arc<Self>, v: &serde_json::Value) {
+    /// `asked_me`: the request was sent to this node alone, which answers
+    /// even when it does not hold the session (a request to everyone is
+    /// answered by the holder only).
+    fn remote_commands(self: &Arc<Self>, v: &serde_json::Value, asked_me: bool) {
         let (Some(route), Some(lines)) =
             (v["session"].as_str().and_then(|s| self.sessions.route(s)), v["lines"].as_str())
         else {
+            if asked_me {
+                self.answer(v, r#"{"held":false}"#.into());
+            }
             return;
         };
         let accepted = route.input.try_send(Input::Commands(lines.to_owned())).is_ok();
         self.answer(v, format!(r#"{{"accepted":{accepted}}}"#));
     }
 
-    fn remote_poll(self: &Arc<Self>, v: &serde_json::Value) {
+    fn remote_poll(self: &Arc<Self>, v: &serde_json::Value, asked_me: bool) {
         let Some(route) = v["session"].as_str().and_then(|s| self.sessions.route(s)) else {
+            if asked_me {
+                self.answer(v, r#"{"held":false}"#.into());
+            }
             return;
         };
         self.answer(v, r#"{"held":true}"#.into());
@@ -402,28 +430,37 @@ impl Shared {
     }
 
     /// An answer on this node's inbox: hand it to the request waiting for it.
-    fn on_answer(&self, payload: &[u8]) {
-        let Ok(text) = std::str::from_utf8(payload) else {
+    fn on_answer(&self, v: &serde_json::Value, payload: &[u8]) {
+        let (Some(req), Ok(text)) = (v["req"].as_u64(), std::str::from_utf8(payload)) else {
             return;
         };
-        let req = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v["req"].as_u64());
-        let waiting = req.and_then(|r| self.pending.lock().expect("pending lock poisoned").get(&r).cloned());
+        let waiting = self.pending.lock().expect("pending lock poisoned").get(&req).cloned();
         if let Some(tx) = waiting {
             let _ = tx.try_send(text.to_owned());
         }
     }
 
-    /// Publishes a request for whichever node holds a session; answers
-    /// arrive on the returned `Asked` until it is dropped.
-    async fn ask(self: &Arc<Self>, mut request: serde_json::Value) -> Result<Asked, BrokerError> {
+    /// Sends a request about a request-based session to the node its id
+    /// names; answers arrive on the returned `Asked` until it is dropped.
+    /// `None` when no such node listens (it left, or the id is made up):
+    /// nobody holds the session, and nobody else was bothered.
+    async fn ask_holder(
+        self: &Arc<Self>,
+        session: &str,
+        mut request: serde_json::Value,
+    ) -> Result<Option<Asked>, BrokerError> {
+        let Some(holder) = holder_of(session) else {
+            return Ok(None);
+        };
         let req = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(2);
         self.pending.lock().expect("pending lock poisoned").insert(req, tx);
         request["from"] = self.node_id.as_str().into();
         request["req"] = req.into();
+        request["session"] = session.into();
         let asked = Asked { shared: self.clone(), req, answers: rx };
-        self.publish_topic("publish", CONTROL_TOPIC.into(), request.to_string()).await?;
-        Ok(asked)
+        let heard = self.publish_topic("publish", inbox(holder), request.to_string()).await?;
+        Ok((heard > 0).then_some(asked))
     }
 }
 
@@ -439,6 +476,14 @@ impl Drop for Asked {
     fn drop(&mut self) {
         self.shared.pending.lock().expect("pending lock poisoned").remove(&self.req);
     }
+}
+
+/// The node a session id names (`<node_id>-<32 hex>`), if it has the
+/// shape of one.
+fn holder_of(session: &str) -> Option<&str> {
+    let (node, bits) = session.split_once('-')?;
+    let node_shaped = (1..=16).contains(&node.len()) && node.bytes().all(|b| b.is_ascii_alphanumeric());
+    (node_shaped && bits.len() == 32 && bits.bytes().all(|b| b.is_ascii_hexdigit())).then_some(node)
 }
 
 /// A presence entry: the client's info as JSON (keys sorted, so the same
@@ -578,21 +623,29 @@ impl Broker for RedisBroker {
         Ok(heard.saturating_sub(1))
     }
 
+    fn session_prefix(&self) -> Option<&str> {
+        Some(&self.shared.session_prefix)
+    }
+
     async fn send_to_session(&self, session: &str, commands: &str) -> Result<bool, BrokerError> {
-        let mut asked =
-            self.shared.ask(serde_json::json!({"op": "commands", "session": session, "lines": commands})).await?;
-        // Only the holder answers; silence means no node holds it.
+        let request = serde_json::json!({"op": "commands", "lines": commands});
+        let Some(mut asked) = self.shared.ask_holder(session, request).await? else {
+            return Ok(false);
+        };
         match tokio::time::timeout(REMOTE_ACK, asked.answers.recv()).await.ok().flatten() {
-            None => Ok(false),
             Some(a) if a.contains(r#""accepted":true"#) => Ok(true),
+            Some(a) if a.contains(r#""held":false"#) => Ok(false),
             Some(_) => Err(BrokerError::Unavailable("too many commands queued for this session; slow down".into())),
+            None => Err(BrokerError::Unavailable("the node holding this session did not answer".into())),
         }
     }
 
     async fn poll_session(&self, session: &str, wait: Duration) -> Result<Option<Vec<Bytes>>, BrokerError> {
         use serde_json::value::RawValue;
-        let request = serde_json::json!({"op": "poll", "session": session, "wait_ms": wait.as_millis() as u64});
-        let mut asked = self.shared.ask(request).await?;
+        let request = serde_json::json!({"op": "poll", "wait_ms": wait.as_millis() as u64});
+        let Some(mut asked) = self.shared.ask_holder(session, request).await? else {
+            return Ok(None);
+        };
         let unreadable = |e: serde_json::Error| BrokerError::Unavailable(format!("unreadable answer: {e}"));
         // The holder says so at once ("held"), then answers with the frames;
         // the two may arrive in either order.
@@ -600,13 +653,13 @@ impl Broker for RedisBroker {
         loop {
             let limit = if held { wait + REMOTE_ACK } else { REMOTE_ACK };
             let Some(answer) = tokio::time::timeout(limit, asked.answers.recv()).await.ok().flatten() else {
-                return match held {
-                    false => Ok(None),
-                    true => Err(BrokerError::Unavailable("the node holding this session did not answer".into())),
-                };
+                return Err(BrokerError::Unavailable("the node holding this session did not answer".into()));
             };
             let fields: HashMap<&str, &RawValue> = serde_json::from_str(&answer).map_err(unreadable)?;
             let Some(frames) = fields.get("frames") else {
+                if fields.get("held").is_some_and(|h| h.get() == "false") {
+                    return Ok(None);
+                }
                 held = true;
                 continue;
             };

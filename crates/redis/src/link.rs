@@ -271,7 +271,7 @@ async fn on_message(shared: &Arc<Shared>, msg: &redis::Msg) {
         return;
     }
     if name.starts_with("hf:n:") {
-        shared.on_answer(msg.get_payload_bytes());
+        shared.on_inbox(msg.get_payload_bytes());
         return;
     }
     let Some(channel) = shared.naming.channel_of(name).and_then(|n| ChannelName::new(n).ok()) else {

@@ -11,8 +11,9 @@
 //!
 //! Plus `hf:channels` (channel names scored by expiry), a pub/sub topic
 //! for each channel's publications (`"<epoch> <offset> <data>"`; see
-//! [`Naming`]), `hf:ctl` for requests between nodes and `hf:n:NODE` for
-//! their answers.
+//! [`Naming`]), `hf:ctl` for requests to every node (disconnects) and
+//! `hf:n:NODE` for requests to one node (about the sessions it holds) and
+//! answers.
 //!
 //! No script touches a key it was not given, so each runs on one slot of a
 //! Cluster: a channel's keys share the `{C}` hash tag, and `hf:channels`
@@ -68,8 +69,8 @@ impl Keys {
     }
 }
 
-/// A node's inbox: answers to the requests it published on the control
-/// topic.
+/// A node's inbox: requests about the sessions it holds, and answers to
+/// its own requests.
 pub fn inbox(node_id: &str) -> String {
     format!("hf:n:{node_id}")
 }

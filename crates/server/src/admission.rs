@@ -47,6 +47,8 @@ pub struct Admission {
     /// Open TCP connections per untrusted peer address.
     sockets_per_peer: Mutex<HashMap<IpAddr, usize>>,
     connect_rate: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// Requests naming a session this node does not hold, per address.
+    session_lookups: Mutex<HashMap<IpAddr, TokenBucket>>,
     rss: AtomicU64,
 }
 
@@ -88,23 +90,16 @@ impl Admission {
             )
             .with_header(header::RETRY_AFTER, retry_after()));
         }
-        if l.connect_rate_per_ip > 0 {
-            let mut rates = self.connect_rate.lock().expect("admission lock poisoned");
-            let now = Instant::now();
-            let bucket = rates
-                .entry(ip)
-                .or_insert_with(|| TokenBucket::new(l.connect_rate_per_ip, l.connect_rate_per_ip * 2, now));
-            if bucket.admit(now) != Admit::Yes {
-                return Err(Refusal::new(
-                    RejectCause::ConnectRate,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "{ip} opens connections faster than {} per second; back off (honour reconnect_after_ms).",
-                        l.connect_rate_per_ip
-                    ),
-                )
-                .with_header(header::RETRY_AFTER, retry_after()));
-            }
+        if !self.within_rate(&self.connect_rate, ip) {
+            return Err(Refusal::new(
+                RejectCause::ConnectRate,
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{ip} opens connections faster than {} per second; back off (honour reconnect_after_ms).",
+                    l.connect_rate_per_ip
+                ),
+            )
+            .with_header(header::RETRY_AFTER, retry_after()));
         }
         let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
         if l.max_connections > 0 && total > l.max_connections {
@@ -124,6 +119,37 @@ impl Admission {
             return Err(refusal);
         }
         Ok(Ticket { admission: self.clone(), ip })
+    }
+
+    /// Admits a request from `ip` that names a session this node does not
+    /// hold (SSE and long-polling requests that landed on another node than
+    /// their session's, or made-up ids), at the rate of
+    /// `connect_rate_per_ip`: each costs a message through the broker.
+    pub fn admit_session_lookup(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.within_rate(&self.session_lookups, ip) {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            RejectCause::SessionLookupRate,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{ip} asks for sessions held elsewhere faster than {} per second; slow down.",
+                self.limits.connect_rate_per_ip
+            ),
+        )
+        .with_header(header::RETRY_AFTER, retry_after()))
+    }
+
+    /// Takes a token from `ip`'s bucket in `buckets` (`connect_rate_per_ip`
+    /// a second after a burst of twice that; always, when that is 0).
+    fn within_rate(&self, buckets: &Mutex<HashMap<IpAddr, TokenBucket>>, ip: IpAddr) -> bool {
+        let rate = self.limits.connect_rate_per_ip;
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut buckets = buckets.lock().expect("admission lock poisoned");
+        buckets.entry(ip).or_insert_with(|| TokenBucket::new(rate, rate * 2, now)).admit(now) == Admit::Yes
     }
 
     /// Takes a place for a TCP connection from an untrusted `peer`, or says
@@ -160,7 +186,9 @@ impl Admission {
     pub fn forget_quiet_addresses(&self) {
         let cutoff = Instant::now().checked_sub(std::time::Duration::from_secs(60));
         if let Some(cutoff) = cutoff {
-            self.connect_rate.lock().expect("admission lock poisoned").retain(|_, b| b.last_used() > cutoff);
+            for buckets in [&self.connect_rate, &self.session_lookups] {
+                buckets.lock().expect("admission lock poisoned").retain(|_, b| b.last_used() > cutoff);
+            }
         }
     }
 

@@ -421,6 +421,9 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
         };
     };
     let Some(route) = state.node.sessions.route(id) else {
+        if let Some(refused) = refuse_lookup(&state, client_of(&req)) {
+            return refused;
+        }
         return match state.node.broker.poll_session(id, POLL_WAIT).await {
             Ok(Some(frames)) => {
                 json_array(&Batch { frames: frames.into_iter().map(Into::into).collect(), ..Batch::default() })
@@ -432,6 +435,16 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
         };
     };
     json_array(&route.read(tokio::time::sleep(POLL_WAIT)).await)
+}
+
+/// Rate-limits requests for sessions this node does not hold by client
+/// address, before the broker carries them to another node: the refusal,
+/// if this one is over.
+fn refuse_lookup(state: &AppState, client: Option<IpAddr>) -> Option<Response> {
+    let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let refusal = state.admission.admit_session_lookup(ip).err()?;
+    state.metrics.rejections.record(&refusal, Instant::now());
+    Some(refusal.into_response())
 }
 
 fn take(outbox: &Outbox) -> Batch {
@@ -448,6 +461,7 @@ pub async fn commands(State(state): State<AppState>, req: Request<Body>) -> Resp
     let Some(id) = open.session else {
         return ApiError::bad("give the session id: POST …?session=ID").into_response();
     };
+    let client = client_of(&req);
     let limit = state.config.max_message_size;
     let body = match to_bytes(req.into_body(), limit + 1).await {
         Ok(b) if b.len() <= limit => b,
@@ -474,6 +488,9 @@ pub async fn commands(State(state): State<AppState>, req: Request<Body>) -> Resp
             .into_response(),
             Err(mpsc::error::TrySendError::Closed(_)) => unknown_session(),
         };
+    }
+    if let Some(refused) = refuse_lookup(&state, client) {
+        return refused;
     }
     match state.node.broker.send_to_session(&id, &text).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),

@@ -56,11 +56,14 @@ pub enum RejectCause {
     PerIpLimit,
     /// This client address opens connections too fast.
     ConnectRate,
+    /// This client address asks about sessions held by other nodes (or by
+    /// none) too fast: each such request costs a message through Redis.
+    SessionLookupRate,
 }
 
 impl RejectCause {
     /// Every cause, for docs and metrics.
-    pub const ALL: [RejectCause; 15] = [
+    pub const ALL: [RejectCause; 16] = [
         RejectCause::WrongMethod,
         RejectCause::Http10,
         RejectCause::ProxyDroppedUpgrade,
@@ -76,6 +79,7 @@ impl RejectCause {
         RejectCause::MemoryCeiling,
         RejectCause::PerIpLimit,
         RejectCause::ConnectRate,
+        RejectCause::SessionLookupRate,
     ];
 
     /// The metric label.
@@ -96,6 +100,7 @@ impl RejectCause {
             RejectCause::MemoryCeiling => "memory_ceiling",
             RejectCause::PerIpLimit => "per_ip_limit",
             RejectCause::ConnectRate => "connect_rate",
+            RejectCause::SessionLookupRate => "session_lookup_rate",
         }
     }
 }

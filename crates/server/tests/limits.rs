@@ -265,3 +265,22 @@ async fn subscriptions_per_connection_are_capped() {
     assert_eq!(c.recv().await["op"], "subscribed");
     server.stop().await;
 }
+
+/// Requests that name a session this node does not hold cost a message to
+/// another node (with Redis): one address may make only so many.
+#[tokio::test]
+async fn requests_for_sessions_held_elsewhere_are_rate_limited_per_address() {
+    let server = TestServer::start(limited(Limits { connect_rate_per_ip: 5, ..Limits::default() })).await;
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        let path = format!("/poll?session=made-up-{n}");
+        statuses.push(server.http("GET", &path, &[], "").await.status);
+    }
+    assert_eq!(statuses[..10], [404; 10], "a burst of twice the rate: {statuses:?}");
+    assert_eq!(statuses[10..], [429; 2], "{statuses:?}");
+    let r = server.http("POST", "/poll?session=made-up", &[], r#"{"op":"pong"}"#).await;
+    assert_eq!(r.status, 429, "commands too: {}", r.body);
+    assert!(r.header("retry-after").is_some() && r.body.contains("127.0.0.1"), "{}", r.body);
+    assert_eq!(rejections_from(OTHER, &server, "session_lookup_rate").await, 3);
+    server.stop().await;
+}

@@ -72,8 +72,9 @@ pub struct ServeArgs {
     /// Most channels one connection may subscribe to.
     #[arg(long, env = "HOLDFAST_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,
-    /// MiB of publications all channels' histories may keep together, with
-    /// the embedded broker (default 256; 0: no limit).
+    /// MiB of publications all channels' histories may keep together
+    /// (with Redis: Redis's used memory above which nothing more is kept;
+    /// default 256; 0: no limit).
     #[arg(long, env = "HOLDFAST_HISTORY_BUDGET_MB")]
     pub history_budget_mb: Option<usize>,
     /// Channels this node may hold, with the embedded broker (default 100000; 0: no limit).

@@ -166,6 +166,7 @@ async fn start_broker(
     if let Some(ttl) = cfg.presence_ttl {
         options.presence_ttl = ttl;
     }
+    options.history_budget = cfg.node_limits.history_bytes as u64;
     let broker = holdfast_redis::RedisBroker::start(options, cfg.namespaces.clone(), sessions.clone())
         .map_err(anyhow::Error::msg)?;
     if !broker.wait_ready(std::time::Duration::from_secs(3)).await.map_err(anyhow::Error::msg)? {

@@ -585,3 +585,39 @@ async fn behind_nginx_users_are_counted_by_their_own_address_once_nginx_is_trust
         }
     }
 }
+
+/// What Redis reports as its used memory, in bytes.
+fn redis_used_memory(redis: &Redis) -> u64 {
+    let info = redis.cli(&["INFO", "memory"]);
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+}
+
+/// Publishers cannot fill Redis: above `history_budget_mb` publications are
+/// delivered but not kept (their channels' histories dropped), so Redis
+/// stops growing within a second of crossing it. Bound: 8 MiB of budget
+/// plus what arrives in the ~1 s between probes, while 25 MB is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_cannot_fill_redis_past_the_history_budget() {
+    let redis = Redis::start();
+    let server = node(&redis, &["--history-budget-mb", "8", "--max-message-size", "70000"]);
+    let port = server.1;
+    let payload = "x".repeat(64 * 1024);
+    // 400 publications of 64 KB to fresh channels, at 40 a second (2.6 MB/s).
+    for n in 0..400 {
+        publish(port, &format!("fill:{n}"), json!(payload)).await;
+        if n % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let used = redis_used_memory(&redis);
+    assert!(used < 8 * 1024 * 1024 + 5_000_000, "Redis holds {used} bytes");
+    let held = |channel: &'static str| async move {
+        let (status, h) = api(port, "GET", &format!("/api/history?channel={channel}&limit=10"), "").await;
+        assert_eq!(status, 200, "{h}");
+        h["messages"].as_array().unwrap().len()
+    };
+    assert_eq!(held("fill:0").await, 1, "kept while under the budget");
+    assert_eq!(held("fill:399").await, 0, "delivered, not kept, over it");
+    let reported = metric(port, "holdfast_history_bytes").await;
+    assert!(reported > 8.0 * 1024.0 * 1024.0, "the metric shows what the budget is compared with: {reported}");
+}

@@ -139,6 +139,29 @@ impl Commands {
             .map(drop)
             .map_err(|e| Probe::RefusesWrites(e.to_string()))
     }
+
+    /// Redis's `used_memory` (`INFO memory`; the largest node's in a
+    /// Cluster, where every node answers).
+    pub async fn used_memory(&self) -> Result<u64, BrokerError> {
+        let info: redis::Value = self
+            .call("memory", |mut c: Conn| async move { redis::cmd("INFO").arg("memory").query_async(&mut c).await })
+            .await?;
+        let answers = match info {
+            redis::Value::Map(per_node) => per_node.into_iter().map(|(_, v)| v).collect(),
+            one => vec![one],
+        };
+        Ok(answers.iter().filter_map(used_memory_in).max().unwrap_or(0))
+    }
+}
+
+fn used_memory_in(info: &redis::Value) -> Option<u64> {
+    let text = match info {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?,
+        redis::Value::VerbatimString { text, .. } => text.as_str(),
+        redis::Value::SimpleString(s) => s.as_str(),
+        _ => return None,
+    };
+    text.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// The key the write probe names; it never exists.

@@ -26,6 +26,16 @@
 //!   reconnect each channel's last delivered publication is also compared
 //!   with what Redis holds at that offset ([`hub::LocalHub::fill`]).
 //!
+//! What publishers may make Redis keep: while Redis's `used_memory` (read
+//! every second with the readiness probe) is above
+//! [`RedisOptions::history_budget`], a publication is delivered but not
+//! kept, and its channel's history is dropped, so a client coming back
+//! hears `recovered: false` instead of Redis running out of memory. Why
+//! Redis's own figure rather than a count of history bytes: histories are
+//! written by every node, and in a Cluster no one key could count them
+//! all without crossing slots. The price: the budget counts whatever else
+//! lives in that Redis too.
+//!
 //! The deployment (one server, Sentinel, Cluster; TLS; ACL users) is
 //! [`deployment`]'s business; the rest of the crate sees one [`Conn`] for
 //! commands ([`commands`]) and one for the link.
@@ -78,6 +88,10 @@ pub struct RedisOptions {
     pub presence_ttl: Duration,
     /// The longest any Redis call may take before it fails.
     pub timeout: Duration,
+    /// What this node lets its publishers add to Redis, in bytes of Redis's
+    /// own `used_memory` (0: no limit): above it, publications are
+    /// delivered but not kept (see the crate docs).
+    pub history_budget: u64,
 }
 
 impl RedisOptions {
@@ -88,6 +102,7 @@ impl RedisOptions {
             ca_pem: None,
             presence_ttl: Duration::from_secs(15),
             timeout: Duration::from_secs(2),
+            history_budget: 0,
         }
     }
 }
@@ -118,6 +133,9 @@ struct Shared {
     /// worth waiting for at start.
     refused: OnceLock<String>,
     errors: AtomicU64,
+    /// Redis's `used_memory` at the last probe (the largest master's, in a
+    /// Cluster).
+    used_memory: AtomicU64,
     observer: OnceLock<Arc<dyn Observer>>,
     scripts: Scripts,
     /// Requests this node published, by id: where their answers go.
@@ -151,6 +169,7 @@ impl RedisBroker {
             readiness: Mutex::new(Err("connecting to Redis".into())),
             refused: OnceLock::new(),
             errors: AtomicU64::new(0),
+            used_memory: AtomicU64::new(0),
             observer: OnceLock::new(),
             scripts: Scripts::new(naming),
             pending: Mutex::new(HashMap::new()),
@@ -243,6 +262,28 @@ impl Shared {
 
     fn limits(&self, channel: &ChannelName) -> HistoryLimits {
         self.namespaces.rules(channel).history
+    }
+
+    /// Whether Redis was above the history budget at the last probe.
+    fn over_budget(&self) -> bool {
+        let budget = self.options.history_budget;
+        budget > 0 && self.used_memory.load(Ordering::Relaxed) > budget
+    }
+
+    /// Records what the probe read and says so when it crosses the budget.
+    fn set_used_memory(&self, bytes: u64) {
+        let was = self.over_budget();
+        self.used_memory.store(bytes, Ordering::Relaxed);
+        let budget = self.options.history_budget;
+        match (was, self.over_budget()) {
+            (false, true) => tracing::warn!(
+                used_memory = bytes,
+                budget,
+                "Redis uses more memory than the history budget (history_budget_mb): publications are delivered but not kept in history until it falls below (clients coming back hear recovered: false)"
+            ),
+            (true, false) => tracing::info!(used_memory = bytes, budget, "Redis is back under the history budget"),
+            _ => {}
+        }
     }
 
     /// How long a channel's epoch and history live in Redis after the last
@@ -521,10 +562,13 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let limits = s.limits(channel);
         let keys = Keys::of(channel.as_str());
+        // Over the budget nothing is kept (and the channel's history is
+        // dropped, as it must end at the newest offset).
+        let keep = if s.over_budget() { 0 } else { limits.max_len };
         let mut call = s.scripts.publish.prepare_invoke();
         call.key(&keys.meta).key(&keys.history);
         call.arg(data)
-            .arg(limits.max_len)
+            .arg(keep)
             .arg(limits.max_age.as_millis() as u64)
             .arg(s.channel_ttl(limits))
             .arg(new_epoch().as_str())
@@ -678,5 +722,9 @@ impl Broker for RedisBroker {
 
     fn background_errors(&self) -> u64 {
         self.shared.errors.load(Ordering::Relaxed)
+    }
+
+    fn history_bytes(&self) -> Option<usize> {
+        usize::try_from(self.shared.used_memory.load(Ordering::Relaxed)).ok()
     }
 }

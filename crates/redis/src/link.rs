@@ -130,6 +130,10 @@ pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Request>) {
                         Ok(()) => shared.set_readiness(Ok(())),
                         Err(e) => shared.set_readiness(Err(e.to_string())),
                     }
+                    // The history budget is kept by what Redis reports.
+                    if let Ok(bytes) = shared.commands.used_memory().await {
+                        shared.set_used_memory(bytes);
+                    }
                 }
             }
         };

@@ -151,8 +151,8 @@ local function ensure_epoch(meta, history, candidate)
 end
 "#;
 
-/// KEYS: meta, history. ARGV: data, max_len, max_age_ms, ttl_ms,
-/// candidate epoch, topic. Returns `{epoch, offset}`. `PUBLISH_COMMAND` is
+/// KEYS: meta, history. ARGV: data, max_len (0: keep nothing, and drop
+/// what is held), max_age_ms, ttl_ms, candidate epoch, topic. Returns `{epoch, offset}`. `PUBLISH_COMMAND` is
 /// replaced by [`Naming::publish`].
 const PUBLISH: &str = r#"
 local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[5])
@@ -164,6 +164,9 @@ if max_len > 0 then
   redis.call('LTRIM', KEYS[2], -max_len, -1)
   trim_age(KEYS[2], now - tonumber(ARGV[3]))
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
+else
+  -- Not kept: what is held no longer ends at the newest offset.
+  redis.call('DEL', KEYS[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH_COMMAND', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[1])

@@ -291,7 +291,7 @@ impl Default for Metrics {
         let history_bytes = Gauge::default();
         r.register_with_unit(
             "holdfast_history",
-            "Publications held in channel histories by the embedded broker (history_budget_mb bounds it)",
+            "What history_budget_mb bounds: publications held in channel histories by the embedded broker, or Redis's used_memory",
             Unit::Bytes,
             history_bytes.clone(),
         );

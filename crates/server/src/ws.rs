@@ -11,12 +11,16 @@
 //! drain, slow consumer) puts a [`Disconnect`] in the outbox; the writer
 //! sends the `disconnect` message and the close frame, then the reader gets
 //! a short grace to receive the peer's close reply before the TCP
-//! connection is dropped.
+//! connection is dropped. A panic (a bug) fails only its connection: it is
+//! caught, the peer is told 1011, and the session still finishes.
 
+use futures_util::FutureExt;
 use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session};
 use holdfast_protocol::{CloseCode, Frame};
 use holdfast_websocket::deflate::Agreement;
 use holdfast_websocket::{Message, Opcode, ReadError};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
@@ -93,10 +97,26 @@ pub async fn serve_protocol(
     metrics.connection_opened(Transport::WebSocket);
     let (mut reader, mut writer) = settings.split(io, &metrics);
     let mut session = Session::new(node, Instant::now()).with_context(context);
+    let served = AssertUnwindSafe(serve_session(&mut reader, &mut writer, &mut session, &metrics)).catch_unwind();
+    let code = match served.await {
+        Ok(code) => code,
+        Err(panic) => Box::pin(send_close(&mut writer, &panicked(panic))).await,
+    };
+    Box::pin(session.finish()).await;
+    metrics.connection_closed(Transport::WebSocket, code);
+}
+
+/// Runs a session until its connection closes; returns the close code.
+async fn serve_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    session: &mut Session,
+    metrics: &Metrics,
+) -> u16 {
     let outbox = session.outbox().clone();
     let end = {
-        let reading = read_protocol(&mut reader, &mut session, &outbox, &metrics);
-        let writing = write_outbox(&mut writer, &outbox, &metrics);
+        let reading = read_protocol(reader, session, &outbox, metrics);
+        let writing = write_outbox(writer, &outbox, metrics);
         tokio::pin!(reading, writing);
         tokio::select! {
             code = &mut writing => {
@@ -108,14 +128,26 @@ pub async fn serve_protocol(
     };
     // Boxed, as the command above: the closing futures run once, at the
     // end, and must not widen the task every idle connection keeps.
-    let code = match end {
+    match end {
         Ok(code) => code,
-        Err(ReadEnd::PeerClosed(code)) => Box::pin(reply_to_close(&mut writer, code)).await,
+        Err(ReadEnd::PeerClosed(code)) => Box::pin(reply_to_close(writer, code)).await,
         Err(ReadEnd::PeerGone) => ABNORMAL,
-        Err(ReadEnd::Fail(d)) => Box::pin(send_close(&mut writer, &d)).await,
-    };
-    Box::pin(session.finish()).await;
-    metrics.connection_closed(Transport::WebSocket, code);
+        Err(ReadEnd::Fail(d)) => Box::pin(send_close(writer, &d)).await,
+    }
+}
+
+/// Logs a panic that ended a connection's frames (a bug) and returns the
+/// close that tells the peer: 1011, reconnect.
+///
+/// Why a connection catches its panic: what follows it (the session's
+/// `finish`, the registry entry, the connection count) must run whatever
+/// happens to the connection, or a ghost subscriber stays in its channels
+/// and presence and a drain waits its whole window for it. Sending the
+/// close is safe: the writer finishes any frame the panic cut off first.
+fn panicked(panic: Box<dyn Any + Send>) -> Disconnect {
+    let message = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
+    tracing::error!(panic = message.unwrap_or("?"), "the connection's task panicked: closing it with 1011");
+    Disconnect::new(CloseCode::InternalError, "internal error")
 }
 
 async fn read_protocol<R: AsyncRead + Unpin>(
@@ -184,17 +216,22 @@ async fn write_outbox<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, outbox
         outbox.take(&mut batch);
         if !batch.frames.is_empty() || batch.pong.is_some() {
             let n = batch.frames.len() as u64;
-            let graceful = batch.disconnect.is_some();
             let io = write_batch(writer, &batch);
-            let written = if graceful {
-                io.await
-            } else {
+            let written = match &batch.disconnect {
+                // The last batch: a peer that does not read must not hold
+                // the connection (nor a drain) open, as for the close frame.
+                Some(d) => match timeout(CLOSE_GRACE, io).await {
+                    Ok(written) => written,
+                    Err(_) => return d.code.code(),
+                },
                 // A socket that does not drain must not outlive its outbox
-                // overflowing: give up on the write when the outbox closes.
-                tokio::select! {
+                // overflowing: give up on the write when the outbox closes
+                // (the writer sends the rest of a frame it cut off before
+                // the close frame).
+                None => tokio::select! {
                     r = io => r,
                     () = outbox.closing() => Ok(()),
-                }
+                },
             };
             batch.frames.clear();
             if written.is_err() {
@@ -299,8 +336,27 @@ pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Ar
     let (mut reader, mut writer) = settings.split(io, &metrics);
     let outbox = Arc::new(Outbox::new(0));
     let key = node.sessions.register(outbox.clone());
-    let mut heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, Instant::now());
-    let code = loop {
+    let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, Instant::now());
+    // As for a session (see `panicked`): a panic must not leave the
+    // registry entry behind.
+    let served = AssertUnwindSafe(echo(&mut reader, &mut writer, &outbox, heartbeat, &metrics)).catch_unwind();
+    let code = match served.await {
+        Ok(code) => code,
+        Err(panic) => close_now(&mut writer, &panicked(panic)).await,
+    };
+    node.sessions.unregister(key);
+    metrics.connection_closed(Transport::Echo, code);
+}
+
+/// Echoes until the connection closes; returns the close code.
+async fn echo<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    outbox: &Outbox,
+    mut heartbeat: Heartbeat,
+    metrics: &Metrics,
+) -> u16 {
+    loop {
         let next = tokio::select! {
             next = reader.next() => next,
             () = sleep_until(heartbeat.deadline().into()) => {
@@ -308,13 +364,13 @@ pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Ar
                     Beat::Wait => continue,
                     Beat::Ping => {
                         if writer.queue_control(Opcode::Ping, &[]).await.is_err() || writer.flush().await.is_err() {
-                            break ABNORMAL;
+                            return ABNORMAL;
                         }
                         continue;
                     }
                     Beat::Dead => {
                         let d = Disconnect::new(CloseCode::HeartbeatTimeout, "no pong within pong_timeout");
-                        break close_now(&mut writer, &d).await;
+                        return close_now(writer, &d).await;
                     }
                 }
             }
@@ -322,7 +378,7 @@ pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Ar
                 let mut batch = Batch::default();
                 outbox.take(&mut batch);
                 let d = batch.disconnect.unwrap_or_else(|| Disconnect::new(CloseCode::GoingAway, "closing"));
-                break close_now(&mut writer, &d).await;
+                return close_now(writer, &d).await;
             }
         };
         heartbeat.heard(Instant::now());
@@ -332,18 +388,16 @@ pub async fn serve_echo(io: Io, settings: Settings, node: Arc<Node>, metrics: Ar
             Ok(Message::Binary(payload)) => writer.queue(Opcode::Binary, &Frame::from(payload)).await,
             Ok(Message::Ping(payload)) => writer.queue_control(Opcode::Pong, &payload).await,
             Ok(Message::Pong(_)) => continue,
-            Ok(Message::Close(close)) => break reply_to_close(&mut writer, close).await,
-            Err(ReadFailure::Invalid(e)) => break fail(&mut reader, &mut writer, e).await,
-            Err(ReadFailure::Gone) => break ABNORMAL,
+            Ok(Message::Close(close)) => return reply_to_close(writer, close).await,
+            Err(ReadFailure::Invalid(e)) => return fail(reader, writer, e).await,
+            Err(ReadFailure::Gone) => return ABNORMAL,
         };
         if echoed.is_err() || writer.flush().await.is_err() {
-            break ABNORMAL;
+            return ABNORMAL;
         }
         if data {
             metrics.messages_in(1);
             metrics.messages_out(1);
         }
-    };
-    node.sessions.unregister(key);
-    metrics.connection_closed(Transport::Echo, code);
+    }
 }

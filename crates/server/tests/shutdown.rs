@@ -6,9 +6,11 @@
 mod common;
 
 use common::{Setup, TestServer};
+use holdfast_core::SessionConfig;
 use holdfast_server::ServerConfig;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,4 +153,53 @@ async fn five_thousand_clients_are_drained_in_paced_batches() {
     let late_hints = hints.iter().filter(|h| **h >= 2_000).count();
     assert!(late_hints > CLIENTS / 3, "reconnect hints cover the window: {late_hints} of {CLIENTS} at 2 s or later");
     assert!(hints.iter().all(|h| *h < 4_000));
+}
+
+/// A client that stopped reading when the drain came: its writer was stuck
+/// halfway through a frame (the socket is full) and is cut off by the
+/// close. Reading again, the client gets every publication whole, then the
+/// `disconnect` and 1001: that frame's rest comes before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_stalled_mid_frame_when_drained_reads_whole_frames_then_1001() {
+    let setup = Setup {
+        session: SessionConfig { outbox_max_bytes: 16 << 20, ..common::session() },
+        server: ServerConfig { drain_window: Duration::from_secs(2), ..Setup::default().server },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    let (mut stalled, outbox) = common::raw_subscriber(&server, "firehose").await;
+    // Until the socket is full: what follows waits in the outbox.
+    let published = common::publish_until(&server, "firehose", || outbox.queued_bytes() > 128 * 1024).await;
+
+    let stopping = tokio::spawn(server.stop());
+    while outbox.closing_code().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (objects, close) = common::read_to_close(&mut stalled).await;
+    assert_eq!(common::contiguous_offsets(&objects), published, "every publication arrives before the close");
+    assert_eq!(objects.last().unwrap()["op"], "disconnect");
+    assert_eq!(close.0, 1001, "{close:?}");
+    stopping.await.unwrap();
+}
+
+/// A client that stopped reading and never reads again does not hold its
+/// connection, nor the drain: its last frames and the close frame get a
+/// grace to go out (`CLOSE_GRACE`, 2 s, each), then the connection is
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_again_does_not_hold_the_drain() {
+    let setup = Setup {
+        session: SessionConfig { outbox_max_bytes: 16 << 20, ..common::session() },
+        server: ServerConfig { drain_window: Duration::from_secs(30), ..Setup::default().server },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    let (mut stalled, outbox) = common::raw_subscriber(&server, "firehose").await;
+    common::publish_until(&server, "firehose", || outbox.queued_bytes() > 128 * 1024).await;
+
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(10), "the drain waited {took:?} for a client that does not read");
+    // The connection is gone: reading it to the end terminates.
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut sink)).await.expect("socket closed");
 }

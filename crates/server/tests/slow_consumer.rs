@@ -8,7 +8,7 @@ use holdfast_core::{HistoryLimits, SessionConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
@@ -23,24 +23,9 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
 
     // The slow one: a raw socket with a tiny receive buffer that never reads
     // after subscribing.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut slow = sock.connect(server.addr).await.unwrap();
-    slow.write_all(
-        format!(
-            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            server.addr
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = [0u8; 512];
-    let n = slow.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
-    for cmd in [r#"{"id":1,"op":"connect"}"#, r#"{"id":2,"op":"subscribe","channel":"firehose"}"#] {
-        slow.write_all(&masked_text_frame(cmd.as_bytes())).await.unwrap();
-    }
+    let mut slow = common::raw_ws(server.addr, 4096).await;
+    common::send_text(&mut slow, r#"{"id":1,"op":"connect"}"#).await;
+    common::send_text(&mut slow, r#"{"id":2,"op":"subscribe","channel":"firehose"}"#).await;
 
     let mut fast = Vec::new();
     for _ in 0..3 {
@@ -101,17 +86,26 @@ async fn a_reader_that_stalls_is_cut_and_nobody_else_waits() {
     server.stop().await;
 }
 
-fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x81];
-    let mask = [1u8, 2, 3, 4];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+/// The write the slow consumer's overflow cuts off is stuck halfway
+/// through a frame (the socket is full). The client still reads whole
+/// frames up to the close frame: that frame's rest comes first, never the
+/// close frame's bytes read as its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_cut_mid_frame_reads_whole_frames_then_its_close() {
+    let setup = Setup {
+        session: SessionConfig { outbox_max_bytes: 64 * 1024, ..common::session() },
+        history: HistoryLimits { max_len: 0, max_age: Duration::from_secs(1) },
+        ..Setup::default()
+    };
+    let server = TestServer::start(setup).await;
+    let (mut slow, outbox) = common::raw_subscriber(&server, "firehose").await;
+
+    let published = common::publish_until(&server, "firehose", || outbox.closing_code().is_some()).await;
+    assert_eq!(outbox.closing_code(), Some(holdfast_protocol::CloseCode::SlowConsumer));
+    let (objects, close) = common::read_to_close(&mut slow).await;
+    let delivered = common::contiguous_offsets(&objects);
+    assert!(delivered < published, "{delivered} of {published} delivered: the reader was not cut");
+    assert_eq!(objects.last().unwrap()["op"], "disconnect");
+    assert_eq!(close.0, 4000, "{close:?}");
+    server.stop().await;
 }

@@ -302,3 +302,108 @@ pub async fn raw_echo(addr: SocketAddr) -> TcpStream {
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
+
+/// A raw TCP connection upgraded on `/ws`, its 101 head read, whose receive
+/// buffer is `recv_buffer` bytes: a client that can stop reading.
+pub async fn raw_ws(addr: SocketAddr, recv_buffer: u32) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(recv_buffer).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Sends `text` as one masked text frame.
+pub async fn send_text(s: &mut TcpStream, text: &str) {
+    let mut frame = Vec::new();
+    holdfast_websocket::frame::write_client_frame(
+        &mut frame,
+        holdfast_websocket::Opcode::Text,
+        text.as_bytes(),
+        [1, 2, 3, 4],
+    );
+    s.write_all(&frame).await.unwrap();
+}
+
+/// Reads what the server sends until it ends the connection, and checks
+/// it is a well-formed stream: whole frames (JSON lines in text frames),
+/// then a close frame, then nothing. Returns the JSON objects and the
+/// close frame's code and reason.
+pub async fn read_to_close(s: &mut TcpStream) -> (Vec<Value>, (u16, String)) {
+    use holdfast_websocket::{Message, MessageReader};
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut bytes));
+    let _ = read.await.expect("the server ends the connection within 10 s");
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut reader = MessageReader::client(usize::MAX, false);
+    let mut objects = Vec::new();
+    loop {
+        let at = bytes.len() - buf.len();
+        match reader.read(&mut buf) {
+            Ok(Some(Message::Text(text))) => {
+                let text = std::str::from_utf8(&text).unwrap();
+                for line in text.split('\n').filter(|l| !l.is_empty()) {
+                    let v = serde_json::from_str(line).unwrap_or_else(|e| panic!("frame at byte {at}: not JSON ({e})"));
+                    objects.push(v);
+                }
+            }
+            Ok(Some(Message::Ping(_) | Message::Pong(_))) => {}
+            Ok(Some(Message::Close(Some(close)))) => {
+                assert!(buf.is_empty(), "{} bytes after the close frame", buf.len());
+                return (objects, close);
+            }
+            Ok(Some(other)) => panic!("frame at byte {at}: unexpected {other:?}"),
+            Ok(None) => panic!("the stream ends without a close frame, {} bytes into a frame at byte {at}", buf.len()),
+            Err(e) => panic!("frame at byte {at} is not well-formed ({}) after {} objects", e.reason, objects.len()),
+        }
+    }
+}
+
+/// A raw client with a 4 KiB receive buffer (so that it can stop
+/// reading), connected and subscribed to `channel`, and its session's
+/// outbox. It must be the server's only session.
+pub async fn raw_subscriber(server: &TestServer, channel: &str) -> (TcpStream, Arc<holdfast_core::Outbox>) {
+    let mut s = raw_ws(server.addr, 4096).await;
+    send_text(&mut s, r#"{"id":1,"op":"connect"}"#).await;
+    send_text(&mut s, &format!(r#"{{"id":2,"op":"subscribe","channel":"{channel}"}}"#)).await;
+    while server.node.broker.channels().await.unwrap().iter().all(|c| c.subscribers == 0) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut outboxes = server.node.sessions.outboxes();
+    assert_eq!(outboxes.len(), 1, "the raw subscriber is the only session");
+    (s, outboxes.pop().unwrap())
+}
+
+/// Publishes to `channel` (3 KB a message, a millisecond apart, so the
+/// writer keeps up until the socket is full) until `stop` says so; returns
+/// how many it published.
+pub async fn publish_until(server: &TestServer, channel: &str, stop: impl Fn() -> bool) -> u64 {
+    let channel = holdfast_protocol::ChannelName::new(channel).unwrap();
+    let data = format!("\"{}\"", "x".repeat(3000));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut published = 0;
+    while !stop() {
+        assert!(std::time::Instant::now() < deadline, "gave up after {published} publications");
+        server.node.broker.publish(&channel, &data).await.unwrap();
+        published += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    published
+}
+
+/// How many `message`s `objects` holds; their offsets must be 1, 2, 3….
+pub fn contiguous_offsets(objects: &[serde_json::Value]) -> u64 {
+    let offsets: Vec<u64> =
+        objects.iter().filter(|v| v["op"] == "message").map(|v| v["offset"].as_u64().unwrap()).collect();
+    assert!(offsets.iter().copied().eq(1..=offsets.len() as u64), "offsets not 1, 2, 3…: {offsets:?}");
+    offsets.len() as u64
+}

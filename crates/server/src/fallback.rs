@@ -29,6 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
@@ -36,6 +37,7 @@ use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session};
 use holdfast_protocol::{CloseCode, ErrorCode};
 use tokio::sync::mpsc;
@@ -233,26 +235,15 @@ async fn run_session(
     // A read after the close, with nothing but the `disconnect` left: it
     // took that (a read tells first, then takes everything).
     let collected = || outbox.closing_code().is_some() && outbox.queued_bytes() == 0;
-    let mut done = false;
-    while !done {
-        let deadline = session.deadline();
-        tokio::select! {
-            next = input.recv() => match next {
-                Some(Input::Commands(text)) => {
-                    let stats = session.handle_frame(&text, Instant::now()).await;
-                    metrics.messages_in(stats.commands);
-                    metrics.command_errors(stats.errors);
-                    metrics.rate_limited(stats.rate_limited);
-                }
-                // The close and the read that collected it can arrive together.
-                Some(Input::Heard) if collected() => done = true,
-                Some(Input::Heard) => session.heard(Instant::now()),
-                None => break,
-            },
-            () = sleep_until(deadline.into()) => session.tick(Instant::now()),
-            () = outbox.closing() => break,
+    // As on WebSocket (`ws::panicked`): a panic must not skip the end below.
+    let served = AssertUnwindSafe(serve_commands(&mut session, &mut input, metrics, &collected)).catch_unwind();
+    let mut done = match served.await {
+        Ok(done) => done,
+        Err(panic) => {
+            outbox.close(crate::ws::panicked(panic));
+            false
         }
-    }
+    };
     if let Some(hangup) = hangup {
         hangup.after(STREAM_GRACE);
     }
@@ -272,6 +263,36 @@ async fn run_session(
     let code = outbox.closing_code().map_or(1006, |c| c.code());
     session.finish().await;
     metrics.connection_closed(transport, code);
+}
+
+/// Carries commands, liveness and heartbeat to the session until it
+/// closes; returns whether a read already collected its `disconnect`.
+async fn serve_commands(
+    session: &mut Session,
+    input: &mut mpsc::Receiver<Input>,
+    metrics: &crate::Metrics,
+    collected: &impl Fn() -> bool,
+) -> bool {
+    let outbox = session.outbox().clone();
+    loop {
+        let deadline = session.deadline();
+        tokio::select! {
+            next = input.recv() => match next {
+                Some(Input::Commands(text)) => {
+                    let stats = session.handle_frame(&text, Instant::now()).await;
+                    metrics.messages_in(stats.commands);
+                    metrics.command_errors(stats.errors);
+                    metrics.rate_limited(stats.rate_limited);
+                }
+                // The close and the read that collected it can arrive together.
+                Some(Input::Heard) if collected() => return true,
+                Some(Input::Heard) => session.heard(Instant::now()),
+                None => return false,
+            },
+            () = sleep_until(deadline.into()) => session.tick(Instant::now()),
+            () = outbox.closing() => return false,
+        }
+    }
 }
 
 fn client_of(req: &Request<Body>) -> Option<IpAddr> {

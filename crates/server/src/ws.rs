@@ -144,7 +144,7 @@ async fn serve_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// happens to the connection, or a ghost subscriber stays in its channels
 /// and presence and a drain waits its whole window for it. Sending the
 /// close is safe: the writer finishes any frame the panic cut off first.
-fn panicked(panic: Box<dyn Any + Send>) -> Disconnect {
+pub(crate) fn panicked(panic: Box<dyn Any + Send>) -> Disconnect {
     let message = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
     tracing::error!(panic = message.unwrap_or("?"), "the connection's task panicked: closing it with 1011");
     Disconnect::new(CloseCode::InternalError, "internal error")

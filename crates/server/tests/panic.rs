@@ -61,14 +61,26 @@ impl Broker for Boom {
     }
 }
 
-#[tokio::test]
-async fn a_connection_whose_task_panics_still_ends_its_session() {
+async fn server() -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broker = Arc::new(Boom(MemoryBroker::new(HistoryLimits::default())));
     let node = Arc::new(Node::new(broker, common::session(), None));
     // A long window: a drain that waited for a ghost would show.
     let config = ServerConfig { drain_window: Duration::from_secs(10), ..common::Setup::default().server };
-    let server = TestServer::from_parts(listener, node, config, Arc::new(Metrics::default()));
+    TestServer::from_parts(listener, node, config, Arc::new(Metrics::default()))
+}
+
+async fn until_no_sessions(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.node.sessions.is_empty() {
+        assert!(Instant::now() < deadline, "the session stayed in the registry");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_whose_task_panics_still_ends_its_session() {
+    let server = server().await;
 
     let mut c = server.connected().await;
     c.send(r#"{"id":2,"op":"subscribe","channel":"room"}"#).await;
@@ -78,11 +90,7 @@ async fn a_connection_whose_task_panics_still_ends_its_session() {
 
     c.send(r#"{"id":3,"op":"publish","channel":"boom","data":1}"#).await;
     let (disconnect, code) = c.closed().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.node.sessions.is_empty() {
-        assert!(Instant::now() < deadline, "the session stayed in the registry");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_no_sessions(&server).await;
     assert!(server.node.broker.presence(&room).await.unwrap().is_empty(), "a ghost stayed in presence");
     let metrics = server.metrics.render(0, 0, 0);
     assert!(metrics.contains("holdfast_connections{transport=\"websocket\"} 0"), "{metrics}");
@@ -90,6 +98,30 @@ async fn a_connection_whose_task_panics_still_ends_its_session() {
     assert_eq!(code, Some(1011));
     let disconnect = disconnect.expect("disconnect before the close");
     assert_eq!((disconnect["code"].as_u64(), disconnect["reconnect"].as_bool()), (Some(1011), Some(true)));
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(2), "the drain took {took:?}");
+}
+
+/// The same on long-polling: the session's task panics on a command.
+#[tokio::test]
+async fn a_long_poll_session_whose_task_panics_still_ends() {
+    let server = server().await;
+    let opened = server.http("GET", "/poll?channel=room", &[], "").await.json();
+    let session = opened[0]["session"].as_str().expect("connected first").to_owned();
+    let room = ChannelName::new("room").unwrap();
+    assert_eq!(server.node.broker.presence(&room).await.unwrap().len(), 1);
+
+    let publish = r#"{"id":3,"op":"publish","channel":"boom","data":1}"#;
+    let posted = server.http("POST", &format!("/poll?session={session}"), &[], publish).await;
+    assert_eq!(posted.status, 204, "{}", posted.body);
+    let polled = server.http("GET", &format!("/poll?session={session}"), &[], "").await.json();
+    let disconnect = polled.as_array().unwrap().iter().find(|o| o["op"] == "disconnect").cloned();
+    let disconnect = disconnect.unwrap_or_else(|| panic!("the poll says why it ended: {polled}"));
+    assert_eq!(disconnect["code"], 1011, "{disconnect}");
+    until_no_sessions(&server).await;
+    assert!(server.node.broker.presence(&room).await.unwrap().is_empty(), "a ghost stayed in presence");
+    let metrics = server.metrics.render(0, 0, 0);
+    assert!(metrics.contains("holdfast_connections{transport=\"long_polling\"} 0"), "{metrics}");
     let took = server.stop().await;
     assert!(took < Duration::from_secs(2), "the drain took {took:?}");
 }

@@ -30,6 +30,7 @@ export const CLOSE_CODES = {
   4002: ['insufficient_state', true, "The server lost the client's position; reconnect and resubscribe with since."],
   4003: ['too_many_requests', true, 'The client flooded the server with commands; reconnect after reconnect_after_ms and slow down.'],
   4004: ['token_expired', true, 'The connect token expired without a refresh; reconnect with a new token.'],
+  4005: ['message_timeout', true, "A message was not complete within the server's time limit; reconnect (smaller messages help on slow links)."],
   4500: ['disconnected_by_server', false, "The application's backend disconnected this user."],
 };
 

@@ -47,13 +47,16 @@ pub enum CloseCode {
     /// 4004: the connect token expired and no `refresh` came; reconnect with
     /// a new token.
     TokenExpired,
+    /// 4005: a message was not complete within the time allowed (a client
+    /// on a slow link, or one holding a message open); reconnect.
+    MessageTimeout,
     /// 4500: the backend disconnected this user through `/api/disconnect`.
     DisconnectedByServer,
 }
 
 impl CloseCode {
     /// Every code, in numeric order. Docs and client tables are made from this.
-    pub const ALL: [CloseCode; 15] = [
+    pub const ALL: [CloseCode; 16] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -68,6 +71,7 @@ impl CloseCode {
         CloseCode::InsufficientState,
         CloseCode::TooManyRequests,
         CloseCode::TokenExpired,
+        CloseCode::MessageTimeout,
         CloseCode::DisconnectedByServer,
     ];
 
@@ -88,6 +92,7 @@ impl CloseCode {
             CloseCode::InsufficientState => 4002,
             CloseCode::TooManyRequests => 4003,
             CloseCode::TokenExpired => 4004,
+            CloseCode::MessageTimeout => 4005,
             CloseCode::DisconnectedByServer => 4500,
         }
     }
@@ -109,6 +114,7 @@ impl CloseCode {
             CloseCode::InsufficientState => "insufficient_state",
             CloseCode::TooManyRequests => "too_many_requests",
             CloseCode::TokenExpired => "token_expired",
+            CloseCode::MessageTimeout => "message_timeout",
             CloseCode::DisconnectedByServer => "disconnected_by_server",
         }
     }
@@ -136,6 +142,9 @@ impl CloseCode {
                 "The client flooded the server with commands; reconnect after reconnect_after_ms and slow down."
             }
             CloseCode::TokenExpired => "The connect token expired without a refresh; reconnect with a new token.",
+            CloseCode::MessageTimeout => {
+                "A message was not complete within the server's time limit; reconnect (smaller messages help on slow links)."
+            }
             CloseCode::DisconnectedByServer => "The application's backend disconnected this user.",
         }
     }

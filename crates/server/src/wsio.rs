@@ -155,7 +155,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The close for a message not completed in time.
     fn overdue(&self) -> ReadError {
         ReadError {
-            code: CloseCode::PolicyViolation.code(),
+            // Not 1008: a client on a slow link is not breaking a policy,
+            // and must reconnect.
+            code: CloseCode::MessageTimeout.code(),
             reason: format!("message not completed within {:?}", self.message_timeout).into(),
             in_close_frame: false,
         }

@@ -62,26 +62,27 @@ async fn ping_until_closed(c: &mut Client) -> Ended {
 
 /// The security review's connection: an anonymous client sends a 60 KiB
 /// first fragment, then only pings. The pings are answered but do not
-/// extend the deadline; the connection closes with 1008 (policy violation)
-/// once it has passed. On `/ws` a `disconnect` says so first.
+/// extend the deadline; the connection closes with 4005 (message_timeout)
+/// once it has passed. On `/ws` a `disconnect` says so first, advising a
+/// reconnect: a client on a slow link is not an attacker.
 #[tokio::test]
-async fn a_message_left_unfinished_is_closed_with_1008_whatever_the_pings() {
+async fn a_message_left_unfinished_is_closed_with_4005_whatever_the_pings() {
     let server = server().await;
     for path in ["/ws", "/echo"] {
         let subprotocol = (path == "/ws").then_some("holdfast.v1.json");
         let mut c = Client::open(&format!("ws://{}{path}", server.addr), subprotocol).await;
         c.ws.send(fragment(Data::Text, &[b' '; 60 * 1024], false)).await.unwrap();
         let ended = ping_until_closed(&mut c).await;
-        assert_eq!((ended.code, ended.reason.as_str()), (1008, "message not completed within 500ms"), "{path}");
+        assert_eq!((ended.code, ended.reason.as_str()), (4005, "message not completed within 500ms"), "{path}");
         assert!(ended.after >= DEADLINE - Duration::from_millis(50), "{path}: closed after {:?}", ended.after);
         assert!(ended.after < DEADLINE + Duration::from_secs(1), "{path}: closed after {:?}", ended.after);
         assert!(ended.pongs >= 3, "{path}: the pings were read and answered meanwhile ({} pongs)", ended.pongs);
         if path == "/ws" {
             let d = ended.disconnect.expect("a disconnect precedes the close");
-            assert_eq!((d["code"].as_u64(), d["reconnect"].as_bool()), (Some(1008), Some(false)), "{d}");
+            assert_eq!((d["code"].as_u64(), d["reconnect"].as_bool()), (Some(4005), Some(true)), "{d}");
         }
     }
-    let line = "holdfast_close_codes_total{code=\"1008\"} 2";
+    let line = "holdfast_close_codes_total{code=\"4005\"} 2";
     for _ in 0..200 {
         if server.metrics.render(0, 0, 0).contains(line) {
             break;
@@ -142,7 +143,7 @@ async fn a_frame_cut_off_halfway_is_closed_at_the_same_deadline() {
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.unwrap().unwrap();
     let waited = started.elapsed();
     assert!(answer.len() >= 4 && answer[0] == 0x88, "a close frame: {answer:?}");
-    assert_eq!(u16::from_be_bytes([answer[2], answer[3]]), 1008);
+    assert_eq!(u16::from_be_bytes([answer[2], answer[3]]), 4005);
     assert!(waited >= DEADLINE - Duration::from_millis(50) && waited < DEADLINE * 3, "closed after {waited:?}");
     server.stop().await;
 }

@@ -25,6 +25,8 @@ use holdfast_protocol::ErrorCode;
 use http_body_util::{BodyExt, Full};
 use hyper::Uri;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
@@ -68,6 +70,16 @@ pub struct HttpBackend {
     metrics: Arc<Metrics>,
 }
 
+/// What a proxy is sent: the fields of the ask, and a publication's `data`
+/// exactly as it will be published.
+#[derive(Serialize)]
+struct ProxyRequest<'a> {
+    #[serde(flatten)]
+    fields: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+}
+
 /// How an ask ended, for the metrics.
 #[derive(Clone, Copy, Debug)]
 pub enum Outcome {
@@ -109,7 +121,8 @@ impl HttpBackend {
     }
 
     /// The JSON the backend gets.
-    fn body(&self, ask: &Ask<'_>, context: &RequestContext) -> Result<Value, Denied> {
+    fn body(&self, ask: &Ask<'_>, context: &RequestContext) -> Result<String, Denied> {
+        let mut data = None;
         let mut body = json!({
             "op": ask.kind().as_str(),
             "address": context.address.map(|a| a.to_string()),
@@ -128,28 +141,30 @@ impl HttpBackend {
                 body["user"] = user.into();
                 body["channel"] = channel.as_str().into();
             }
-            Ask::Publish { session, user, channel, data } => {
+            Ask::Publish { session, user, channel, .. } => {
                 body["session"] = session.into();
                 body["user"] = user.into();
                 body["channel"] = channel.as_str().into();
-                // Valid JSON that serde cannot hold (nesting deeper than 128,
-                // `1e400`) would reach the backend as `null`, be allowed, and
-                // the original published: what the backend did not see is
-                // refused instead.
-                body["data"] = serde_json::from_str(data).map_err(|e| Denied::Refused {
-                    code: ErrorCode::BadRequest,
-                    message: format!("`data` cannot be passed to the publish proxy as it is: {e}"),
-                })?;
             }
         }
-        Ok(body)
+        if let Ask::Publish { data: text, .. } = *ask {
+            // Passed as the text that will be published: parsed into a
+            // `Value`, numbers past f64 would reach the backend rounded
+            // (and `1e400` as null, which it allowed) while the original
+            // was published. What is not JSON at all is refused.
+            data = Some(serde_json::from_str::<&RawValue>(text).map_err(|e| Denied::Refused {
+                code: ErrorCode::BadRequest,
+                message: format!("`data` cannot be passed to the publish proxy: {e}"),
+            })?);
+        }
+        Ok(serde_json::to_string(&ProxyRequest { fields: body, data }).expect("a JSON value serializes"))
     }
 
-    async fn post(&self, url: &Uri, body: Value) -> Result<Value, String> {
+    async fn post(&self, url: &Uri, body: String) -> Result<Value, String> {
         let request = hyper::Request::post(url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::USER_AGENT, concat!("holdfast/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| format!("cannot reach it: {e}"))?;
@@ -335,31 +350,37 @@ mod tests {
             cookie: Some("sid=abc; theme=dark".into()),
             headers: vec![("x-request-id".into(), "r1".into()), ("x-secret".into(), "no".into())],
         };
-        let body = b.body(&Ask::Connect { client: Some("web"), user: None }, &context).unwrap();
+        let body: Value =
+            serde_json::from_str(&b.body(&Ask::Connect { client: Some("web"), user: None }, &context).unwrap())
+                .unwrap();
         assert_eq!(body["cookies"], json!({"sid": "abc", "theme": "dark"}));
         assert_eq!(body["headers"], json!({"x-request-id": "r1"}));
         assert_eq!((body["op"].as_str(), body["address"].as_str()), (Some("connect"), Some("203.0.113.7")));
         assert!(BackendConfig::url("https://x/auth").is_err() && BackendConfig::url("http://127.0.0.1:9/a").is_ok());
     }
 
-    /// Valid JSON serde cannot hold used to reach the publish proxy as
-    /// `null`; the proxy allowed it and the original was published.
+    /// The publish proxy decides on exactly what will be published: data
+    /// serde cannot hold as a value used to reach it as `null` (allowed,
+    /// then the original published), and big numbers rounded.
     #[test]
-    fn data_the_publish_proxy_cannot_be_shown_is_refused_never_sent_as_null() {
+    fn the_publish_proxy_sees_data_exactly_as_it_will_be_published() {
         let b = backend();
         let context = RequestContext { address: None, transport: "websocket", cookie: None, headers: Vec::new() };
         let channel = ChannelName::new("c").unwrap();
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        for data in ["1e400", deep.as_str()] {
+        let exact = [r#"{"id":12345678901234567890123,"f":0.1000000000000000055511151231257827}"#, "1e400", &deep];
+        for data in exact {
             let ask = Ask::Publish { session: "s", user: None, channel: &channel, data };
-            match b.body(&ask, &context) {
-                Err(Denied::Refused { code: ErrorCode::BadRequest, message }) => {
-                    assert!(message.contains("publish proxy"), "{message}")
-                }
-                other => panic!("{}: {other:?}", &data[..8.min(data.len())]),
-            }
+            let body = b.body(&ask, &context).unwrap();
+            assert!(body.contains(&format!(r#""data":{data}"#)), "{}", &body[..80.min(body.len())]);
+            assert!(serde_json::from_str::<Box<RawValue>>(&body).is_ok(), "the body is JSON");
         }
-        let ask = Ask::Publish { session: "s", user: None, channel: &channel, data: r#"{"a":[1,2]}"# };
-        assert_eq!(b.body(&ask, &context).unwrap()["data"], json!({"a": [1, 2]}));
+        let ask = Ask::Publish { session: "s", user: None, channel: &channel, data: "{not json" };
+        match b.body(&ask, &context) {
+            Err(Denied::Refused { code: ErrorCode::BadRequest, message }) => {
+                assert!(message.contains("publish proxy"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -47,14 +47,24 @@ impl TokenBucket {
         self.last
     }
 
+    /// Whether a command now would get a token (without taking it).
+    pub fn has_token(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.rate == 0.0 || self.tokens >= 1.0
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
     /// Takes a token for one command.
     pub fn admit(&mut self, now: Instant) -> Admit {
         if self.rate == 0.0 {
             return Admit::Yes;
         }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             self.refused_in_a_row = 0;

@@ -45,6 +45,9 @@ pub struct Session {
     subscriptions: Vec<ChannelName>,
     heartbeat: Heartbeat,
     bucket: TokenBucket,
+    /// Subscribes this session may still make past the rate limit (see
+    /// `handle_frame`).
+    subscribe_allowance: usize,
     token_expires: Option<Instant>,
     /// When the frame being handled arrived (commands see one clock).
     frame_time: Instant,
@@ -63,6 +66,7 @@ impl Session {
         let key = node.sessions.register(outbox.clone());
         let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
         let bucket = TokenBucket::new(node.config.commands_per_second, node.config.command_burst, now);
+        let subscribe_allowance = node.config.max_subscriptions;
         Session {
             node,
             key,
@@ -71,6 +75,7 @@ impl Session {
             subscriptions: Vec::new(),
             heartbeat,
             bucket,
+            subscribe_allowance,
             token_expires: None,
             frame_time: now,
             context: None,
@@ -158,7 +163,18 @@ impl Session {
                 Ok(r) => r.id,
                 Err(e) => e.id,
             };
-            match self.bucket.admit(now) {
+            // A client restoring its subscriptions after a reconnect sends
+            // them all at once, up to max_subscriptions, more than a burst:
+            // once per session, subscribes past the limit are let through
+            // instead of refused and then cut as a flood.
+            let subscribe = matches!(request, Ok(Request { command: Command::Subscribe { .. }, .. }));
+            let admit = if subscribe && self.subscribe_allowance > 0 && !self.bucket.has_token(now) {
+                self.subscribe_allowance -= 1;
+                Admit::Yes
+            } else {
+                self.bucket.admit(now)
+            };
+            match admit {
                 Admit::Yes => {}
                 Admit::Refuse if pong => {
                     stats.rate_limited += 1;

@@ -199,10 +199,10 @@ async fn a_client_over_its_command_rate_gets_errors_then_a_flood_is_cut() {
     bystander.recv().await;
 
     let mut c = Client::open(&server.ws_url(), None).await;
-    // connect + 4 subscribes use the burst of 5; the next 3 are refused.
+    // connect + 4 publishes use the burst of 5; the next 3 are refused.
     let mut frame = String::from("{\"id\":1,\"op\":\"connect\"}");
     for i in 2..=8 {
-        frame.push_str(&format!("\n{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"c{i}\"}}"));
+        frame.push_str(&format!("\n{{\"id\":{i},\"op\":\"publish\",\"channel\":\"c{i}\",\"data\":1}}"));
     }
     c.send(&frame).await;
     let mut got = Vec::new();
@@ -217,7 +217,7 @@ async fn a_client_over_its_command_rate_gets_errors_then_a_flood_is_cut() {
 
     // Keep going: a flood is disconnected with 4003 and a reconnect hint.
     let flood: Vec<String> =
-        (100..130).map(|i| format!("{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"f{i}\"}}")).collect();
+        (100..130).map(|i| format!("{{\"id\":{i},\"op\":\"publish\",\"channel\":\"f{i}\",\"data\":1}}")).collect();
     c.send(&flood.join("\n")).await;
     let (d, code) = c.closed().await;
     assert_eq!(code, Some(4003));
@@ -230,6 +230,40 @@ async fn a_client_over_its_command_rate_gets_errors_then_a_flood_is_cut() {
 
     server.publish("news", r#""still here""#).await;
     assert_eq!(bystander.recv().await["data"], "still here", "others are unaffected");
+    server.stop().await;
+}
+
+/// A client restoring more subscriptions at once than the command burst (a
+/// reconnect with many channels) is served, not refused and cut as a
+/// flood: once per session, up to max_subscriptions subscribes pass.
+#[tokio::test]
+async fn a_reconnect_may_restore_every_subscription_at_once() {
+    let session =
+        SessionConfig { commands_per_second: 10, command_burst: 5, max_subscriptions: 40, ..common::session() };
+    let server = TestServer::start(Setup { session, ..Setup::default() }).await;
+    let mut c = Client::open(&server.ws_url(), None).await;
+    let mut frame = String::from("{\"id\":1,\"op\":\"connect\"}");
+    for i in 2..=41 {
+        frame.push_str(&format!("\n{{\"id\":{i},\"op\":\"subscribe\",\"channel\":\"c{i}\"}}"));
+    }
+    c.send(&frame).await;
+    let mut ops = Vec::new();
+    for _ in 0..41 {
+        ops.push(c.recv().await["op"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ops.iter().filter(|op| *op == "subscribed").count(), 40, "{ops:?}");
+    // The allowance is spent: past the limit, commands are refused again.
+    c.send(r#"{"id":50,"op":"publish","channel":"c2","data":1}"#).await;
+    let mut refused = false;
+    for _ in 0..3 {
+        let r = c.recv().await;
+        if r["op"] == "error" {
+            assert_eq!(r["code"], "rate_limited", "{r}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the rate limit still holds after the subscribes");
     server.stop().await;
 }
 

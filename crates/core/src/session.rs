@@ -504,10 +504,12 @@ impl Session {
     /// Leaves every channel and the registry. Call exactly once, when the
     /// connection is gone.
     pub async fn finish(self) {
+        // First: should a broker call below fail hard (a panic), the drain
+        // must not wait for this session.
+        self.node.sessions.unregister(self.key);
         for channel in &self.subscriptions {
             self.node.broker.unsubscribe(channel, self.key).await;
         }
-        self.node.sessions.unregister(self.key);
     }
 }
 

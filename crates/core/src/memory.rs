@@ -16,8 +16,13 @@
 //! budget first drops its own channel's oldest entries; if the budget is
 //! still spent (by other channels) it is delivered live but not kept, so
 //! its channel's subscribers hear `recovered: false` rather than the node
-//! running out of memory. A command that would create a channel past the
-//! cap is refused (`too_many_channels`); existing channels go on.
+//! running out of memory. Near the channel cap, empty channels (no
+//! subscribers, no history) are collected without waiting out their idle
+//! period, so one client subscribing and unsubscribing across fresh names
+//! cannot use up the cap for everyone; a client coming back to such a
+//! channel hears `recovered: false` if it had been published to. A command
+//! that would create a channel past the cap when nothing can be collected
+//! is refused (`too_many_channels`); existing channels go on.
 //!
 //! A channel is collected by `sweep` once it has had no subscribers, no
 //! history and no activity for the history's `max_age`. A collected channel
@@ -67,9 +72,12 @@ impl Channel {
     }
 
     fn is_collectable(&self, now: Instant) -> bool {
-        self.subscribers.is_empty()
-            && self.history.is_empty()
-            && now.saturating_duration_since(self.last_active) > self.limits.max_age
+        self.is_empty() && now.saturating_duration_since(self.last_active) > self.limits.max_age
+    }
+
+    /// Holds nothing anyone could lose but its epoch.
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty()
     }
 }
 
@@ -140,17 +148,40 @@ impl MemoryBroker {
         channel: &ChannelName,
         now: Instant,
     ) -> Result<&'m mut Channel, BrokerError> {
+        let cap = self.limits.max_channels;
+        let full = cap > 0 && self.channels.load(Ordering::Relaxed) >= cap;
+        if full && !map.contains_key(channel) && !self.make_room(map) {
+            return Err(BrokerError::TooManyChannels(cap));
+        }
         match map.entry(channel.clone()) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(slot) => {
-                let cap = self.limits.max_channels;
-                if cap > 0 && self.channels.load(Ordering::Relaxed) >= cap {
-                    return Err(BrokerError::TooManyChannels(cap));
-                }
                 self.channels.fetch_add(1, Ordering::Relaxed);
                 Ok(slot.insert(Channel::new(now, self.namespaces.rules(channel).history)))
             }
         }
+    }
+
+    /// At the cap: collects empty channels, in `map` (the shard whose lock
+    /// is held) or else in any other shard that is free at once (never
+    /// waiting for one: a caller holding that one and waiting for this
+    /// would deadlock). Whether any place came free.
+    fn make_room(&self, map: &mut HashMap<ChannelName, Channel>) -> bool {
+        self.collect(map, Channel::is_empty) > 0
+            || self
+                .shards
+                .iter()
+                .any(|shard| shard.try_lock().is_ok_and(|mut other| self.collect(&mut other, Channel::is_empty) > 0))
+    }
+
+    /// Drops the channels of one shard that `collectable` picks; returns
+    /// how many.
+    fn collect(&self, map: &mut HashMap<ChannelName, Channel>, collectable: impl Fn(&Channel) -> bool) -> usize {
+        let before = map.len();
+        map.retain(|_, ch| !collectable(ch));
+        let collected = before - map.len();
+        self.channels.fetch_sub(collected, Ordering::Relaxed);
+        collected
     }
 
     /// Applies a change of a channel's history to the node's count.
@@ -293,18 +324,17 @@ impl Broker for MemoryBroker {
 
     /// Expires old history and collects channels nobody uses.
     fn sweep(&self, now: Instant) {
+        // Near the cap, empty channels go at once (see the module docs).
+        let cap = self.limits.max_channels;
+        let crowded = cap > 0 && self.channels.load(Ordering::Relaxed) >= cap / 10 * 9;
         for shard in self.shards.iter() {
             let mut map = shard.lock().expect("broker shard poisoned");
-            map.retain(|_, ch| {
+            for ch in map.values_mut() {
                 let before = ch.history.bytes();
                 ch.history.expire(now, ch.limits);
                 self.account(before, ch.history.bytes());
-                let keep = !ch.is_collectable(now);
-                if !keep {
-                    self.channels.fetch_sub(1, Ordering::Relaxed);
-                }
-                keep
-            });
+            }
+            self.collect(&mut map, |ch| ch.is_collectable(now) || (crowded && ch.is_empty()));
         }
     }
 }
@@ -360,6 +390,31 @@ mod tests {
         broker.sweep(Instant::now() + Duration::from_secs(602));
         assert_eq!(broker.channel_count(), 0);
         broker.publish(&eleventh, "1").await.unwrap();
+    }
+
+    /// One client subscribing and unsubscribing across ever new names used
+    /// to fill the cap with empty channels for their whole idle period
+    /// (5 minutes by default), and every new channel of everyone else was
+    /// refused meanwhile.
+    #[tokio::test]
+    async fn empty_channels_give_way_at_the_cap() {
+        let broker = bounded(NodeLimits { history_bytes: 0, max_channels: 10 });
+        broker.publish(&ChannelName::new("news").unwrap(), "1").await.unwrap();
+        for i in 0..100 {
+            let ch = ChannelName::new(&format!("churn{i}")).unwrap();
+            broker.history(&ch, None, 1).await.unwrap();
+        }
+        let fresh = ChannelName::new("fresh").unwrap();
+        let info = Arc::new(ClientInfo { session: "s".into(), user: None, client: None, info: None });
+        let kept = Subscriber { key: SessionKey(1), info, outbox: Arc::new(crate::Outbox::new(1 << 20)) };
+        broker.subscribe(&fresh, kept, None, &|_| bytes::Bytes::new()).await.unwrap();
+        assert_eq!(broker.history(&ChannelName::new("news").unwrap(), None, 10).await.unwrap().publications.len(), 1);
+        broker.sweep(Instant::now());
+        assert!(broker.channel_count() <= 9, "crowded: empty channels collected at once ({})", broker.channel_count());
+        // Channels with subscribers or history are never collected early.
+        let presence = broker.presence(&fresh).await.unwrap();
+        assert_eq!(presence.len(), 1);
+        assert_eq!(broker.history(&ChannelName::new("news").unwrap(), None, 10).await.unwrap().offset.0, 1);
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 // called healthy; behind real nginx without Upgrade headers the page names
 // proxy_strips_upgrade from what the server saw, shows that SSE works, and
 // its report gives the same verdict through `holdfast doctor --explain`;
-// a ws: URL from an https page is named mixed_content.
+// a ws: URL from an https page is named mixed_content; a session the server
+// refuses is auth_rejected, found by a page that starts by itself.
 // Run by scripts/test: `node --test tests/browser/` with HOLDFAST_BIN set and
 // NODE_PATH pointing at playwright-core; needs nginx and openssl (scripts/test installs them).
 const test = require('node:test');
@@ -104,5 +105,27 @@ test('a ws: URL from an https page is named mixed_content', async () => {
     await stopped(plain.proc);
     await stopped(secure.proc);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the page starts by itself and names a session the server refuses, with advice for this browser', async () => {
+  const server = await startServer(0, ['--jwt-secret', 'page-secret']);
+  try {
+    const browser = await launch();
+    try {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${server.base}/doctor`);
+      // No click: a link support sends a user runs on opening.
+      await page.waitForFunction(() => window.doctorResult && window.doctorResult.verdict, null, { timeout: 30000 });
+      const result = await page.evaluate(() => window.doctorResult);
+      assert.equal(result.verdict.cause, 'auth_rejected', JSON.stringify(result.verdict));
+      assert.equal(result.report.websocket.refused.code, 'token_required');
+      assert.match(result.verdict.fix, /^In this browser: sign in/);
+      assert.match(await page.evaluate(() => document.body.innerText), /connect refused: token_required/);
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    await stopped(server.proc);
   }
 });

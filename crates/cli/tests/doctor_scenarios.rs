@@ -384,6 +384,67 @@ fn the_doctor_reports_compression_off_as_a_fact_not_a_failure() {
     assert!(stage_detail(&report, "compression").starts_with("permessage-deflate not negotiated"), "{report}");
 }
 
+/// Runs `holdfast doctor URL --json ARGS`; the exit code and the report.
+fn doctor(url: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = holdfast().arg("doctor").arg(url).arg("--json").args(args).output().unwrap();
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code(), report)
+}
+
+/// A holdfast server that opens the WebSocket but refuses the session is
+/// not healthy: "my users cannot connect" is most often exactly this. The
+/// doctor names it and exits 1; with what a client would send (a token in
+/// `connect`, a session cookie), it is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_the_session_is_not_called_healthy() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let secret = "doctor-secret";
+    let token = |exp: u64, key: &str| {
+        let claims = serde_json::json!({"sub": "u1", "exp": exp});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(key.as_bytes())).unwrap()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let server = common::serve(0, &["--jwt-secret", secret]);
+    let url = format!("ws://127.0.0.1:{}/ws", server.1);
+    let cases = [
+        (vec![], "auth_rejected", "token_required"),
+        (vec!["--token".to_string(), token(now + 600, "forged")], "auth_rejected", "token_invalid"),
+        (vec!["--token".to_string(), token(now - 600, secret)], "auth_rejected", "token_expired"),
+        (vec!["--token".to_string(), token(now + 600, secret)], "healthy", ""),
+    ];
+    for (args, cause, code) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (exit, report) = tokio::task::block_in_place(|| doctor(&url, &args));
+        assert_eq!(report["verdict"]["cause"], cause, "{args:?}: {report}");
+        assert_eq!(exit, Some(if cause == "healthy" { 0 } else { 1 }), "{args:?}");
+        assert!(stage_detail(&report, "round_trip").contains(code), "{}", stage_detail(&report, "round_trip"));
+    }
+
+    // A connect proxy that decides by the session cookie, then one that is down.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", backend.local_addr().unwrap());
+    let decide = axum::routing::post(|body: axum::Json<serde_json::Value>| async move {
+        axum::Json(match body["cookies"]["sid"].as_str() {
+            Some("ok") => serde_json::json!({"result": {"user": "u1"}}),
+            _ => serde_json::json!({"error": {"code": "refused", "message": "not signed in"}}),
+        })
+    });
+    tokio::spawn(async move { axum::serve(backend, axum::Router::new().route("/connect", decide)).await });
+    let proxied = common::serve(0, &["--connect-proxy", &format!("{base}/connect")]);
+    let url = format!("ws://127.0.0.1:{}/ws", proxied.1);
+    let (exit, report) = tokio::task::block_in_place(|| doctor(&url, &[]));
+    assert_eq!((exit, report["verdict"]["cause"].as_str()), (Some(1), Some("auth_rejected")), "{report}");
+    assert!(report["verdict"]["summary"].as_str().unwrap().contains("not signed in"), "{report}");
+    let (exit, report) = tokio::task::block_in_place(|| doctor(&url, &["--header", "Cookie: sid=ok"]));
+    assert_eq!((exit, report["verdict"]["cause"].as_str()), (Some(0), Some("healthy")), "{report}");
+
+    let down = common::serve(0, &["--connect-proxy", &format!("http://127.0.0.1:{}/connect", free_port())]);
+    let url = format!("ws://127.0.0.1:{}/ws", down.1);
+    let (exit, report) = tokio::task::block_in_place(|| doctor(&url, &[]));
+    assert_eq!((exit, report["verdict"]["cause"].as_str()), (Some(1), Some("backend_unavailable")), "{report}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = holdfast().args(["doctor"]).output().unwrap();

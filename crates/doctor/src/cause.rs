@@ -47,8 +47,12 @@ pub enum Cause {
     UpstreamTimeout,
     /// The server refuses this Origin.
     OriginRejected,
-    /// The server wants credentials (401/403).
+    /// The server wants credentials (401/403), or refused the session the
+    /// upgrade opened (holdfast: `token_required`, `token_invalid`, …).
     AuthRejected,
+    /// The server accepted the connection, but the application's backend
+    /// that decides sessions (holdfast's connect proxy) is down or failing.
+    BackendUnavailable,
     /// The subprotocols offered and chosen do not match.
     SubprotocolMismatch,
     /// The server is rate limiting or shedding load.
@@ -70,7 +74,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order docs/DOCTOR.md lists them.
-    pub const ALL: [Cause; 29] = [
+    pub const ALL: [Cause; 30] = [
         Cause::Healthy,
         Cause::InvalidUrl,
         Cause::DnsFailure,
@@ -92,6 +96,7 @@ impl Cause {
         Cause::UpstreamTimeout,
         Cause::OriginRejected,
         Cause::AuthRejected,
+        Cause::BackendUnavailable,
         Cause::SubprotocolMismatch,
         Cause::RateLimited,
         Cause::ServerError,
@@ -126,6 +131,7 @@ impl Cause {
             Cause::UpstreamTimeout => "upstream_timeout",
             Cause::OriginRejected => "origin_rejected",
             Cause::AuthRejected => "auth_rejected",
+            Cause::BackendUnavailable => "backend_unavailable",
             Cause::SubprotocolMismatch => "subprotocol_mismatch",
             Cause::RateLimited => "rate_limited",
             Cause::ServerError => "server_error",

@@ -54,6 +54,8 @@ pub struct WebSocketSide {
     pub protocol: Option<String>,
     pub extensions: Option<String>,
     pub round_trip_ms: Option<f64>,
+    /// The server's `error` answer to `connect`: the session was refused.
+    pub refused: Option<RefusedConnect>,
     /// Server pings received (the protocol's own: browsers cannot see
     /// WebSocket ping frames).
     #[serde(default)]
@@ -65,6 +67,14 @@ pub struct WebSocketSide {
     /// Milliseconds from open (or from the attempt, when it never opened)
     /// to the close.
     pub closed_after_ms: Option<f64>,
+}
+
+/// A refused `connect`, as the page read it.
+#[derive(Debug, Deserialize)]
+pub struct RefusedConnect {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A fallback transport's attempt.
@@ -102,10 +112,26 @@ pub fn explain(text: &str) -> Result<Report, String> {
     }
     let o = observations(&report);
     let mut verdict = if blocked_on_the_way(&report) { blocked(&report) } else { diagnose(&o) };
+    if matches!(o.round_trip, Some(RoundTrip::Refused { .. })) {
+        verdict.fix = in_the_browser(verdict.cause, &verdict.fix);
+    }
     if verdict.cause != Cause::Healthy {
         verdict.summary.push_str(&fallback_note(&report));
     }
     Ok(Report::new(stages(&report), &o, verdict, None))
+}
+
+/// The fix for a refused session, in words for the person at the browser
+/// (who has no `--token`), with the operator's fix after it.
+fn in_the_browser(cause: Cause, operator_fix: &str) -> String {
+    let you = match cause {
+        Cause::AuthRejected => {
+            "In this browser: sign in to the application first (the server checks the login this browser \
+             sends), then run this page again. If you are signed in, send this report to the site's support."
+        }
+        _ => "Nothing to do in this browser: send this report to the site's support.",
+    };
+    format!("{you}\nFor the site's operator: {operator_fix}")
 }
 
 /// Whether the WebSocket failed before the server saw any of it, though
@@ -208,9 +234,10 @@ fn observations(r: &BrowserReport) -> Observations {
         chosen: ws.protocol.clone().filter(|p| !p.is_empty()),
         extensions: ws.extensions.clone().filter(|e| !e.is_empty()),
     });
-    o.round_trip = Some(match ws.round_trip_ms {
-        Some(_) => RoundTrip::Holdfast { session: String::new(), ping_interval_ms: 0 },
-        None => RoundTrip::NoReply,
+    o.round_trip = Some(match (&ws.refused, ws.round_trip_ms) {
+        (Some(r), _) => RoundTrip::Refused { code: r.code.clone(), message: r.message.clone() },
+        (None, Some(_)) => RoundTrip::Holdfast { session: String::new(), ping_interval_ms: 0 },
+        (None, None) => RoundTrip::NoReply,
     });
     o.idle_requested = ws.idle_requested_s.map(Duration::from_secs);
     o.end = match ws.close_code {
@@ -248,11 +275,14 @@ fn stages(r: &BrowserReport) -> Vec<Stage> {
         ),
     });
     if ws.opened {
-        out.push(match ws.round_trip_ms {
-            Some(t) => stage("round_trip", Status::Ok, Some(t), "connect answered by connected".into()),
-            None => stage("round_trip", Status::Warn, None, "no answer to connect".into()),
+        out.push(match (&ws.refused, ws.round_trip_ms) {
+            (Some(r), t) => {
+                stage("round_trip", Status::Failed, t, format!("connect refused: {}: {}", r.code, r.message))
+            }
+            (None, Some(t)) => stage("round_trip", Status::Ok, Some(t), "connect answered by connected".into()),
+            (None, None) => stage("round_trip", Status::Warn, None, "no answer to connect".into()),
         });
-        out.push(stage("ping", Status::Ok, None, format!("{} server pings received", ws.pings)));
+        out.push(ping_stage(ws));
     }
     for (name, attempt) in [("sse", &r.sse), ("polling", &r.polling)] {
         if let Some(a) = attempt {
@@ -280,6 +310,24 @@ fn stages(r: &BrowserReport) -> Vec<Stage> {
     ));
     out
 }
+
+/// The page asks for a ping every 5 s: after staying longer, none is a
+/// warning (something ate them, or the server does not send them).
+fn ping_stage(ws: &WebSocketSide) -> Stage {
+    let stayed = ws.idle_requested_s.unwrap_or(0);
+    let (status, detail) = match ws.pings {
+        0 if stayed > PAGE_PING_INTERVAL_S && ws.refused.is_none() => (
+            Status::Warn,
+            format!("no server ping in {stayed} s, though the page asked for one every {PAGE_PING_INTERVAL_S} s"),
+        ),
+        0 => (Status::Skipped, format!("no server ping (none due within the {stayed} s the page stayed)")),
+        n => (Status::Ok, format!("{n} server pings received")),
+    };
+    Stage { name: "ping", status, ms: 0.0, detail }
+}
+
+/// What the `/doctor` page asks for in `connect` (`ping_interval_ms`).
+const PAGE_PING_INTERVAL_S: u64 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -336,5 +384,37 @@ mod tests {
         assert_eq!(cause(&cut).0, Cause::IdleTimeout);
         assert!(explain("{}").is_err());
         assert!(explain(&report(r#""websocket": {}"#).replace(": 1,", ": 7,")).is_err());
+    }
+
+    /// A holdfast server that refused the page's session is not healthy,
+    /// and the advice is for the person at the browser.
+    #[test]
+    fn a_refused_session_is_named_with_advice_for_the_browser() {
+        let text = report(
+            r#""websocket": {"opened": true, "offered": ["holdfast.v1.json"], "protocol": "holdfast.v1.json",
+               "refused": {"code": "refused", "message": "not signed in"}, "close_code": 1000, "close_reason": "doctor done"},
+               "server_seen": [{"transport": "websocket", "version": "HTTP/1.1", "status": 101}]"#,
+        );
+        let r = explain(&text).unwrap();
+        assert_eq!(r.verdict.cause, Cause::AuthRejected);
+        assert!(r.verdict.summary.contains("not signed in"), "{}", r.verdict.summary);
+        assert!(r.verdict.fix.starts_with("In this browser: sign in"), "{}", r.verdict.fix);
+        assert!(!r.verdict.fix.starts_with("--"), "no CLI flag first: {}", r.verdict.fix);
+        let trip = r.stages.iter().find(|s| s.name == "round_trip").unwrap();
+        assert_eq!(trip.status, Status::Failed);
+    }
+
+    #[test]
+    fn no_ping_when_one_was_due_is_a_warning() {
+        let stayed = |pings: u32, idle: u64| {
+            let text = report(&format!(
+                r#""websocket": {{"opened": true, "round_trip_ms": 2, "pings": {pings}, "idle_requested_s": {idle},
+                   "close_code": 1000, "close_reason": "doctor done"}}"#
+            ));
+            explain(&text).unwrap().stages.into_iter().find(|s| s.name == "ping").unwrap().status
+        };
+        assert_eq!(stayed(0, 30), Status::Warn);
+        assert_eq!(stayed(0, 0), Status::Skipped);
+        assert_eq!(stayed(5, 30), Status::Ok);
     }
 }

@@ -47,7 +47,8 @@ pub struct DoctorArgs {
     /// Extra request header, `'Name: value'` (repeatable).
     #[arg(long)]
     pub header: Vec<String>,
-    /// Bearer token to send in `Authorization`.
+    /// Token: sent as `Authorization: Bearer` with the upgrade, and in the
+    /// holdfast `connect` (where holdfast's clients send it).
     #[arg(long)]
     pub token: Option<String>,
     /// PEM file of extra CA certificates to trust.

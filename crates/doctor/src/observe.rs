@@ -126,6 +126,15 @@ pub enum RoundTrip {
         /// Its ping interval.
         ping_interval_ms: u64,
     },
+    /// The server speaks holdfast and refused the session: an `error`
+    /// answer to `connect` (`token_required`, `refused`,
+    /// `backend_unavailable`, …).
+    Refused {
+        /// The error code.
+        code: String,
+        /// The server's words.
+        message: String,
+    },
     /// The server echoed the probe.
     Echo,
     /// The server answered with something else.
@@ -183,4 +192,9 @@ pub struct Observations {
     pub end: Option<End>,
     /// The code of the server's reply to the doctor's own close.
     pub close_reply: Option<u16>,
+}
+
+/// Whole seconds, rounded: a drop at 4,997 ms is "after 5 s", not 4.
+pub fn whole_seconds(d: std::time::Duration) -> u64 {
+    (d.as_millis() as u64).saturating_add(500) / 1000
 }

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::certificate::{self, TrustingVerifier};
-use crate::observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
+use crate::observe::{whole_seconds, End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
 use crate::report::{Stage, Status};
 use crate::target::{self, Target};
 use crate::DoctorArgs;
@@ -600,6 +600,25 @@ async fn next(ws: &mut Ws, wait: Duration, opened: Instant) -> Incoming {
     }
 }
 
+/// A holdfast server's answer to the probe's `connect` (id 1): `connected`,
+/// or an `error` refusing the session.
+fn holdfast_answer(text: &str) -> Option<RoundTrip> {
+    text.split('\n').find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        match v["op"].as_str()? {
+            "connected" => Some(RoundTrip::Holdfast {
+                session: v["session"].as_str().unwrap_or_default().to_string(),
+                ping_interval_ms: v["ping_interval_ms"].as_u64().unwrap_or(0),
+            }),
+            "error" if v["id"] == 1 => Some(RoundTrip::Refused {
+                code: v["code"].as_str().unwrap_or_default().to_string(),
+                message: v["message"].as_str().unwrap_or_default().chars().take(200).collect(),
+            }),
+            _ => None,
+        }
+    })
+}
+
 /// Answers a holdfast protocol ping, as every holdfast client does.
 async fn answer_protocol_ping(ws: &mut Ws, m: &Message) -> bool {
     if let Message::Text(t) = m {
@@ -615,9 +634,15 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
     // Round trip: one message that a holdfast server answers with
     // `connected` and an echo server returns unchanged.
     let t = Instant::now();
-    let probe = r#"{"id":1,"op":"connect","client":"holdfast-doctor"}"#;
+    // The token goes in `connect`, where holdfast's clients send it (it
+    // also went in the upgrade's Authorization header, for other servers).
+    let mut probe = serde_json::json!({"id": 1, "op": "connect", "client": "holdfast-doctor"});
+    if let Some(token) = &run.args.token {
+        probe["token"] = token.as_str().into();
+    }
+    let probe = probe.to_string();
     let wait = run.args.timeout.min(Duration::from_secs(3));
-    if ws.send(Message::text(probe)).await.is_err() {
+    if ws.send(Message::text(probe.as_str())).await.is_err() {
         run.o.end = Some(End::Dropped { after: opened.elapsed() });
     }
     let mut round_trip = RoundTrip::NoReply;
@@ -627,14 +652,8 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
             Incoming::Msg(Message::Text(text)) => {
                 round_trip = if text.as_str() == probe {
                     RoundTrip::Echo
-                } else if let Some(line) = text.split('\n').find(|l| l.contains(r#""op":"connected""#)) {
-                    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-                    RoundTrip::Holdfast {
-                        session: v["session"].as_str().unwrap_or_default().to_string(),
-                        ping_interval_ms: v["ping_interval_ms"].as_u64().unwrap_or(0),
-                    }
                 } else {
-                    RoundTrip::OtherReply(text.chars().take(120).collect())
+                    holdfast_answer(&text).unwrap_or_else(|| RoundTrip::OtherReply(text.chars().take(120).collect()))
                 };
                 break;
             }
@@ -657,6 +676,9 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
                 ping_interval_ms
             ),
         ),
+        (RoundTrip::Refused { code, message }, _) => {
+            (Status::Failed, format!("holdfast protocol: connect refused: {code}: {message}"))
+        }
         (RoundTrip::Echo, _) => (Status::Ok, "the server echoed the message".into()),
         (RoundTrip::OtherReply(r), _) => (Status::Ok, format!("the server answered: {r}")),
         (RoundTrip::NoReply, _) => (Status::Ok, format!("no reply within {wait:?} (fine for push-only endpoints)")),
@@ -701,8 +723,10 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
             let t = Instant::now();
             run.o.idle_requested = Some(idle);
             eprintln_progress(run.args, &format!("staying idle for {} s to find idle timeouts…", idle.as_secs()));
+            // A line every 15 s, so a long wait does not look like a hang.
+            let mut note_at = IDLE_PROGRESS_EVERY;
             while t.elapsed() < idle {
-                match next(ws, idle.saturating_sub(t.elapsed()), opened).await {
+                match next(ws, idle.min(note_at).saturating_sub(t.elapsed()), opened).await {
                     Incoming::Msg(m) => {
                         answer_protocol_ping(ws, &m).await;
                     }
@@ -710,16 +734,21 @@ async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
                         run.o.end = Some(end);
                         break;
                     }
-                    Incoming::Quiet => break,
+                    Incoming::Quiet if t.elapsed() >= note_at && t.elapsed() < idle => {
+                        let note = format!("{} s of {} s, still open", whole_seconds(t.elapsed()), idle.as_secs());
+                        eprintln_progress(run.args, &note);
+                        note_at += IDLE_PROGRESS_EVERY;
+                    }
+                    Incoming::Quiet => {}
                 }
             }
             let detail = match &run.o.end {
                 None => format!("survived {} s without client traffic", idle.as_secs()),
                 Some(End::Dropped { after }) => {
-                    format!("dropped without a close frame after {} s", after.as_secs())
+                    format!("dropped without a close frame after {} s", whole_seconds(*after))
                 }
                 Some(End::Closed { code, after, .. }) => {
-                    format!("closed with code {code} after {} s", after.as_secs())
+                    format!("closed with code {code} after {} s", whole_seconds(*after))
                 }
             };
             let status = if run.o.end.is_none() { Status::Ok } else { Status::Failed };
@@ -788,6 +817,9 @@ pub fn meaning(code: u16) -> String {
         },
     }
 }
+
+/// How often a long `--idle` wait says it is still waiting.
+const IDLE_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 fn eprintln_progress(args: &DoctorArgs, text: &str) {
     if !args.json {

@@ -9,7 +9,7 @@ use holdfast_protocol::CloseCode;
 use serde::Serialize;
 
 use crate::cause::Cause;
-use crate::observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
+use crate::observe::{whole_seconds, End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
 use crate::platform::{idle_limits_matching, proxy_in_front, Proxy};
 
 /// The doctor's conclusion.
@@ -180,7 +180,15 @@ fn tls_verdict(tls: &Tls) -> Option<Verdict> {
 fn status_verdict(r: &Response, o: &Observations) -> Verdict {
     let body = r.body.to_ascii_lowercase();
     let proxy = proxy_in_front(r);
-    let via = proxy.map(|p| format!(" The answer came from {}.", p.name())).unwrap_or_default();
+    let via = match proxy {
+        // nginx puts its own Server header on what it relays: an answer
+        // without nginx's own error page came from the server behind it.
+        Some(p @ Proxy::Nginx) if !r.body.trim().is_empty() && !r.body.contains("<center>nginx") => {
+            format!(" The answer came from the server behind {}, through it.", p.name())
+        }
+        Some(p) => format!(" The answer came from {}.", p.name()),
+        None => String::new(),
+    };
     let status_line = format!("HTTP {} {}", r.status, r.reason);
     let mentions_upgrade = body.contains("upgrade") || body.contains("websocket");
     match r.status {
@@ -394,10 +402,14 @@ fn session_verdict(o: &Observations) -> Verdict {
     if let Some(h) = o.handshake.as_ref().filter(|h| h.answered_no_offer()) {
         return unanswered_subprotocol(h, o.end.as_ref());
     }
+    // Before how the connection ended: a refused session is closed next.
+    if let Some(RoundTrip::Refused { code, message }) = &o.round_trip {
+        return refused_session(code, message);
+    }
     let idle = o.idle_requested;
     match &o.end {
         Some(End::Dropped { after }) if idle.is_some() => {
-            let secs = after.as_secs();
+            let secs = whole_seconds(*after);
             let matches = idle_limits_matching(secs);
             let names = if matches.is_empty() {
                 String::from("no common platform default matches it exactly")
@@ -424,7 +436,7 @@ fn session_verdict(o: &Observations) -> Verdict {
                 Cause::AbnormalClosure,
                 format!(
                     "The connection dropped {} s after the handshake without a close frame (TCP FIN or RST); browsers see 1006.",
-                    after.as_secs()
+                    whole_seconds(*after)
                 ),
                 "Check the server's logs around that time (a crash, a restart, a proxy reload), and make \
                  clients reconnect with backoff.",
@@ -437,7 +449,7 @@ fn session_verdict(o: &Observations) -> Verdict {
                 Cause::ServerClosed,
                 format!(
                     "The server closed the connection {} s after the handshake with code {code}{}: {meaning} A client {reconnect}.",
-                    after.as_secs(),
+                    whole_seconds(*after),
                     if reason.is_empty() { String::new() } else { format!(" ({reason:?})") }
                 ),
                 "See the close code's meaning; if it is unexpected, check the server's logs for this session.",
@@ -448,6 +460,7 @@ fn session_verdict(o: &Observations) -> Verdict {
     let how = match &o.round_trip {
         Some(RoundTrip::Holdfast { .. }) => "and it speaks the holdfast protocol",
         Some(RoundTrip::Echo) => "and it echoes messages",
+        Some(RoundTrip::Refused { .. }) => "but it refused the session",
         Some(RoundTrip::OtherReply(_)) => "and it answered the probe message",
         Some(RoundTrip::NoReply) | None => {
             "(it did not answer the probe message, which is fine for endpoints that only push)"
@@ -462,6 +475,36 @@ fn session_verdict(o: &Observations) -> Verdict {
         format!("The endpoint completed a valid WebSocket handshake {how}.{idle_note}"),
         "Nothing to fix.",
     )
+}
+
+/// A holdfast server opened the WebSocket and refused the session: every
+/// client without what this one lacked fails the same way, although the
+/// handshake works.
+fn refused_session(code: &str, message: &str) -> Verdict {
+    let said = format!("The WebSocket opened, but the server refused the session: {code} ({message}).");
+    match code {
+        "token_required" | "token_invalid" | "token_expired" | "permission_denied" | "refused" => verdict(
+            Cause::AuthRejected,
+            format!("{said} Clients without valid credentials cannot connect, though the handshake works."),
+            match code {
+                "token_required" => "Clients must send a connect token: pass the one your application issues                                      (--token JWT; holdfast clients send it in connect).",
+                "token_expired" => "The token has expired: issue a fresh one (clients should refresh before exp).",
+                "refused" => "The connect proxy (your backend) refused this session: send what it expects                               (--header 'Cookie: session=…' for a cookie session), or check its logs.",
+                _ => "Check the token: signed with the server's key (jwt_secret / jwt_public_key), not                       expired, naming the user (sub).",
+            },
+        ),
+        "backend_unavailable" => verdict(
+            Cause::BackendUnavailable,
+            format!("{said} The application's backend that decides sessions (the connect proxy) failed, so no session can open."),
+            "Start or fix the connect proxy (connect_proxy); the server's log names its error.",
+        ),
+        "rate_limited" => verdict(
+            Cause::RateLimited,
+            said,
+            "Slow down, or raise the server's limits (commands_per_second, connect_rate_per_ip).",
+        ),
+        _ => verdict(Cause::ServerError, said, "Check the server's logs for this session."),
+    }
 }
 
 fn answered_by(o: &Observations) -> Option<Proxy> {
@@ -511,6 +554,35 @@ mod tests {
 
     fn cause(o: &Observations) -> Cause {
         diagnose(o).cause
+    }
+
+    /// nginx stamps its Server header on what it relays: holdfast's own
+    /// 426 through nginx is not "from nginx".
+    #[test]
+    fn who_answered_behind_nginx() {
+        let own = reached(426, &[("Server", "nginx/1.22.1")], "No `Upgrade: websocket` header…");
+        assert!(diagnose(&own).summary.contains("came from the server behind nginx"), "{}", diagnose(&own).summary);
+        let page = "<html><center><h1>426</h1></center><hr><center>nginx/1.22.1</center></html>";
+        let nginx = reached(426, &[("Server", "nginx/1.22.1")], page);
+        assert!(diagnose(&nginx).summary.contains("The answer came from nginx."), "{}", diagnose(&nginx).summary);
+    }
+
+    /// A holdfast server that refused the session is never healthy.
+    #[test]
+    fn a_refused_session_has_its_own_verdict() {
+        let mut o = upgraded();
+        for (code, want) in [
+            ("token_required", Cause::AuthRejected),
+            ("refused", Cause::AuthRejected),
+            ("backend_unavailable", Cause::BackendUnavailable),
+            ("rate_limited", Cause::RateLimited),
+            ("broker_unavailable", Cause::ServerError),
+        ] {
+            o.round_trip = Some(RoundTrip::Refused { code: code.into(), message: "m".into() });
+            // The server closes a refused session: the refusal is the cause.
+            o.end = Some(End::Closed { code: 1008, reason: String::new(), after: std::time::Duration::ZERO });
+            assert_eq!(cause(&o), want, "{code}");
+        }
     }
 
     #[test]

@@ -22,7 +22,13 @@ use tokio_tungstenite::tungstenite::Message;
 /// Every request the backend got.
 type Asked = Arc<Mutex<Vec<Value>>>;
 
-async fn connect(State(asked): State<Asked>, Json(req): Json<Value>) -> Result<Json<Value>, StatusCode> {
+async fn connect(
+    State(asked): State<Asked>,
+    headers: axum::http::HeaderMap,
+    Json(mut req): Json<Value>,
+) -> Result<Json<Value>, StatusCode> {
+    // What a backend's own session middleware would read.
+    req["cookie_header"] = headers.get("cookie").map(|c| c.to_str().unwrap()).into();
     asked.lock().unwrap().push(req.clone());
     match req["cookies"]["sid"].as_str() {
         Some("alice-session") => Ok(Json(json!({"result": {"user": "alice"}}))),
@@ -139,6 +145,7 @@ async fn a_cookie_backend_decides_connect_subscribe_and_publish_and_never_allows
     let first = asked.lock().unwrap()[0].clone();
     assert_eq!(first["op"], "connect");
     assert_eq!(first["cookies"], json!({"theme": "dark", "sid": "alice-session"}));
+    assert_eq!(first["cookie_header"], "theme=dark; sid=alice-session", "the Cookie header as the user sent it");
     assert_eq!(first["headers"], json!({"x-request-id": "req-7"}), "only the allowed headers");
     assert_eq!((first["transport"].as_str(), first["address"].as_str()), (Some("websocket"), Some("198.51.100.7")));
     assert_eq!(first["client"], "web/1");

@@ -160,12 +160,16 @@ impl HttpBackend {
         Ok(serde_json::to_string(&ProxyRequest { fields: body, data }).expect("a JSON value serializes"))
     }
 
-    async fn post(&self, url: &Uri, body: String) -> Result<Value, String> {
-        let request = hyper::Request::post(url.clone())
+    /// `cookie`: the user's, as their request sent it, for a backend whose
+    /// session middleware reads the `Cookie` header.
+    async fn post(&self, url: &Uri, body: String, cookie: Option<&str>) -> Result<Value, String> {
+        let mut request = hyper::Request::post(url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("holdfast/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .header(hyper::header::USER_AGENT, concat!("holdfast/", env!("CARGO_PKG_VERSION")));
+        if let Some(cookie) = cookie {
+            request = request.header(hyper::header::COOKIE, cookie);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| format!("cannot reach it: {e}"))?;
             let status = response.status();
@@ -283,7 +287,7 @@ impl Backend for HttpBackend {
         };
         let body = self.body(&ask, context)?;
         let started = Instant::now();
-        let decided = match self.post(url, body).await {
+        let decided = match self.post(url, body, context.cookie.as_deref()).await {
             Ok(answer) => self.decide(&ask, &answer),
             Err(why) => Err(Denied::Unavailable(format!("the {} proxy: {why}", ask.kind().as_str()))),
         };

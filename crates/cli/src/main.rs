@@ -106,7 +106,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.resolve()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: in a file or a journal the
+    // escape codes are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match cfg.log_format {
         config::LogFormat::Text => logs.init(),
         config::LogFormat::Json => logs.json().with_current_span(true).init(),
@@ -202,10 +205,17 @@ fn print_banner(addr: std::net::SocketAddr, (key, generated): &(String, bool), f
     } else {
         let _ = writeln!(out, "  API key     (from your settings)");
     }
+    // A key from the settings is not printed: the line reads it from the
+    // shell (double quotes, so the variable expands when pasted).
+    let (auth, note) = match generated {
+        true => (format!("'Authorization: Bearer {key}'"), ""),
+        false => {
+            ("\"Authorization: Bearer $HOLDFAST_API_KEY\"".to_owned(), "  (export HOLDFAST_API_KEY=<your key> first)")
+        }
+    };
     let _ = writeln!(
         out,
-        "try: curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n       -d '{{\"channel\":\"demo:lobby\",\"data\":{{\"text\":\"hello\"}}}}' http://{addr}/api/publish",
-        if *generated { key.as_str() } else { "$HOLDFAST_API_KEY" }
+        "try: curl -H {auth} -H 'Content-Type: application/json' \\\n       -d '{{\"channel\":\"demo:lobby\",\"data\":{{\"text\":\"hello\"}}}}' http://{addr}/api/publish{note}"
     );
     let _ = out.flush();
 }

@@ -202,6 +202,31 @@ fn json_logs_carry_the_cause_of_a_refused_handshake() {
     assert_eq!(v["fields"]["cause"], "proxy_dropped_upgrade");
 }
 
+/// Text logs written to a pipe or file carry no colour codes; and a request
+/// that came through a proxy holdfast does not trust is named once, with
+/// the setting that fixes it.
+#[test]
+fn text_logs_to_a_pipe_are_plain_and_name_an_untrusted_proxy() {
+    use std::io::{Read, Write};
+    let mut cmd = holdfast();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k"]).stderr(Stdio::piped());
+    let (mut child, addr) = started(cmd);
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 10.0.0.9\r\n\r\n").unwrap();
+        s.read_to_string(&mut String::new()).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child.wait().unwrap();
+    assert!(!stderr.contains('\x1b'), "no ANSI escapes in a pipe: {stderr:?}");
+    let named = stderr.lines().filter(|l| l.contains("not in trusted_proxies")).collect::<Vec<_>>();
+    assert_eq!(named.len(), 1, "once: {stderr}");
+    assert!(named[0].contains("--trusted-proxies 127.0.0.1"), "{}", named[0]);
+}
+
 /// With `--log-format json` every line the process writes is JSON, the start
 /// banner included: one record with the addresses, nothing on stdout.
 #[test]

@@ -652,6 +652,20 @@ mod tests {
         }
     }
 
+    /// PROTOCOL.md's configuration table is the full list users read.
+    #[test]
+    fn every_flag_is_in_the_documented_table() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            let flag = format!("| `--{}", id.replace('_', "-"));
+            assert!(doc.contains(&flag), "docs/PROTOCOL.md's configuration table lacks --{id}");
+        }
+    }
+
     #[test]
     fn file_errors_name_the_line_and_key() {
         let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:9000\"\npign_interval = \"5s\"\n").unwrap_err();

@@ -9,10 +9,12 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 # The caches speed up rebuilds; the binary is copied out of the cached target/.
+# Installed stripped: the line tables the release profile keeps (for
+# profiling on a developer's machine) are most of its size.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p holdfast \
-    && install -m 0755 target/release/holdfast /usr/local/bin/holdfast
+    && install -m 0755 --strip target/release/holdfast /usr/local/bin/holdfast
 
 # Run: Debian 12 slim, plus CA certificates (rediss:// and the doctor's
 # wss:// checks use the system roots) and busybox, whose wget is the health

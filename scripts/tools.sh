@@ -68,8 +68,13 @@ ensure_python_venv() {
   echo "installing the Python test venv into $PY_VENV"
   rm -rf "$PY_VENV"
   mkdir -p "$HOLDFAST_CACHE"
-  "$py" -m venv "$PY_VENV" ||
-    die "'$py -m venv' failed: install the venv module (apt-get install -y python3-venv, or rebuild the pyenv Python)"
+  if ! "$py" -m venv "$PY_VENV"; then
+    # Debian's python3 keeps venv in a package of its own.
+    rm -rf "$PY_VENV"
+    apt_install "the venv module of $py (or rebuild the pyenv Python)" python3-venv
+    "$py" -m venv "$PY_VENV" ||
+      die "'$py -m venv' failed: install the venv module (apt-get install -y python3-venv, or rebuild the pyenv Python)"
+  fi
   "$PY_VENV/bin/pip" install -q "${PY_PACKAGES[@]}" ||
     die "pip install ${PY_PACKAGES[*]} failed (it needs PyPI)"
   "$PY_VENV/bin/python" -c 'import websockets.asyncio.client, pytest, pytest_asyncio' ||
@@ -129,8 +134,7 @@ ensure_autobahn() {
 # playwright-core for the headless Chromium tests (tests/browser): run them
 # with NODE_PATH="$NODE_TOOLS/node_modules".
 ensure_node_tools() {
-  command -v node >/dev/null && command -v npm >/dev/null ||
-    die "node and npm are missing: install Node.js 20 (apt-get install -y nodejs npm)"
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install "Node.js and npm" nodejs npm
   local recipe
   recipe="$(node --version) ${NODE_PACKAGES[*]}"
   [ -f "$NODE_TOOLS/.complete" ] && [ "$(cat "$NODE_TOOLS/.complete")" = "$recipe" ] && return 0

@@ -288,19 +288,7 @@ pub async fn head_status(addr: SocketAddr, method: &str, path: &str, headers: &[
 /// A raw TCP connection upgraded on `/echo`, its 101 head read: for tests
 /// that write frames by hand (bad close frames, frames cut halfway).
 pub async fn raw_echo(addr: SocketAddr) -> TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let request = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
+    upgraded(TcpStream::connect(addr).await.unwrap(), "/echo").await
 }
 
 /// A raw TCP connection upgraded on `/ws`, its 101 head read, whose receive
@@ -308,9 +296,16 @@ pub async fn raw_echo(addr: SocketAddr) -> TcpStream {
 pub async fn raw_ws(addr: SocketAddr, recv_buffer: u32) -> TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(recv_buffer).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
-    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    upgraded(sock.connect(addr).await.unwrap(), "/ws").await
+}
+
+/// Sends an upgrade request for `path` on `s` and reads the 101 head.
+async fn upgraded(mut s: TcpStream, path: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
     s.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {

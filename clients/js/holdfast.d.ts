@@ -10,6 +10,8 @@ export interface CloseCodeInfo {
 
 export declare const CLOSE_CODES: Record<number, [name: string, reconnect: boolean, meaning: string]>;
 export declare function closeCodeInfo(code: number): CloseCodeInfo;
+/** A JWT's `exp` (unix seconds), read without verifying; undefined for anything else. */
+export declare function jwtExp(token: string | undefined): number | undefined;
 export declare function resolveUrl(url?: string, page?: { protocol: string; host: string } | null): string;
 
 export declare class Backoff {
@@ -32,6 +34,12 @@ export type State = 'connecting' | 'open' | 'reconnecting' | 'closing' | 'closed
 export interface ClientOptions {
   /** JWT sent in `connect`. */
   token?: string;
+  /**
+   * Where a fresh token comes from (your backend). Called before connecting when there is no
+   * token or it expired (`token_expired`, close 4004), and 30 s before the token's `exp` to
+   * `refresh` the open session.
+   */
+  getToken?: () => Promise<string>;
   backoff?: { min?: number; max?: number; factor?: number };
   /** Extra silence allowed after ping_interval_ms before the connection counts as dead (ms, default 5000). */
   pingGrace?: number;
@@ -54,7 +62,11 @@ export interface ClientOptions {
   upgradeInterval?: number;
   /** Remember a fallback transport that worked, per URL in localStorage, this long (ms, default 600000). */
   rememberFor?: number;
-  /** Stand-ins for tests. */
+  /**
+   * A WebSocket implementation where the runtime has none (Node before 22:
+   * `(await import('ws')).WebSocket`); without one the client warns and uses SSE or long-polling.
+   * Also a stand-in for tests, with the three below.
+   */
   WebSocket?: typeof WebSocket;
   EventSource?: typeof EventSource;
   fetch?: typeof fetch;
@@ -79,16 +91,52 @@ export declare class HoldfastClient extends EventTarget {
   subscribe(channel: string, onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown }) => void): Subscription;
   unsubscribe(channel: string): Promise<unknown>;
   publish(channel: string, data: unknown): Promise<{ channel: string; epoch: string; offset: number }>;
-  // Events: 'state' {state, code?, name?, reconnect?, meaning?, delay?, session?, transport?, pingIntervalMs?}
-  //   (transport: 'websocket' | 'sse' | 'polling'), 'upgrade' {from, to} (back on WebSocket),
-  // 'recovered' {channel, missed},
-  // 'recovery-failed' {channel, epoch, offset},
-  // 'subscribe-failed' {channel, code, message} (the server refused to resubscribe the channel after a
-  //   reconnect for good, e.g. permission_denied: it is no longer subscribed; a refusal that may pass,
-  //   broker_unavailable, backend_unavailable or rate_limited, is retried from the same position instead),
-  // 'watchdog' {silentFor},
-  // 'ping-shortened' {from, to, silence} (after an idle cut it asks the server for more frequent pings),
-  // 'unreadable' {line, error} (something the server sent is no JSON object: the line, cut to 200 characters,
-  //   and why; it is left out and the lines after it are still handled; a long-poll answer that does not
-  //   parse ends the connection, which reconnects), 'error'.
+  addEventListener<K extends keyof HoldfastEvents>(
+    type: K,
+    listener: (event: CustomEvent<HoldfastEvents[K]>) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}
+
+export type Transport = 'websocket' | 'sse' | 'polling';
+
+/** The events a HoldfastClient dispatches (CustomEvent detail by type). */
+export interface HoldfastEvents {
+  state: {
+    state: State;
+    code?: number;
+    name?: string;
+    reconnect?: boolean;
+    meaning?: string;
+    reason?: string;
+    /** ms until the next attempt. */
+    delay?: number;
+    waitingForOnline?: boolean;
+    session?: string;
+    transport?: Transport;
+    pingIntervalMs?: number;
+  };
+  /** Back on WebSocket after a fallback. */
+  upgrade: { from: Transport; to: 'websocket' };
+  recovered: { channel: string; missed: number };
+  /** The history no longer holds what this client missed: reload the state. */
+  'recovery-failed': { channel: string; epoch: string; offset: number };
+  /**
+   * The server refused to resubscribe the channel after a reconnect for good (e.g.
+   * permission_denied): it is no longer subscribed. A refusal that may pass
+   * (broker_unavailable, backend_unavailable, rate_limited, too_many_channels) is retried
+   * from the same position instead.
+   */
+  'subscribe-failed': { channel: string; code: string; message: string };
+  watchdog: { silentFor: number };
+  /** After an idle cut it asks the server for more frequent pings. */
+  'ping-shortened': { from: number; to: number; silence: number };
+  /**
+   * Something the server sent is no JSON object (the line, cut to 200 characters, and why);
+   * it is left out and the lines after it are still handled.
+   */
+  unreadable: { line: string; error: string };
+  /** A refusal (`code`: the server's error code, or token_unavailable / refresh_failed). */
+  error: Error & { code?: string };
 }

@@ -83,6 +83,15 @@ export class Position {
   since() { return this.epoch === null ? undefined : { epoch: this.epoch, offset: this.offset }; }
 }
 
+/** A JWT's `exp` (seconds), unverified; undefined for anything else. */
+export function jwtExp(token) {
+  try {
+    const payload = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(payload + '='.repeat((4 - payload.length % 4) % 4))).exp;
+    return Number.isFinite(exp) ? exp : undefined;
+  } catch { return undefined; }
+}
+
 /** Derives the WebSocket URL from the page, or checks the one given. */
 export function resolveUrl(url, page = globalThis.location) {
   if (!url) {
@@ -285,7 +294,10 @@ export class HoldfastClient extends EventTarget {
    *   commandTimeout (ms), queueLimit, transports (['websocket','sse','polling']),
    *   raceDelay (ms), upgradeInterval (ms), rememberFor (ms), credentials (send cookies
    *   on SSE and long-polling to another origin),
-   *   WebSocket / EventSource / fetch / storage (for tests).
+   *   getToken (async () => a fresh connect token: called before connecting when there is
+   *   none or it expired, and before the token's exp to `refresh` the session),
+   *   WebSocket (an implementation where the runtime has none: Node before 22 needs
+   *   `(await import('ws')).WebSocket`) / EventSource / fetch / storage (also for tests).
    */
   constructor(url, options = {}) {
     super();
@@ -302,6 +314,13 @@ export class HoldfastClient extends EventTarget {
     this.EventSource = options.EventSource ?? globalThis.EventSource;
     this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     this.storage = options.storage ?? globalThis.localStorage;
+    if (!this.WebSocket && this.options.transports.includes('websocket')) {
+      // Falling back to long-polling without a word would look like a slow server.
+      console.warn('holdfast: this runtime has no WebSocket; pass one (Node before 22: ' +
+        "new HoldfastClient(url, { WebSocket: (await import('ws')).WebSocket })). Using SSE or long-polling meanwhile.");
+    }
+    this.token = options.token;
+    this.tokenStale = false;
     this.state = 'closed';
     this.subs = new Map(); // channel -> { position, handler }
     this.pending = new Map(); // id -> { resolve, reject, timer }
@@ -339,6 +358,7 @@ export class HoldfastClient extends EventTarget {
   close() {
     this.closedByUser = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.refreshTimer);
     clearTimeout(this.watchdog);
     clearInterval(this.upgradeTimer);
     globalThis.removeEventListener?.('online', this.onOnline);
@@ -401,7 +421,7 @@ export class HoldfastClient extends EventTarget {
 
   #connectCommand() {
     const connect = { op: 'connect', client: 'holdfast.js/0.1' };
-    if (this.options.token) connect.token = this.options.token;
+    if (this.token) connect.token = this.token;
     if (this.requestedPing) connect.ping_interval_ms = this.requestedPing;
     return connect;
   }
@@ -413,6 +433,23 @@ export class HoldfastClient extends EventTarget {
    */
   #open() {
     this.#setState('connecting');
+    if (this.options.getToken && (!this.token || this.tokenStale)) {
+      // A fresh token first: connecting with one the server refuses as
+      // expired would only come back here.
+      this.options.getToken().then((token) => {
+        this.token = token;
+        this.tokenStale = false;
+        if (!this.closedByUser && this.state === 'connecting') this.#start();
+      }, (error) => {
+        this.#emit('error', Object.assign(new Error(`holdfast: getToken failed: ${error?.message ?? error}`), { code: 'token_unavailable' }));
+        if (!this.closedByUser && this.state === 'connecting') this.#closed(1006, 'no token');
+      });
+      return;
+    }
+    this.#start();
+  }
+
+  #start() {
     this.openedAt = this.now();
     this.lastHeard = this.openedAt;
     const order = this.#order();
@@ -454,6 +491,11 @@ export class HoldfastClient extends EventTarget {
             for (const other of attempts) { clearTimeout(other.raceTimer); other.close(); }
             attempts.clear();
             next = order.length;
+            // An expired token is worth a new one, when there is a way to get it.
+            if (error.code === 'token_expired' && this.options.getToken) {
+              this.tokenStale = true;
+              return this.#closed(4004, reason);
+            }
             return this.#closed(code, reason);
           }
           lastFailure = [code, reason];
@@ -469,6 +511,7 @@ export class HoldfastClient extends EventTarget {
   }
 
   #connected(t, reply) {
+    this.#scheduleRefresh();
     this.pingInterval = reply.ping_interval_ms;
     this.lastHeard = this.now();
     this.#armWatchdog();
@@ -648,7 +691,32 @@ export class HoldfastClient extends EventTarget {
     this.resubscribeDelay = RESUBSCRIBE_FIRST;
   }
 
+  /**
+   * With getToken: asks for a new token 30 s before this one's `exp` (read
+   * from the JWT, unverified: only the timing depends on it) and sends
+   * `refresh`, so the session is not closed with 4004. If that fails the
+   * server closes it and the reconnect fetches a token anyway.
+   */
+  #scheduleRefresh() {
+    clearTimeout(this.refreshTimer);
+    const exp = jwtExp(this.token);
+    if (!this.options.getToken || !exp) return;
+    const wait = Math.max(5000, exp * 1000 - this.now() - 30000);
+    this.refreshTimer = setTimeout(async () => {
+      try {
+        const token = await this.options.getToken();
+        await this.#command({ op: 'refresh', token });
+        this.token = token;
+        this.#scheduleRefresh();
+      } catch (error) {
+        this.#emit('error', Object.assign(new Error(`holdfast: token refresh failed: ${error?.message ?? error}`), { code: 'refresh_failed' }));
+      }
+    }, wait);
+  }
+
   #closed(code, reason) {
+    clearTimeout(this.refreshTimer);
+    if (code === 4004) this.tokenStale = true;
     clearTimeout(this.watchdog);
     clearInterval(this.upgradeTimer);
     this.transport = null;

@@ -449,3 +449,75 @@ test('client: an event-stream event or a long-poll answer that does not parse is
   assert.match(states.find((s) => s.state === 'reconnecting').reason, /not JSON/);
   poll.close();
 });
+
+/** A JWT-shaped token with this `exp` (unsigned: the client only reads the time). */
+const tokenWithExp = (exp, n) => `h.${Buffer.from(JSON.stringify({ exp, n })).toString('base64url')}.s`;
+
+test('client: getToken gives the first token, a new one after token_expired, and refreshes before exp', async () => {
+  const now = Date.now();
+  const issued = [];
+  const getToken = async () => {
+    const t = tokenWithExp(Math.floor(now / 1000) + 3600, issued.length);
+    issued.push(t);
+    return t;
+  };
+  const c = client({ getToken });
+  c.connect();
+  await tick();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  assert.equal(ws.last('connect').token, issued[0], 'connect carries the fetched token');
+  // The server refuses it as expired: a fresh one, and connect again.
+  ws.receive({ op: 'error', id: ws.last('connect').id, code: 'token_expired', message: 'expired' });
+  await tick();
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  assert.ok(ws2, 'reconnected after token_expired');
+  ws2.open();
+  assert.equal(ws2.last('connect').token, issued[1]);
+  ws2.receive({ op: 'connected', id: ws2.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  assert.equal(c.state, 'open');
+  // Closed with 4004 while connected: the next connect fetches again.
+  ws2.drop(4004);
+  await tick();
+  await tick();
+  const ws3 = FakeSocket.all[2];
+  ws3.open();
+  assert.equal(ws3.last('connect').token, issued[2], 'a new token after 4004');
+  c.close();
+});
+
+test('client: a token about to expire is refreshed on the open session', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const nowS = Math.floor(Date.now() / 1000);
+  let n = 0;
+  const c = client({ token: tokenWithExp(nowS + 40, 'first'), getToken: async () => tokenWithExp(nowS + 3600, ++n) });
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  // exp in 40 s: refreshed 30 s before, i.e. after about 10 s.
+  t.mock.timers.tick(11000);
+  await Promise.resolve();
+  await Promise.resolve();
+  const refresh = ws.last('refresh');
+  assert.ok(refresh, 'refresh sent before exp');
+  assert.equal(refresh.token, tokenWithExp(nowS + 3600, 1));
+  c.close();
+});
+
+test('client: without a WebSocket in the runtime it says so', () => {
+  const warned = [];
+  const [warn, global] = [console.warn, globalThis.WebSocket];
+  console.warn = (m) => warned.push(m);
+  globalThis.WebSocket = undefined; // as on Node before 22
+  try {
+    new HoldfastClient('ws://test/ws', { storage: null, page: null, fetch: async () => ({}) });
+  } finally {
+    console.warn = warn;
+    globalThis.WebSocket = global;
+  }
+  assert.equal(warned.length, 1);
+  assert.match(warned[0], /no WebSocket.*import\('ws'\)/);
+});

@@ -84,6 +84,7 @@ fn describe(e: &Event) -> String {
             format!("{channel}: the server refused the subscription ({code}: {message}); no longer subscribed")
         }
         Event::Watchdog => "no ping from the server: replacing the connection".into(),
+        Event::TokenUnavailable { error } => format!("could not get a token: {error}"),
         Event::PingShortened { to, silence } => {
             format!("cut after {} s of silence: asking for pings every {} s", silence.as_secs(), to.as_secs())
         }

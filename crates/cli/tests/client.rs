@@ -418,3 +418,61 @@ async fn a_refused_resubscribe_is_retried_or_reported_never_dropped_silently() {
     assert!(seen.iter().any(|e| matches!(e, Event::Recovered { channel } if channel == "feed")), "{seen:?}");
     client.close().await;
 }
+
+/// A client with a token source: an expired token is replaced before the
+/// session opens, and a token about to expire is refreshed on the open
+/// session instead of the server closing it with 4004.
+#[tokio::test]
+async fn a_token_source_replaces_expired_tokens_and_refreshes_before_exp() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let secret = "client-secret";
+    let server = common::serve(0, &["--jwt-secret", secret]);
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let calls = Arc::new(AtomicU64::new(0));
+    let source = {
+        let calls = calls.clone();
+        holdfast_client::TokenSource::new(move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            // The first has expired; the second expires in 8 s (the server
+            // closes it with 4004 at 13 s, after its 5 s leeway, unless it
+            // is refreshed: due at once, at the earliest 5 s); the third lasts.
+            let exp = match n {
+                0 => now() - 100,
+                1 => now() + 8,
+                _ => now() + 3600,
+            };
+            let claims = json!({"sub": "u1", "exp": exp});
+            let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+            async move { Ok(token) }
+        })
+    };
+    let mut config = fast(format!("ws://127.0.0.1:{}/ws", server.1));
+    config.token_source = Some(source);
+    let mut client = Client::start(config);
+    let seen = until(&mut client, |e| matches!(e, Event::Open { .. })).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "an expired token, then a fresh one: {seen:?}");
+    // Past the second token's end: still the same session.
+    let open_for = tokio::time::timeout(Duration::from_secs(16), async {
+        loop {
+            let e = client.next_event().await.expect("client running");
+            assert!(!matches!(e, Event::Closed { .. } | Event::TokenUnavailable { .. }), "{e:?}");
+        }
+    });
+    assert!(open_for.await.is_err(), "no close while refreshing");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "refreshed once before exp");
+    client.close().await;
+}
+
+/// A server that is not there is "could not connect", not a connection
+/// that dropped without a close frame.
+#[tokio::test]
+async fn a_refused_connect_is_not_reported_as_a_dropped_connection() {
+    let port = common::free_port();
+    let mut client = Client::start(fast(format!("ws://127.0.0.1:{port}/ws")));
+    let seen = until(&mut client, |e| matches!(e, Event::Closed { .. })).await;
+    let Some(Event::Closed { code, meaning, reconnect_in }) = seen.last() else { unreachable!() };
+    assert_eq!(*code, 1006);
+    assert!(meaning.starts_with("could not connect"), "{meaning}");
+    assert!(reconnect_in.is_some(), "it keeps trying");
+    client.close().await;
+}

@@ -20,10 +20,12 @@
 
 mod backoff;
 mod position;
+mod token;
 mod transport;
 
 pub use backoff::Backoff;
 pub use position::{Position, Resumed};
+pub use token::{TokenFuture, TokenSource};
 pub use transport::Kind;
 use transport::{Incoming, Transport};
 
@@ -40,6 +42,10 @@ pub struct Config {
     pub url: String,
     /// JWT sent in `connect`.
     pub token: Option<String>,
+    /// Where a fresh token comes from: used before connecting when there is
+    /// no token or it expired, and 30 s before `exp` to `refresh` the open
+    /// session (see [`TokenSource`]).
+    pub token_source: Option<TokenSource>,
     /// Reconnect delays.
     pub backoff: Backoff,
     /// Silence allowed beyond the server's ping interval before the
@@ -66,6 +72,7 @@ impl Config {
         Config {
             url: url.into(),
             token: None,
+            token_source: None,
             backoff: Backoff::default(),
             ping_grace: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
@@ -129,6 +136,13 @@ pub enum Event {
     },
     /// No ping within the interval plus grace: the connection was replaced.
     Watchdog,
+    /// The [`TokenSource`] failed: before a connect (the client retries
+    /// with backoff) or before a refresh (the session goes on until the
+    /// server closes it with 4004, then a reconnect asks again).
+    TokenUnavailable {
+        /// Its error.
+        error: String,
+    },
     /// The connection was cut after a silence shorter than the ping
     /// interval (an idle timeout in between): the client now asks the
     /// server for pings this often.
@@ -241,6 +255,16 @@ impl Client {
 enum Pending {
     Subscribe(String, Option<oneshot::Sender<Result<(), Error>>>),
     Publish(oneshot::Sender<Result<u64, Error>>),
+    /// A `refresh` with this token; it applies once the server says so.
+    Refresh(String),
+}
+
+/// What a connection works on that outlives it.
+struct Link<'a> {
+    worked: &'a mut Option<Kind>,
+    subs: &'a mut BTreeMap<String, Position>,
+    waiting: &'a mut Vec<Cmd>,
+    commands: &'a mut mpsc::Receiver<Cmd>,
 }
 
 /// How one connection ended.
@@ -254,6 +278,35 @@ struct Ended {
     interval: Option<Duration>,
     /// Left a fallback transport because WebSocket works again: reconnect now.
     upgrade: bool,
+    /// No transport opened (refused, unreachable, no answer): not a
+    /// connection that dropped.
+    never_opened: bool,
+}
+
+impl Ended {
+    /// What `Event::Closed` says of it.
+    fn meaning(&self) -> String {
+        match self.never_opened {
+            true => "could not connect: no WebSocket, SSE or long-polling connection opened (refused, unreachable, \
+                     or no answer)"
+                .into(),
+            false => meaning(self.code),
+        }
+    }
+
+    /// No connection was tried (no token came): reconnect after the backoff.
+    fn before_connecting() -> Ended {
+        Ended {
+            code: 1006,
+            hint: None,
+            lived: Duration::ZERO,
+            stop: false,
+            silence: Duration::ZERO,
+            interval: None,
+            upgrade: false,
+            never_opened: true,
+        }
+    }
 }
 
 async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc::Sender<Event>) {
@@ -261,10 +314,30 @@ async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc
     let mut waiting: Vec<Cmd> = Vec::new();
     let mut requested_ping: Option<Duration> = None;
     let mut worked: Option<Kind> = None;
+    let mut token = config.token.clone();
+    // The server said the token expired: get another before connecting.
+    let mut stale = false;
     loop {
         let _ = events.send(Event::Connecting).await;
-        let ended =
-            connection(&config, requested_ping, &mut worked, &mut subs, &mut waiting, &mut commands, &events).await;
+        let fresh = match &config.token_source {
+            Some(source) if token.is_none() || stale => Some(source.get().await),
+            _ => None,
+        };
+        let ended = match fresh {
+            Some(Err(error)) => {
+                let _ = events.send(Event::TokenUnavailable { error }).await;
+                Ended::before_connecting()
+            }
+            fresh => {
+                if let Some(Ok(t)) = fresh {
+                    (token, stale) = (Some(t), false);
+                }
+                let link =
+                    Link { worked: &mut worked, subs: &mut subs, waiting: &mut waiting, commands: &mut commands };
+                connection(&config, &mut token, requested_ping, link, &events).await
+            }
+        };
+        stale |= ended.code == CloseCode::TokenExpired.code();
         if let Some(to) = shorter_ping(&ended, requested_ping) {
             requested_ping = Some(to);
             let _ = events.send(Event::PingShortened { to, silence: ended.silence }).await;
@@ -280,14 +353,12 @@ async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc
             config.backoff.reset();
         }
         if !CloseCode::advice_for(ended.code) {
-            let _ =
-                events.send(Event::Closed { code: ended.code, meaning: meaning(ended.code), reconnect_in: None }).await;
+            let _ = events.send(Event::Closed { code: ended.code, meaning: ended.meaning(), reconnect_in: None }).await;
             return;
         }
         let delay = config.backoff.next_delay().max(ended.hint.unwrap_or_default());
-        let _ = events
-            .send(Event::Closed { code: ended.code, meaning: meaning(ended.code), reconnect_in: Some(delay) })
-            .await;
+        let _ =
+            events.send(Event::Closed { code: ended.code, meaning: ended.meaning(), reconnect_in: Some(delay) }).await;
         // While waiting, calls queue (bounded) and `close` still works.
         let wake = tokio::time::sleep(delay);
         tokio::pin!(wake);
@@ -358,13 +429,12 @@ fn order(config: &Config, worked: Option<Kind>) -> Vec<Kind> {
 
 async fn connection(
     config: &Config,
+    token: &mut Option<String>,
     requested_ping: Option<Duration>,
-    worked: &mut Option<Kind>,
-    subs: &mut BTreeMap<String, Position>,
-    waiting: &mut Vec<Cmd>,
-    commands: &mut mpsc::Receiver<Cmd>,
+    link_state: Link<'_>,
     events: &mpsc::Sender<Event>,
 ) -> Ended {
+    let Link { worked, subs, waiting, commands } = link_state;
     let opened = Instant::now();
     let mut last_heard = opened;
     let fail = |code| Ended {
@@ -375,9 +445,10 @@ async fn connection(
         silence: Duration::ZERO,
         interval: None,
         upgrade: false,
+        never_opened: false,
     };
     let mut connect = json!({"id": 0, "op": "connect", "client": "holdfast-client/0.1"});
-    if let Some(t) = &config.token {
+    if let Some(t) = token.as_deref() {
         connect["token"] = json!(t);
     }
     if let Some(p) = requested_ping {
@@ -386,9 +457,13 @@ async fn connection(
     let kinds = order(config, *worked);
     let race = transport::race(&config.url, &kinds, &connect, config.race_delay);
     let Ok(Some((mut link, reply))) = tokio::time::timeout(config.command_timeout, race).await else {
-        return fail(1006);
+        return Ended { never_opened: true, ..fail(1006) };
     };
     if reply["op"] != "connected" {
+        // An expired token is worth another, when there is a way to get it.
+        if reply["code"] == "token_expired" && config.token_source.is_some() {
+            return fail(CloseCode::TokenExpired.code());
+        }
         // connect was refused (a bad token): no transport will do better.
         return Ended { stop: true, ..fail(4500) };
     }
@@ -418,6 +493,7 @@ async fn connection(
     let mut hint = None;
     let mut watchdog = Instant::now() + ping_window;
     let mut retry = Retry::default();
+    let mut refresh_at = config.token_source.as_ref().and(token.as_deref()).and_then(token::refresh_due);
     // On a fallback transport, try WebSocket again now and then.
     let upgrading = link.kind != Kind::WebSocket && config.transports.contains(&Kind::WebSocket);
     let mut upgrade =
@@ -447,6 +523,21 @@ async fn connection(
             () = tokio::time::sleep_until(watchdog.into()) => {
                 let _ = events.send(Event::Watchdog).await;
                 return fail(1006);
+            }
+            () = tokio::time::sleep_until(refresh_at.unwrap_or_else(Instant::now).into()), if refresh_at.is_some() => {
+                refresh_at = None;
+                let source = config.token_source.as_ref().expect("refresh_at is set only with a token source");
+                match source.get().await {
+                    Ok(fresh) => {
+                        let id = take_id(&mut next_id);
+                        link.send(json!({"id": id, "op": "refresh", "token": fresh}).to_string()).await;
+                        pending.insert(id, Pending::Refresh(fresh));
+                    }
+                    Err(error) => {
+                        let _ = events.send(Event::TokenUnavailable { error }).await;
+                    }
+                }
+                continue;
             }
             () = retry.due(), if retry.waiting() => {
                 for channel in retry.take() {
@@ -537,6 +628,13 @@ async fn connection(
                     }
                     Pending::Publish(reply) => {
                         let _ = reply.send(err.map_or(Ok(m["offset"].as_u64().unwrap_or(0)), Err));
+                    }
+                    // Refused: the session lasts until the old token's exp,
+                    // then 4004 and a reconnect gets a new one.
+                    Pending::Refresh(_) if err.is_some() => {}
+                    Pending::Refresh(fresh) => {
+                        refresh_at = token::refresh_due(&fresh);
+                        *token = Some(fresh);
                     }
                 }
             }
@@ -653,6 +751,7 @@ mod tests {
             silence: Duration::from_secs(silence),
             interval: interval.map(Duration::from_secs),
             upgrade: false,
+            never_opened: false,
         }
     }
 

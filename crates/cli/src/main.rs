@@ -44,11 +44,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Check a TOML config file: unknown keys and bad values, with their line.
+    /// Check a TOML config file: every unknown key and bad value, with its line.
     Check {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print a sample config file: every key, with its default.
+    Sample,
 }
 
 fn main() -> ExitCode {
@@ -65,16 +67,21 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Config { command: ConfigCommand::Check { file } } => match config::load_file(&file) {
-            Ok(_) => {
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let problems = config::check_file(&file);
+            if problems.is_empty() {
                 println!("{}: ok", file.display());
-                Ok(ExitCode::SUCCESS)
+                return Ok(ExitCode::SUCCESS);
             }
-            Err(e) => {
-                eprintln!("{e:#}");
-                Ok(ExitCode::FAILURE)
+            for p in &problems {
+                eprintln!("{p}");
             }
-        },
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Config { command: ConfigCommand::Sample } => {
+            print!("{}", config::SAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             Ok(ExitCode::from(rt.block_on(holdfast_doctor::run(args))))

@@ -60,6 +60,13 @@ fn config_check_names_the_line_and_the_key() {
     let path = temp_file("good", "ping_interval = \"20s\"\nhistory_size = 500\n");
     let out = holdfast().args(["config", "check"]).arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The sample a new user starts from checks clean.
+    let out = holdfast().args(["config", "sample"]).output().unwrap();
+    let sample = String::from_utf8(out.stdout).unwrap();
+    assert!(sample.contains("# listen = \"127.0.0.1:8080\""), "{sample}");
+    let out = holdfast().args(["config", "check"]).arg(temp_file("sample", &sample)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

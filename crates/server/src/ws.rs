@@ -131,8 +131,22 @@ async fn serve_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     match end {
         Ok(code) => code,
         Err(ReadEnd::PeerClosed(code)) => Box::pin(reply_to_close(writer, code)).await,
-        Err(ReadEnd::PeerGone) => ABNORMAL,
+        Err(ReadEnd::PeerGone) => {
+            // A client that half-closed (FIN) right after its last command
+            // still reads: it gets the replies to what it sent.
+            Box::pin(write_what_is_queued(writer, &outbox)).await;
+            ABNORMAL
+        }
         Err(ReadEnd::Fail(d)) => Box::pin(send_close(writer, &d)).await,
+    }
+}
+
+/// Writes the outbox's frames once, giving up after [`CLOSE_GRACE`].
+async fn write_what_is_queued<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, outbox: &Outbox) {
+    let mut batch = Batch::default();
+    outbox.take(&mut batch);
+    if !batch.frames.is_empty() {
+        let _ = timeout(CLOSE_GRACE, write_batch(writer, &batch)).await;
     }
 }
 

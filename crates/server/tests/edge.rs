@@ -120,3 +120,31 @@ async fn a_body_that_never_comes_is_cut_with_408() {
     assert!(metrics.body.contains("holdfast_request_timeouts_total 4"), "{}", metrics.body);
     server.stop().await;
 }
+
+/// A client that half-closes (TCP FIN) right after its last command still
+/// reads: it gets the reply to every command it sent, the last one too.
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_last_command_gets_every_reply() {
+    use holdfast_websocket::{Message, MessageReader};
+    let server = TestServer::start(Setup::default()).await;
+    let mut s = common::raw_ws(server.addr, 64 * 1024).await;
+    common::send_text(&mut s, r#"{"id":1,"op":"connect"}"#).await;
+    common::send_text(&mut s, r#"{"id":2,"op":"subscribe","channel":"a"}"#).await;
+    common::send_text(&mut s, r#"{"id":3,"op":"publish","channel":"a","data":1}"#).await;
+    s.shutdown().await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut bytes)).await.unwrap().unwrap();
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut reader = MessageReader::client(usize::MAX, false);
+    let mut ids = Vec::new();
+    while let Ok(Some(m)) = reader.read(&mut buf) {
+        if let Message::Text(text) = m {
+            for line in std::str::from_utf8(&text).unwrap().split('\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                ids.extend(v["id"].as_u64());
+            }
+        }
+    }
+    assert_eq!(ids, [1, 2, 3], "a reply to each command, the last included");
+    server.stop().await;
+}

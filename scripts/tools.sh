@@ -189,6 +189,16 @@ ensure_nginx() {
   if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
 }
 
+# Squid, the forward proxy the doctor's proxy tests go through (they run
+# it under a directory of their own); the package's own service is stopped.
+ensure_squid() {
+  if command -v squid >/dev/null || [ -x /usr/sbin/squid ]; then
+    return 0
+  fi
+  apt_install squid squid
+  if command -v service >/dev/null; then service squid stop >/dev/null 2>&1 || true; fi
+}
+
 # hadolint for the Dockerfile (scripts/check-deploy): run it as
 # "$HADOLINT_VENV/bin/hadolint".
 ensure_hadolint() {

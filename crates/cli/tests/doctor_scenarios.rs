@@ -445,6 +445,66 @@ async fn a_server_that_refuses_the_session_is_not_called_healthy() {
     assert_eq!((exit, report["verdict"]["cause"].as_str()), (Some(1), Some("backend_unavailable")), "{report}");
 }
 
+/// Behind a corporate forward proxy the doctor goes the way the
+/// environment names, as curl does, and names a proxy that refuses the
+/// tunnel (issue 26): an endpoint that works directly is not healthy for
+/// anyone behind that proxy.
+#[test]
+fn the_doctor_goes_through_the_forward_proxy_the_environment_names() {
+    let server = common::serve(0, &[]);
+    let url = format!("ws://127.0.0.1:{}/ws", server.1);
+    let (strict, open) = (free_port(), free_port());
+    let _squid = common::squid(&common::scratch("squid"), strict, open);
+    let run = |vars: &[(&str, String)], args: &[&str]| {
+        let mut cmd = holdfast();
+        cmd.arg("doctor").arg(&url).arg("--json").args(args);
+        for v in
+            ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"]
+        {
+            cmd.env_remove(v);
+        }
+        cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+        let out = cmd.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), report)
+    };
+    let strict_url = format!("http://127.0.0.1:{strict}");
+    let open_url = format!("http://127.0.0.1:{open}");
+
+    // Squid's default: CONNECT to 443 only. Loopback is not exempt.
+    let (exit, r) = run(&[("http_proxy", strict_url.clone())], &[]);
+    assert_eq!((exit, r["verdict"]["cause"].as_str()), (Some(1), Some("forward_proxy_blocked")), "{r}");
+    assert!(stage_detail(&r, "proxy").contains("403"), "{}", stage_detail(&r, "proxy"));
+    let summary = r["verdict"]["summary"].as_str().unwrap();
+    assert!(summary.contains("Without the proxy the endpoint works"), "{summary}");
+    assert!(r["verdict"]["fix"].as_str().unwrap().contains("443"), "{r}");
+
+    // A proxy that tunnels: healthy, through it.
+    let (exit, r) = run(&[("HTTP_PROXY", open_url.clone())], &[]);
+    assert_eq!((exit, r["verdict"]["cause"].as_str()), (Some(0), Some("healthy")), "{r}");
+    assert!(stage_detail(&r, "proxy").contains("opened a tunnel"), "{r}");
+    assert!(stage_detail(&r, "proxy").contains("HTTP_PROXY"), "{r}");
+
+    // all_proxy as the fallback; --proxy over the environment; --no-proxy and no_proxy go direct.
+    let (_, r) = run(&[("all_proxy", strict_url.clone())], &[]);
+    assert_eq!(r["verdict"]["cause"], "forward_proxy_blocked", "{r}");
+    let (_, r) = run(&[("http_proxy", strict_url.clone())], &["--proxy", &open_url]);
+    assert_eq!(r["verdict"]["cause"], "healthy", "{r}");
+    for (vars, args) in [
+        (vec![("http_proxy", strict_url.clone())], vec!["--no-proxy"]),
+        (vec![("http_proxy", strict_url.clone()), ("no_proxy", "127.0.0.1".to_string())], vec![]),
+    ] {
+        let (_, r) = run(&vars, &args);
+        assert_eq!(r["verdict"]["cause"], "healthy", "{vars:?} {args:?}: {r}");
+        assert!(stage_detail(&r, "proxy").contains("direct"), "{r}");
+    }
+
+    // A proxy that is not there.
+    let (exit, r) = run(&[("http_proxy", format!("http://127.0.0.1:{}", free_port()))], &[]);
+    assert_eq!(exit, Some(1));
+    assert!(r["verdict"]["summary"].as_str().unwrap().contains("forward proxy"), "{r}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = holdfast().args(["doctor"]).output().unwrap();

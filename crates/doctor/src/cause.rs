@@ -11,6 +11,8 @@ pub enum Cause {
     Healthy,
     /// The URL cannot be used for a WebSocket.
     InvalidUrl,
+    /// The forward proxy the user's environment names refused the tunnel.
+    ForwardProxyBlocked,
     /// The host name does not resolve.
     DnsFailure,
     /// Nothing listens on the port (RST).
@@ -74,9 +76,10 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order docs/DOCTOR.md lists them.
-    pub const ALL: [Cause; 30] = [
+    pub const ALL: [Cause; 31] = [
         Cause::Healthy,
         Cause::InvalidUrl,
+        Cause::ForwardProxyBlocked,
         Cause::DnsFailure,
         Cause::ConnectionRefused,
         Cause::ConnectTimeout,
@@ -112,6 +115,7 @@ impl Cause {
         match self {
             Cause::Healthy => "healthy",
             Cause::InvalidUrl => "invalid_url",
+            Cause::ForwardProxyBlocked => "forward_proxy_blocked",
             Cause::DnsFailure => "dns_failure",
             Cause::ConnectionRefused => "connection_refused",
             Cause::ConnectTimeout => "connect_timeout",

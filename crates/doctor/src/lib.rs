@@ -15,6 +15,7 @@ pub mod nginx;
 mod observe;
 mod platform;
 mod probe;
+mod proxy;
 mod report;
 mod rules;
 mod target;
@@ -51,6 +52,13 @@ pub struct DoctorArgs {
     /// holdfast `connect` (where holdfast's clients send it).
     #[arg(long)]
     pub token: Option<String>,
+    /// Go through this forward proxy (`http://[user:pass@]host:port`)
+    /// instead of the one https_proxy / http_proxy / all_proxy name.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Connect directly, whatever the proxy variables say.
+    #[arg(long)]
+    pub no_proxy: bool,
     /// PEM file of extra CA certificates to trust.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,

@@ -169,6 +169,15 @@ pub struct Observations {
     pub url_error: Option<String>,
     /// `ws:` URL checked against an HTTPS page origin.
     pub mixed_content: bool,
+    /// The forward proxy the probe went through (as shown, and the
+    /// setting that named it), when one applied.
+    pub via_proxy: Option<(String, String)>,
+    /// The proxy's answer when it would not open the tunnel.
+    pub proxy_refused: Option<Response>,
+    /// After a refusal by the proxy: the status a direct upgrade got (101:
+    /// the endpoint works, only the proxy's way does not), or `None` when
+    /// the direct way did not answer either.
+    pub direct_status: Option<u16>,
     /// The DNS result: addresses or an error.
     pub dns: Option<Result<Vec<String>, String>>,
     /// TCP.

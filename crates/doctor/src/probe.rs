@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::certificate::{self, TrustingVerifier};
 use crate::observe::{whole_seconds, End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
+use crate::proxy::{self, Proxy};
 use crate::report::{Stage, Status};
 use crate::target::{self, Target};
 use crate::DoctorArgs;
@@ -41,6 +42,16 @@ struct Run<'a> {
     stages: Vec<Stage>,
     o: Observations,
     raw: Option<(String, String)>,
+    /// How the first connection got through, for the later ones.
+    route: Option<Route>,
+}
+
+/// The address connected to, and the proxy tunnelled through (then the
+/// address is the proxy's).
+#[derive(Clone)]
+struct Route {
+    addr: SocketAddr,
+    proxy: Option<Proxy>,
 }
 
 impl Run<'_> {
@@ -54,8 +65,8 @@ impl Run<'_> {
     }
 }
 
-const STAGES: [&str; 11] =
-    ["url", "dns", "tcp", "tls", "upgrade", "handshake", "round_trip", "ping", "idle", "close", "compression"];
+const STAGES: [&str; 12] =
+    ["url", "dns", "tcp", "proxy", "tls", "upgrade", "handshake", "round_trip", "ping", "idle", "close", "compression"];
 
 /// What a browser offers on every handshake (Chromium, Firefox).
 const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -63,7 +74,7 @@ const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 /// Runs every stage it can; stops at the first layer that fails and marks
 /// the rest skipped.
 pub async fn probe(args: &DoctorArgs, url: &str) -> Probe {
-    let mut run = Run { args, stages: Vec::new(), o: Observations::default(), raw: None };
+    let mut run = Run { args, stages: Vec::new(), o: Observations::default(), raw: None, route: None };
     let _ = probe_layers(&mut run, url).await;
     let done: Vec<&str> = run.stages.iter().map(|s| s.name).collect();
     for name in STAGES {
@@ -105,8 +116,46 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
         run.stage("url", status, t, detail);
     }
 
-    let addr = resolve(run, &target).await?;
-    let tcp = connect(run, addr).await?;
+    let t = Instant::now();
+    let chosen = proxy::choose(&target, run.args.proxy.as_deref(), run.args.no_proxy, |n| std::env::var(n).ok());
+    let proxy = match chosen {
+        Ok(p) => p,
+        Err(e) => {
+            run.stage("proxy", Status::Failed, t, e.clone());
+            run.o.url_error = Some(e);
+            return Err(());
+        }
+    };
+    if let Some(p) = &proxy {
+        run.o.via_proxy = Some((p.shown.clone(), p.source.clone()));
+    }
+    let addr = match &proxy {
+        // The proxy resolves the endpoint's name; here only its own.
+        Some(p) => {
+            let proxy_target =
+                Target { tls: false, host: p.host.clone(), port: p.port, path: "/".into(), warning: None };
+            let addr = resolve(run, &proxy_target).await?;
+            if let Some(dns) = run.stages.last_mut() {
+                dns.detail = format!("the proxy {}: {}", p.host, dns.detail);
+            }
+            addr
+        }
+        None => resolve(run, &target).await?,
+    };
+    let tcp = connect(run, addr).await;
+    if let (Some(p), Some(stage)) = (&proxy, run.stages.last_mut()) {
+        stage.detail = format!("{} (the proxy {})", stage.detail, p.shown);
+    }
+    let tcp = tcp?;
+    let tcp = match &proxy {
+        Some(p) => tunnel_stage(run, tcp, &target, p).await?,
+        None => {
+            let why = if run.args.no_proxy { "--no-proxy: direct" } else { "none: direct (no proxy variable applies)" };
+            run.skip("proxy", why);
+            tcp
+        }
+    };
+    run.route = Some(Route { addr, proxy });
     let io: Box<dyn Io> = if target.tls {
         Box::new(tls_handshake(run, &target, tcp).await?)
     } else {
@@ -154,7 +203,7 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
                 Some(_) => None,
                 None => Some(target.own_origin()),
             };
-            if let Some(io) = reconnect(run, &target, addr).await {
+            if let Some(io) = reconnect(run, &target).await {
                 if let Ok((_, r, _, _)) = upgrade(run, &target, io, other.as_deref(), false, None).await {
                     run.o.origin_retry_status = Some(r.status);
                 }
@@ -191,14 +240,111 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
     let opened = Instant::now();
     session(run, &mut ws, opened).await;
     drop(ws);
-    compression(run, &target, addr, origin.as_deref()).await;
+    compression(run, &target, origin.as_deref()).await;
     Ok(())
 }
 
-/// Another connection to the address already resolved, through TLS when the
-/// target uses it: for a second question the first connection cannot ask.
-async fn reconnect(run: &Run<'_>, target: &Target, addr: SocketAddr) -> Option<Box<dyn Io>> {
-    let tcp = TcpStream::connect(addr).await.ok()?;
+/// Opens the tunnel through `proxy` on `tcp` (connected to the proxy) and
+/// records the proxy's answer as a stage; a refusal ends the probe, after
+/// asking whether the direct way works.
+async fn tunnel_stage(run: &mut Run<'_>, tcp: TcpStream, target: &Target, proxy: &Proxy) -> Result<TcpStream, ()> {
+    let t = Instant::now();
+    let authority = authority(target);
+    match open_tunnel(tcp, target, proxy, run.args.timeout).await {
+        Ok(tunnel) => {
+            let detail = format!("{} (from {}) opened a tunnel: CONNECT {authority}", proxy.shown, proxy.source);
+            run.stage("proxy", Status::Ok, t, detail);
+            Ok(tunnel)
+        }
+        Err(answer) => {
+            let server = answer.header("server").map(|s| format!("; Server: {s}")).unwrap_or_default();
+            let detail = format!(
+                "{} (from {}) refused CONNECT {authority}: {} {}{server}",
+                proxy.shown, proxy.source, answer.status, answer.reason
+            );
+            run.stage("proxy", Status::Failed, t, detail);
+            run.o.proxy_refused = Some(answer);
+            run.o.direct_status = direct_status(run, target).await;
+            Err(())
+        }
+    }
+}
+
+/// `host:port` as CONNECT names it.
+fn authority(target: &Target) -> String {
+    let host = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
+    format!("{host}:{}", target.port)
+}
+
+/// Asks `proxy` (connected on `tcp`) for a tunnel to the target: the
+/// tunnel, or the proxy's answer when it is not a 2xx (status 0 when it
+/// gave none).
+async fn open_tunnel(
+    mut tcp: TcpStream,
+    target: &Target,
+    proxy: &Proxy,
+    wait: Duration,
+) -> Result<TcpStream, Response> {
+    let authority = authority(target);
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(c) = &proxy.credentials {
+        let basic = base64::engine::general_purpose::STANDARD.encode(c);
+        request.push_str(&format!("Proxy-Authorization: Basic {basic}\r\n"));
+    }
+    request.push_str(&format!("User-Agent: holdfast-doctor/{}\r\n\r\n", env!("CARGO_PKG_VERSION")));
+    let silent = |reason: &str| Response { status: 0, reason: reason.into(), ..Response::default() };
+    if tcp.write_all(request.as_bytes()).await.is_err() {
+        return Err(silent("(the proxy closed the connection)"));
+    }
+    // Byte by byte up to the blank line: what follows a 200 is the
+    // endpoint's, and must stay in the socket.
+    let mut head = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+            if tcp.read(&mut byte).await.ok().filter(|n| *n == 1).is_none() {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    };
+    if timeout(wait, read).await.is_err() {
+        return Err(silent("(no answer in time)"));
+    }
+    let Some(mut answer) = parse_head(&String::from_utf8_lossy(&head)) else {
+        return Err(silent("(no HTTP answer)"));
+    };
+    if (200..300).contains(&answer.status) {
+        return Ok(tcp);
+    }
+    let mut body = vec![0u8; 2048];
+    if let Ok(Ok(n)) = timeout(Duration::from_millis(300), tcp.read(&mut body)).await {
+        answer.body = String::from_utf8_lossy(&body[..n]).into_owned();
+    }
+    Err(answer)
+}
+
+/// After the proxy refused: what a direct upgrade gets, if anything.
+async fn direct_status(run: &mut Run<'_>, target: &Target) -> Option<u16> {
+    let addr = tokio::net::lookup_host((target.host.as_str(), target.port)).await.ok()?.next()?;
+    let tcp = timeout(run.args.timeout, TcpStream::connect(addr)).await.ok()?.ok()?;
+    let io: Box<dyn Io> = match target.tls {
+        true => Box::new(tls_connect(run.args, target, tcp).await.ok()?),
+        false => Box::new(tcp),
+    };
+    let origin = run.args.origin.clone();
+    upgrade(run, target, io, origin.as_deref(), false, None).await.ok().map(|(_, r, _, _)| r.status)
+}
+
+/// Another connection the way the first one went (through the proxy,
+/// through TLS when the target uses it): for a second question the first
+/// connection cannot ask.
+async fn reconnect(run: &Run<'_>, target: &Target) -> Option<Box<dyn Io>> {
+    let route = run.route.as_ref()?;
+    let mut tcp = TcpStream::connect(route.addr).await.ok()?;
+    if let Some(p) = &route.proxy {
+        tcp = open_tunnel(tcp, target, p, run.args.timeout).await.ok()?;
+    }
     if target.tls {
         Some(Box::new(tls_connect(run.args, target, tcp).await.ok()?))
     } else {
@@ -212,9 +358,9 @@ async fn reconnect(run: &Run<'_>, target: &Target, addr: SocketAddr) -> Option<B
 /// Either answer is a fact for the report, not a failure: compression saves
 /// bandwidth but nothing breaks without it. A proxy that strips the header
 /// shows up here as "not negotiated".
-async fn compression(run: &mut Run<'_>, target: &Target, addr: SocketAddr, origin: Option<&str>) {
+async fn compression(run: &mut Run<'_>, target: &Target, origin: Option<&str>) {
     let t = Instant::now();
-    let Some(io) = reconnect(run, target, addr).await else {
+    let Some(io) = reconnect(run, target).await else {
         run.stage("compression", Status::Skipped, t, "could not open a second connection to ask");
         return;
     };

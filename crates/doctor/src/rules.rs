@@ -57,11 +57,25 @@ pub fn diagnose(o: &Observations) -> Verdict {
              TLS on the WebSocket endpoint or terminate it in the proxy in front.",
         );
     }
+    if let Some(refusal) = &o.proxy_refused {
+        return proxy_blocked(o, refusal);
+    }
     if let Some(Err(e)) = &o.dns {
         return verdict(
             Cause::DnsFailure,
             format!("The host name does not resolve: {e}."),
             "Check the spelling of the host, the DNS record, and /etc/hosts on this machine.",
+        );
+    }
+    if let (Some((proxy, source)), Some(Tcp::Refused | Tcp::Timeout | Tcp::Failed(_))) = (&o.via_proxy, &o.tcp) {
+        return verdict(
+            Cause::ConnectionRefused,
+            format!(
+                "The forward proxy {proxy} (from {source}) cannot be reached: the connection to it failed, so \
+                 the endpoint was never asked."
+            ),
+            "Check the proxy setting (is the proxy running, is the address right?), or test the direct way with \
+             --no-proxy.",
         );
     }
     match &o.tcp {
@@ -474,6 +488,31 @@ fn session_verdict(o: &Observations) -> Verdict {
         Cause::Healthy,
         format!("The endpoint completed a valid WebSocket handshake {how}.{idle_note}"),
         "Nothing to fix.",
+    )
+}
+
+/// The forward proxy would not open the tunnel: nobody behind it gets
+/// through, whatever the endpoint does.
+fn proxy_blocked(o: &Observations, r: &Response) -> Verdict {
+    let (proxy, source) = o.via_proxy.clone().unwrap_or_default();
+    let server = r.header("server").map(|s| format!(", Server: {s}")).unwrap_or_default();
+    let direct = match o.direct_status {
+        Some(101) => {
+            " Without the proxy the endpoint works (101): the proxy's way is what fails, for everyone behind it."
+        }
+        Some(_) => " Without the proxy the endpoint answers too, though not with 101 (run with --no-proxy to see why).",
+        None => "",
+    };
+    verdict(
+        Cause::ForwardProxyBlocked,
+        format!(
+            "The forward proxy {proxy} (from {source}) refused to open a tunnel to the endpoint: it answered \
+             CONNECT with {} {}{server}.{direct}",
+            r.status, r.reason
+        ),
+        "Serve the WebSocket as wss:// on port 443: forward proxies let CONNECT through to 443 and little else \
+         (Squid's default: `http_access deny CONNECT !SSL_ports`). Or ask the proxy's administrator to allow \
+         CONNECT to this host and port for WebSocket. Test both ways with --proxy URL and --no-proxy.",
     )
 }
 

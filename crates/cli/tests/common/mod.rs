@@ -119,6 +119,41 @@ pub fn nginx(dir: &Path, http_body: &str) -> Guard {
     )
 }
 
+/// Squid as a forward proxy in `dir`, on two loopback ports: `strict`
+/// allows CONNECT to port 443 only (Squid's shipped default), `open`
+/// tunnels to any port. Stopped by PID when dropped.
+pub fn squid(dir: &Path, strict: u16, open: u16) -> Guard {
+    let squid = ["/usr/sbin/squid", "/usr/bin/squid"].into_iter().find(|p| Path::new(p).exists());
+    let squid = squid.expect("squid is missing: install it with `apt-get install -y squid` (scripts/test does this)");
+    let d = dir.display();
+    let mut conf = format!(
+        "http_port 127.0.0.1:{strict} name=strict\nhttp_port 127.0.0.1:{open} name=open\nvisible_hostname localhost\n\
+         pid_filename {d}/squid.pid\ncache_log {d}/cache.log\naccess_log stdio:{d}/access.log\ncoredump_dir {d}\n\
+         cache deny all\nshutdown_lifetime 0 seconds\npinger_enable off\n\
+         acl strict myportname strict\nacl SSL_ports port 443\nacl CONNECT method CONNECT\n\
+         http_access deny strict CONNECT !SSL_ports\nhttp_access allow all\n"
+    );
+    // As root, Squid drops to a user of its own, which must own the directory.
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        conf.push_str("cache_effective_user proxy\n");
+    }
+    std::fs::write(dir.join("squid.conf"), conf).unwrap();
+    if root {
+        let _ = Command::new("chown").args(["-R", "proxy:proxy"]).arg(dir).status();
+    }
+    let child = Command::new(squid)
+        .args(["-N", "-f"])
+        .arg(dir.join("squid.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(strict);
+    wait_for_port(open);
+    Guard(child)
+}
+
 /// A real `redis-server` on a loopback port of its own, with no
 /// persistence (a restart starts empty), stopped by PID when dropped.
 pub struct Redis {

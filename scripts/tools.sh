@@ -189,14 +189,19 @@ ensure_nginx() {
   if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
 }
 
-# Squid, the forward proxy the doctor's proxy tests go through (they run
-# it under a directory of their own); the package's own service is stopped.
-ensure_squid() {
-  if command -v squid >/dev/null || [ -x /usr/sbin/squid ]; then
-    return 0
+# The proxies the doctor's tests run besides nginx, each under a directory
+# of the test's own: Squid (a forward proxy), HAProxy, Apache, Varnish and
+# Caddy. The packages' own services are stopped.
+ensure_proxies() {
+  local missing=() tool
+  for tool in squid haproxy apache2 varnishd caddy; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[*]}" squid haproxy apache2 varnish caddy
+  if command -v service >/dev/null; then
+    for s in squid haproxy apache2 varnish caddy; do service "$s" stop >/dev/null 2>&1 || true; done
   fi
-  apt_install squid squid
-  if command -v service >/dev/null; then service squid stop >/dev/null 2>&1 || true; fi
 }
 
 # hadolint for the Dockerfile (scripts/check-deploy): run it as

@@ -534,3 +534,130 @@ fn nginx_config_round_trips_through_the_lint() {
     assert!(text.contains("bad.conf:3:") && text.contains("Upgrade $http_upgrade"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Ends a server with SIGTERM (so it stops its own worker processes) and
+/// waits for it, when dropped.
+struct Term(std::process::Child);
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..50 {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Term {
+    Term(cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap())
+}
+
+/// The proxies people run besides nginx, from Debian's packages, each in
+/// front of a backend that is down, slow or refused, the way they answer
+/// (issue 26): HAProxy's and Apache's 503 and Varnish's silent pipe are
+/// `upstream_unavailable`, Apache's "Error reading from remote server" is
+/// `upstream_timeout`, HAProxy denying upgrades only is `websocket_blocked`,
+/// and plain ws:// to Caddy's TLS port is `plain_on_tls_port`.
+#[test]
+fn the_doctor_names_what_haproxy_apache_varnish_and_caddy_say() {
+    let server = common::serve(0, &[]);
+    let hf = server.1;
+    let (dead, hole) = (free_port(), black_hole());
+    let dir = common::scratch("proxies");
+    let d = dir.display();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let [hap_dead, hap_deny, apache_dead, apache_slow, varnish, caddy] = ports[..] else { unreachable!() };
+
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        format!(
+            "defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  timeout tunnel 1h\n\
+             frontend dead\n  bind 127.0.0.1:{hap_dead}\n  default_backend dead\n\
+             frontend deny\n  bind 127.0.0.1:{hap_deny}\n  http-request deny if {{ hdr(upgrade) -i websocket }}\n  default_backend live\n\
+             backend dead\n  server s1 127.0.0.1:{dead}\nbackend live\n  server s1 127.0.0.1:{hf}\n"
+        ),
+    )
+    .unwrap();
+    let _haproxy = spawn(Command::new("haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")));
+
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let modules = "/usr/lib/apache2/modules";
+    std::fs::write(
+        dir.join("apache2.conf"),
+        format!(
+            "ServerRoot /etc/apache2\nMutex file:{d} default\nPidFile {d}/apache.pid\nErrorLog {d}/apache-error.log\n\
+             ServerName localhost\n{}\
+             LoadModule mpm_event_module {modules}/mod_mpm_event.so\nLoadModule authz_core_module {modules}/mod_authz_core.so\n\
+             LoadModule proxy_module {modules}/mod_proxy.so\nLoadModule proxy_http_module {modules}/mod_proxy_http.so\n\
+             Listen 127.0.0.1:{apache_dead}\nListen 127.0.0.1:{apache_slow}\n\
+             <VirtualHost 127.0.0.1:{apache_dead}>\n  ProxyPass /ws http://127.0.0.1:{dead}/ws upgrade=websocket\n</VirtualHost>\n\
+             <VirtualHost 127.0.0.1:{apache_slow}>\n  ProxyPass /ws http://127.0.0.1:{hole}/ws upgrade=websocket timeout=1\n</VirtualHost>\n",
+            if root { "User www-data\nGroup www-data\n" } else { "" }
+        ),
+    )
+    .unwrap();
+    let _apache = spawn(Command::new("apache2").arg("-f").arg(dir.join("apache2.conf")).args(["-D", "FOREGROUND"]));
+
+    std::fs::write(
+        dir.join("x.vcl"),
+        format!(
+            "vcl 4.1;\nbackend default {{ .host = \"127.0.0.1\"; .port = \"{dead}\"; }}\n\
+             sub vcl_recv {{ if (req.http.upgrade ~ \"(?i)websocket\") {{ return (pipe); }} }}\n\
+             sub vcl_pipe {{ if (req.http.upgrade) {{ set bereq.http.upgrade = req.http.upgrade; \
+             set bereq.http.connection = req.http.connection; }} }}\n"
+        ),
+    )
+    .unwrap();
+    let _varnish = spawn(
+        Command::new("varnishd")
+            .arg("-F")
+            .arg("-n")
+            .arg(dir.join("varnish"))
+            .args(["-a", &format!("127.0.0.1:{varnish}"), "-T", "none", "-s", "malloc,16m", "-f"])
+            .arg(dir.join("x.vcl")),
+    );
+
+    std::fs::write(
+        dir.join("Caddyfile"),
+        format!(
+            "{{\n  admin off\n  skip_install_trust\n}}\nhttps://127.0.0.1:{caddy} {{\n  tls internal\n  reverse_proxy 127.0.0.1:{hf}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let _caddy = spawn(
+        Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config")),
+    );
+    for p in ports {
+        wait_for_port(p);
+    }
+
+    let cases = [
+        (hap_dead, "upstream_unavailable", "HAProxy"),
+        (hap_deny, "websocket_blocked", "plain GET"),
+        (apache_dead, "upstream_unavailable", "Apache"),
+        (apache_slow, "upstream_timeout", "Error reading from remote server"),
+        (varnish, "upstream_unavailable", "Varnish"),
+        (caddy, "plain_on_tls_port", "TLS handshake"),
+    ];
+    let mut failures = Vec::new();
+    for (port, cause, mention) in cases {
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        let out = holdfast().args(["doctor", &url, "--json", "--no-proxy", "--timeout", "5s"]).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = report["verdict"]["summary"].as_str().unwrap_or_default();
+        if report["verdict"]["cause"] != cause || !summary.contains(mention) || out.status.code() != Some(1) {
+            failures.push(format!("{port} (want {cause}, {mention:?}): {} — {summary}", report["verdict"]["cause"]));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -191,6 +191,13 @@ pub struct Observations {
     /// When the server answered 403 and the doctor asked again with another
     /// Origin (or none): that second status.
     pub origin_retry_status: Option<u16>,
+    /// When the upgrade was refused with 403, or closed without an answer:
+    /// the answer to a plain GET of the same URL (a proxy may refuse only
+    /// upgrades, or pipe them to a backend that is down).
+    pub plain_get: Option<Response>,
+    /// When a `ws://` upgrade got no 101 or no answer: whether the same
+    /// port completes a TLS handshake (then it wanted `wss://`).
+    pub tls_on_same_port: bool,
     /// The round trip.
     pub round_trip: Option<RoundTrip>,
     /// Ping/pong round-trip time.

@@ -24,6 +24,12 @@ pub enum Proxy {
     Google,
     /// Caddy.
     Caddy,
+    /// HAProxy (its error pages: it sends no Server header).
+    Haproxy,
+    /// Apache httpd.
+    Apache,
+    /// Varnish.
+    Varnish,
 }
 
 impl Proxy {
@@ -38,9 +44,20 @@ impl Proxy {
             Proxy::Fly => "Fly.io's proxy",
             Proxy::Google => "a Google Cloud load balancer",
             Proxy::Caddy => "Caddy",
+            Proxy::Haproxy => "HAProxy",
+            Proxy::Apache => "Apache",
+            Proxy::Varnish => "Varnish",
         }
     }
 }
+
+/// The sentences of HAProxy's built-in error pages.
+const HAPROXY_PAGES: [&str; 4] = [
+    "No server is available to handle this request",
+    "Request forbidden by administrative rules",
+    "The server returned an invalid or incomplete response",
+    "The server didn't respond in time",
+];
 
 /// Recognises the proxy that answered, from its headers and error page.
 pub fn proxy_in_front(r: &Response) -> Option<Proxy> {
@@ -62,6 +79,12 @@ pub fn proxy_in_front(r: &Response) -> Option<Proxy> {
         Some(Proxy::Nginx)
     } else if server.starts_with("caddy") {
         Some(Proxy::Caddy)
+    } else if r.header("x-varnish").is_some() || via.contains("varnish") {
+        Some(Proxy::Varnish)
+    } else if server.starts_with("apache") {
+        Some(Proxy::Apache)
+    } else if HAPROXY_PAGES.iter().any(|p| r.body.contains(p)) {
+        Some(Proxy::Haproxy)
     } else {
         None
     }

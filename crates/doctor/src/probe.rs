@@ -174,6 +174,13 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
                 Http::TlsBytes => "the server answered with TLS bytes: this port speaks TLS".into(),
                 Http::Response(_) => unreachable!("responses are Ok"),
             };
+            // Closed without a word: what does a plain request get there?
+            if matches!(http, Http::ClosedWithoutAnswer) {
+                run.o.plain_get = plain_get(run, &target).await;
+            }
+            if !target.tls && matches!(http, Http::Timeout | Http::ClosedWithoutAnswer) {
+                run.o.tls_on_same_port = speaks_tls(run, &target).await;
+            }
             run.o.http = Some(http);
             run.stage("upgrade", Status::Failed, t, detail);
             return Err(());
@@ -196,6 +203,12 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
     }
     run.stage("upgrade", if switched { Status::Ok } else { Status::Failed }, t, detail);
     run.o.http = Some(Http::Response(response.clone()));
+    if !switched && !target.tls && response.status == 400 {
+        run.o.tls_on_same_port = speaks_tls(run, &target).await;
+    }
+    if !switched && response.status == 403 {
+        run.o.plain_get = plain_get(run, &target).await;
+    }
     if !switched {
         if response.status == 403 {
             // Does another Origin get in? Then the Origin is what was refused.
@@ -242,6 +255,53 @@ async fn probe_layers(run: &mut Run<'_>, url: &str) -> Result<(), ()> {
     drop(ws);
     compression(run, &target, origin.as_deref()).await;
     Ok(())
+}
+
+/// A plain GET of the target's path (no upgrade), the way the first
+/// connection went: its answer, if any.
+async fn plain_get(run: &Run<'_>, target: &Target) -> Option<Response> {
+    let mut io = reconnect(run, target).await?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-doctor/{}\r\nConnection: close\r\n\r\n",
+        target.path,
+        target.host_header(),
+        env!("CARGO_PKG_VERSION")
+    );
+    io.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while buf.len() < 8192 {
+            match io.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+    };
+    let _ = timeout(run.args.timeout, read).await;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut response = parse_head(head)?;
+    response.body = body.chars().take(2048).collect();
+    Some(response)
+}
+
+/// Whether the target's port completes a TLS handshake (a certificate
+/// came back, trusted or not): for a `ws://` URL, it wanted `wss://`.
+async fn speaks_tls(run: &Run<'_>, target: &Target) -> bool {
+    let Some(route) = run.route.as_ref() else { return false };
+    let Ok(Ok(mut tcp)) = timeout(run.args.timeout, TcpStream::connect(route.addr)).await else { return false };
+    if let Some(p) = &route.proxy {
+        match open_tunnel(tcp, target, p, run.args.timeout).await {
+            Ok(t) => tcp = t,
+            Err(_) => return false,
+        }
+    }
+    let as_tls = Target { tls: true, ..target.clone() };
+    match tls_connect(run.args, &as_tls, tcp).await {
+        Ok(_) => true,
+        Err((_, seen)) => seen.is_some(),
+    }
 }
 
 /// Opens the tunnel through `proxy` on `tcp` (connected to the proxy) and

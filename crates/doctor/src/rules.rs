@@ -109,6 +109,15 @@ pub fn diagnose(o: &Observations) -> Verdict {
             return v;
         }
     }
+    if o.tls_on_same_port {
+        return verdict(
+            Cause::PlainOnTlsPort,
+            "ws:// was used on a port that speaks TLS: the upgrade got no 101, and a TLS handshake on the same port \
+             succeeds (Caddy, Go and others answer plain HTTP there with 400 \"Client sent an HTTP request to an \
+             HTTPS server\").",
+            "Use wss:// for this port, or the plain-HTTP port for ws://.",
+        );
+    }
     let response = match &o.http {
         None => return verdict(Cause::Unknown, "The probe stopped before the HTTP upgrade.", "Run with --verbose."),
         Some(Http::TlsBytes) => {
@@ -127,6 +136,20 @@ pub fn diagnose(o: &Observations) -> Verdict {
                 "Check the backend's logs for the request; if a proxy is in front, check that its upstream \
                  is up and answering (curl -v the same URL with http://).",
             )
+        }
+        Some(Http::ClosedWithoutAnswer) if o.plain_get.as_ref().is_some_and(|g| (502..=504).contains(&g.status)) => {
+            let get = o.plain_get.as_ref().expect("checked above");
+            let by = proxy_in_front(get).map(|p| format!(" from {}", p.name())).unwrap_or_default();
+            return verdict(
+                Cause::UpstreamUnavailable,
+                format!(
+                    "The upgrade was closed without an answer, and a plain GET of the same URL got {} {}{by}: the \
+                     proxy hands upgrades straight to a backend that is down (Varnish's `return (pipe)` closes \
+                     without a response).",
+                    get.status, get.reason
+                ),
+                "Start the backend, and check the proxy's backend address and port.",
+            );
         }
         Some(Http::ClosedWithoutAnswer) => {
             return verdict(
@@ -256,6 +279,13 @@ fn status_verdict(r: &Response, o: &Observations) -> Verdict {
             "Route the WebSocket path to the WebSocket server before the catch-all (nginx: a `location /ws` \
              above `try_files $uri /index.html`).",
         ),
+        // Apache's wording for a backend that stopped answering: a timeout.
+        502 if r.body.contains("Error reading from remote server") => verdict(
+            Cause::UpstreamTimeout,
+            format!("The proxy gave up waiting for the backend's answer ({status_line}: \"Error reading from remote server\").{via}"),
+            "Check that the backend answers the upgrade quickly; raise the proxy's timeout (Apache: ProxyPass … \
+             timeout=N, or ProxyTimeout) only if the backend is slow on purpose.",
+        ),
         502 => verdict(
             Cause::UpstreamUnavailable,
             format!("The proxy could not reach the backend ({status_line}).{via}"),
@@ -273,12 +303,32 @@ fn status_verdict(r: &Response, o: &Observations) -> Verdict {
             "Add the page's origin to the server's allowed origins (holdfast: allowed_origins), or test \
              with --origin set to the page's origin.",
         ),
+        // Refused as an upgrade, served as a plain request: a rule against
+        // WebSocket, not missing credentials.
+        403 if o.plain_get.as_ref().is_some_and(|g| !matches!(g.status, 401 | 403)) => verdict(
+            Cause::WebsocketBlocked,
+            format!(
+                "The upgrade is refused ({status_line}) while a plain GET of the same URL is not ({}).{via} A rule \
+                 in a proxy refuses WebSocket upgrades (HAProxy: `http-request deny if {{ hdr(upgrade) -i websocket }}`; \
+                 a WAF or filter).",
+                o.plain_get.as_ref().map_or(0, |g| g.status)
+            ),
+            "Remove the rule that refuses `Upgrade: websocket`, or exempt this path from it.",
+        ),
         401 | 403 => verdict(
             Cause::AuthRejected,
             format!("The server wants credentials ({status_line}): {}", first_line(&r.body)),
             "Pass the token the application uses (--token JWT or --header 'Authorization: Bearer …').",
         ),
         429 => rate_limited(r, &status_line),
+        // A proxy's own 503 says it has no live backend (Varnish adds
+        // Retry-After to it: not rate limiting).
+        503 if matches!(proxy, Some(Proxy::Haproxy | Proxy::Apache | Proxy::Varnish)) => verdict(
+            Cause::UpstreamUnavailable,
+            format!("The proxy has no backend to send the request to ({status_line}).{via} {}", first_line(&r.body)),
+            "Start the backend, and check the proxy's backend address and port (HAProxy `server`, Apache \
+             `ProxyPass`, Varnish `backend`).",
+        ),
         503 if r.header("retry-after").is_some() => rate_limited(r, &status_line),
         500..=599 => verdict(
             Cause::ServerError,
@@ -302,7 +352,7 @@ fn platform_note(proxy: Option<Proxy>) -> Option<&'static str> {
         Proxy::Heroku => "Heroku's router answered: it passes WebSockets but closes connections silent for 55 s; ping more often.",
         Proxy::Fly => "Fly.io's proxy answered: it closes connections idle for 60 s; ping more often.",
         Proxy::Google => "A Google Cloud load balancer answered: its backend service timeout (30 s by default) is the connection's whole lifetime; raise timeoutSec.",
-        Proxy::Nginx | Proxy::Caddy => return None,
+        Proxy::Nginx | Proxy::Caddy | Proxy::Haproxy | Proxy::Apache | Proxy::Varnish => return None,
     })
 }
 
@@ -604,6 +654,30 @@ mod tests {
         let page = "<html><center><h1>426</h1></center><hr><center>nginx/1.22.1</center></html>";
         let nginx = reached(426, &[("Server", "nginx/1.22.1")], page);
         assert!(diagnose(&nginx).summary.contains("The answer came from nginx."), "{}", diagnose(&nginx).summary);
+    }
+
+    /// What HAProxy, Apache and Varnish answer for a backend that is down or
+    /// slow, and a proxy that refuses only upgrades (issue 26).
+    #[test]
+    fn other_proxies_answers() {
+        let haproxy = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>";
+        assert_eq!(cause(&reached(503, &[], haproxy)), Cause::UpstreamUnavailable);
+        let apache = [("Server", "Apache/2.4.71 (Debian)")];
+        assert_eq!(cause(&reached(503, &apache, "<h1>Service Unavailable</h1>")), Cause::UpstreamUnavailable);
+        let varnish = [("Via", "1.1 varnish (Varnish/7.1)"), ("Retry-After", "5")];
+        assert_eq!(cause(&reached(503, &varnish, "Backend fetch failed")), Cause::UpstreamUnavailable);
+        let own = [("Retry-After", "3")];
+        assert_eq!(cause(&reached(503, &own, "This node is shutting down")), Cause::RateLimited, "holdfast's own 503");
+        let timeout = "<h1>Proxy Error</h1><p>Reason: <strong>Error reading from remote server</strong></p>";
+        assert_eq!(cause(&reached(502, &apache, timeout)), Cause::UpstreamTimeout);
+        let mut denied = reached(403, &[], "Request forbidden by administrative rules.");
+        denied.plain_get = Some(Response { status: 426, ..Response::default() });
+        assert_eq!(cause(&denied), Cause::WebsocketBlocked);
+        denied.plain_get = Some(Response { status: 403, ..Response::default() });
+        assert_eq!(cause(&denied), Cause::AuthRejected, "refused either way: credentials");
+        let mut tls = reached(400, &[], "Client sent an HTTP request to an HTTPS server.");
+        tls.tls_on_same_port = true;
+        assert_eq!(cause(&tls), Cause::PlainOnTlsPort);
     }
 
     /// A holdfast server that refused the session is never healthy.

@@ -117,6 +117,8 @@ pub struct Finding {
 #[derive(Default)]
 struct Location {
     line: usize,
+    /// `=`, `^~`, `~`, `~*`, or empty for a plain prefix.
+    modifier: String,
     path: String,
     proxies: bool,
     http11: bool,
@@ -146,7 +148,8 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
                 let head: Vec<&str> = st.trim_end_matches('{').split_whitespace().collect();
                 if head.first() == Some(&"location") {
                     let path = head.last().copied().unwrap_or("").to_string();
-                    locations.push(Location { line: line_no, path, ..Location::default() });
+                    let modifier = if head.len() > 2 { head[1].to_string() } else { String::new() };
+                    locations.push(Location { line: line_no, modifier, path, ..Location::default() });
                     stack.push(Some(locations.len() - 1));
                 } else {
                     stack.push(None);
@@ -193,9 +196,17 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
             }
         }
     }
-    for loc in &locations {
-        let ws = loc.upgrade || loc.connection || loc.path.contains("ws") || loc.path.contains("socket");
-        let sse = loc.path.contains("sse") || loc.path.contains("events") || loc.path.contains("poll");
+    // Whatever its name, the location nginx picks for holdfast's paths
+    // serves them: a `location /` that proxies everything proxies /ws too.
+    let (ws_at, sse_at) = (serving(&locations, "/ws"), serving(&locations, "/sse"));
+    for (at, loc) in locations.iter().enumerate() {
+        let ws = loc.upgrade
+            || loc.connection
+            || loc.path.contains("ws")
+            || loc.path.contains("socket")
+            || ws_at == Some(at);
+        let sse =
+            loc.path.contains("sse") || loc.path.contains("events") || loc.path.contains("poll") || sse_at == Some(at);
         if let Some(line) = loc.redirect {
             if ws {
                 findings.push(Finding {
@@ -277,6 +288,34 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
     findings
 }
 
+/// The location nginx picks for `uri`: an exact `=` match; else the
+/// longest prefix, final when it is `^~`; else the first regex that
+/// matches (`~`, `~*` without case), in file order; else that prefix.
+/// Nested locations are taken as if they stood alone.
+fn serving(locations: &[Location], uri: &str) -> Option<usize> {
+    if let Some(at) = locations.iter().position(|l| l.modifier == "=" && l.path == uri) {
+        return Some(at);
+    }
+    let prefix = locations
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| (l.modifier.is_empty() || l.modifier == "^~") && uri.starts_with(&l.path))
+        .max_by_key(|(_, l)| l.path.len())
+        .map(|(at, _)| at);
+    if prefix.is_some_and(|at| locations[at].modifier == "^~") {
+        return prefix;
+    }
+    let regex = locations.iter().position(|l| {
+        let pattern = match l.modifier.as_str() {
+            "~" => l.path.trim_matches('"').to_string(),
+            "~*" => format!("(?i){}", l.path.trim_matches('"')),
+            _ => return false,
+        };
+        regex::Regex::new(&pattern).is_ok_and(|re| re.is_match(uri))
+    });
+    regex.or(prefix)
+}
+
 fn seconds(word: Option<&&str>) -> Option<u64> {
     let w = word?.trim_end_matches(';');
     let (n, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
@@ -333,6 +372,27 @@ mod tests {
         let tls = generate(&NginxArgs { tls: true, ..args() });
         assert!(tls.contains("listen 443 ssl"));
         assert_eq!(lint(&tls, 25), vec![]);
+    }
+
+    /// The most common broken config: one `location /` proxies everything,
+    /// the WebSocket path included, without upgrade headers. It used to
+    /// pass ("no WebSocket problems found").
+    #[test]
+    fn the_location_that_serves_the_websocket_path_is_linted_whatever_its_name() {
+        let catch_all = "server {\n  location / {\n    proxy_pass http://127.0.0.1:8080;\n  }\n}\n";
+        let f = lint(catch_all, 25);
+        assert!(f.iter().any(|x| x.line == 2 && x.message.contains("Upgrade $http_upgrade")), "{f:#?}");
+        let by_regex =
+            "server {\n  location / { root /srv; }\n  location ~* ^/(WS|live)$ {\n    proxy_pass http://b;\n  }\n}\n";
+        let f = lint(by_regex, 25);
+        assert!(f.iter().any(|x| x.line == 3 && x.message.contains("Upgrade")), "{f:#?}");
+        let stopped =
+            "server {\n  location ^~ /w { root /srv; }\n  location ~ ^/ws$ {\n    proxy_pass http://b;\n  }\n}\n";
+        let picked: Vec<Location> = vec![
+            Location { modifier: "^~".into(), path: "/w".into(), ..Location::default() },
+            Location { modifier: "~".into(), path: "^/ws$".into(), ..Location::default() },
+        ];
+        assert_eq!(serving(&picked, "/ws"), Some(0), "^~ stops the regex search: {stopped}");
     }
 
     #[test]

@@ -198,7 +198,11 @@ pub fn lint(text: &str, heartbeat: u64) -> Vec<Finding> {
     }
     // Whatever its name, the location nginx picks for holdfast's paths
     // serves them: a `location /` that proxies everything proxies /ws too.
-    let (ws_at, sse_at) = (serving(&locations, "/ws"), serving(&locations, "/sse"));
+    // A config with upgrade headers somewhere has put its WebSocket path
+    // there (it may not be /ws).
+    let routes_upgrades = locations.iter().any(|l| l.upgrade || l.connection);
+    let ws_at = if routes_upgrades { None } else { serving(&locations, "/ws") };
+    let sse_at = serving(&locations, "/sse");
     for (at, loc) in locations.iter().enumerate() {
         let ws = loc.upgrade
             || loc.connection

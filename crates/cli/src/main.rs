@@ -38,6 +38,8 @@ enum Command {
     Pub(pubsub::PubArgs),
     /// Print an nginx config that proxies WebSockets correctly.
     Nginx(holdfast_doctor::nginx::NginxArgs),
+    /// Print a config for nginx, HAProxy, Apache, Caddy or Varnish that proxies WebSockets correctly.
+    ProxyConfig(holdfast_doctor::proxy_config::ProxyConfigArgs),
     /// Load-test a holdfast server (idle memory, fan-out latency).
     Bench(holdfast_bench::BenchArgs),
 }
@@ -98,6 +100,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Nginx(args) => {
             print!("{}", holdfast_doctor::nginx::generate(&args));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ProxyConfig(args) => {
+            print!("{}", holdfast_doctor::proxy_config::generate(&args));
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {

@@ -557,6 +557,36 @@ fn spawn(cmd: &mut Command) -> Term {
     Term(cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap())
 }
 
+/// Caddy running `dir/Caddyfile`, its state kept under `dir`.
+fn run_caddy(dir: &Path) -> Term {
+    spawn(
+        Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config")),
+    )
+}
+
+/// Apache in the foreground from `dir`: the modules a reverse proxy needs,
+/// `Listen` on `ports`, then `sites`.
+fn run_apache(dir: &Path, ports: &[u16], sites: &str) -> Term {
+    let d = dir.display();
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let modules = "/usr/lib/apache2/modules";
+    let listen: String = ports.iter().map(|p| format!("Listen 127.0.0.1:{p}\n")).collect();
+    let conf = format!(
+        "ServerRoot /etc/apache2\nMutex file:{d} default\nPidFile {d}/apache.pid\nErrorLog {d}/apache-error.log\n\
+         ServerName localhost\n{}LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {modules}/mod_authz_core.so\nLoadModule proxy_module {modules}/mod_proxy.so\n\
+         LoadModule proxy_http_module {modules}/mod_proxy_http.so\n{listen}{sites}",
+        if root { "User www-data\nGroup www-data\n" } else { "" }
+    );
+    std::fs::write(dir.join("apache2.conf"), conf).unwrap();
+    spawn(Command::new("apache2").arg("-f").arg(dir.join("apache2.conf")).args(["-D", "FOREGROUND"]))
+}
+
 /// The proxies people run besides nginx, from Debian's packages, each in
 /// front of a backend that is down, slow or refused, the way they answer
 /// (issue 26): HAProxy's and Apache's 503 and Varnish's silent pipe are
@@ -569,7 +599,6 @@ fn the_doctor_names_what_haproxy_apache_varnish_and_caddy_say() {
     let hf = server.1;
     let (dead, hole) = (free_port(), black_hole());
     let dir = common::scratch("proxies");
-    let d = dir.display();
     let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let [hap_dead, hap_deny, apache_dead, apache_slow, varnish, caddy] = ports[..] else { unreachable!() };
 
@@ -585,23 +614,14 @@ fn the_doctor_names_what_haproxy_apache_varnish_and_caddy_say() {
     .unwrap();
     let _haproxy = spawn(Command::new("haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")));
 
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let modules = "/usr/lib/apache2/modules";
-    std::fs::write(
-        dir.join("apache2.conf"),
-        format!(
-            "ServerRoot /etc/apache2\nMutex file:{d} default\nPidFile {d}/apache.pid\nErrorLog {d}/apache-error.log\n\
-             ServerName localhost\n{}\
-             LoadModule mpm_event_module {modules}/mod_mpm_event.so\nLoadModule authz_core_module {modules}/mod_authz_core.so\n\
-             LoadModule proxy_module {modules}/mod_proxy.so\nLoadModule proxy_http_module {modules}/mod_proxy_http.so\n\
-             Listen 127.0.0.1:{apache_dead}\nListen 127.0.0.1:{apache_slow}\n\
-             <VirtualHost 127.0.0.1:{apache_dead}>\n  ProxyPass /ws http://127.0.0.1:{dead}/ws upgrade=websocket\n</VirtualHost>\n\
-             <VirtualHost 127.0.0.1:{apache_slow}>\n  ProxyPass /ws http://127.0.0.1:{hole}/ws upgrade=websocket timeout=1\n</VirtualHost>\n",
-            if root { "User www-data\nGroup www-data\n" } else { "" }
+    let _apache = run_apache(
+        &dir,
+        &[apache_dead, apache_slow],
+        &format!(
+            "<VirtualHost 127.0.0.1:{apache_dead}>\n  ProxyPass /ws http://127.0.0.1:{dead}/ws upgrade=websocket\n</VirtualHost>\n\
+             <VirtualHost 127.0.0.1:{apache_slow}>\n  ProxyPass /ws http://127.0.0.1:{hole}/ws upgrade=websocket timeout=1\n</VirtualHost>\n"
         ),
-    )
-    .unwrap();
-    let _apache = spawn(Command::new("apache2").arg("-f").arg(dir.join("apache2.conf")).args(["-D", "FOREGROUND"]));
+    );
 
     std::fs::write(
         dir.join("x.vcl"),
@@ -629,14 +649,7 @@ fn the_doctor_names_what_haproxy_apache_varnish_and_caddy_say() {
         ),
     )
     .unwrap();
-    let _caddy = spawn(
-        Command::new("caddy")
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(dir.join("Caddyfile"))
-            .env("HOME", &dir)
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("XDG_CONFIG_HOME", dir.join("config")),
-    );
+    let _caddy = run_caddy(&dir);
     for p in ports {
         wait_for_port(p);
     }
@@ -657,6 +670,84 @@ fn the_doctor_names_what_haproxy_apache_varnish_and_caddy_say() {
         let summary = report["verdict"]["summary"].as_str().unwrap_or_default();
         if report["verdict"]["cause"] != cause || !summary.contains(mention) || out.status.code() != Some(1) {
             failures.push(format!("{port} (want {cause}, {mention:?}): {} — {summary}", report["verdict"]["cause"]));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `holdfast proxy-config KIND` for each proxy, served by the real proxy in
+/// front of holdfast: the doctor says healthy through each (issue 26), and
+/// Server-Sent Events come through unbuffered.
+#[test]
+fn each_generated_proxy_config_works_in_front_of_holdfast() {
+    let server = common::serve(0, &[]);
+    let hf = server.1;
+    let dir = common::scratch("proxy-configs");
+    let config = |kind: &str| {
+        let out = holdfast().args(["proxy-config", kind, "--upstream", &format!("127.0.0.1:{hf}")]).output().unwrap();
+        assert!(out.status.success(), "{kind}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let [haproxy, apache, caddy, varnish] = ports[..] else { unreachable!() };
+
+    let haproxy_cfg = config("haproxy").replace("bind :80", &format!("bind 127.0.0.1:{haproxy}"));
+    std::fs::write(dir.join("haproxy.cfg"), haproxy_cfg).unwrap();
+    let _haproxy = spawn(Command::new("haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")));
+
+    let site = config("apache").replace("<VirtualHost *:80>", &format!("<VirtualHost 127.0.0.1:{apache}>"));
+    let _apache = run_apache(&dir, &[apache], &site);
+
+    let caddyfile = config("caddy").replace("http://example.com", &format!("http://127.0.0.1:{caddy}"));
+    std::fs::write(dir.join("Caddyfile"), format!("{{\n  admin off\n}}\n{caddyfile}")).unwrap();
+    let _caddy = run_caddy(&dir);
+
+    std::fs::write(dir.join("holdfast.vcl"), config("varnish")).unwrap();
+    let _varnish = spawn(
+        Command::new("varnishd")
+            .arg("-F")
+            .arg("-n")
+            .arg(dir.join("varnish"))
+            .args([
+                "-a",
+                &format!("127.0.0.1:{varnish}"),
+                "-T",
+                "none",
+                "-s",
+                "malloc,16m",
+                "-p",
+                "pipe_timeout=3600",
+                "-f",
+            ])
+            .arg(dir.join("holdfast.vcl")),
+    );
+    for p in &ports {
+        wait_for_port(*p);
+    }
+
+    let mut failures = Vec::new();
+    for (name, port) in [("haproxy", haproxy), ("apache", apache), ("caddy", caddy), ("varnish", varnish)] {
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        let out = holdfast().args(["doctor", &url, "--json", "--no-proxy", "--timeout", "5s"]).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if report["verdict"]["cause"] != "healthy" || out.status.code() != Some(0) {
+            failures.push(format!("{name}: {} — {}", report["verdict"]["cause"], report["verdict"]["summary"]));
+        }
+        // The event stream's first event arrives at once, not when a buffer fills.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\"connected\"") {
+            match s.read(&mut chunk) {
+                Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                _ => {
+                    failures
+                        .push(format!("{name}: no `connected` event within 5 s: {}", String::from_utf8_lossy(&got)));
+                    break;
+                }
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

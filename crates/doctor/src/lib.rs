@@ -16,6 +16,7 @@ mod observe;
 mod platform;
 mod probe;
 mod proxy;
+pub mod proxy_config;
 mod report;
 mod rules;
 mod target;

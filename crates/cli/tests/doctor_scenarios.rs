@@ -751,4 +751,18 @@ fn each_generated_proxy_config_works_in_front_of_holdfast() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The lint knows each format: the generated configs are clean, a broken one is not.
+    for kind in ["nginx", "haproxy", "apache", "caddy", "varnish"] {
+        let file = dir.join(format!("{kind}.lint"));
+        std::fs::write(&file, config(kind)).unwrap();
+        let out = holdfast().args(["doctor", "--lint"]).arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{kind}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let broken = dir.join("broken.cfg");
+    std::fs::write(&broken, config("haproxy").replace("    timeout tunnel 1h\n", "")).unwrap();
+    let out = holdfast().args(["doctor", "--lint"]).arg(&broken).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("timeout tunnel") && said.contains("HAProxy"), "{said}");
 }

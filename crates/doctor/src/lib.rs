@@ -17,6 +17,7 @@ mod platform;
 mod probe;
 mod proxy;
 pub mod proxy_config;
+mod proxy_lint;
 mod report;
 mod rules;
 mod target;
@@ -35,7 +36,7 @@ pub use rules::{diagnose, Verdict};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DoctorArgs {
     /// The endpoint, e.g. `wss://example.com/ws` (http(s):// is taken as ws(s)://).
-    #[arg(required_unless_present_any = ["nginx", "explain"])]
+    #[arg(required_unless_present_any = ["nginx", "explain", "lint"])]
     pub url: Option<String>,
     /// Origin header to send (what a page on that origin would send).
     #[arg(long)]
@@ -78,6 +79,10 @@ pub struct DoctorArgs {
     /// Lint an nginx config file instead of probing a URL.
     #[arg(long, value_name = "FILE")]
     pub nginx: Option<PathBuf>,
+    /// Lint a proxy config instead of probing a URL: nginx, HAProxy,
+    /// Apache, Caddy or Varnish, recognised from its contents.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["nginx", "explain"])]
+    pub lint: Option<PathBuf>,
     /// Explain a report copied from the `/doctor` page (what the user's
     /// browser and the server saw) instead of probing from here.
     #[arg(long, value_name = "FILE", conflicts_with = "nginx")]
@@ -100,7 +105,10 @@ pub async fn examine(args: &DoctorArgs, url: &str) -> Report {
 /// 0 healthy, 1 broken, 2 usage error.
 pub async fn run(args: DoctorArgs) -> u8 {
     if let Some(path) = &args.nginx {
-        return nginx::lint_command(path);
+        return proxy_lint::lint_command(path, Some(proxy_lint::Format::Nginx));
+    }
+    if let Some(path) = &args.lint {
+        return proxy_lint::lint_command(path, None);
     }
     let (report, url) = if let Some(path) = &args.explain {
         let text = match std::fs::read_to_string(path) {

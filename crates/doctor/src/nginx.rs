@@ -333,28 +333,6 @@ fn seconds(word: Option<&&str>) -> Option<u64> {
     })
 }
 
-/// `holdfast doctor --nginx FILE`: prints findings as `file:line: message`.
-pub fn lint_command(path: &std::path::Path) -> u8 {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("holdfast doctor: cannot read {}: {e}", path.display());
-            return 2;
-        }
-    };
-    let findings = lint(&text, 25);
-    for f in &findings {
-        println!("{}:{}: {}", path.display(), f.line, f.message);
-    }
-    if findings.is_empty() {
-        println!("{}: no WebSocket problems found", path.display());
-        0
-    } else {
-        println!("{} finding(s); `holdfast nginx` prints a config without them", findings.len());
-        1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ enum Command {
     Pub(pubsub::PubArgs),
     /// Print an nginx config that proxies WebSockets correctly.
     Nginx(holdfast_doctor::nginx::NginxArgs),
-    /// Print a config for nginx, HAProxy, Apache, Caddy or Varnish that proxies WebSockets correctly.
+    /// Print a config for nginx, HAProxy, Apache, Caddy, Varnish, Traefik or ingress-nginx that proxies WebSockets correctly.
     ProxyConfig(holdfast_doctor::proxy_config::ProxyConfigArgs),
     /// Load-test a holdfast server (idle memory, fan-out latency).
     Bench(holdfast_bench::BenchArgs),

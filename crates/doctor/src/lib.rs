@@ -80,7 +80,8 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "FILE")]
     pub nginx: Option<PathBuf>,
     /// Lint a proxy config instead of probing a URL: nginx, HAProxy,
-    /// Apache, Caddy or Varnish, recognised from its contents.
+    /// Apache, Caddy, Varnish, Traefik or ingress-nginx, recognised from
+    /// its contents.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["nginx", "explain"])]
     pub lint: Option<PathBuf>,
     /// Explain a report copied from the `/doctor` page (what the user's

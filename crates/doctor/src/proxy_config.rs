@@ -1,6 +1,7 @@
 //! `holdfast proxy-config KIND`: a working config for the proxies people
 //! put in front of a WebSocket server besides nginx (`holdfast nginx`):
-//! HAProxy, Apache, Caddy and Varnish. Each does what the nginx one does:
+//! HAProxy, Apache, Caddy, Varnish, Traefik (its file provider) and
+//! Kubernetes ingress-nginx (an Ingress with its annotations). Each does what the nginx one does:
 //! upgrades forwarded, timeouts well above the ping interval, Server-Sent
 //! Events unbuffered, the client's address forwarded (`X-Forwarded-For`),
 //! round robin without sticky sessions.
@@ -15,6 +16,8 @@ pub enum ProxyKind {
     Apache,
     Caddy,
     Varnish,
+    Traefik,
+    IngressNginx,
 }
 
 /// Arguments of `holdfast proxy-config`.
@@ -36,6 +39,8 @@ pub fn generate(args: &ProxyConfigArgs) -> String {
         ProxyKind::Apache => apache(a),
         ProxyKind::Caddy => caddy(a),
         ProxyKind::Varnish => varnish(a),
+        ProxyKind::Traefik => traefik(a),
+        ProxyKind::IngressNginx => ingress_nginx(a),
     }
 }
 
@@ -157,6 +162,59 @@ fn varnish(a: &NginxArgs) -> String {
          sub vcl_backend_response {{\n    if (bereq.url ~ \"^/(sse|poll)\") {{\n        set beresp.do_stream = true;\n        \
          set beresp.uncacheable = true;\n    }}\n}}\n",
         header = header("Varnish", a, "#"),
+        ping = a.ping_interval,
+    )
+}
+
+/// Traefik v2/v3, file provider (dynamic configuration, YAML). Traefik
+/// passes upgrades by itself and flushes `text/event-stream` at once; the
+/// entry point (static configuration) must trust the proxy in front of it,
+/// if any, for `X-Forwarded-For`.
+fn traefik(a: &NginxArgs) -> String {
+    let servers: String = a.upstream.iter().map(|u| format!("          - url: \"http://{u}\"\n")).collect();
+    let (entry, tls) = if a.tls { ("websecure", "      tls: {}\n") } else { ("web", "") };
+    format!(
+        "{header}\
+         # Traefik's file provider (dynamic configuration). Traefik forwards WebSocket upgrades, puts no idle\n\
+         # limit on upgraded connections and streams text/event-stream without buffering; it sends\n\
+         # X-Forwarded-For. Static configuration: an entry point `{entry}` (:{port}); behind another proxy, set\n\
+         # its forwardedHeaders.trustedIPs. Round robin, no sticky cookie.\n\
+         http:\n  routers:\n    holdfast:\n      rule: \"Host(`{name}`)\"\n      entryPoints: [\"{entry}\"]\n      service: holdfast\n{tls}\
+         \n  services:\n    holdfast:\n      loadBalancer:\n        servers:\n{servers}",
+        header = header("Traefik", a, "#"),
+        name = a.server_name,
+        port = if a.tls { 443 } else { 80 },
+    )
+}
+
+/// Kubernetes ingress-nginx: an Ingress whose annotations set what the
+/// nginx config does by hand (WebSocket upgrades it forwards by itself).
+fn ingress_nginx(a: &NginxArgs) -> String {
+    let (host, port) = a.upstream.first().and_then(|u| u.rsplit_once(':')).unwrap_or(("holdfast", "8080"));
+    // An Ingress names a Service, not an address.
+    let host = if host.parse::<std::net::IpAddr>().is_ok() { "holdfast" } else { host };
+    let tls = if a.tls {
+        format!("  tls:\n    - hosts: [\"{n}\"]\n      secretName: holdfast-tls\n", n = a.server_name)
+    } else {
+        String::new()
+    };
+    format!(
+        "{header}\
+         # Kubernetes ingress-nginx. It forwards WebSocket upgrades by itself; the annotations raise the\n\
+         # read/send timeouts above the server's {ping} s ping (60 s by default, which cuts idle sockets) and\n\
+         # turn buffering off for Server-Sent Events. `{host}` is the holdfast Service (port {port}); with\n\
+         # several pods, no session affinity is needed on a Redis broker. For the client address, set\n\
+         # use-forwarded-headers / compute-full-forwarded-for in the controller's ConfigMap when a load\n\
+         # balancer is in front, and start holdfast with --trusted-proxies <the pod network>.\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: holdfast\n  annotations:\n    \
+         nginx.ingress.kubernetes.io/proxy-read-timeout: \"3600\"\n    \
+         nginx.ingress.kubernetes.io/proxy-send-timeout: \"3600\"\n    \
+         nginx.ingress.kubernetes.io/proxy-buffering: \"off\"\n\
+         spec:\n  ingressClassName: nginx\n{tls}  rules:\n    - host: {name}\n      http:\n        paths:\n          \
+         - path: /\n            pathType: Prefix\n            backend:\n              service:\n                \
+         name: {host}\n                port:\n                  number: {port}\n",
+        header = header("ingress-nginx", a, "#"),
+        name = a.server_name,
         ping = a.ping_interval,
     )
 }

@@ -1,5 +1,5 @@
 //! `holdfast doctor --lint FILE`: recognises which proxy a config is for
-//! (nginx, HAProxy, Apache, Caddy, Varnish) and finds what breaks
+//! (nginx, HAProxy, Apache, Caddy, Varnish, Traefik, ingress-nginx) and finds what breaks
 //! WebSockets in it: upgrades not forwarded or refused, idle limits at or
 //! below the heartbeat, Server-Sent Events buffered, the client's address
 //! not forwarded. The nginx rules live in [`crate::nginx`]; these are the
@@ -15,6 +15,8 @@ pub enum Format {
     Apache,
     Caddy,
     Varnish,
+    Traefik,
+    IngressNginx,
 }
 
 impl Format {
@@ -25,6 +27,8 @@ impl Format {
             Format::Apache => "Apache",
             Format::Caddy => "Caddy",
             Format::Varnish => "Varnish",
+            Format::Traefik => "Traefik",
+            Format::IngressNginx => "ingress-nginx",
         }
     }
 }
@@ -32,7 +36,11 @@ impl Format {
 /// Which proxy `text` configures, from the words only it uses.
 pub fn recognise(text: &str) -> Option<Format> {
     let words = |w: &str| lines(text).any(|(_, l)| l.split_whitespace().next() == Some(w));
-    if text.contains("vcl 4") || text.contains("sub vcl_recv") {
+    if text.contains("kind: Ingress") {
+        Some(Format::IngressNginx)
+    } else if text.contains("loadBalancer") && (text.contains("routers") || text.contains("[http.")) {
+        Some(Format::Traefik)
+    } else if text.contains("vcl 4") || text.contains("sub vcl_recv") {
         Some(Format::Varnish)
     } else if words("frontend") || words("backend") || (words("listen") && words("bind")) {
         Some(Format::Haproxy)
@@ -56,6 +64,8 @@ pub fn lint(text: &str, format: Format, heartbeat: u64) -> Vec<Finding> {
         Format::Apache => apache(text, heartbeat),
         Format::Caddy => caddy(text, heartbeat),
         Format::Varnish => varnish(text),
+        Format::Traefik => traefik(text),
+        Format::IngressNginx => ingress_nginx(text, heartbeat),
     }
 }
 
@@ -233,6 +243,58 @@ fn varnish(text: &str) -> Vec<Finding> {
     out
 }
 
+/// Traefik forwards upgrades and streams event streams by itself; what
+/// breaks them is a `buffering` middleware, which holds whole responses.
+fn traefik(text: &str) -> Vec<Finding> {
+    lines(text)
+        .filter(|(_, l)| l.trim_start_matches('[').starts_with("buffering") || l.contains(".buffering"))
+        .map(|(n, _)| finding(n, "a `buffering` middleware holds whole responses: Server-Sent Events never arrive; keep it off the holdfast router"))
+        .collect()
+}
+
+/// ingress-nginx annotations: read/send timeouts (60 s by default) and
+/// buffering.
+fn ingress_nginx(text: &str, heartbeat: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut read = None;
+    for (n, line) in lines(text) {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim().trim_matches('"');
+        match key.trim().strip_prefix("nginx.ingress.kubernetes.io/") {
+            Some("proxy-read-timeout") => read = Some((seconds(value, false), n)),
+            Some("proxy-send-timeout") => {
+                if let Some(secs) = seconds(value, false).filter(|s| *s <= heartbeat) {
+                    out.push(finding(
+                        n,
+                        format!(
+                            "proxy-send-timeout {secs} s is at or below the heartbeat ({heartbeat} s): use \"3600\""
+                        ),
+                    ));
+                }
+            }
+            Some("proxy-buffering") if value == "on" => {
+                out.push(finding(n, "proxy-buffering \"on\": Server-Sent Events arrive late or in bursts; use \"off\""))
+            }
+            _ => {}
+        }
+    }
+    match read {
+        Some((Some(secs), n)) if secs <= heartbeat => out.push(finding(
+            n,
+            format!("proxy-read-timeout {secs} s is at or below the heartbeat ({heartbeat} s): idle WebSockets are cut; use \"3600\""),
+        )),
+        None => out.push(finding(
+            1,
+            format!(
+                "no nginx.ingress.kubernetes.io/proxy-read-timeout: ingress-nginx cuts WebSockets idle for 60 s; fine \
+                 only while the server pings more often (holdfast: every {heartbeat} s) — consider \"3600\""
+            ),
+        )),
+        _ => {}
+    }
+    out
+}
+
 /// `holdfast doctor --lint FILE` (and `--nginx FILE`, which reads it as
 /// nginx): prints findings as `file:line: message`; 0 clean, 1 findings,
 /// 2 unreadable or unrecognised.
@@ -246,7 +308,7 @@ pub fn lint_command(path: &std::path::Path, format: Option<Format>) -> u8 {
     };
     let Some(format) = format.or_else(|| recognise(&text)) else {
         eprintln!(
-            "holdfast doctor: {} is not a config the lint knows (nginx, HAProxy, Apache, Caddy, Varnish)",
+            "holdfast doctor: {} is not a config the lint knows (nginx, HAProxy, Apache, Caddy, Varnish, Traefik, ingress-nginx)",
             path.display()
         );
         return 2;
@@ -294,6 +356,8 @@ mod tests {
             (ProxyKind::Apache, Format::Apache),
             (ProxyKind::Caddy, Format::Caddy),
             (ProxyKind::Varnish, Format::Varnish),
+            (ProxyKind::Traefik, Format::Traefik),
+            (ProxyKind::IngressNginx, Format::IngressNginx),
         ] {
             let text = generated(kind);
             assert_eq!(recognise(&text), Some(format), "{text}");
@@ -335,5 +399,23 @@ mod tests {
         has(&varnish.replace("return (pipe);", "return (pass);"), Format::Varnish, "not piped");
         let no_copy = varnish.replace("set bereq.http.upgrade = req.http.upgrade;", "");
         has(&no_copy, Format::Varnish, "lose their Upgrade header");
+        let ingress = generated(ProxyKind::IngressNginx);
+        has(
+            &ingress.replace("proxy-read-timeout: \"3600\"", "proxy-read-timeout: \"20\""),
+            Format::IngressNginx,
+            "at or below",
+        );
+        let no_timeout = ingress.replace("    nginx.ingress.kubernetes.io/proxy-read-timeout: \"3600\"\n", "");
+        has(&no_timeout, Format::IngressNginx, "60 s");
+        has(
+            &ingress.replace("proxy-buffering: \"off\"", "proxy-buffering: \"on\""),
+            Format::IngressNginx,
+            "proxy-buffering",
+        );
+        let buffered = generated(ProxyKind::Traefik).replace(
+            "      service: holdfast\n",
+            "      service: holdfast\n      middlewares: [\"buf\"]\n  middlewares:\n    buf:\n      buffering: {}\n",
+        );
+        has(&buffered, Format::Traefik, "buffering");
     }
 }

@@ -106,7 +106,7 @@ pub async fn examine(args: &DoctorArgs, url: &str) -> Report {
 /// 0 healthy, 1 broken, 2 usage error.
 pub async fn run(args: DoctorArgs) -> u8 {
     if let Some(path) = &args.nginx {
-        return proxy_lint::lint_command(path, Some(proxy_lint::Format::Nginx));
+        return proxy_lint::lint_command(path, Some(proxy_config::ProxyKind::Nginx));
     }
     if let Some(path) = &args.lint {
         return proxy_lint::lint_command(path, None);

@@ -296,14 +296,7 @@ async fn plain_get(run: &Run<'_>, target: &Target) -> Option<Response> {
 /// Whether the target's port completes a TLS handshake (a certificate
 /// came back, trusted or not): for a `ws://` URL, it wanted `wss://`.
 async fn speaks_tls(run: &Run<'_>, target: &Target) -> bool {
-    let Some(route) = run.route.as_ref() else { return false };
-    let Ok(Ok(mut tcp)) = timeout(run.args.timeout, TcpStream::connect(route.addr)).await else { return false };
-    if let Some(p) = &route.proxy {
-        match open_tunnel(tcp, target, p, run.args.timeout).await {
-            Ok(t) => tcp = t,
-            Err(_) => return false,
-        }
-    }
+    let Some(tcp) = route_tcp(run, target).await else { return false };
     let as_tls = Target { tls: true, ..target.clone() };
     match tls_connect(run.args, &as_tls, tcp).await {
         Ok(_) => true,
@@ -407,15 +400,22 @@ async fn direct_status(run: &mut Run<'_>, target: &Target) -> Option<u16> {
 /// through TLS when the target uses it): for a second question the first
 /// connection cannot ask.
 async fn reconnect(run: &Run<'_>, target: &Target) -> Option<Box<dyn Io>> {
-    let route = run.route.as_ref()?;
-    let mut tcp = TcpStream::connect(route.addr).await.ok()?;
-    if let Some(p) = &route.proxy {
-        tcp = open_tunnel(tcp, target, p, run.args.timeout).await.ok()?;
-    }
+    let tcp = route_tcp(run, target).await?;
     if target.tls {
         Some(Box::new(tls_connect(run.args, target, tcp).await.ok()?))
     } else {
         Some(Box::new(tcp))
+    }
+}
+
+/// A TCP connection to the target the way the first one went: to the
+/// address connected to before, through the proxy's tunnel if there was one.
+async fn route_tcp(run: &Run<'_>, target: &Target) -> Option<TcpStream> {
+    let route = run.route.as_ref()?;
+    let tcp = timeout(run.args.timeout, TcpStream::connect(route.addr)).await.ok()?.ok()?;
+    match &route.proxy {
+        Some(p) => open_tunnel(tcp, target, p, run.args.timeout).await.ok(),
+        None => Some(tcp),
     }
 }
 

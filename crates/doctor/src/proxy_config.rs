@@ -8,7 +8,7 @@
 
 use crate::nginx::NginxArgs;
 
-/// The proxies a config can be printed for.
+/// The proxies a config can be printed for (and linted: `proxy_lint`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyKind {
     Nginx,
@@ -18,6 +18,21 @@ pub enum ProxyKind {
     Varnish,
     Traefik,
     IngressNginx,
+}
+
+impl ProxyKind {
+    /// A name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Haproxy => "HAProxy",
+            ProxyKind::Apache => "Apache",
+            ProxyKind::Caddy => "Caddy",
+            ProxyKind::Varnish => "Varnish",
+            ProxyKind::Traefik => "Traefik",
+            ProxyKind::IngressNginx => "ingress-nginx",
+        }
+    }
 }
 
 /// Arguments of `holdfast proxy-config`.

@@ -6,50 +6,25 @@
 //! others, read line by line (comments dropped), as the nginx one is.
 
 use crate::nginx::Finding;
-
-/// The formats the lint knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Nginx,
-    Haproxy,
-    Apache,
-    Caddy,
-    Varnish,
-    Traefik,
-    IngressNginx,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Nginx => "nginx",
-            Format::Haproxy => "HAProxy",
-            Format::Apache => "Apache",
-            Format::Caddy => "Caddy",
-            Format::Varnish => "Varnish",
-            Format::Traefik => "Traefik",
-            Format::IngressNginx => "ingress-nginx",
-        }
-    }
-}
+use crate::proxy_config::ProxyKind;
 
 /// Which proxy `text` configures, from the words only it uses.
-pub fn recognise(text: &str) -> Option<Format> {
+pub fn recognise(text: &str) -> Option<ProxyKind> {
     let words = |w: &str| lines(text).any(|(_, l)| l.split_whitespace().next() == Some(w));
     if text.contains("kind: Ingress") {
-        Some(Format::IngressNginx)
+        Some(ProxyKind::IngressNginx)
     } else if text.contains("loadBalancer") && (text.contains("routers") || text.contains("[http.")) {
-        Some(Format::Traefik)
+        Some(ProxyKind::Traefik)
     } else if text.contains("vcl 4") || text.contains("sub vcl_recv") {
-        Some(Format::Varnish)
+        Some(ProxyKind::Varnish)
     } else if words("frontend") || words("backend") || (words("listen") && words("bind")) {
-        Some(Format::Haproxy)
+        Some(ProxyKind::Haproxy)
     } else if text.contains("<VirtualHost") || words("ProxyPass") {
-        Some(Format::Apache)
+        Some(ProxyKind::Apache)
     } else if words("location") || words("proxy_pass") || text.contains("server {") {
-        Some(Format::Nginx)
+        Some(ProxyKind::Nginx)
     } else if text.contains("reverse_proxy") {
-        Some(Format::Caddy)
+        Some(ProxyKind::Caddy)
     } else {
         None
     }
@@ -57,15 +32,15 @@ pub fn recognise(text: &str) -> Option<Format> {
 
 /// The findings for `text` in `format`; `heartbeat` is the server's ping
 /// interval in seconds.
-pub fn lint(text: &str, format: Format, heartbeat: u64) -> Vec<Finding> {
+pub fn lint(text: &str, format: ProxyKind, heartbeat: u64) -> Vec<Finding> {
     match format {
-        Format::Nginx => crate::nginx::lint(text, heartbeat),
-        Format::Haproxy => haproxy(text, heartbeat),
-        Format::Apache => apache(text, heartbeat),
-        Format::Caddy => caddy(text, heartbeat),
-        Format::Varnish => varnish(text),
-        Format::Traefik => traefik(text),
-        Format::IngressNginx => ingress_nginx(text, heartbeat),
+        ProxyKind::Nginx => crate::nginx::lint(text, heartbeat),
+        ProxyKind::Haproxy => haproxy(text, heartbeat),
+        ProxyKind::Apache => apache(text, heartbeat),
+        ProxyKind::Caddy => caddy(text, heartbeat),
+        ProxyKind::Varnish => varnish(text),
+        ProxyKind::Traefik => traefik(text),
+        ProxyKind::IngressNginx => ingress_nginx(text, heartbeat),
     }
 }
 
@@ -298,7 +273,7 @@ fn ingress_nginx(text: &str, heartbeat: u64) -> Vec<Finding> {
 /// `holdfast doctor --lint FILE` (and `--nginx FILE`, which reads it as
 /// nginx): prints findings as `file:line: message`; 0 clean, 1 findings,
 /// 2 unreadable or unrecognised.
-pub fn lint_command(path: &std::path::Path, format: Option<Format>) -> u8 {
+pub fn lint_command(path: &std::path::Path, format: Option<ProxyKind>) -> u8 {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -335,7 +310,7 @@ pub fn lint_command(path: &std::path::Path, format: Option<Format>) -> u8 {
 mod tests {
     use super::*;
     use crate::nginx::NginxArgs;
-    use crate::proxy_config::{generate, ProxyConfigArgs, ProxyKind};
+    use crate::proxy_config::{generate, ProxyConfigArgs};
 
     fn generated(kind: ProxyKind) -> String {
         let common = NginxArgs {
@@ -350,18 +325,11 @@ mod tests {
 
     #[test]
     fn each_generated_config_is_recognised_and_clean() {
-        for (kind, format) in [
-            (ProxyKind::Nginx, Format::Nginx),
-            (ProxyKind::Haproxy, Format::Haproxy),
-            (ProxyKind::Apache, Format::Apache),
-            (ProxyKind::Caddy, Format::Caddy),
-            (ProxyKind::Varnish, Format::Varnish),
-            (ProxyKind::Traefik, Format::Traefik),
-            (ProxyKind::IngressNginx, Format::IngressNginx),
-        ] {
+        use clap::ValueEnum;
+        for &kind in ProxyKind::value_variants() {
             let text = generated(kind);
-            assert_eq!(recognise(&text), Some(format), "{text}");
-            assert_eq!(lint(&text, format, 25), vec![], "{text}");
+            assert_eq!(recognise(&text), Some(kind), "{text}");
+            assert_eq!(lint(&text, kind, 25), vec![], "{text}");
         }
     }
 
@@ -372,50 +340,54 @@ mod tests {
             assert!(f.iter().any(|x| x.message.contains(needle)), "{needle}: {f:#?}\n{text}");
         };
         let haproxy = generated(ProxyKind::Haproxy);
-        has(&haproxy.replace("timeout tunnel 1h", "timeout tunnel 20s"), Format::Haproxy, "at or below the heartbeat");
-        has(&haproxy.replace("    timeout tunnel 1h\n", ""), Format::Haproxy, "no `timeout tunnel`");
-        has(&haproxy.replace("    option forwardfor\n", ""), Format::Haproxy, "option forwardfor");
+        has(
+            &haproxy.replace("timeout tunnel 1h", "timeout tunnel 20s"),
+            ProxyKind::Haproxy,
+            "at or below the heartbeat",
+        );
+        has(&haproxy.replace("    timeout tunnel 1h\n", ""), ProxyKind::Haproxy, "no `timeout tunnel`");
+        has(&haproxy.replace("    option forwardfor\n", ""), ProxyKind::Haproxy, "option forwardfor");
         let deny = haproxy.replace(
             "    default_backend holdfast\n",
             "    http-request deny if { hdr(upgrade) -i websocket }\n    default_backend holdfast\n",
         );
-        has(&deny, Format::Haproxy, "refuses WebSocket upgrades");
+        has(&deny, ProxyKind::Haproxy, "refuses WebSocket upgrades");
         let apache = generated(ProxyKind::Apache);
-        has(&apache.replace(" upgrade=websocket", ""), Format::Apache, "does not forward WebSocket upgrades");
+        has(&apache.replace(" upgrade=websocket", ""), ProxyKind::Apache, "does not forward WebSocket upgrades");
         has(
             &apache.replace("/ws upgrade=websocket timeout=3600", "/ws upgrade=websocket timeout=20"),
-            Format::Apache,
+            ProxyKind::Apache,
             "timeout=20",
         );
-        has(&apache.replace(" flushpackets=on", ""), Format::Apache, "flushpackets=on");
+        has(&apache.replace(" flushpackets=on", ""), ProxyKind::Apache, "flushpackets=on");
         let catch_all = "<VirtualHost *:80>\n  ProxyPass / http://127.0.0.1:8080/\n</VirtualHost>\n";
-        has(catch_all, Format::Apache, "ProxyPass / does not forward WebSocket upgrades");
+        has(catch_all, ProxyKind::Apache, "ProxyPass / does not forward WebSocket upgrades");
         has(
             &generated(ProxyKind::Caddy).replace("flush_interval -1", "flush_interval 1s"),
-            Format::Caddy,
+            ProxyKind::Caddy,
             "flush_interval",
         );
         let varnish = generated(ProxyKind::Varnish);
-        has(&varnish.replace("return (pipe);", "return (pass);"), Format::Varnish, "not piped");
+        has(&varnish.replace("return (pipe);", "return (pass);"), ProxyKind::Varnish, "not piped");
         let no_copy = varnish.replace("set bereq.http.upgrade = req.http.upgrade;", "");
-        has(&no_copy, Format::Varnish, "lose their Upgrade header");
+        has(&no_copy, ProxyKind::Varnish, "lose their Upgrade header");
         let ingress = generated(ProxyKind::IngressNginx);
         has(
             &ingress.replace("proxy-read-timeout: \"3600\"", "proxy-read-timeout: \"20\""),
-            Format::IngressNginx,
+            ProxyKind::IngressNginx,
             "at or below",
         );
         let no_timeout = ingress.replace("    nginx.ingress.kubernetes.io/proxy-read-timeout: \"3600\"\n", "");
-        has(&no_timeout, Format::IngressNginx, "60 s");
+        has(&no_timeout, ProxyKind::IngressNginx, "60 s");
         has(
             &ingress.replace("proxy-buffering: \"off\"", "proxy-buffering: \"on\""),
-            Format::IngressNginx,
+            ProxyKind::IngressNginx,
             "proxy-buffering",
         );
         let buffered = generated(ProxyKind::Traefik).replace(
             "      service: holdfast\n",
             "      service: holdfast\n      middlewares: [\"buf\"]\n  middlewares:\n    buf:\n      buffering: {}\n",
         );
-        has(&buffered, Format::Traefik, "buffering");
+        has(&buffered, ProxyKind::Traefik, "buffering");
     }
 }

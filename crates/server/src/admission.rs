@@ -154,9 +154,13 @@ impl Admission {
 
     /// Takes a place for a TCP connection from an untrusted `peer`, or says
     /// why not (`max_connections_per_ip`, counted over every connection).
-    pub fn hold_socket(self: &Arc<Self>, peer: IpAddr) -> Result<SocketTicket, Refusal> {
+    /// `None` without that limit: nothing to count, so no lock per accept.
+    pub fn hold_socket(self: &Arc<Self>, peer: IpAddr) -> Result<Option<SocketTicket>, Refusal> {
+        if self.limits.max_connections_per_ip == 0 {
+            return Ok(None);
+        }
         self.take_place(&self.sockets_per_peer, peer)?;
-        Ok(SocketTicket { admission: self.clone(), peer })
+        Ok(Some(SocketTicket { admission: self.clone(), peer }))
     }
 
     fn take_place(&self, counts: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) -> Result<(), Refusal> {

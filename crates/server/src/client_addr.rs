@@ -52,15 +52,11 @@ impl TrustedProxies {
         self.0.is_empty()
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is a trusted proxy (a TCP peer that is one carries many
+    /// clients: its connections are not counted as one client's).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    /// Whether a TCP peer is a trusted proxy (its connections are not
-    /// counted as one client's).
-    pub fn trusts_peer(&self, peer: IpAddr) -> bool {
-        self.trusts(peer)
     }
 
     /// The client's address for a request that came from `peer`.
@@ -125,6 +121,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// limits). Said once per process, as the fix is one setting.
 fn warn_once_if_proxied(peer: IpAddr, headers: &HeaderMap) {
     static SAID: AtomicBool = AtomicBool::new(false);
+    if SAID.load(Ordering::Relaxed) {
+        return;
+    }
     let proxied = headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
     if proxied && !SAID.swap(true, Ordering::Relaxed) {
         tracing::warn!(

@@ -45,10 +45,10 @@ impl Gate {
     /// A place for a connection from `peer`: none needed for a trusted
     /// proxy (its connections carry many clients).
     fn admit(&self, peer: SocketAddr) -> Result<Option<SocketTicket>, crate::upgrade::Refusal> {
-        if self.trusted.trusts_peer(peer.ip()) {
+        if self.trusted.trusts(peer.ip()) {
             return Ok(None);
         }
-        self.admission.hold_socket(peer.ip()).map(Some).inspect_err(|refusal| {
+        self.admission.hold_socket(peer.ip()).inspect_err(|refusal| {
             self.metrics.rejections.record(refusal, Instant::now());
         })
     }

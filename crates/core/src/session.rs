@@ -232,7 +232,7 @@ impl Session {
         let id_or_zero = id.unwrap_or(0);
         match command {
             Command::Pong => Ok(()),
-            Command::Connect { client, token, ping_interval_ms } => {
+            Command::Connect { client, token, ping_interval_ms, report: _ } => {
                 if self.info.is_some() {
                     return fail(ErrorCode::AlreadyConnected, "connect was already sent on this session".into());
                 }

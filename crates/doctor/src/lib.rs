@@ -8,7 +8,6 @@
 //! It sees servers only from the outside: no dependency on the gateway's
 //! core or server crates.
 
-mod cause;
 mod certificate;
 mod explain;
 pub mod nginx;
@@ -26,8 +25,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cause::Cause;
 pub use explain::explain;
+pub use holdfast_protocol::Cause;
 pub use observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
 pub use report::{Report, Stage, Status};
 pub use rules::{diagnose, Verdict};

@@ -8,9 +8,9 @@
 use holdfast_protocol::CloseCode;
 use serde::Serialize;
 
-use crate::cause::Cause;
 use crate::observe::{whole_seconds, End, Handshake, Http, Observations, Response, RoundTrip, Tcp, Tls};
 use crate::platform::{idle_limits_matching, proxy_in_front, Proxy};
+use crate::Cause;
 
 mod session;
 

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{ChannelName, ErrorCode, StreamPosition};
+use crate::{ChannelName, ClientReport, ErrorCode, StreamPosition};
 
 /// One decoded command with the `id` the reply must carry.
 #[derive(Debug)]
@@ -34,6 +34,10 @@ pub enum Command {
         /// A shorter ping interval the client asks for (it saw idle
         /// connections die); the server honours it within bounds.
         ping_interval_ms: Option<u64>,
+        /// What the client says went wrong before this connect; `Err` says
+        /// why a report it sent could not be read (the connect goes on:
+        /// a report is statistics).
+        report: Option<Result<ClientReport, String>>,
     },
     /// Subscribes to a channel, recovering from `since` when given.
     Subscribe {
@@ -103,6 +107,8 @@ struct Envelope<'a> {
     client: Option<&'a RawValue>,
     #[serde(borrow)]
     ping_interval_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    report: Option<&'a RawValue>,
 }
 
 /// The longest `client` a `connect` may name. It is copied into every
@@ -158,6 +164,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
                 token: optional(id, "token", env.token)?,
                 client,
                 ping_interval_ms: optional(id, "ping_interval_ms", env.ping_interval_ms)?,
+                report: env.report.filter(|r| r.get() != "null").map(|r| ClientReport::decode(r.get())),
             }
         }
         "subscribe" => Command::Subscribe {
@@ -237,6 +244,17 @@ mod tests {
         let e = err(&format!(r#"{{"id":1,"op":"connect","client":"{fits}x"}}"#));
         assert_eq!((e.id, e.code), (Some(1), ErrorCode::BadRequest), "{}", e.message);
         assert!(e.message.contains("`client`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_report_that_cannot_be_read_does_not_fail_the_connect() {
+        let r = decode_line(r#"{"id":1,"op":"connect","report":{"transport":"sse","fallback":"websocket_blocked"}}"#);
+        let Command::Connect { report: Some(Ok(report)), .. } = r.unwrap().command else { panic!() };
+        assert_eq!(report.fallback, Some(crate::Cause::WebsocketBlocked));
+        let r = decode_line(r#"{"id":1,"op":"connect","report":"garbage"}"#);
+        assert!(matches!(r.unwrap().command, Command::Connect { report: Some(Err(_)), .. }));
+        let r = decode_line(r#"{"id":1,"op":"connect","report":null}"#);
+        assert!(matches!(r.unwrap().command, Command::Connect { report: None, .. }));
     }
 
     #[test]

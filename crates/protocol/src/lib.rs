@@ -4,23 +4,29 @@
 //! client, the doctor and the bench all encode and decode through it, so they
 //! cannot drift apart. See `docs/PROTOCOL.md` for the reference.
 
+mod cause;
 mod channel;
 mod close;
 mod command;
+mod diagnosis;
 mod error;
 mod frame;
 mod position;
 mod recovery;
 mod reply;
+mod report;
 
+pub use cause::Cause;
 pub use channel::{ChannelName, ChannelNameError, MAX_CHANNEL_LEN};
 pub use close::CloseCode;
 pub use command::{decode_frame, decode_line, Command, DecodeError, Request};
+pub use diagnosis::{Diagnosis, Ending, Finding, SessionRecord, TransportCounts};
 pub use error::ErrorCode;
 pub use frame::Frame;
 pub use position::{Epoch, Offset, StreamPosition};
 pub use recovery::{plan_recovery, HistoryWindow, LossReason, Recovery};
 pub use reply::{encode_history, EncodedPublication, Reply};
+pub use report::{ClientReport, Phase, Transport, MAX_REASON, MAX_REPORT};
 
 /// The WebSocket subprotocol of this version.
 pub const SUBPROTOCOL: &str = "holdfast.v1.json";

@@ -1,10 +1,12 @@
-//! The causes the doctor can name. Ids are stable: scripts branch on them,
-//! and docs/DOCTOR.md has one section per id (a test checks).
+//! The causes the doctor can name, from one probe or from what a server saw
+//! of its whole fleet. Ids are stable: scripts branch on them, clients send
+//! them as the reason they fell back to SSE or long-polling, and
+//! docs/DOCTOR.md has one section per id (a test checks).
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The most likely reason an endpoint works or does not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// Handshake and round trip worked.
@@ -67,6 +69,9 @@ pub enum Cause {
     ServerClosed,
     /// The connection dropped without a close frame.
     AbnormalClosure,
+    /// Seen by a server: many connections through one peer dropped within
+    /// a second without close frames (a proxy reloaded or restarted).
+    MassDrop,
     /// From the browser page: the WebSocket never reached the server, while
     /// plain HTTP from the same page did (a proxy or filter in between).
     WebsocketBlocked,
@@ -76,7 +81,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order docs/DOCTOR.md lists them.
-    pub const ALL: [Cause; 31] = [
+    pub const ALL: [Cause; 32] = [
         Cause::Healthy,
         Cause::InvalidUrl,
         Cause::ForwardProxyBlocked,
@@ -106,6 +111,7 @@ impl Cause {
         Cause::IdleTimeout,
         Cause::ServerClosed,
         Cause::AbnormalClosure,
+        Cause::MassDrop,
         Cause::WebsocketBlocked,
         Cause::Unknown,
     ];
@@ -142,8 +148,42 @@ impl Cause {
             Cause::IdleTimeout => "idle_timeout",
             Cause::ServerClosed => "server_closed",
             Cause::AbnormalClosure => "abnormal_closure",
+            Cause::MassDrop => "mass_drop",
             Cause::WebsocketBlocked => "websocket_blocked",
             Cause::Unknown => "unknown",
         }
+    }
+}
+
+impl std::str::FromStr for Cause {
+    type Err = ();
+
+    fn from_str(id: &str) -> Result<Cause, ()> {
+        Cause::ALL.into_iter().find(|c| c.id() == id).ok_or(())
+    }
+}
+
+/// An id this version does not know (a newer client's, or garbage) reads
+/// as `unknown`: what a client reports is statistics, never a reason to
+/// refuse it, and the set of values stays closed (metric labels).
+impl<'de> Deserialize<'de> for Cause {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cause, D::Error> {
+        let id = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(id.parse().unwrap_or(Cause::Unknown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_read_back_and_strangers_read_as_unknown() {
+        for cause in Cause::ALL {
+            let json = serde_json::to_string(&cause).unwrap();
+            assert_eq!(serde_json::from_str::<Cause>(&json).unwrap(), cause);
+        }
+        assert_eq!(serde_json::from_str::<Cause>(r#""made_up""#).unwrap(), Cause::Unknown);
+        assert!(serde_json::from_str::<Cause>("5").is_err());
     }
 }

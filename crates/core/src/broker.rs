@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
+use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, SessionRecord, StreamPosition};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -202,5 +202,23 @@ pub trait Broker: Send + Sync + 'static {
     /// here (the embedded broker), for `/metrics`.
     fn history_bytes(&self) -> Option<usize> {
         None
+    }
+
+    /// Keeps records of ended sessions where every node can read them. A
+    /// single-process broker keeps none: the node's journal has them.
+    async fn record_sessions(&self, _records: &[SessionRecord]) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// A session's record, from any node; `Ok(None)` when this broker
+    /// keeps none or has none for it.
+    async fn session_record(&self, _session: &str) -> Result<Option<SessionRecord>, BrokerError> {
+        Ok(None)
+    }
+
+    /// The last `limit` sessions of `user` on every node, newest first;
+    /// `Ok(None)` when this broker keeps none (ask the node's journal).
+    async fn user_sessions(&self, _user: &str, _limit: usize) -> Result<Option<Vec<SessionRecord>>, BrokerError> {
+        Ok(None)
     }
 }

@@ -11,6 +11,7 @@ mod broker;
 mod bucket;
 mod heartbeat;
 mod history;
+mod journal;
 mod memory;
 mod namespace;
 mod node;
@@ -28,6 +29,7 @@ pub use broker::{
 pub use bucket::{Admit, TokenBucket};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};
+pub use journal::{unix_ms, Journal, JournalLimits, SessionEnd, BURST, IDLE_MIN, MASS_DROP_MIN};
 pub use memory::{new_epoch, MemoryBroker, NodeLimits};
 pub use namespace::{NamespaceRules, Namespaces};
 pub use node::{Node, SessionConfig};

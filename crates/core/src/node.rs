@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::auth::Authenticator;
 use crate::backend::{AskKind, Backend};
 use crate::broker::Broker;
+use crate::journal::{unix_ms, Journal, JournalLimits};
 use crate::namespace::{NamespaceRules, Namespaces};
 use crate::observer::{NoObserver, Observer};
 use crate::registry::SessionRegistry;
@@ -71,6 +72,8 @@ pub struct Node {
     pub backend: Option<Arc<dyn Backend>>,
     /// Rules per channel namespace.
     pub namespaces: Namespaces,
+    /// How this node's sessions ended.
+    pub journal: Journal,
 }
 
 impl Node {
@@ -90,7 +93,37 @@ impl Node {
                 NamespaceRules { allow_publish: config.allow_client_publish, ..NamespaceRules::default() },
                 Default::default(),
             ),
+            journal: Journal::new(JournalLimits::default(), unix_ms()),
         }
+    }
+
+    /// Keeps session records within `limits`.
+    pub fn with_journal_limits(mut self, limits: JournalLimits) -> Node {
+        self.journal = Journal::new(limits, unix_ms());
+        self
+    }
+
+    /// Tells the observer and the broker about records the journal
+    /// completed (a broker shared by nodes keeps them for every node's
+    /// timeline queries).
+    pub async fn record_ends(&self, records: &[holdfast_protocol::SessionRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        for record in records {
+            self.observer().session_ended(record);
+        }
+        // Lost records cost a timeline entry, never a session: counted only.
+        if self.broker.record_sessions(records).await.is_err() {
+            self.observer().broker_error();
+        }
+    }
+
+    /// Completes the records of drops whose burst is over (the server calls
+    /// it every second).
+    pub async fn settle_journal(&self) {
+        let records = self.journal.flush(unix_ms());
+        self.record_ends(&records).await;
     }
 
     /// Applies namespace rules (they replace the default built from

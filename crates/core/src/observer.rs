@@ -2,6 +2,7 @@
 //! without core knowing about metrics. The server implements it with
 //! atomic counters; tests and tools can leave it out.
 
+use holdfast_protocol::{ClientReport, SessionRecord};
 use std::time::Duration;
 
 /// A command kind, for per-op counts.
@@ -61,6 +62,10 @@ pub trait Observer: Send + Sync {
     fn delivered(&self, _delivered: usize, _fanout: Duration) {}
     /// The broker failed a call.
     fn broker_error(&self) {}
+    /// A client's report arrived with `connect` (`None`: unreadable).
+    fn client_report(&self, _report: Option<&ClientReport>) {}
+    /// A session's record is complete (its cause decided).
+    fn session_ended(&self, _record: &SessionRecord) {}
 }
 
 /// The observer used when nobody watches.

@@ -10,7 +10,10 @@
 //! [`Session::finish`] so subscriptions and the registry entry go away.
 
 use bytes::Bytes;
-use holdfast_protocol::{decode_frame, ChannelName, Command, ErrorCode, Reply, Request, StreamPosition};
+use holdfast_protocol::{
+    decode_frame, ChannelName, ClientReport, Command, ErrorCode, Reply, Request, SessionRecord, StreamPosition,
+    Transport,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use crate::backend::{Ask, AskKind, RequestContext};
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
 use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::journal::SessionEnd;
 use crate::namespace::NamespaceRules;
 use crate::node::Node;
 use crate::observer::Op;
@@ -54,6 +58,14 @@ pub struct Session {
     /// The request that opened the session, for the backend; `None`
     /// without one (nothing kept per idle connection).
     context: Option<Box<RequestContext>>,
+    /// What carries the session.
+    transport: Transport,
+    opened: Instant,
+    /// What the client said in `connect` about the failure before it.
+    report: Option<Box<ClientReport>>,
+    /// Subscribes with a position, and the ones that could not recover.
+    recoveries: u32,
+    recovery_failures: u32,
 }
 
 /// What a backend hears of a session opened without a context.
@@ -79,7 +91,19 @@ impl Session {
             token_expires: None,
             frame_time: now,
             context: None,
+            transport: Transport::Websocket,
+            opened: now,
+            report: None,
+            recoveries: 0,
+            recovery_failures: 0,
         }
+    }
+
+    /// Names the transport that carries the session (WebSocket unless
+    /// told), for its record.
+    pub fn on(mut self, transport: Transport) -> Session {
+        self.transport = transport;
+        self
     }
 
     /// Records the request that opened the session (what a backend is
@@ -232,7 +256,7 @@ impl Session {
         let id_or_zero = id.unwrap_or(0);
         match command {
             Command::Pong => Ok(()),
-            Command::Connect { client, token, ping_interval_ms, report: _ } => {
+            Command::Connect { client, token, ping_interval_ms, report } => {
                 if self.info.is_some() {
                     return fail(ErrorCode::AlreadyConnected, "connect was already sent on this session".into());
                 }
@@ -290,6 +314,12 @@ impl Session {
                     .encode(),
                 );
                 self.node.sessions.set_identity(self.key, &info.session, info.user.as_deref());
+                self.node.journal.opened(self.transport);
+                if let Some(report) = report {
+                    self.node.journal.reported(&report, &info.session, crate::journal::unix_ms());
+                    self.node.observer().client_report(report.as_ref().ok());
+                    self.report = report.ok().map(Box::new);
+                }
                 self.info = Some(info);
                 Ok(())
             }
@@ -482,7 +512,11 @@ impl Session {
             .encode()
         };
         match self.node.broker.subscribe(&channel, subscriber, since.as_ref(), &reply).await {
-            Ok(_) => {
+            Ok(subscribed) => {
+                if since.is_some() {
+                    self.recoveries += 1;
+                    self.recovery_failures += u32::from(subscribed.recovered == Some(false));
+                }
                 self.subscriptions.push(channel);
                 Ok(())
             }
@@ -501,15 +535,39 @@ impl Session {
         let _ = self.outbox.push(frame);
     }
 
-    /// Leaves every channel and the registry. Call exactly once, when the
+    /// Leaves every channel and the registry, and records how the session
+    /// ended (`end`) in the node's journal. Call exactly once, when the
     /// connection is gone.
-    pub async fn finish(self) {
+    pub async fn finish(self, end: SessionEnd) {
         // First: should a broker call below fail hard (a panic), the drain
         // must not wait for this session.
         self.node.sessions.unregister(self.key);
         for channel in &self.subscriptions {
             self.node.broker.unsubscribe(channel, self.key).await;
         }
+        // A connection that never sent `connect` is nobody's session.
+        let Some(info) = &self.info else { return };
+        let lived = self.opened.elapsed();
+        let now_ms = crate::journal::unix_ms();
+        let record = SessionRecord {
+            session: info.session.clone(),
+            user: info.user.clone(),
+            node: self.node.name.clone(),
+            transport: self.transport,
+            opened_ms: now_ms.saturating_sub(lived.as_millis() as u64),
+            lived_ms: lived.as_millis() as u64,
+            peer: end.peer.map(|p| p.to_string()),
+            address: end.address.map(|a| a.to_string()),
+            ending: end.ending,
+            code: end.code,
+            silent_ms: end.silent_ms,
+            recoveries: self.recoveries,
+            recovery_failures: self.recovery_failures,
+            cause: holdfast_protocol::Cause::Unknown,
+            report: self.report.map(|r| *r),
+        };
+        let complete = self.node.journal.ended(&end, record, now_ms);
+        self.node.record_ends(&complete).await;
     }
 }
 

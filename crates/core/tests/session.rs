@@ -38,7 +38,7 @@ async fn commands_before_connect_are_refused_with_their_id() {
     s.handle_frame(r#"{"id":5,"op":"subscribe","channel":"a"}"#, Instant::now()).await;
     let out = drain(&s);
     assert_eq!((out[0]["code"].as_str(), out[0]["id"].as_u64()), (Some("not_connected"), Some(5)));
-    s.finish().await;
+    s.finish(Default::default()).await;
     assert!(node.sessions.is_empty());
 }
 
@@ -60,10 +60,10 @@ async fn subscribe_publish_and_leave() {
         (reply[0]["op"].as_str(), reply[0]["id"].as_u64(), reply[0]["offset"].as_u64()),
         (Some("published"), Some(3), Some(1))
     );
-    a.finish().await;
+    a.finish(Default::default()).await;
     let presence = node.broker.presence(&ChannelName::new("c").unwrap()).await.unwrap();
     assert!(presence.is_empty(), "finish unsubscribes");
-    b.finish().await;
+    b.finish(Default::default()).await;
 }
 
 #[tokio::test]
@@ -124,7 +124,7 @@ async fn resubscribe_race_keeps_every_offset_exactly_once() {
         }
         if rounds % 2 == 0 {
             // Leave and come back as a new session from the last position.
-            sub.finish().await;
+            sub.finish(Default::default()).await;
             sub = connected(&node).await;
             let last = seen.last().copied().unwrap_or(0);
             let cmd = format!(
@@ -224,9 +224,9 @@ async fn the_backend_decides_connect_subscribe_and_publish_and_a_failure_allows_
         s.handle_frame(r#"{"id":1,"op":"connect"}"#, Instant::now()).await;
         assert_eq!(drain(&s)[0]["code"], code);
         assert!(s.id().is_none(), "not connected");
-        s.finish().await;
+        s.finish(Default::default()).await;
     }
-    alice.finish().await;
+    alice.finish(Default::default()).await;
 }
 
 /// Pongs went around the rate limit, and one small compressed frame holds

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use holdfast_core::{HistoryLimits, NamespaceRules, Namespaces, NodeLimits, SessionConfig};
+use holdfast_core::{HistoryLimits, JournalLimits, NamespaceRules, Namespaces, NodeLimits, SessionConfig};
 use holdfast_server::{Limits, OriginPolicy, ServerConfig};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Channels this node may hold, with the embedded broker (default 100000; 0: no limit).
     #[arg(long, env = "HOLDFAST_MAX_CHANNELS")]
     pub max_channels: Option<usize>,
+    /// MiB of ended-session records this node keeps for timelines and
+    /// `/api/sessions` (default 4, some 10,000 sessions; the oldest go first).
+    #[arg(long, env = "HOLDFAST_SESSION_LOG_MB")]
+    pub session_log_mb: Option<usize>,
     /// Whether clients may publish (over WebSocket, SSE or long-polling)
     /// outside the namespaces that say otherwise (`true`/`false`; default
     /// false: your backend publishes through the HTTP API).
@@ -197,6 +201,7 @@ pub struct FileConfig {
     max_subscriptions: Option<usize>,
     history_budget_mb: Option<usize>,
     max_channels: Option<usize>,
+    session_log_mb: Option<usize>,
     allow_client_publish: Option<bool>,
     demo: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
@@ -280,6 +285,7 @@ const FILE_KEYS: &[&str] = &[
     "max_subscriptions",
     "history_budget_mb",
     "max_channels",
+    "session_log_mb",
     "allow_client_publish",
     "demo",
     "drain_window",
@@ -377,6 +383,8 @@ pub struct Resolved {
     pub session: SessionConfig,
     /// What the embedded broker may hold.
     pub node_limits: NodeLimits,
+    /// How many ended-session records the node keeps.
+    pub journal: JournalLimits,
     /// Node name.
     pub node_name: Option<String>,
     /// Log format.
@@ -565,6 +573,12 @@ impl ServeArgs {
                     .map_or(NodeLimits::default().history_bytes, |mb| mb << 20),
                 max_channels: self.max_channels.or(file.max_channels).unwrap_or(NodeLimits::default().max_channels),
             },
+            journal: JournalLimits {
+                record_bytes: self
+                    .session_log_mb
+                    .or(file.session_log_mb)
+                    .map_or(JournalLimits::default().record_bytes, |mb| mb << 20),
+            },
             server: ServerConfig {
                 api_key,
                 max_message_size,
@@ -588,6 +602,7 @@ impl ServeArgs {
                     .unwrap_or(server_defaults.handshake_timeout),
                 tls,
                 explain: None,
+                finding_words: None,
                 forward_headers,
                 trusted_proxies,
                 limits: Limits {

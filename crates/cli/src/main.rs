@@ -136,6 +136,7 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         let broker = start_broker(&cfg, &sessions).await?;
         let mut node =
             Node::new(broker, cfg.session, cfg.node_name).with_namespaces(cfg.namespaces).with_sessions(sessions);
+        node = node.with_journal_limits(cfg.journal);
         if let Some(auth) = cfg.auth {
             node = node.with_auth(Arc::new(auth));
         }

@@ -47,6 +47,11 @@ impl Heartbeat {
         self.ping_sent = None;
     }
 
+    /// When the peer last sent something.
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
     /// When [`Heartbeat::poll`] next has something to say.
     pub fn deadline(&self) -> Instant {
         match self.ping_sent {

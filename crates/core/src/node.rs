@@ -126,6 +126,13 @@ impl Node {
         self.record_ends(&records).await;
     }
 
+    /// Completes every record still waiting for its burst (the node is
+    /// stopping: no drop will join them).
+    pub async fn close_journal(&self) {
+        let records = self.journal.flush(unix_ms() + crate::journal::BURST);
+        self.record_ends(&records).await;
+    }
+
     /// Applies namespace rules (they replace the default built from
     /// `allow_client_publish`).
     pub fn with_namespaces(mut self, namespaces: Namespaces) -> Node {

@@ -157,6 +157,11 @@ impl Session {
         }
     }
 
+    /// When the peer last sent something (a frame of any kind).
+    pub fn last_heard(&self) -> Instant {
+        self.heartbeat.last_heard()
+    }
+
     /// The peer showed it is alive without sending a command (a WebSocket
     /// pong frame, say).
     pub fn heard(&mut self, now: Instant) {

@@ -232,6 +232,7 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
     authorize(&headers, &state.config.api_key)?;
     let channels = state.node.broker.channels().await.map_err(unavailable)?;
     let mut body = state.metrics.status();
+    body["diagnosis"] = serde_json::to_value(crate::diagnosis::diagnosis(&state)).unwrap_or_default();
     body["channels"] = channels.len().into();
     body["subscriptions"] = channels.iter().map(|c| c.subscribers).sum::<usize>().into();
     body["ready"] = match (state.node.is_draining(), state.node.broker.readiness()) {

@@ -20,9 +20,15 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The address a request is counted and reported under (an extension on
-/// every request, set by the listener).
+/// every request, set by the listener), and the TCP peer that delivered it
+/// (the proxy in front, when there is one: what fleet diagnosis groups by).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+pub struct ClientAddr {
+    /// Who the client is.
+    pub client: IpAddr,
+    /// The TCP peer.
+    pub peer: IpAddr,
+}
 
 /// Networks whose peers may say who the client is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

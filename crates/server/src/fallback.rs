@@ -38,8 +38,8 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session};
-use holdfast_protocol::{CloseCode, ErrorCode};
+use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session, SessionEnd};
+use holdfast_protocol::{CloseCode, Ending, ErrorCode};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 
@@ -78,6 +78,8 @@ struct Open {
     client: Option<String>,
     token: Option<String>,
     ping_interval_ms: Option<u64>,
+    /// `connect.report`, as JSON text.
+    report: Option<String>,
     channels: Vec<String>,
     session: Option<String>,
 }
@@ -89,6 +91,7 @@ fn parse_query(query: Option<&str>) -> Open {
             "client" => open.client = Some(v.into_owned()),
             "token" => open.token = Some(v.into_owned()),
             "ping_interval_ms" => open.ping_interval_ms = v.parse().ok(),
+            "report" => open.report = Some(v.into_owned()),
             "channel" => open.channels.push(v.into_owned()),
             "session" => open.session = Some(v.into_owned()),
             _ => {}
@@ -160,7 +163,7 @@ impl Positions {
 /// refuses it.
 async fn open_session(
     state: &AppState,
-    client: Option<IpAddr>,
+    addr: Option<ClientAddr>,
     open: &Open,
     since: &Positions,
     transport: Transport,
@@ -171,6 +174,7 @@ async fn open_session(
         let e = ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "this node is shutting down".into());
         return Err(([(header::RETRY_AFTER, "1")], e).into_response());
     }
+    let client = addr.map(|a| a.client);
     let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let ticket = match state.admission.admit(ip) {
         Ok(t) => t,
@@ -181,7 +185,11 @@ async fn open_session(
     };
     let name = if matches!(transport, Transport::Sse) { "sse" } else { "polling" };
     let context = crate::backend::context_of(&state.node, headers, client, name, &state.config.forward_headers);
-    let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context);
+    let on = match transport {
+        Transport::Sse => holdfast_protocol::Transport::Sse,
+        _ => holdfast_protocol::Transport::Poll,
+    };
+    let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context).on(on);
     let mut connect = serde_json::json!({"id": 1, "op": "connect"});
     if let Some(c) = &open.client {
         connect["client"] = c.as_str().into();
@@ -192,13 +200,18 @@ async fn open_session(
     if let Some(ms) = open.ping_interval_ms {
         connect["ping_interval_ms"] = ms.into();
     }
+    if let Some(report) = &open.report {
+        // Not JSON: passed on as a string, which the session counts as an
+        // unreadable report.
+        connect["report"] = serde_json::from_str(report).unwrap_or_else(|_| report.as_str().into());
+    }
     session.handle_frame(&connect.to_string(), Instant::now()).await;
     let Some(id) = session.id().map(str::to_owned) else {
         // The connect was refused (a bad token, say): answer with what the
         // session said, as a WebSocket client would have read it.
         let mut batch = Batch::default();
         session.outbox().take(&mut batch);
-        session.finish().await;
+        session.finish(SessionEnd::default()).await;
         return Err((StatusCode::UNAUTHORIZED, json_array(&batch)).into_response());
     };
     for (i, channel) in open.channels.iter().enumerate() {
@@ -215,7 +228,7 @@ async fn open_session(
     let state = state.clone();
     tokio::spawn(async move {
         let _ticket = ticket;
-        run_session(session, rx, &state, transport, hangup).await;
+        run_session(session, rx, &state, transport, hangup, addr).await;
     });
     Ok(route)
 }
@@ -229,6 +242,7 @@ async fn run_session(
     state: &AppState,
     transport: Transport,
     hangup: Option<Hangup>,
+    addr: Option<ClientAddr>,
 ) {
     let metrics = &state.metrics;
     let outbox = session.outbox().clone();
@@ -260,8 +274,23 @@ async fn run_session(
         }
     })
     .await;
-    let code = outbox.closing_code().map_or(1006, |c| c.code());
-    session.finish().await;
+    let closed = outbox.closing_code();
+    let code = closed.map_or(1006, |c| c.code());
+    // A fallback session has no close frame: it either closed on the
+    // server's word or expired without reads.
+    let end = SessionEnd {
+        transport: if matches!(transport, Transport::Sse) {
+            holdfast_protocol::Transport::Sse
+        } else {
+            holdfast_protocol::Transport::Poll
+        },
+        ending: if closed.is_some() { Ending::ServerClosed } else { Ending::Dropped },
+        code,
+        silent_ms: None,
+        peer: addr.map(|a| a.peer),
+        address: addr.map(|a| a.client),
+    };
+    session.finish(end).await;
     metrics.connection_closed(transport, code);
 }
 
@@ -296,7 +325,11 @@ async fn serve_commands(
 }
 
 fn client_of(req: &Request<Body>) -> Option<IpAddr> {
-    req.extensions().get::<ClientAddr>().map(|c| c.0)
+    req.extensions().get::<ClientAddr>().map(|c| c.client)
+}
+
+fn addr_of(req: &Request<Body>) -> Option<ClientAddr> {
+    req.extensions().get::<ClientAddr>().copied()
 }
 
 /// `GET /sse`: opens a session and streams what it sends as events.
@@ -305,8 +338,7 @@ pub async fn sse(State(state): State<AppState>, req: Request<Body>) -> Response 
     let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     let since = Positions::parse(last_id);
     let hangup = req.extensions().get::<Hangup>().cloned();
-    let route = match open_session(&state, client_of(&req), &open, &since, Transport::Sse, req.headers(), hangup).await
-    {
+    let route = match open_session(&state, addr_of(&req), &open, &since, Transport::Sse, req.headers(), hangup).await {
         Ok(r) => r,
         Err(refused) => return refused,
     };
@@ -428,7 +460,7 @@ pub async fn poll(State(state): State<AppState>, req: Request<Body>) -> Response
     let Some(id) = &open.session else {
         return match open_session(
             &state,
-            client_of(&req),
+            addr_of(&req),
             &open,
             &Positions::default(),
             Transport::LongPoll,

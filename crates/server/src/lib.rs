@@ -16,6 +16,7 @@ mod backend;
 mod client_addr;
 mod cors;
 mod deadline;
+mod diagnosis;
 mod doctor;
 mod drain;
 mod fallback;
@@ -44,6 +45,7 @@ pub use admission::Limits;
 pub use auth::JwtAuth;
 pub use backend::{BackendConfig, HttpBackend};
 pub use client_addr::TrustedProxies;
+pub use diagnosis::FindingWords;
 pub use doctor::Explainer;
 pub use drain::drain;
 pub use listener::tls_acceptor;
@@ -85,6 +87,10 @@ pub struct ServerConfig {
     /// `holdfast_doctor::explain`; without it the page shows its own stages
     /// only).
     pub explain: Option<Explainer>,
+    /// The doctor's words for what `/api/diagnosis` finds (the binary
+    /// passes `holdfast_doctor::fleet::explain`); without it findings carry
+    /// their cause ids and figures only.
+    pub finding_words: Option<FindingWords>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +106,7 @@ impl Default for ServerConfig {
             tls: None,
             limits: Limits::default(),
             explain: None,
+            finding_words: None,
             forward_headers: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
         }
@@ -161,6 +168,7 @@ pub async fn run(
                 if tick % 5 == 0 {
                     node.broker.sweep(Instant::now());
                 }
+                node.settle_journal().await;
             }
         }
     });
@@ -170,6 +178,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drain(&node, drain_window).await;
     sweeper.abort();
+    node.close_journal().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
 }
@@ -184,6 +193,9 @@ pub fn router(state: AppState) -> Router {
         .route("/channels", get(api::channels).fallback(api::method_not_allowed))
         .route("/status", get(api::status).fallback(api::method_not_allowed))
         .route("/disconnect", post(api::disconnect).fallback(api::method_not_allowed))
+        .route("/diagnosis", get(diagnosis::get).fallback(api::method_not_allowed))
+        .route("/sessions/{id}", get(diagnosis::session).fallback(api::method_not_allowed))
+        .route("/users/{user}/sessions", get(diagnosis::user_sessions).fallback(api::method_not_allowed))
         .fallback(api::not_found);
     let cors_layer = || axum::middleware::from_fn_with_state(state.clone(), cors::middleware);
     Router::new()
@@ -225,7 +237,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoint: Endpoint) -> Response {
-    let peer = req.extensions().get::<client_addr::ClientAddr>().map(|c| c.0);
+    let addr = req.extensions().get::<client_addr::ClientAddr>().copied();
+    let peer = addr.map(|a| a.client);
     let checked = upgrade::check(&req, endpoint, &state.config.origins).and_then(|accepted| {
         if state.node.is_draining() {
             return Err(upgrade::Refusal::new(
@@ -270,7 +283,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         };
         let io = TokioIo::new(upgraded);
         match endpoint {
-            Endpoint::Protocol => ws::serve_protocol(io, settings, state.node, state.metrics, context).await,
+            Endpoint::Protocol => ws::serve_protocol(io, settings, state.node, state.metrics, context, addr).await,
             // Boxed: the diagnostic echo is rare, and inline its future
             // would widen every protocol connection's task to its size.
             Endpoint::Echo => Box::pin(ws::serve_echo(io, settings, state.node, state.metrics)).await,
@@ -300,6 +313,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let subscriptions = channels.iter().map(|c| c.subscribers).sum();
     state.metrics.set_resident_memory(state.admission.resident_bytes());
     state.metrics.set_history_bytes(state.node.broker.history_bytes().unwrap_or(0));
+    state.metrics.set_session_log_bytes(state.node.journal.record_bytes());
     let body = state.metrics.render(subscriptions, channels.len(), state.node.broker.background_errors());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }

@@ -196,7 +196,7 @@ async fn serve_connection<S>(
     let service = hyper::service::service_fn({
         let hangup = hangup.clone();
         move |mut req: hyper::Request<Incoming>| {
-            let client = ClientAddr(trusted.client_of(peer.ip(), req.headers()));
+            let client = ClientAddr { client: trusted.client_of(peer.ip(), req.headers()), peer: peer.ip() };
             req.extensions_mut().insert(client);
             req.extensions_mut().insert(hangup.clone());
             let mut app = app.clone();

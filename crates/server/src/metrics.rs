@@ -21,6 +21,8 @@
 
 use holdfast_protocol::CloseCode;
 
+mod journal;
+
 use holdfast_core::{AskKind, Observer, Op};
 
 use crate::backend::Outcome;
@@ -186,6 +188,7 @@ pub struct Metrics {
     compression_in: Counter,
     compression_out: Counter,
     compression_seconds: Seconds,
+    journal: journal::JournalMetrics,
 }
 
 /// Upper bounds of the fan-out histogram's buckets, in microseconds.
@@ -322,6 +325,7 @@ impl Default for Metrics {
             Unit::Seconds,
             compression_seconds.clone(),
         );
+        let journal = journal::JournalMetrics::register(&mut r);
         Metrics {
             registry: r,
             scrape: Mutex::new(()),
@@ -351,6 +355,7 @@ impl Default for Metrics {
             compression_in,
             compression_out,
             compression_seconds,
+            journal,
         }
     }
 }
@@ -431,6 +436,14 @@ impl Observer for Metrics {
 
     fn broker_error(&self) {
         self.broker_errors.inc();
+    }
+
+    fn client_report(&self, report: Option<&holdfast_protocol::ClientReport>) {
+        self.journal.reported(report);
+    }
+
+    fn session_ended(&self, record: &holdfast_protocol::SessionRecord) {
+        self.journal.ended(record);
     }
 }
 
@@ -533,6 +546,12 @@ impl Metrics {
     /// before it renders).
     pub fn set_history_bytes(&self, bytes: usize) {
         self.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The session-log bytes `holdfast_session_log_bytes` shows (set by
+    /// `/metrics` before it renders).
+    pub fn set_session_log_bytes(&self, bytes: usize) {
+        self.journal.set_log_bytes(bytes);
     }
 
     /// The Prometheus text exposition (format 0.0.4, `text/plain`).

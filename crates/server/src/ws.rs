@@ -15,8 +15,8 @@
 //! caught, the peer is told 1011, and the session still finishes.
 
 use futures_util::FutureExt;
-use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session};
-use holdfast_protocol::{CloseCode, Frame};
+use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session, SessionEnd};
+use holdfast_protocol::{CloseCode, Ending, Frame};
 use holdfast_websocket::deflate::Agreement;
 use holdfast_websocket::{Message, Opcode, ReadError};
 use std::any::Any;
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout};
 
+use crate::client_addr::ClientAddr;
 use crate::metrics::{Metrics, Transport};
 use crate::wsio::{self, FrameReader, FrameWriter, Io, ReadFailure};
 
@@ -93,6 +94,7 @@ pub async fn serve_protocol(
     node: Arc<Node>,
     metrics: Arc<Metrics>,
     context: Option<Box<RequestContext>>,
+    addr: Option<ClientAddr>,
 ) {
     metrics.connection_opened(Transport::WebSocket);
     let (mut reader, mut writer) = settings.split(io, &metrics);
@@ -100,19 +102,44 @@ pub async fn serve_protocol(
     let served = AssertUnwindSafe(serve_session(&mut reader, &mut writer, &mut session, &metrics)).catch_unwind();
     let code = match served.await {
         Ok(code) => code,
-        Err(panic) => Box::pin(send_close(&mut writer, &panicked(panic))).await,
+        Err(panic) => Closed::by_server(Box::pin(send_close(&mut writer, &panicked(panic))).await),
     };
-    Box::pin(session.finish()).await;
-    metrics.connection_closed(Transport::WebSocket, code);
+    let now = Instant::now();
+    let last_frame = session.last_heard().max(writer.flushed());
+    let end = SessionEnd {
+        transport: holdfast_protocol::Transport::Websocket,
+        ending: code.ending,
+        code: code.code,
+        silent_ms: Some(now.saturating_duration_since(last_frame).as_millis() as u64),
+        peer: addr.map(|a| a.peer),
+        address: addr.map(|a| a.client),
+    };
+    Box::pin(session.finish(end)).await;
+    metrics.connection_closed(Transport::WebSocket, code.code);
 }
 
-/// Runs a session until its connection closes; returns the close code.
+/// How a connection ended: the code recorded, and who ended it.
+#[derive(Clone, Copy)]
+struct Closed {
+    code: u16,
+    ending: Ending,
+}
+
+impl Closed {
+    /// The server decided, unless the socket failed under it.
+    fn by_server(code: u16) -> Closed {
+        let ending = if code == ABNORMAL { Ending::Dropped } else { Ending::ServerClosed };
+        Closed { code, ending }
+    }
+}
+
+/// Runs a session until its connection closes.
 async fn serve_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     session: &mut Session,
     metrics: &Metrics,
-) -> u16 {
+) -> Closed {
     let outbox = session.outbox().clone();
     let end = {
         let reading = read_protocol(reader, session, &outbox, metrics);
@@ -129,15 +156,17 @@ async fn serve_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // Boxed, as the command above: the closing futures run once, at the
     // end, and must not widen the task every idle connection keeps.
     match end {
-        Ok(code) => code,
-        Err(ReadEnd::PeerClosed(code)) => Box::pin(reply_to_close(writer, code)).await,
+        Ok(code) => Closed::by_server(code),
+        Err(ReadEnd::PeerClosed(code)) => {
+            Closed { code: Box::pin(reply_to_close(writer, code)).await, ending: Ending::ClientClosed }
+        }
         Err(ReadEnd::PeerGone) => {
             // A client that half-closed (FIN) right after its last command
             // still reads: it gets the replies to what it sent.
             Box::pin(write_what_is_queued(writer, &outbox)).await;
-            ABNORMAL
+            Closed { code: ABNORMAL, ending: Ending::Dropped }
         }
-        Err(ReadEnd::Fail(d)) => Box::pin(send_close(writer, &d)).await,
+        Err(ReadEnd::Fail(d)) => Closed::by_server(Box::pin(send_close(writer, &d)).await),
     }
 }
 

@@ -200,6 +200,9 @@ pub struct FrameWriter<W> {
     /// What is not yet written of a large payload, whose header ends
     /// `buf`: it goes out from its own bytes, never copied into `buf`.
     large: Bytes,
+    /// When the last flush finished: how long the connection has been
+    /// silent this way, when it ends.
+    flushed: Instant,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -207,7 +210,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// `agreement` is set.
     pub fn new(io: W, agreement: Option<Agreement>, threshold: usize, metrics: Arc<Metrics>) -> FrameWriter<W> {
         let deflate = agreement.map(|a| Deflate { window_bits: a.server_window_bits, threshold, metrics });
-        FrameWriter { io, deflate, buf: Vec::new(), sent: 0, large: Bytes::new() }
+        FrameWriter { io, deflate, buf: Vec::new(), sent: 0, large: Bytes::new(), flushed: Instant::now() }
     }
 
     /// Queues a data frame.
@@ -293,7 +296,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         self.write_queued().await?;
         self.buf = Vec::new();
-        self.io.flush().await
+        self.io.flush().await?;
+        self.flushed = Instant::now();
+        Ok(())
+    }
+
+    /// When the last frame went out whole.
+    pub fn flushed(&self) -> Instant {
+        self.flushed
     }
 }
 

@@ -197,10 +197,15 @@ impl Journal {
         self.state().records.iter().rev().find(|r| r.session == id).cloned()
     }
 
-    /// The last `limit` sessions of `user` this node recorded, newest first.
+    /// The last `limit` sessions of `user` this node recorded, the last to
+    /// end first (a drop is recorded up to a second after it happened).
     pub fn user_sessions(&self, user: &str, limit: usize) -> Vec<SessionRecord> {
         let state = self.state();
-        state.records.iter().rev().filter(|r| r.user.as_deref() == Some(user)).take(limit).cloned().collect()
+        let mut sessions: Vec<SessionRecord> =
+            state.records.iter().filter(|r| r.user.as_deref() == Some(user)).cloned().collect();
+        newest_end_first(&mut sessions);
+        sessions.truncate(limit);
+        sessions
     }
 
     /// Bytes of records held.
@@ -241,6 +246,11 @@ impl Journal {
             findings,
         }
     }
+}
+
+/// Orders records by when they ended, the last first.
+pub fn newest_end_first(records: &mut [SessionRecord]) {
+    records.sort_by_key(|r| std::cmp::Reverse(r.opened_ms + r.lived_ms));
 }
 
 /// What a record costs in the ring, roughly: the struct and its strings.

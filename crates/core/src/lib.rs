@@ -29,7 +29,7 @@ pub use broker::{
 pub use bucket::{Admit, TokenBucket};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};
-pub use journal::{unix_ms, Journal, JournalLimits, SessionEnd, BURST, IDLE_MIN, MASS_DROP_MIN};
+pub use journal::{newest_end_first, unix_ms, Journal, JournalLimits, SessionEnd, BURST, IDLE_MIN, MASS_DROP_MIN};
 pub use memory::{new_epoch, MemoryBroker, NodeLimits};
 pub use namespace::{NamespaceRules, Namespaces};
 pub use node::{Node, SessionConfig};

@@ -44,6 +44,7 @@ mod commands;
 mod deployment;
 mod hub;
 mod link;
+mod records;
 mod scripts;
 
 use std::collections::HashMap;
@@ -58,7 +59,7 @@ use holdfast_core::{
     new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Input, Namespaces,
     Observer, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
 };
-use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, StreamPosition};
+use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, SessionRecord, StreamPosition};
 use tokio::sync::{mpsc, oneshot};
 
 use commands::Commands;
@@ -726,5 +727,17 @@ impl Broker for RedisBroker {
 
     fn history_bytes(&self) -> Option<usize> {
         usize::try_from(self.shared.used_memory.load(Ordering::Relaxed)).ok()
+    }
+
+    async fn record_sessions(&self, records: &[SessionRecord]) -> Result<(), BrokerError> {
+        self.shared.record_sessions(records).await
+    }
+
+    async fn session_record(&self, session: &str) -> Result<Option<SessionRecord>, BrokerError> {
+        self.shared.session_record(session).await
+    }
+
+    async fn user_sessions(&self, user: &str, limit: usize) -> Result<Option<Vec<SessionRecord>>, BrokerError> {
+        self.shared.user_sessions(user, limit).await.map(Some)
     }
 }

@@ -13,7 +13,8 @@
 //! for each channel's publications (`"<epoch> <offset> <data>"`; see
 //! [`Naming`]), `hf:ctl` for requests to every node (disconnects) and
 //! `hf:n:NODE` for requests to one node (about the sessions it holds) and
-//! answers.
+//! answers, and the records of ended sessions (`hf:s:ID`, `hf:u:USER`; see
+//! `records.rs`).
 //!
 //! No script touches a key it was not given, so each runs on one slot of a
 //! Cluster: a channel's keys share the `{C}` hash tag, and `hf:channels`

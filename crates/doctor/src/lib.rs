@@ -21,7 +21,6 @@ mod report;
 mod rules;
 mod target;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -135,8 +134,7 @@ pub async fn run(args: DoctorArgs) -> u8 {
     if args.json {
         println!("{}", report.json());
     } else {
-        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", report.text(&url, colour));
+        print!("{}", report.text(&url, report::colour_stdout()));
     }
     if report.healthy {
         0

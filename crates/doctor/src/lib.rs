@@ -10,6 +10,7 @@
 
 mod certificate;
 mod explain;
+pub mod fleet;
 pub mod nginx;
 mod observe;
 mod platform;

@@ -15,6 +15,7 @@ use crate::Cause;
 mod session;
 
 use session::{handshake_verdict, session_verdict};
+pub(crate) use session::{idle_fix, idle_limits_clause};
 
 /// The doctor's conclusion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

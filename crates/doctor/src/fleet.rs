@@ -7,8 +7,12 @@
 //! `explain` is pure: every figure it names comes from the [`Finding`],
 //! none from the clock, so a server can fill a finding's text once and
 //! store it.
+//!
+//! `holdfast doctor --server URL` fetches a node's diagnosis
+//! (`fleet/fetch.rs`), fills any text the server left empty (an older or
+//! foreign server) and prints it (`fleet/text.rs`).
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use holdfast_protocol::{Diagnosis, Finding};
 
@@ -16,7 +20,10 @@ use crate::rules::{
     idle_fix, idle_limits_clause, Verdict, HANDSHAKE_TIMEOUT_FIX, LET_UPGRADES_THROUGH, MIXED_CONTENT_FIX,
     NGINX_UPGRADE, UPGRADE_FILTERS,
 };
-use crate::Cause;
+use crate::{Cause, DoctorArgs};
+
+mod fetch;
+mod text;
 
 /// The words for one finding: the cause, a paragraph with the finding's
 /// figures, and the fix.
@@ -55,6 +62,35 @@ pub fn fill(diagnosis: &mut Diagnosis) {
 /// mobile users, not a fault.
 pub fn needs_action(cause: Cause) -> bool {
     !matches!(cause, Cause::AbnormalClosure | Cause::Healthy)
+}
+
+/// `holdfast doctor --server URL`: prints the node's diagnosis and returns
+/// the exit status: 0 nothing to act on (no findings, or only
+/// `abnormal_closure`), 1 at least one finding that names a fix, 2 no
+/// diagnosis (a bad URL, unreachable, the key refused, not a diagnosis).
+pub(crate) async fn command(args: &DoctorArgs, server: &str) -> u8 {
+    let mut diagnosis = match fetch::fetch(args, server, args.api_key.as_deref()).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("holdfast doctor: {e}");
+            return 2;
+        }
+    };
+    fill(&mut diagnosis);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&diagnosis).expect("diagnoses serialize"));
+    } else {
+        print!("{}", text::text(&diagnosis, server, now_ms(), crate::report::colour_stdout()));
+    }
+    exit_status(&diagnosis)
+}
+
+fn exit_status(d: &Diagnosis) -> u8 {
+    u8::from(d.findings.iter().any(|f| needs_action(f.cause)))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What to do when the figures alone do not say: ask from the users' side.
@@ -353,5 +389,9 @@ mod tests {
         assert_eq!(d.findings[1].summary, "only a summary");
         assert!(d.findings[1].fix.starts_with("Nothing to fix"));
         assert!(d.findings[2].summary.contains("`server_closed`"));
+        assert_eq!(exit_status(&d), 1);
+        d.findings.retain(|f| f.cause == Cause::AbnormalClosure);
+        assert_eq!(exit_status(&d), 0);
+        assert_eq!(exit_status(&Diagnosis::default()), 0);
     }
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::observe::{End, Handshake, Http, Observations, Response, RoundTrip, Tcp};
 use crate::report::{Report, Stage, Status};
-use crate::rules::{diagnose, Verdict};
+use crate::rules::{diagnose, Verdict, LET_UPGRADES_THROUGH, UPGRADE_FILTERS};
 use crate::Cause;
 
 /// The page's report (`"holdfast_doctor_report": 1`).
@@ -149,15 +149,14 @@ fn blocked(r: &BrowserReport) -> Verdict {
         summary: format!(
             "The WebSocket to {} failed in this browser (close {}), and the request never reached the server, \
              while plain HTTP requests from the same page did: something between this browser and the server \
-             (a corporate proxy, antivirus or firewall inspecting traffic, an extension) stops WebSocket \
-             upgrades.",
+             ({UPGRADE_FILTERS}) stops WebSocket upgrades.",
             r.url,
             r.websocket.close_code.unwrap_or(1006)
         ),
-        fix: "Let WebSocket upgrades through that proxy or filter (or use wss://, which most of them pass \
-              untouched); meanwhile the SSE and long-polling fallbacks keep this user connected (holdfast \
-              clients switch by themselves)."
-            .into(),
+        fix: format!(
+            "{LET_UPGRADES_THROUGH}; meanwhile the SSE and long-polling fallbacks keep this user connected \
+             (holdfast clients switch by themselves)."
+        ),
     }
 }
 

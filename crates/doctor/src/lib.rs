@@ -10,6 +10,7 @@
 
 mod certificate;
 mod explain;
+pub mod fleet;
 pub mod nginx;
 mod observe;
 mod platform;
@@ -21,7 +22,6 @@ mod report;
 mod rules;
 mod target;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub use rules::{diagnose, Verdict};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DoctorArgs {
     /// The endpoint, e.g. `wss://example.com/ws` (http(s):// is taken as ws(s)://).
-    #[arg(required_unless_present_any = ["nginx", "explain", "lint"])]
+    #[arg(required_unless_present_any = ["nginx", "explain", "lint", "server"])]
     pub url: Option<String>,
     /// Origin header to send (what a page on that origin would send).
     #[arg(long)]
@@ -87,6 +87,14 @@ pub struct DoctorArgs {
     /// browser and the server saw) instead of probing from here.
     #[arg(long, value_name = "FILE", conflicts_with = "nginx")]
     pub explain: Option<PathBuf>,
+    /// Ask a holdfast server what its users hit (`GET /api/diagnosis`:
+    /// idle cuts, mass drops, the reasons clients fell back) instead of
+    /// probing from here; http(s):// or ws(s)://, the path is ignored.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["url", "nginx", "lint", "explain"])]
+    pub server: Option<String>,
+    /// The server's API key, for --server.
+    #[arg(long, env = "HOLDFAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -102,8 +110,12 @@ pub async fn examine(args: &DoctorArgs, url: &str) -> Report {
 }
 
 /// Runs the command and prints its output; returns the exit status:
-/// 0 healthy, 1 broken, 2 usage error.
+/// 0 healthy, 1 broken, 2 usage error (with `--server`: 0 nothing to act
+/// on, 1 a finding names a fix, 2 no diagnosis; see [`fleet`]).
 pub async fn run(args: DoctorArgs) -> u8 {
+    if let Some(server) = &args.server {
+        return fleet::command(&args, server).await;
+    }
     if let Some(path) = &args.nginx {
         return proxy_lint::lint_command(path, Some(proxy_config::ProxyKind::Nginx));
     }
@@ -127,7 +139,7 @@ pub async fn run(args: DoctorArgs) -> u8 {
         }
     } else {
         let Some(url) = args.url.clone() else {
-            eprintln!("holdfast doctor: give a URL (or --nginx FILE, or --explain REPORT)");
+            eprintln!("holdfast doctor: give a URL (or --lint FILE, --explain REPORT, --server URL)");
             return 2;
         };
         (examine(&args, &url).await, url)
@@ -135,8 +147,7 @@ pub async fn run(args: DoctorArgs) -> u8 {
     if args.json {
         println!("{}", report.json());
     } else {
-        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", report.text(&url, colour));
+        print!("{}", report.text(&url, report::colour_stdout()));
     }
     if report.healthy {
         0

@@ -28,7 +28,8 @@ mod tls;
 
 pub use session::meaning;
 use session::session;
-use tls::{tls_connect, tls_handshake};
+pub(crate) use tls::tls_connect;
+use tls::tls_handshake;
 
 /// A byte stream, plain or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -339,7 +340,7 @@ fn authority(target: &Target) -> String {
 /// Asks `proxy` (connected on `tcp`) for a tunnel to the target: the
 /// tunnel, or the proxy's answer when it is not a 2xx (status 0 when it
 /// gave none).
-async fn open_tunnel(
+pub(crate) async fn open_tunnel(
     mut tcp: TcpStream,
     target: &Target,
     proxy: &Proxy,
@@ -606,7 +607,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn parse_head(head: &str) -> Option<Response> {
+pub(crate) fn parse_head(head: &str) -> Option<Response> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
     let mut parts = status_line.splitn(3, ' ');

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use std::fmt::Write;
+use std::io::IsTerminal;
 
 use crate::observe::{End, Observations};
 use crate::rules::Verdict;
@@ -79,13 +80,7 @@ impl Report {
 
     /// The terminal form; `colour` adds ANSI colours.
     pub fn text(&self, url: &str, colour: bool) -> String {
-        let paint = |code: &str, s: &str| {
-            if colour {
-                format!("\x1b[{code}m{s}\x1b[0m")
-            } else {
-                s.to_string()
-            }
-        };
+        let paint = |code: &str, s: &str| paint(colour, code, s);
         let mut out = String::new();
         let _ = writeln!(out, "holdfast doctor {url}\n");
         for s in &self.stages {
@@ -115,11 +110,25 @@ impl Report {
     }
 }
 
-fn indent(s: &str) -> String {
+/// `s` in the ANSI colour `code` when `colour`, else as it is.
+pub(crate) fn paint(colour: bool, code: &str, s: &str) -> String {
+    if colour {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Whether to colour what goes to stdout: a terminal, and no `NO_COLOR`.
+pub(crate) fn colour_stdout() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub(crate) fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
-fn wrap(text: &str, width: usize) -> String {
+pub(crate) fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut line = String::new();
     for word in text.split_whitespace() {

@@ -15,6 +15,7 @@ use crate::Cause;
 mod session;
 
 use session::{handshake_verdict, session_verdict};
+pub(crate) use session::{idle_fix, idle_limits_clause};
 
 /// The doctor's conclusion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -31,7 +32,8 @@ fn verdict(cause: Cause, summary: impl Into<String>, fix: impl Into<String>) -> 
     Verdict { cause, summary: summary.into(), fix: fix.into() }
 }
 
-const NGINX_UPGRADE: &str = "nginx (http block, once):
+/// How to make a proxy forward the upgrade (used wherever a proxy strips it).
+pub(crate) const NGINX_UPGRADE: &str = "nginx (http block, once):
     map $http_upgrade $connection_upgrade { default upgrade; '' close; }
 nginx (the WebSocket location):
     proxy_http_version 1.1;
@@ -42,6 +44,22 @@ Caddy: reverse_proxy forwards upgrades by itself; check nothing strips the heade
 HAProxy: use `mode http` and add `timeout tunnel 1h` to the backend.
 Apache (2.4.47+): ProxyPass /ws http://backend/ws upgrade=websocket timeout=3600
 `holdfast nginx` prints a complete server block.";
+
+/// The fix for an upgrade request that gets no answer.
+pub(crate) const HANDSHAKE_TIMEOUT_FIX: &str = "Check the backend's logs for the request; if a proxy is in front, \
+     check that its upstream is up and answering (curl -v the same URL with http://).";
+
+/// The fix for `ws:` from an `https:` page.
+pub(crate) const MIXED_CONTENT_FIX: &str = "Use wss:// with the same host as the page (derive it from \
+     location.protocol), and serve TLS on the WebSocket endpoint or terminate it in the proxy in front.";
+
+/// What, between one user and the server, stops WebSocket upgrades while
+/// plain HTTP passes.
+pub(crate) const UPGRADE_FILTERS: &str = "a corporate proxy, antivirus or firewall inspecting traffic, an extension";
+
+/// The fix for upgrades stopped on the user's side.
+pub(crate) const LET_UPGRADES_THROUGH: &str = "Let WebSocket upgrades through that proxy or filter (or use wss://, \
+     which most of them pass untouched)";
 
 /// Diagnoses what the probe saw.
 pub fn diagnose(o: &Observations) -> Verdict {
@@ -57,8 +75,7 @@ pub fn diagnose(o: &Observations) -> Verdict {
             Cause::MixedContent,
             "The page is served over HTTPS but the WebSocket URL is ws://. Browsers block insecure \
              WebSockets from secure pages (\"Mixed Content\"), often with nothing more than error + 1006.",
-            "Use wss:// with the same host as the page (derive it from location.protocol), and serve \
-             TLS on the WebSocket endpoint or terminate it in the proxy in front.",
+            MIXED_CONTENT_FIX,
         );
     }
     if let Some(refusal) = &o.proxy_refused {
@@ -137,8 +154,7 @@ pub fn diagnose(o: &Observations) -> Verdict {
                 "The TCP connection was accepted but no HTTP answer came to the upgrade request. Something \
                  holds the request: a proxy waiting on a stalled backend, a TLS port that waits for a \
                  ClientHello, or a server that is not HTTP at all.",
-                "Check the backend's logs for the request; if a proxy is in front, check that its upstream \
-                 is up and answering (curl -v the same URL with http://).",
+                HANDSHAKE_TIMEOUT_FIX,
             )
         }
         Some(Http::ClosedWithoutAnswer) if o.plain_get.as_ref().is_some_and(|g| (502..=504).contains(&g.status)) => {

@@ -40,7 +40,7 @@ fn tls_config(args: &DoctorArgs) -> Result<(rustls::ClientConfig, Arc<TrustingVe
     Ok((config, verifier))
 }
 
-pub(super) async fn tls_connect(
+pub(crate) async fn tls_connect(
     args: &DoctorArgs,
     target: &Target,
     tcp: TcpStream,

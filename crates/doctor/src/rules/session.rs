@@ -79,25 +79,14 @@ pub(super) fn session_verdict(o: &Observations) -> Verdict {
     match &o.end {
         Some(End::Dropped { after }) if idle.is_some() => {
             let secs = whole_seconds(*after);
-            let matches = idle_limits_matching(secs);
-            let names = if matches.is_empty() {
-                String::from("no common platform default matches it exactly")
-            } else {
-                format!("it matches {}", matches.join("; or "))
-            };
             return verdict(
                 Cause::IdleTimeout,
                 format!(
                     "After {secs} s of silence the connection was dropped without a close frame: something in between \
-                     cuts idle connections, and {names}. Browsers see 1006."
+                     cuts idle connections, and {}. Browsers see 1006.",
+                    idle_limits_clause(secs)
                 ),
-                with_platform(
-                    &format!(
-                        "Send traffic more often than every {secs} s (holdfast pings every 25 s by default; \
-                         --ping-interval), and raise the proxy's idle timeout:\n{NGINX_IDLE}"
-                    ),
-                    answered_by(o),
-                ),
+                with_platform(&idle_fix(Some(secs)), answered_by(o)),
             );
         }
         Some(End::Dropped { after }) => {
@@ -181,6 +170,30 @@ fn answered_by(o: &Observations) -> Option<Proxy> {
         Some(Http::Response(r)) => proxy_in_front(r),
         _ => None,
     }
+}
+
+/// The platform defaults a cut after `secs` of silence matches, as a
+/// clause: "it matches X; or Y", or that none does.
+pub(crate) fn idle_limits_clause(secs: u64) -> String {
+    let matches = idle_limits_matching(secs);
+    if matches.is_empty() {
+        String::from("no common platform default matches it exactly")
+    } else {
+        format!("it matches {}", matches.join("; or "))
+    }
+}
+
+/// What to change when something cuts connections after `secs` of
+/// silence (`None`: a silence of unknown length).
+pub(crate) fn idle_fix(secs: Option<u64>) -> String {
+    let every = match secs {
+        Some(secs) => format!("every {secs} s"),
+        None => String::from("the proxy's idle limit"),
+    };
+    format!(
+        "Send traffic more often than {every} (holdfast pings every 25 s by default; --ping-interval), \
+         and raise the proxy's idle timeout:\n{NGINX_IDLE}"
+    )
 }
 
 const NGINX_IDLE: &str = "nginx:   proxy_read_timeout 3600s; proxy_send_timeout 3600s;

@@ -148,7 +148,13 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         print_banner(addr, &cfg.api_key, cfg.log_format);
         // The /doctor page's verdicts come from the CLI doctor's own rules.
         let explain: holdfast_server::Explainer = Arc::new(|report| holdfast_doctor::explain(report).map(|r| r.json()));
-        let server = holdfast_server::ServerConfig { explain: Some(explain), ..cfg.server };
+        // And so do the words for the patterns /api/diagnosis finds.
+        let finding_words: holdfast_server::FindingWords = Arc::new(|finding| {
+            let verdict = holdfast_doctor::fleet::explain(finding);
+            (verdict.summary, verdict.fix)
+        });
+        let server =
+            holdfast_server::ServerConfig { explain: Some(explain), finding_words: Some(finding_words), ..cfg.server };
         holdfast_server::run(listener, node, server, metrics, shutdown_signal()).await?;
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)

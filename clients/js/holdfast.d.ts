@@ -63,6 +63,12 @@ export interface ClientOptions {
   /** Remember a fallback transport that worked, per URL in localStorage, this long (ms, default 600000). */
   rememberFor?: number;
   /**
+   * After a failure, tell the server what happened with the next `connect` (`report`: how the
+   * last session or attempt ended, how long it lived, failed attempts, time to get back, why a
+   * fallback transport is used; statistics only, see docs/PROTOCOL.md). Default true.
+   */
+  report?: boolean;
+  /**
    * A WebSocket implementation where the runtime has none (Node before 22:
    * `(await import('ws')).WebSocket`); without one the client warns and uses SSE or long-polling.
    * Also a stand-in for tests, with the three below.

@@ -13,6 +13,10 @@
 // long-polling: it races them (the next starts if the previous has not
 // connected within raceDelay), remembers what worked for this URL, and keeps
 // trying to get back to WebSocket in the background.
+// After a failure, the next `connect` says what happened (`report`: how the
+// last session or attempt ended, how long it lived, the failed attempts, the
+// time to get back, why a fallback transport is used); `report: false` turns
+// that off.
 
 /** The close-code table; kept equal to crates/protocol/src/close.rs by a test. */
 export const CLOSE_CODES = {
@@ -114,7 +118,57 @@ function httpBase(wsUrl) {
 function connectQuery(connect) {
   const q = new URLSearchParams();
   for (const k of ['client', 'token', 'ping_interval_ms']) if (connect[k] !== undefined) q.set(k, connect[k]);
+  if (connect.report) q.set('report', JSON.stringify(connect.report));
   return q.toString();
+}
+
+/** A close reason is at most 123 bytes on a WebSocket; a report keeps every reason to that. */
+const MAX_REASON = 123;
+/** The longest report a server reads, as JSON text (bytes). */
+const MAX_REPORT = 1024;
+/** The transports' names on the wire (`connect.report.transport`). */
+const WIRE = { websocket: 'websocket', sse: 'sse', polling: 'poll' };
+
+/** `text` cut to at most `max` UTF-8 bytes, between two characters. */
+function cutUtf8(text, max = MAX_REASON) {
+  const s = String(text ?? '');
+  let bytes = 0;
+  let end = 0;
+  for (const ch of s) {
+    const cp = ch.codePointAt(0);
+    const n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    if (bytes + n > max) break;
+    bytes += n;
+    end += ch.length;
+  }
+  return s.slice(0, end);
+}
+
+/**
+ * The `connect.report` (docs/PROTOCOL.md) for `outage` (what ended and what
+ * failed since) and `fallback` (why this connect is not on WebSocket): a
+ * plain object of at most MAX_REPORT bytes as JSON. Either may be missing;
+ * with neither there is nothing to report.
+ */
+function buildReport(outage, fallback, now) {
+  if (!outage && !fallback) return undefined;
+  // A fallback chosen without a failure (WebSocket still hanging, or
+  // remembered from before) says only that WebSocket never opened.
+  const r = outage
+    ? { transport: WIRE[outage.transport], phase: outage.phase }
+    : { transport: 'websocket', phase: 'socket' };
+  if (outage) {
+    if (outage.code !== undefined) r.code = outage.code;
+    if (outage.reason) r.reason = cutUtf8(outage.reason);
+    if (outage.lived !== undefined) r.lived_ms = Math.max(0, Math.round(outage.lived));
+    r.attempts = outage.attempts;
+    r.down_ms = Math.max(0, Math.round(now - outage.since));
+  }
+  if (fallback) r.fallback = fallback;
+  if (outage?.recovered !== undefined) r.recovered = outage.recovered;
+  // Escapes can make a reason six times longer as JSON.
+  if (new TextEncoder().encode(JSON.stringify(r)).length > MAX_REPORT) delete r.reason;
+  return r;
 }
 
 /** The longest excerpt of an unreadable line kept, in characters. */
@@ -161,7 +215,7 @@ class WebSocketTransport {
     this.hooks = hooks;
     const ws = new client.WebSocket(client.url, 'holdfast.v1.json');
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ ...connect, id: 0 }));
+    ws.onopen = () => { this.opened = true; ws.send(JSON.stringify({ ...connect, id: 0 })); };
     ws.onmessage = (e) => {
       // One object per line, each read on its own.
       for (const line of String(e.data).split('\n')) {
@@ -198,7 +252,9 @@ class SseTransport {
     const es = new client.EventSource(`${httpBase(client.url)}/sse?${connectQuery(connect)}`,
       { withCredentials: !!client.options.credentials });
     this.es = es;
+    es.onopen = () => { this.opened = true; };
     es.onmessage = (e) => {
+      this.opened = true;
       const m = readObject(e.data, hooks.onUnreadable);
       if (!m) return;
       if (this.session) {
@@ -242,6 +298,7 @@ class PollingTransport {
       let frames;
       try {
         const r = await this.client.fetch(url, { cache: 'no-store', credentials: credentials(this.client) });
+        this.opened = true;
         if (r.status === 404) return this.#end(1006, 'the server no longer knows this session');
         // One bad object spoils the whole answer: it is reported, and the
         // connection ends (the next one resubscribes from each position).
@@ -293,7 +350,8 @@ export class HoldfastClient extends EventTarget {
    * @param {object} [options] token, client, backoff ({min,max,factor}), pingGrace (ms),
    *   commandTimeout (ms), queueLimit, transports (['websocket','sse','polling']),
    *   raceDelay (ms), upgradeInterval (ms), rememberFor (ms), credentials (send cookies
-   *   on SSE and long-polling to another origin),
+   *   on SSE and long-polling to another origin), report (default true; false: send no
+   *   `report` of what failed with the connect after a failure),
    *   getToken (async () => a fresh connect token: called before connecting when there is
    *   none or it expired, and before the token's exp to `refresh` the session),
    *   WebSocket (an implementation where the runtime has none: Node before 22 needs
@@ -305,6 +363,7 @@ export class HoldfastClient extends EventTarget {
     this.options = {
       pingGrace: 5000, commandTimeout: 10000, queueLimit: 100, healthyAfter: 10000,
       transports: ['websocket', 'sse', 'polling'], raceDelay: 2000, upgradeInterval: 30000, rememberFor: 600000,
+      report: true,
       ...options,
     };
     this.now = options.now ?? Date.now;
@@ -328,6 +387,10 @@ export class HoldfastClient extends EventTarget {
     this.resubscribeDelay = RESUBSCRIBE_FIRST;
     this.queue = []; // commands waiting for a connection
     this.nextId = 1;
+    // What the next connect reports: the session (or first attempt) that
+    // ended and what failed since; cleared once a session connects.
+    this.outage = null;
+    this.session = null; // the connected session: its transport, start, recovery
     this.closedByUser = false;
     // The browser knows before we do: reconnect at once when it comes back
     // online, and stop trying while it is offline.
@@ -367,6 +430,8 @@ export class HoldfastClient extends EventTarget {
     for (const t of this.attempts ?? []) { clearTimeout(t.raceTimer); t.close(1000); }
     this.attempts?.clear();
     this.probe?.close();
+    // Closing is no failure: a later connect() has nothing to report.
+    this.outage = this.session = null;
     this.#fail(new Error('holdfast: client closed'));
     this.#setState('closing');
     this.#setState('closed', { code: 1000, reconnect: false });
@@ -382,6 +447,7 @@ export class HoldfastClient extends EventTarget {
 
   unsubscribe(channel) {
     this.subs.delete(channel);
+    this.session?.recovering.delete(channel);
     return this.state === 'open' ? this.#command({ op: 'unsubscribe', channel }) : Promise.resolve();
   }
 
@@ -399,7 +465,7 @@ export class HoldfastClient extends EventTarget {
   #order() {
     const usable = this.options.transports.filter((t) =>
       t === 'websocket' ? this.WebSocket : t === 'sse' ? this.EventSource && this.fetch : this.fetch);
-    const remembered = this.#remembered();
+    const remembered = this.#remembered()?.transport;
     return remembered && usable.includes(remembered)
       ? [remembered, ...usable.filter((t) => t !== remembered)] : usable;
   }
@@ -407,23 +473,56 @@ export class HoldfastClient extends EventTarget {
   #remembered() {
     try {
       const r = JSON.parse(this.storage?.getItem(`holdfast:transport:${this.url}`) ?? 'null');
-      return r && r.until > this.now() ? r.transport : undefined;
+      return r && r.until > this.now() ? r : undefined;
     } catch { return undefined; }
   }
 
-  #remember(transport) {
+  /** The transport that worked, and on a fallback why WebSocket did not (sent again while it is tried first). */
+  #remember(transport, fallback) {
     try {
       const key = `holdfast:transport:${this.url}`;
       if (transport === 'websocket') this.storage?.removeItem(key);
-      else this.storage?.setItem(key, JSON.stringify({ transport, until: this.now() + this.options.rememberFor }));
+      else this.storage?.setItem(key, JSON.stringify({ transport, until: this.now() + this.options.rememberFor, fallback }));
     } catch { /* storage may be disabled */ }
   }
 
-  #connectCommand() {
+  /** A `connect`; with `fallback` (why this one is not on WebSocket) or after a failure it carries a report. */
+  #connectCommand(fallback) {
     const connect = { op: 'connect', client: 'holdfast.js/0.1' };
     if (this.token) connect.token = this.token;
     if (this.requestedPing) connect.ping_interval_ms = this.requestedPing;
+    const report = this.options.report ? buildReport(this.outage, fallback, this.now()) : undefined;
+    if (report) connect.report = report;
     return connect;
+  }
+
+  /**
+   * Why a connect of this race goes over `name` rather than WebSocket, in
+   * the doctor's cause ids. A browser does not say why a WebSocket failed
+   * (a 400, a 403, a proxy that strips the upgrade and a filter all read
+   * as "closed before open", 1006), so: failed before opening while plain
+   * HTTP is tried from the same page → websocket_blocked (the report only
+   * arrives if that HTTP works); still not open after raceDelay →
+   * handshake_timeout; opened but closed before `connected`, or missing
+   * from this runtime → unknown; not tried yet because a fallback is
+   * remembered → the reason remembered with it.
+   */
+  #fallbackReason(name, websocket) {
+    if (name === 'websocket' || !this.options.transports.includes('websocket')) return undefined;
+    if (!this.WebSocket) return 'unknown';
+    if (websocket.failed) return websocket.failed;
+    if (websocket.started) return 'handshake_timeout';
+    return this.#remembered()?.fallback ?? 'unknown';
+  }
+
+  /** A transport attempt ended without a session: one more failed attempt (the first starts the outage). */
+  #attemptFailed(t, code, reason, refusal) {
+    if (this.outage) { this.outage.attempts += 1; return; }
+    this.outage = {
+      transport: t.name, phase: t.opened ? 'session' : 'socket', since: this.now(), attempts: 1,
+      // A refused connect carries no close code: its error code is the reason.
+      ...(refusal ? { reason: cutUtf8(refusal.code) } : { code, reason: cutUtf8(reason) }),
+    };
   }
 
   /**
@@ -455,6 +554,9 @@ export class HoldfastClient extends EventTarget {
     const order = this.#order();
     const attempts = new Set();
     this.attempts = attempts;
+    // This race's WebSocket: whether it started, and once it failed, what
+    // that says about why the next transport is used.
+    const websocket = { started: false, failed: undefined };
     let next = 0;
     let lastFailure = [1006, 'no transport available'];
     const startNext = () => {
@@ -484,6 +586,8 @@ export class HoldfastClient extends EventTarget {
           if (t.disconnect && !this.transport) this.lastDisconnect = t.disconnect;
           if (this.transport === t) { this.transport = null; return this.#closed(code, reason); }
           if (!attempts.delete(t)) return;
+          if (name === 'websocket') websocket.failed = t.opened ? 'unknown' : 'websocket_blocked';
+          this.#attemptFailed(t, code, reason, error);
           if (error) {
             // The server answered and refused (a bad token, say): another
             // transport would hear the same.
@@ -503,7 +607,10 @@ export class HoldfastClient extends EventTarget {
           startNext();
         },
       };
-      t = new TRANSPORTS[name](this, this.#connectCommand(), hooks);
+      const fallback = this.#fallbackReason(name, websocket);
+      if (name === 'websocket') websocket.started = true;
+      t = new TRANSPORTS[name](this, this.#connectCommand(fallback), hooks);
+      t.fallback = fallback;
       attempts.add(t);
       t.raceTimer = setTimeout(startNext, this.options.raceDelay);
     };
@@ -515,7 +622,12 @@ export class HoldfastClient extends EventTarget {
     this.pingInterval = reply.ping_interval_ms;
     this.lastHeard = this.now();
     this.#armWatchdog();
-    this.#remember(t.name);
+    this.#remember(t.name, t.fallback);
+    // Reported (its connect carried it): a new session starts, and with it
+    // the record of whether it got back every channel that had a position.
+    this.outage = null;
+    const recovering = new Set([...this.subs].filter(([, sub]) => sub.position.since()).map(([channel]) => channel));
+    this.session = { transport: t.name, openedAt: this.now(), recovering, withPosition: recovering.size > 0, lost: false };
     this.#setState('open', { session: reply.session, transport: t.name, pingIntervalMs: reply.ping_interval_ms });
     for (const [channel, sub] of this.subs) this.#resubscribe(channel, sub);
     for (const q of this.queue.splice(0)) this.#send(q.cmd, q);
@@ -542,6 +654,7 @@ export class HoldfastClient extends EventTarget {
         this.#remember('websocket');
         this.#emit('upgrade', { from: this.transport.name, to: 'websocket' });
         clearInterval(this.upgradeTimer);
+        this.session = null; // left on purpose: nothing to report
         this.#dropTransport();
         this.#fail(new Error('holdfast: moving to WebSocket'));
         this.#open();
@@ -585,6 +698,9 @@ export class HoldfastClient extends EventTarget {
       const outcome = sub?.position.subscribed(m);
       if (outcome === 'recovered') this.#emit('recovered', { channel: m.channel, missed });
       if (outcome === 'lost') this.#emit('recovery-failed', { channel: m.channel, epoch: m.epoch, offset: m.offset });
+      if ((outcome === 'recovered' || outcome === 'lost') && this.session?.recovering.delete(m.channel)) {
+        this.session.lost ||= outcome === 'lost';
+      }
       // A subscribe worked: a later refusal starts from the shortest delay.
       this.resubscribeDelay = RESUBSCRIBE_FIRST;
     }
@@ -615,6 +731,7 @@ export class HoldfastClient extends EventTarget {
       if (!e.code) return this.#emit('error', e); // no answer: timed out, or the connection ended
       if (this.subs.get(channel) !== sub) return; // unsubscribed (or subscribed anew) meanwhile
       if (!PASSING.has(e.code)) {
+        if (this.session?.recovering.delete(channel)) this.session.lost = true;
         this.subs.delete(channel);
         return this.#emit('subscribe-failed', { channel, code: e.code, message: e.message });
       }
@@ -722,6 +839,7 @@ export class HoldfastClient extends EventTarget {
     this.transport = null;
     this.#fail(new Error(`holdfast: connection closed (${code})`));
     if (this.closedByUser) return;
+    this.#sessionEnded(code, reason);
     const info = closeCodeInfo(code);
     const hint = this.lastDisconnect?.reconnect_after_ms;
     this.lastDisconnect = null;
@@ -732,6 +850,21 @@ export class HoldfastClient extends EventTarget {
     const delay = Math.max(hint ?? 0, this.backoff.next());
     this.#setState('reconnecting', { ...info, reason, delay });
     this.retryTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  /** The connected session ended (not on purpose): the next connect reports it. */
+  #sessionEnded(code, reason) {
+    const s = this.session;
+    if (!s) return;
+    this.session = null;
+    const now = this.now();
+    // Whether every channel with a position came back: unknown while some
+    // had no answer, absent when none had a position.
+    const recovered = !s.withPosition ? undefined : s.lost ? false : s.recovering.size === 0 ? true : undefined;
+    this.outage = {
+      transport: s.transport, phase: 'open', code, reason: cutUtf8(reason), lived: now - s.openedAt, since: now,
+      attempts: 0, recovered,
+    };
   }
 
   /**

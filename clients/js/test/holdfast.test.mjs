@@ -521,3 +521,135 @@ test('client: without a WebSocket in the runtime it says so', () => {
   assert.equal(warned.length, 1);
   assert.match(warned[0], /no WebSocket.*import\('ws'\)/);
 });
+
+/** The report a WebSocket's `connect` carried. */
+const reportOf = (ws) => ws.last('connect').report;
+/** The report an SSE or long-polling URL carried (a query parameter, as JSON). */
+const reportIn = (url) => JSON.parse(new URL(url).searchParams.get('report'));
+
+test('report: none on the first connect; after a drop the next one says how it ended and what failed since', async () => {
+  let now = 1000;
+  const c = client({ now: () => now });
+  c.subscribe('chat', () => {});
+  c.connect();
+  const ws = FakeSocket.all[0];
+  accept(ws);
+  assert.equal(reportOf(ws), undefined, 'nothing happened yet');
+  ws.receive({ op: 'subscribed', id: ws.last('subscribe').id, channel: 'chat', epoch: 'e', offset: 4 });
+  now += 60012;
+  ws.drop(1006);
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  ws2.open();
+  const first = { transport: 'websocket', phase: 'open', code: 1006, lived_ms: 60012, attempts: 0, down_ms: 0 };
+  assert.deepEqual(reportOf(ws2), first, 'no `recovered`: the session had no channel with a position when it began');
+  // That attempt opens but gets no `connected`: one failed attempt, same story.
+  ws2.drop(1006);
+  now += 3100; // before the reconnect timer fires
+  await tick();
+  const ws3 = FakeSocket.all[2];
+  accept(ws3);
+  assert.deepEqual(reportOf(ws3), { ...first, attempts: 1, down_ms: 3100 });
+  ws3.receive({ op: 'subscribed', id: ws3.last('subscribe').id, channel: 'chat', epoch: 'e', offset: 4, recovered: true });
+  // Ended with a close code and a long reason: the reason is cut to 123 bytes, between characters.
+  now += 500;
+  ws3.readyState = 3;
+  ws3.onclose({ code: 1011, reason: 'é'.repeat(100) });
+  await tick();
+  const ws4 = FakeSocket.all[3];
+  accept(ws4);
+  const r = reportOf(ws4);
+  assert.equal(r.reason, 'é'.repeat(61), '122 bytes: a 62nd é would make 124');
+  assert.deepEqual({ ...r, reason: undefined },
+    { transport: 'websocket', phase: 'open', code: 1011, reason: undefined, lived_ms: 500, attempts: 0, down_ms: 0, recovered: true });
+  // A channel that could not be recovered makes it `false`.
+  ws4.receive({ op: 'subscribed', id: ws4.last('subscribe').id, channel: 'chat', epoch: 'e2', offset: 0, recovered: false });
+  ws4.drop(1006);
+  await tick();
+  const ws5 = FakeSocket.all[4];
+  accept(ws5);
+  assert.equal(reportOf(ws5).recovered, false);
+  // Closing is no failure: connecting again later reports nothing.
+  c.close();
+  c.connect();
+  const ws6 = FakeSocket.all[5];
+  accept(ws6);
+  assert.equal(reportOf(ws6), undefined);
+  c.close();
+});
+
+test('report: a first connect that never opened is reported by the next one', async () => {
+  let now = 0;
+  const c = client({ now: () => now });
+  c.connect();
+  FakeSocket.all[0].drop(1006);
+  now += 700; // before the reconnect timer fires
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  accept(ws2);
+  assert.deepEqual(reportOf(ws2), { transport: 'websocket', phase: 'socket', code: 1006, attempts: 1, down_ms: 700 });
+  c.close();
+});
+
+test('report: a fallback connect says why WebSocket was not used', async () => {
+  FakeEventSource.all = [];
+  const storage = memoryStorage();
+  const fetch = () => new Promise(() => {});
+  let now = 0;
+  const c = client({ transports: ['websocket', 'sse'], EventSource: FakeEventSource, fetch, storage, raceDelay: 20, now: () => now });
+  c.connect();
+  // Refused before it opened (a browser cannot tell a 400 from a filter), and SSE from the same page is tried.
+  FakeSocket.all[0].drop(1006);
+  const es = FakeEventSource.all[0];
+  assert.deepEqual(reportIn(es.url),
+    { transport: 'websocket', phase: 'socket', code: 1006, attempts: 1, down_ms: 0, fallback: 'websocket_blocked' });
+  es.emit({ op: 'connected', id: 1, session: 's', ping_interval_ms: 25000 });
+  assert.equal(JSON.parse(storage.getItem('holdfast:transport:ws://test/ws')).fallback, 'websocket_blocked', 'remembered with the transport');
+  // The stream drops; SSE is tried first now, and the reason remembered goes with it.
+  now += 9000;
+  es.onerror();
+  await tick();
+  const es2 = FakeEventSource.all[1];
+  assert.equal(FakeSocket.all.length, 1, 'no WebSocket first');
+  assert.deepEqual(reportIn(es2.url), {
+    transport: 'sse', phase: 'open', code: 1006, reason: 'the event stream failed', lived_ms: 9000, attempts: 0, down_ms: 0,
+    fallback: 'websocket_blocked',
+  });
+  c.close();
+
+  // A WebSocket still not open after raceDelay: handshake_timeout, on the first connect too (it is why this one is on SSE).
+  FakeEventSource.all = [];
+  const d = client({ transports: ['websocket', 'sse'], EventSource: FakeEventSource, fetch, storage: null, raceDelay: 20 });
+  d.connect();
+  await sleep(30);
+  assert.deepEqual(reportIn(FakeEventSource.all[0].url), { transport: 'websocket', phase: 'socket', fallback: 'handshake_timeout' });
+  d.close();
+
+  // Long-polling is `poll` on the wire.
+  const urls = [];
+  const p = client({ transports: ['websocket', 'polling'], storage: null, fetch: (url) => { urls.push(url); return new Promise(() => {}); } });
+  p.connect();
+  FakeSocket.all[0].open();
+  FakeSocket.all[0].drop(1006);
+  assert.equal(reportIn(urls[0]).fallback, 'unknown', 'it opened, then closed before `connected`: nothing to say why');
+  assert.equal(reportIn(urls[0]).phase, 'session');
+  p.close();
+});
+
+test('report: false sends none, after a drop or on a fallback', async () => {
+  FakeEventSource.all = [];
+  const c = client({ report: false, transports: ['websocket', 'sse'], EventSource: FakeEventSource, fetch: () => new Promise(() => {}) });
+  c.connect();
+  accept(FakeSocket.all[0]);
+  FakeSocket.all[0].drop(1006);
+  await tick();
+  accept(FakeSocket.all[1]);
+  assert.equal(reportOf(FakeSocket.all[1]), undefined);
+  FakeSocket.all[1].drop(1006);
+  await tick();
+  FakeSocket.all[2].drop(1006);
+  const es = FakeEventSource.all[0];
+  assert.ok(es, 'fell back');
+  assert.equal(new URL(es.url).searchParams.get('report'), null);
+  c.close();
+});

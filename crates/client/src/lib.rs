@@ -4,7 +4,8 @@
 //! `reconnect_after_ms`, replaces connections whose pings stopped, and
 //! resubscribes every channel from its last position, so missed messages
 //! arrive (once, in order) before live ones — or a `RecoveryFailed` event
-//! says they cannot.
+//! says they cannot. After a failure, the next `connect` tells the server
+//! what happened (`connect.report`; [`Config::report_failures`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), holdfast_client::Error> {
@@ -19,17 +20,21 @@
 //! ```
 
 mod backoff;
+mod event;
 mod position;
+mod report;
 mod token;
 mod transport;
 
 pub use backoff::Backoff;
+pub use event::{Error, Event};
 pub use position::{Position, Resumed};
+use report::{Outage, Recovery, SessionEnd};
 pub use token::{TokenFuture, TokenSource};
 pub use transport::Kind;
-use transport::{Incoming, Transport};
+use transport::{Failure, Incoming, Progress, Transport};
 
-use holdfast_protocol::{CloseCode, Epoch, Offset};
+use holdfast_protocol::{Cause, CloseCode, Epoch, Offset};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -62,12 +67,18 @@ pub struct Config {
     pub race_delay: Duration,
     /// On a fallback transport, try WebSocket again this often.
     pub upgrade_interval: Duration,
+    /// After a failure, tell the server what happened with the next
+    /// `connect` (`connect.report`, docs/PROTOCOL.md: how the last session
+    /// or attempt ended, how long it lived, failed attempts, time to get
+    /// back, whether recovery worked, why a fallback transport is used).
+    /// Statistics for the operator; no messages or channel names.
+    pub report_failures: bool,
 }
 
 impl Config {
     /// Defaults: backoff 0.5 s → 20 s, ping grace 5 s, command timeout 10 s,
     /// WebSocket then SSE then long-polling raced 2 s apart, upgrade back
-    /// to WebSocket tried every 30 s.
+    /// to WebSocket tried every 30 s, failures reported.
     pub fn new(url: impl Into<String>) -> Config {
         Config {
             url: url.into(),
@@ -80,120 +91,9 @@ impl Config {
             transports: vec![Kind::WebSocket, Kind::Sse, Kind::LongPolling],
             race_delay: Duration::from_secs(2),
             upgrade_interval: Duration::from_secs(30),
+            report_failures: true,
         }
     }
-}
-
-/// What happened.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    /// Opening a connection.
-    Connecting,
-    /// Connected (and resubscribing).
-    Open {
-        /// The session id.
-        session: String,
-        /// `websocket`, `sse` or `polling`.
-        transport: String,
-    },
-    /// WebSocket works again: the client moves to it from this fallback
-    /// transport (a reconnect that resubscribes from each position).
-    Upgraded {
-        /// The transport left.
-        from: String,
-    },
-    /// A publication, delivered once and in order.
-    Message {
-        /// The channel.
-        channel: String,
-        /// Its offset.
-        offset: u64,
-        /// Its data.
-        data: Value,
-    },
-    /// Every message missed while away follows.
-    Recovered {
-        /// The channel.
-        channel: String,
-    },
-    /// Messages missed while away are gone: reload state.
-    RecoveryFailed {
-        /// The channel.
-        channel: String,
-    },
-    /// The server refused to resubscribe the channel after a reconnect
-    /// for good (`permission_denied`, a token that expired...): the client
-    /// no longer holds the subscription. A refusal that may pass
-    /// (`broker_unavailable` and the like) is retried instead, from the
-    /// same position.
-    SubscribeFailed {
-        /// The channel.
-        channel: String,
-        /// The server's error code.
-        code: String,
-        /// Its message.
-        message: String,
-    },
-    /// No ping within the interval plus grace: the connection was replaced.
-    Watchdog,
-    /// The [`TokenSource`] failed: before a connect (the client retries
-    /// with backoff) or before a refresh (the session goes on until the
-    /// server closes it with 4004, then a reconnect asks again).
-    TokenUnavailable {
-        /// Its error.
-        error: String,
-    },
-    /// The connection was cut after a silence shorter than the ping
-    /// interval (an idle timeout in between): the client now asks the
-    /// server for pings this often.
-    PingShortened {
-        /// The interval asked for.
-        to: Duration,
-        /// The silence after which the connection died.
-        silence: Duration,
-    },
-    /// Something the server sent is no JSON object: a line of a WebSocket
-    /// frame, an event-stream event or a long-poll answer that did not
-    /// parse. It is left out and what follows it is still handled (a
-    /// long-poll answer is one array, so the connection ends and reconnects
-    /// instead). A server bug to report, not a reason to reconnect.
-    Unreadable {
-        /// What came, cut to at most 200 bytes (on a char boundary, `…` when cut).
-        line: String,
-        /// Why it is unreadable.
-        error: String,
-    },
-    /// The connection closed.
-    Closed {
-        /// The close code (1006: no close frame).
-        code: u16,
-        /// Its meaning from the close-code table.
-        meaning: String,
-        /// When the client reconnects; `None` means never (a do-not-reconnect code, or `close`).
-        reconnect_in: Option<Duration>,
-    },
-}
-
-/// Why a call failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// The server answered with `error`.
-    #[error("{code}: {message}")]
-    Server {
-        /// The error code.
-        code: String,
-        /// The message.
-        message: String,
-    },
-    /// No reply (or no connection) within the command timeout.
-    #[error("no reply within the command timeout")]
-    Timeout,
-    /// The client was closed.
-    #[error("the client is closed")]
-    Closed,
-    /// Too many calls already wait for a connection.
-    #[error("{0} calls already wait for a connection")]
-    QueueFull(usize),
 }
 
 enum Cmd {
@@ -262,6 +162,10 @@ enum Pending {
 /// What a connection works on that outlives it.
 struct Link<'a> {
     worked: &'a mut Option<Kind>,
+    /// Why `worked` was used instead of WebSocket, when it is a fallback.
+    worked_because: &'a mut Option<Cause>,
+    /// What the next connect reports.
+    outage: &'a mut Option<Outage>,
     subs: &'a mut BTreeMap<String, Position>,
     waiting: &'a mut Vec<Cmd>,
     commands: &'a mut mpsc::Receiver<Cmd>,
@@ -281,6 +185,12 @@ struct Ended {
     /// No transport opened (refused, unreachable, no answer): not a
     /// connection that dropped.
     never_opened: bool,
+    /// The close reason (or what else ended it).
+    reason: String,
+    /// The transport of the session that ended, when one was connected.
+    session: Option<Kind>,
+    /// Whether it got back every channel that had a position.
+    recovered: Option<bool>,
 }
 
 impl Ended {
@@ -305,6 +215,9 @@ impl Ended {
             interval: None,
             upgrade: false,
             never_opened: true,
+            reason: String::new(),
+            session: None,
+            recovered: None,
         }
     }
 }
@@ -314,6 +227,8 @@ async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc
     let mut waiting: Vec<Cmd> = Vec::new();
     let mut requested_ping: Option<Duration> = None;
     let mut worked: Option<Kind> = None;
+    let mut worked_because: Option<Cause> = None;
+    let mut outage: Option<Outage> = None;
     let mut token = config.token.clone();
     // The server said the token expired: get another before connecting.
     let mut stale = false;
@@ -332,11 +247,27 @@ async fn run(mut config: Config, mut commands: mpsc::Receiver<Cmd>, events: mpsc
                 if let Some(Ok(t)) = fresh {
                     (token, stale) = (Some(t), false);
                 }
-                let link =
-                    Link { worked: &mut worked, subs: &mut subs, waiting: &mut waiting, commands: &mut commands };
+                let link = Link {
+                    worked: &mut worked,
+                    worked_because: &mut worked_because,
+                    outage: &mut outage,
+                    subs: &mut subs,
+                    waiting: &mut waiting,
+                    commands: &mut commands,
+                };
                 connection(&config, &mut token, requested_ping, link, &events).await
             }
         };
+        if let (Some(kind), false, false) = (ended.session, ended.stop, ended.upgrade) {
+            let end = SessionEnd {
+                kind,
+                code: ended.code,
+                reason: &ended.reason,
+                lived: ended.lived,
+                recovered: ended.recovered,
+            };
+            outage = Some(Outage::session_ended(end, Instant::now()));
+        }
         stale |= ended.code == CloseCode::TokenExpired.code();
         if let Some(to) = shorter_ping(&ended, requested_ping) {
             requested_ping = Some(to);
@@ -434,7 +365,7 @@ async fn connection(
     link_state: Link<'_>,
     events: &mpsc::Sender<Event>,
 ) -> Ended {
-    let Link { worked, subs, waiting, commands } = link_state;
+    let Link { worked, worked_because, outage, subs, waiting, commands } = link_state;
     let opened = Instant::now();
     let mut last_heard = opened;
     let fail = |code| Ended {
@@ -446,6 +377,9 @@ async fn connection(
         interval: None,
         upgrade: false,
         never_opened: false,
+        reason: String::new(),
+        session: None,
+        recovered: None,
     };
     let mut connect = json!({"id": 0, "op": "connect", "client": "holdfast-client/0.1"});
     if let Some(t) = token.as_deref() {
@@ -455,11 +389,41 @@ async fn connection(
         connect["ping_interval_ms"] = json!(p.as_millis() as u64);
     }
     let kinds = order(config, *worked);
-    let race = transport::race(&config.url, &kinds, &connect, config.race_delay);
-    let Ok(Some((mut link, reply))) = tokio::time::timeout(config.command_timeout, race).await else {
+    // A fallback that goes first because it worked last says why it did.
+    let remembered = worked.filter(|k| *k != Kind::WebSocket).and(*worked_because);
+    let mut progress = Progress::default();
+    let before: &Option<Outage> = outage;
+    // Each attempt's connect reports what failed so far, this race's
+    // attempts included, and why it is not on WebSocket.
+    let with_report = |fallback: Option<Cause>, failures: &[Failure]| {
+        let mut connect = connect.clone();
+        if config.report_failures {
+            let mut outage = before.clone();
+            for f in failures {
+                Outage::attempt_failed(&mut outage, f);
+            }
+            if let Some(r) = report::report(outage.as_ref(), fallback, Instant::now()) {
+                connect["report"] = serde_json::to_value(r).unwrap_or_default();
+            }
+        }
+        connect
+    };
+    let race = transport::race(&config.url, &kinds, config.race_delay, remembered, &mut progress, with_report);
+    let won = tokio::time::timeout(config.command_timeout, race).await;
+    for f in &progress.failures {
+        Outage::attempt_failed(outage, f);
+    }
+    let Ok(Some((mut link, reply))) = won else {
+        // Attempts still hanging when the time was up failed too.
+        for (kind, _) in progress.started.iter().filter(|(k, _)| !progress.failures.iter().any(|f| f.kind == *k)) {
+            Outage::attempt_failed(outage, &Failure::new(*kind, false, None, "no answer in time"));
+        }
         return Ended { never_opened: true, ..fail(1006) };
     };
     if reply["op"] != "connected" {
+        // Refused: no close code, the error code says why.
+        let why = reply["code"].as_str().unwrap_or("refused");
+        Outage::attempt_failed(outage, &Failure::new(link.kind, true, None, why));
         // An expired token is worth another, when there is a way to get it.
         if reply["code"] == "token_expired" && config.token_source.is_some() {
             return fail(CloseCode::TokenExpired.code());
@@ -468,6 +432,9 @@ async fn connection(
         return Ended { stop: true, ..fail(4500) };
     }
     *worked = Some(link.kind);
+    *worked_because = progress.fallback_of(link.kind);
+    // Reported (this connect carried it): the record starts over.
+    *outage = None;
     let every = Duration::from_millis(reply["ping_interval_ms"].as_u64().unwrap_or(25_000));
     let interval = Some(every);
     let ping_window = every + config.ping_grace;
@@ -475,6 +442,7 @@ async fn connection(
     let _ = events.send(Event::Open { session, transport: link.kind.name().to_string() }).await;
     let mut next_id = 1u64;
     let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut recovery = Recovery::start(subs);
     // Calls queued while away name their channels too; resubscribe the
     // others, each from its position.
     let queued: Vec<String> = waiting
@@ -498,8 +466,17 @@ async fn connection(
     let upgrading = link.kind != Kind::WebSocket && config.transports.contains(&Kind::WebSocket);
     let mut upgrade =
         tokio::time::interval_at((Instant::now() + config.upgrade_interval).into(), config.upgrade_interval);
-    let ended =
-        |code, hint, last_heard: Instant| Ended { code, hint, silence: last_heard.elapsed(), interval, ..fail(code) };
+    let kind = link.kind;
+    let ended = |code, reason, hint, last_heard: Instant, recovered| Ended {
+        code,
+        hint,
+        silence: last_heard.elapsed(),
+        interval,
+        reason,
+        session: Some(kind),
+        recovered,
+        ..fail(code)
+    };
     loop {
         let m = tokio::select! {
             incoming = link.recv() => match incoming {
@@ -508,7 +485,8 @@ async fn connection(
                     let _ = events.send(Event::Unreadable { line, error }).await;
                     None
                 }
-                Incoming::Closed(code) => return ended(code, hint, last_heard),
+                Incoming::Closed(code, reason) => return ended(code, reason, hint, last_heard, recovery.outcome()),
+                Incoming::Opened => continue,
             },
             cmd = commands.recv() => {
                 match cmd {
@@ -522,7 +500,8 @@ async fn connection(
             }
             () = tokio::time::sleep_until(watchdog.into()) => {
                 let _ = events.send(Event::Watchdog).await;
-                return fail(1006);
+                let reason = "no ping from the server".into();
+                return Ended { reason, session: Some(kind), recovered: recovery.outcome(), ..fail(1006) };
             }
             () = tokio::time::sleep_until(refresh_at.unwrap_or_else(Instant::now).into()), if refresh_at.is_some() => {
                 refresh_at = None;
@@ -548,7 +527,11 @@ async fn connection(
                 continue;
             }
             _ = upgrade.tick(), if upgrading => {
-                let probe = transport::race(&config.url, &[Kind::WebSocket], &connect, config.race_delay);
+                // A probe, not a reconnect: nothing to report.
+                let mut probing = Progress::default();
+                let probe = transport::race(&config.url, &[Kind::WebSocket], config.race_delay, None, &mut probing, |_, _| {
+                    connect.clone()
+                });
                 if let Ok(Some((ws, r))) = tokio::time::timeout(config.race_delay, probe).await {
                     if r["op"] == "connected" {
                         ws.close().await;
@@ -557,7 +540,7 @@ async fn connection(
                         *worked = Some(Kind::WebSocket);
                         let _ = events.send(Event::Upgraded { from }).await;
                         // Reconnect at once over WebSocket, resubscribing from each position.
-                        return Ended { upgrade: true, ..ended(1000, hint, last_heard) };
+                        return Ended { upgrade: true, ..ended(1000, String::new(), hint, last_heard, None) };
                     }
                 }
                 continue;
@@ -597,6 +580,7 @@ async fn connection(
                         } else if passing(code) {
                             retry.add(channel);
                         } else {
+                            recovery.resumed(&channel, false);
                             subs.remove(&channel);
                             let message = m["message"].as_str().unwrap_or_default().into();
                             let _ = events.send(Event::SubscribeFailed { channel, code: code.into(), message }).await;
@@ -613,6 +597,9 @@ async fn connection(
                                 Offset(m["offset"].as_u64().unwrap_or(0)),
                                 m["recovered"].as_bool(),
                             );
+                            if resumed != Resumed::Fresh {
+                                recovery.resumed(&channel, resumed == Resumed::Recovered);
+                            }
                             let event = match resumed {
                                 Resumed::Recovered => Some(Event::Recovered { channel: channel.clone() }),
                                 Resumed::Lost => Some(Event::RecoveryFailed { channel: channel.clone() }),
@@ -752,6 +739,9 @@ mod tests {
             interval: interval.map(Duration::from_secs),
             upgrade: false,
             never_opened: false,
+            reason: String::new(),
+            session: None,
+            recovered: None,
         }
     }
 

@@ -8,20 +8,23 @@
 //!
 //! [`race`] starts them in order and starts the next when the current one
 //! has not connected within the race delay (or failed); the first to
-//! connect wins and the others are dropped.
+//! connect wins and the others are dropped. On the way it notes what failed
+//! and why each connect after the first is not on WebSocket ([`Progress`]),
+//! for the report the next `connect` carries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
+use holdfast_protocol::Cause;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Which transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +46,15 @@ impl Kind {
             Kind::LongPolling => "polling",
         }
     }
+
+    /// The name in `connect.report` (the protocol's).
+    pub(crate) fn wire(self) -> holdfast_protocol::Transport {
+        match self {
+            Kind::WebSocket => holdfast_protocol::Transport::Websocket,
+            Kind::Sse => holdfast_protocol::Transport::Sse,
+            Kind::LongPolling => holdfast_protocol::Transport::Poll,
+        }
+    }
 }
 
 /// What a transport's reader brings.
@@ -53,8 +65,96 @@ pub enum Incoming {
     /// Text from the server that is no JSON object: the line cut to
     /// [`EXCERPT`] bytes, and why. Reported, so a server bug is seen.
     Unreadable { line: String, error: String },
-    /// The transport ended with this code (1006: without a close).
-    Closed(u16),
+    /// The transport ended with this code (1006: without a close) and reason.
+    Closed(u16, String),
+    /// An event stream or a poll got its `200`: the transport is open
+    /// (comes before the first object; nothing to do after it).
+    Opened,
+}
+
+/// How an attempt that did not connect ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Failure {
+    pub kind: Kind,
+    /// The transport opened (`101`, or a `200` stream or poll) before it failed.
+    pub opened: bool,
+    /// The close code seen, if any (1006: dropped without a close).
+    pub code: Option<u16>,
+    /// What went wrong, in a few words (`HTTP 426`, a close reason, ...).
+    pub reason: String,
+    /// For a WebSocket: what its failure says about why another transport
+    /// is used (see [`upgrade_refused`]).
+    pub why: Cause,
+    /// When it failed (a report's `down_ms` counts from the first failure).
+    pub at: Instant,
+}
+
+impl Failure {
+    pub fn new(kind: Kind, opened: bool, code: Option<u16>, reason: impl Into<String>) -> Failure {
+        Failure { kind, opened, code, reason: reason.into(), why: Cause::Unknown, at: Instant::now() }
+    }
+}
+
+/// The race's WebSocket attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum WsAttempt {
+    /// Not started (yet, or not at all).
+    #[default]
+    NotStarted,
+    /// Started, neither connected nor failed.
+    Pending,
+    /// Failed: what that says about why another transport is used.
+    Failed(Cause),
+}
+
+/// What a race learned, kept by its caller: a race cut short by a timeout
+/// still tells what it tried.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Attempts that ended without connecting, in order.
+    pub failures: Vec<Failure>,
+    /// Each transport started, with the fallback reason its connect carried.
+    pub started: Vec<(Kind, Option<Cause>)>,
+    /// Where the WebSocket attempt stands.
+    pub websocket: WsAttempt,
+}
+
+impl Progress {
+    /// Why a connect over `kind` is not on WebSocket, in the doctor's
+    /// ids; `None` for WebSocket itself and when WebSocket is not among
+    /// `kinds` (the application chose that). A WebSocket that failed says
+    /// why ([`upgrade_refused`]); one still not open is a
+    /// `handshake_timeout`; one not tried yet (a fallback went first,
+    /// because it worked last time) gives the reason `remembered` then.
+    fn fallback(&self, kind: Kind, kinds: &[Kind], remembered: Option<Cause>) -> Option<Cause> {
+        if kind == Kind::WebSocket || !kinds.contains(&Kind::WebSocket) {
+            return None;
+        }
+        Some(match self.websocket {
+            WsAttempt::Failed(why) => why,
+            WsAttempt::Pending => Cause::HandshakeTimeout,
+            WsAttempt::NotStarted => remembered.unwrap_or(Cause::Unknown),
+        })
+    }
+
+    /// The fallback reason the connect over `kind` carried.
+    pub fn fallback_of(&self, kind: Kind) -> Option<Cause> {
+        self.started.iter().find(|(k, _)| *k == kind).and_then(|(_, why)| *why)
+    }
+}
+
+/// Why a WebSocket upgrade answered with `status` (not `101`) leads to a
+/// fallback: a `400`/`426` (holdfast's answers to a request that lost its
+/// upgrade headers on the way) or a page (`2xx`, a proxy or an SPA that
+/// answered the GET itself) means something in between does not pass the
+/// upgrade on; a `403` means it is refused (a filter, or the server's
+/// Origin check); anything else says nothing certain.
+pub(crate) fn upgrade_refused(status: u16) -> Cause {
+    match status {
+        400 | 426 | 200..=299 => Cause::ProxyStripsUpgrade,
+        403 => Cause::WebsocketBlocked,
+        _ => Cause::Unknown,
+    }
 }
 
 /// An open transport.
@@ -74,7 +174,7 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 impl Transport {
     /// The next object or the end; cancel-safe.
     pub async fn recv(&mut self) -> Incoming {
-        self.incoming.recv().await.unwrap_or(Incoming::Closed(1006))
+        self.incoming.recv().await.unwrap_or(Incoming::Closed(1006, String::new()))
     }
 
     /// Sends one or more commands (newline-separated). `false`: the
@@ -100,8 +200,17 @@ impl Transport {
 /// Starts `kinds` in order, the next after `delay` without a connection
 /// (or at once when one fails); returns the first to connect with its
 /// `connected` reply — or the `error` reply that refused `connect`, since
-/// another transport would hear the same.
-pub async fn race(url: &str, kinds: &[Kind], connect: &Value, delay: Duration) -> Option<(Transport, Value)> {
+/// another transport would hear the same. Each attempt's `connect` comes
+/// from `connect(fallback, failures so far)`; `remembered` is why the
+/// transport that worked last (now first) was used instead of WebSocket.
+pub(crate) async fn race(
+    url: &str,
+    kinds: &[Kind],
+    delay: Duration,
+    remembered: Option<Cause>,
+    progress: &mut Progress,
+    connect: impl Fn(Option<Cause>, &[Failure]) -> Value,
+) -> Option<(Transport, Value)> {
     let mut attempts = FuturesUnordered::new();
     let mut next = 0;
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -109,38 +218,68 @@ pub async fn race(url: &str, kinds: &[Kind], connect: &Value, delay: Duration) -
     loop {
         tokio::select! {
             () = &mut timer, if next < kinds.len() => {
-                attempts.push(open(url, kinds[next], connect));
+                let kind = kinds[next];
+                let fallback = progress.fallback(kind, kinds, remembered);
+                attempts.push(open(url, kind, connect(fallback, &progress.failures)));
+                progress.started.push((kind, fallback));
+                if kind == Kind::WebSocket {
+                    progress.websocket = WsAttempt::Pending;
+                }
                 next += 1;
                 timer.as_mut().reset(tokio::time::Instant::now() + delay);
             }
             Some(result) = attempts.next(), if !attempts.is_empty() => match result {
-                Some(won) => return Some(won),
-                None if next < kinds.len() => timer.as_mut().reset(tokio::time::Instant::now()),
-                None if attempts.is_empty() => return None,
-                None => {}
+                Ok(won) => return Some(won),
+                Err(failure) => {
+                    if failure.kind == Kind::WebSocket {
+                        progress.websocket = WsAttempt::Failed(failure.why);
+                    }
+                    progress.failures.push(failure);
+                    if next < kinds.len() {
+                        timer.as_mut().reset(tokio::time::Instant::now());
+                    } else if attempts.is_empty() {
+                        return None;
+                    }
+                }
             },
         }
     }
 }
 
-/// Opens one transport and runs `connect`; `None` when it cannot.
-async fn open(url: &str, kind: Kind, connect: &Value) -> Option<(Transport, Value)> {
+/// Opens one transport and runs `connect`; why not, when it cannot.
+async fn open(url: &str, kind: Kind, connect: Value) -> Result<(Transport, Value), Failure> {
     match kind {
         Kind::WebSocket => open_ws(url, connect).await,
         Kind::Sse | Kind::LongPolling => open_http(url, kind, connect).await,
     }
 }
 
-async fn open_ws(url: &str, connect: &Value) -> Option<(Transport, Value)> {
-    let mut request = url.into_client_request().ok()?;
+/// What a refused upgrade says: a short reason, and why another transport
+/// is used ([`upgrade_refused`] for an HTTP answer other than `101`).
+fn refused(e: &tungstenite::Error) -> (String, Cause) {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            (format!("HTTP {status}"), upgrade_refused(status))
+        }
+        other => (other.to_string(), Cause::Unknown),
+    }
+}
+
+async fn open_ws(url: &str, connect: Value) -> Result<(Transport, Value), Failure> {
+    let never =
+        |(reason, why): (String, Cause)| Failure { why, ..Failure::new(Kind::WebSocket, false, Some(1006), reason) };
+    let mut request = url.into_client_request().map_err(|e| never((e.to_string(), Cause::Unknown)))?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(holdfast_protocol::SUBPROTOCOL));
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| never(refused(&e)))?;
+    // Opened: what fails from here on fails the session, not the upgrade.
+    let failed = |code, reason: String| Failure::new(Kind::WebSocket, true, Some(code), reason);
     let (mut sink, mut stream) = ws.split();
-    sink.send(Message::text(connect.to_string())).await.ok()?;
+    sink.send(Message::text(connect.to_string())).await.map_err(|e| failed(1006, e.to_string()))?;
     let (tx, incoming) = mpsc::channel(256);
     let first = loop {
-        match stream.next().await? {
-            Ok(Message::Text(t)) => {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) => {
                 // The first object is the reply to `connect`; everything
                 // else in the frame, unreadable lines included, waits in
                 // order for the connection to read it.
@@ -148,17 +287,22 @@ async fn open_ws(url: &str, connect: &Value) -> Option<(Transport, Value)> {
                 for incoming in lines(&t) {
                     match incoming {
                         Incoming::Object(v) if first.is_none() => first = Some(v),
-                        other => tx.try_send(other).ok()?,
+                        other => tx.try_send(other).map_err(|_| failed(1006, "a first frame too long".into()))?,
                     }
                 }
-                break first?;
+                break first.ok_or_else(|| failed(1006, "no protocol object in the first frame".into()))?;
             }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = close_of(frame);
+                return Err(failed(code, reason));
+            }
+            Some(Err(e)) => return Err(failed(1006, e.to_string())),
+            None => return Err(failed(1006, String::new())),
+            Some(Ok(_)) => {}
         }
     };
     tokio::spawn(async move {
-        let code = loop {
+        let (code, reason) = loop {
             match stream.next().await {
                 Some(Ok(Message::Text(t))) => {
                     for incoming in lines(&t) {
@@ -167,14 +311,19 @@ async fn open_ws(url: &str, connect: &Value) -> Option<(Transport, Value)> {
                         }
                     }
                 }
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                Some(Ok(Message::Close(frame))) => break close_of(frame),
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => break 1006,
+                Some(Err(_)) | None => break (1006, String::new()),
             }
         };
-        let _ = tx.send(Incoming::Closed(code)).await;
+        let _ = tx.send(Incoming::Closed(code, reason)).await;
     });
-    Some((Transport { kind: Kind::WebSocket, writer: Writer::Ws(sink), incoming }, first))
+    Ok((Transport { kind: Kind::WebSocket, writer: Writer::Ws(sink), incoming }, first))
+}
+
+/// A close frame's code and reason (1005: a close without a code).
+fn close_of(frame: Option<tungstenite::protocol::CloseFrame>) -> (u16, String) {
+    frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()))
 }
 
 /// The longest excerpt of an unreadable line kept, in bytes.
@@ -229,43 +378,52 @@ fn authority(url: &str) -> Option<String> {
     Some(rest.split('/').next()?.to_string())
 }
 
+/// The query that opens a session: the `connect` fields, the report as
+/// its JSON text.
 fn connect_query(connect: &Value) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    for key in ["client", "token", "ping_interval_ms"] {
+    for key in ["client", "token", "ping_interval_ms", "report"] {
         match &connect[key] {
             Value::String(s) => {
                 q.append_pair(key, s);
             }
-            Value::Number(n) => {
-                q.append_pair(key, &n.to_string());
+            Value::Null => {}
+            other => {
+                q.append_pair(key, &other.to_string());
             }
-            _ => {}
         }
     }
     q.finish()
 }
 
-async fn open_http(url: &str, kind: Kind, connect: &Value) -> Option<(Transport, Value)> {
-    let authority = authority(url)?;
+async fn open_http(url: &str, kind: Kind, connect: Value) -> Result<(Transport, Value), Failure> {
+    let authority = authority(url).ok_or_else(|| Failure::new(kind, false, None, "not a ws:// URL"))?;
     let path = if kind == Kind::Sse { "/sse" } else { "/poll" };
-    let target = format!("{path}?{}", connect_query(connect));
+    let target = format!("{path}?{}", connect_query(&connect));
     let (tx, mut incoming) = mpsc::channel(256);
     if kind == Kind::Sse {
         tokio::spawn(read_sse(authority.clone(), target, tx));
     } else {
         tokio::spawn(read_polls(authority.clone(), target, tx));
     }
-    let Incoming::Object(first) = incoming.recv().await? else {
-        return None;
+    let mut opened = false;
+    let first = loop {
+        match incoming.recv().await {
+            Some(Incoming::Opened) => opened = true,
+            Some(Incoming::Object(first)) => break first,
+            Some(Incoming::Closed(code, reason)) => return Err(Failure::new(kind, opened, Some(code), reason)),
+            Some(Incoming::Unreadable { .. }) => return Err(Failure::new(kind, opened, None, "an unreadable answer")),
+            None => return Err(Failure::new(kind, opened, Some(1006), "")),
+        }
     };
     let session = first["session"].as_str().unwrap_or_default().to_string();
     let writer = Writer::Http { authority, path, session };
-    Some((Transport { kind, writer, incoming }, first))
+    Ok((Transport { kind, writer, incoming }, first))
 }
 
 /// Reads an event stream until it ends; each `data:` is one object.
 async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>) {
-    let mut code = 1006;
+    let (mut code, mut reason) = (1006, String::new());
     let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = async {
         let tcp = TcpStream::connect(&authority).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
@@ -276,7 +434,10 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
             .body(Full::new(Bytes::new()))?;
         let response = sender.send_request(request).await?;
         if response.status() != 200 {
-            return Err(format!("HTTP {}", response.status()).into());
+            return Err(format!("HTTP {}", response.status().as_u16()).into());
+        }
+        if tx.send(Incoming::Opened).await.is_err() {
+            return Ok(());
         }
         let mut body = response.into_body();
         let mut buf = String::new();
@@ -293,6 +454,7 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
                 if let Incoming::Object(v) = &incoming {
                     if v["op"] == "disconnect" {
                         code = v["code"].as_u64().unwrap_or(1006) as u16;
+                        reason = v["reason"].as_str().unwrap_or_default().to_string();
                     }
                 }
                 if tx.send(incoming).await.is_err() {
@@ -305,25 +467,35 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
     .await;
     if let Err(e) = result {
         tracing::debug!("sse: {e}");
+        if reason.is_empty() {
+            reason = e.to_string();
+        }
     }
-    let _ = tx.send(Incoming::Closed(code)).await;
+    let _ = tx.send(Incoming::Closed(code, reason)).await;
 }
 
 /// Polls until the session ends; each answer is a JSON array of objects.
 async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Incoming>) {
-    let code = loop {
-        let Ok((status, body)) = http(&authority, "GET", &target, Bytes::new()).await else { break 1006 };
+    let (code, reason) = loop {
+        let (status, body) = match http(&authority, "GET", &target, Bytes::new()).await {
+            Ok(answer) => answer,
+            Err(e) => break (1006, e.to_string()),
+        };
+        let connecting = !target.contains("?session=");
+        if connecting && status == 200 && tx.send(Incoming::Opened).await.is_err() {
+            return;
+        }
         let objects = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Array(objects)) => objects,
-            Ok(_) => break 1006,
+            Ok(_) => break (1006, format!("HTTP {status}: not a JSON array")),
             // One bad object spoils the whole array: say what came, then end.
             Err(e) => {
                 let _ = tx.send(unreadable(&String::from_utf8_lossy(&body), e.to_string())).await;
-                break 1006;
+                break (1006, format!("HTTP {status}: not JSON"));
             }
         };
         if status != 200 && objects.is_empty() {
-            break 1006;
+            break (1006, format!("HTTP {status}"));
         }
         let mut ended = None;
         for v in objects {
@@ -331,20 +503,21 @@ async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Inco
                 target = format!("/poll?session={}", v["session"].as_str().unwrap_or_default());
             }
             if v["op"] == "disconnect" {
-                ended = Some(v["code"].as_u64().unwrap_or(1006) as u16);
+                let reason = v["reason"].as_str().unwrap_or_default().to_string();
+                ended = Some((v["code"].as_u64().unwrap_or(1006) as u16, reason));
             }
             if tx.send(object(v)).await.is_err() {
                 return;
             }
         }
-        if let Some(code) = ended {
-            break code;
+        if let Some(end) = ended {
+            break end;
         }
         if status != 200 || !target.contains("?session=") {
-            break 1006;
+            break (1006, format!("HTTP {status}"));
         }
     };
-    let _ = tx.send(Incoming::Closed(code)).await;
+    let _ = tx.send(Incoming::Closed(code, reason)).await;
 }
 
 /// One request on its own connection; status and body.
@@ -378,6 +551,34 @@ mod tests {
         assert_eq!(authority("wss://x/ws"), None, "TLS is not built into the fallback transports");
         let q = connect_query(&serde_json::json!({"op": "connect", "client": "a b", "ping_interval_ms": 5000}));
         assert_eq!(q, "client=a+b&ping_interval_ms=5000");
+        let q = connect_query(&serde_json::json!({"op": "connect", "report": {"transport": "sse"}}));
+        assert_eq!(q, "report=%7B%22transport%22%3A%22sse%22%7D", "the report as its JSON text");
+    }
+
+    #[test]
+    fn why_websocket_was_not_used() {
+        assert_eq!(upgrade_refused(426), Cause::ProxyStripsUpgrade, "the upgrade headers were lost on the way");
+        assert_eq!(upgrade_refused(400), Cause::ProxyStripsUpgrade);
+        assert_eq!(upgrade_refused(200), Cause::ProxyStripsUpgrade, "a page answered the upgrade");
+        assert_eq!(upgrade_refused(403), Cause::WebsocketBlocked);
+        assert_eq!(upgrade_refused(502), Cause::Unknown);
+        let http =
+            tungstenite::Error::Http(Box::new(tungstenite::http::Response::builder().status(426).body(None).unwrap()));
+        assert_eq!(refused(&http), ("HTTP 426".to_string(), Cause::ProxyStripsUpgrade));
+        let io = tungstenite::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(refused(&io).1, Cause::Unknown);
+
+        let all = [Kind::WebSocket, Kind::Sse, Kind::LongPolling];
+        let mut p = Progress::default();
+        assert_eq!(p.fallback(Kind::WebSocket, &all, None), None);
+        assert_eq!(p.fallback(Kind::Sse, &[Kind::Sse, Kind::LongPolling], None), None, "WebSocket was not wanted");
+        let remembered = Some(Cause::WebsocketBlocked);
+        assert_eq!(p.fallback(Kind::Sse, &all, remembered), remembered, "went first: why it worked last time");
+        assert_eq!(p.fallback(Kind::Sse, &all, None), Some(Cause::Unknown));
+        p.websocket = WsAttempt::Pending;
+        assert_eq!(p.fallback(Kind::LongPolling, &all, remembered), Some(Cause::HandshakeTimeout));
+        p.websocket = WsAttempt::Failed(Cause::ProxyStripsUpgrade);
+        assert_eq!(p.fallback(Kind::Sse, &all, remembered), Some(Cause::ProxyStripsUpgrade));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 
-const { startServer, startNginx, publish, launch } = require('./support.cjs');
+const { startServer, startNginx, publish, launch, api } = require('./support.cjs');
 
 /** Loads the demo through `front`, checks the transport it settles on and that every message arrives. */
 async function demoSettlesOn(front, server, transport, withinMs) {
@@ -40,11 +40,21 @@ async function demoSettlesOn(front, server, transport, withinMs) {
   }
 }
 
-test('behind nginx without Upgrade headers the demo falls back to SSE within 3 s', async () => {
+test('behind nginx without Upgrade headers the demo falls back to SSE within 3 s, and the server hears why', async () => {
   const server = await startServer();
   const nginx = await startNginx(`location / { proxy_pass http://127.0.0.1:${server.port}; proxy_http_version 1.1; }`);
   try {
+    const before = await api(server.base, '/api/diagnosis');
+    assert.deepEqual(before.findings, [], 'nothing reported before the page came');
     await demoSettlesOn(nginx.base, server.base, 'sse', 3000);
+    // The page's connect on SSE carried the client's report: its WebSocket
+    // closed before opening while SSE from the same page worked.
+    const d = await api(server.base, '/api/diagnosis');
+    const f = d.findings.find((x) => x.cause === 'websocket_blocked');
+    assert.ok(f, `the fallback reason reached the server: ${JSON.stringify(d)}`);
+    assert.ok(f.count >= 1 && f.fallback_share === 1, JSON.stringify(f));
+    assert.ok(f.summary.length > 0 && f.fix.length > 0, `in the doctor's words: ${JSON.stringify(f)}`);
+    assert.ok(d.reports >= 1 && d.unreadable_reports === 0, JSON.stringify(d));
   } finally {
     nginx.proc.kill();
     server.proc.kill();

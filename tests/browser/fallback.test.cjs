@@ -55,6 +55,10 @@ test('behind nginx without Upgrade headers the demo falls back to SSE within 3 s
     assert.ok(f.count >= 1 && f.fallback_share === 1, JSON.stringify(f));
     assert.ok(f.summary.length > 0 && f.fix.length > 0, `in the doctor's words: ${JSON.stringify(f)}`);
     assert.ok(d.reports >= 1 && d.unreadable_reports === 0, JSON.stringify(d));
+    // And the server's own evidence: the upgrades nginx sent on arrived
+    // without their headers.
+    const stripped = d.findings.find((x) => x.cause === 'proxy_strips_upgrade' && x.seen_in === 'refused_handshakes');
+    assert.ok(stripped && stripped.count >= 1 && stripped.fix.includes('proxy_set_header Upgrade'), JSON.stringify(d));
   } finally {
     nginx.proc.kill();
     server.proc.kill();

@@ -9,7 +9,9 @@
 
 mod patterns;
 
-use holdfast_protocol::{Cause, ClientReport, Diagnosis, Ending, Finding, SessionRecord, Transport, TransportCounts};
+use holdfast_protocol::{
+    Cause, ClientReport, Diagnosis, Ending, Evidence, Finding, SessionRecord, Transport, TransportCounts,
+};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -76,12 +78,25 @@ pub struct SessionEnd {
     pub ending: Ending,
     /// The close code recorded.
     pub code: u16,
-    /// Time without a frame either way before the end (WebSocket).
-    pub silent_ms: Option<u64>,
+    /// Milliseconds since the last frame from the client, and to it
+    /// (WebSocket).
+    pub since_heard_ms: Option<u64>,
+    /// See `since_heard_ms`.
+    pub since_sent_ms: Option<u64>,
     /// The TCP peer (the proxy in front, if any).
     pub peer: Option<IpAddr>,
     /// The client's address.
     pub address: Option<IpAddr>,
+}
+
+impl SessionEnd {
+    /// Milliseconds without a frame either way.
+    pub fn silent_ms(&self) -> Option<u64> {
+        match (self.since_heard_ms, self.since_sent_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Default for SessionEnd {
@@ -91,7 +106,8 @@ impl Default for SessionEnd {
             transport: Transport::Websocket,
             ending: Ending::ClientClosed,
             code: 1000,
-            silent_ms: None,
+            since_heard_ms: None,
+            since_sent_ms: None,
             peer: None,
             address: None,
         }
@@ -202,7 +218,7 @@ impl Journal {
     pub fn user_sessions(&self, user: &str, limit: usize) -> Vec<SessionRecord> {
         let state = self.state();
         let mut sessions: Vec<SessionRecord> =
-            state.records.iter().filter(|r| r.user.as_deref() == Some(user)).cloned().collect();
+            state.records.iter().rev().filter(|r| r.user.as_deref() == Some(user)).cloned().collect();
         newest_end_first(&mut sessions);
         sessions.truncate(limit);
         sessions
@@ -218,12 +234,11 @@ impl Journal {
     pub fn diagnosis(&self, node: Option<&str>) -> Diagnosis {
         let state = self.state();
         let mut findings = state.patterns.findings();
-        let opened = state.opened.total();
-        let fallen_back = state.opened.sse + state.opened.poll;
-        let share = (opened > 0).then(|| fallen_back as f64 / opened as f64);
+        let share = state.opened.fallback_share();
         for f in &state.fallbacks {
             findings.push(Finding {
                 cause: f.cause,
+                seen_in: Evidence::ClientReports,
                 count: f.count,
                 first_seen_ms: f.first_ms,
                 last_seen_ms: f.last_ms,
@@ -239,6 +254,7 @@ impl Journal {
         Diagnosis {
             node: node.map(str::to_owned),
             since_ms: self.started_ms,
+            opened: state.opened.clone(),
             ended: state.ended.clone(),
             dropped: state.dropped,
             reports: state.reports,
@@ -248,7 +264,8 @@ impl Journal {
     }
 }
 
-/// Orders records by when they ended, the last first.
+/// Orders records by when they ended, the last first (a stable sort: give
+/// them newest recorded first, and ties stay so).
 pub fn newest_end_first(records: &mut [SessionRecord]) {
     records.sort_by_key(|r| std::cmp::Reverse(r.opened_ms + r.lived_ms));
 }
@@ -279,6 +296,8 @@ mod tests {
             ending: Ending::ClientClosed,
             code: 1000,
             silent_ms: None,
+            since_heard_ms: None,
+            since_sent_ms: None,
             recoveries: 0,
             recovery_failures: 0,
             cause: Cause::Unknown,
@@ -288,7 +307,15 @@ mod tests {
 
     fn end(ending: Ending, transport: Transport) -> SessionEnd {
         let peer = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        SessionEnd { transport, ending, code: 1006, silent_ms: Some(10), peer, address: peer }
+        SessionEnd {
+            transport,
+            ending,
+            code: 1006,
+            since_heard_ms: Some(10),
+            since_sent_ms: Some(20),
+            peer,
+            address: peer,
+        }
     }
 
     #[test]

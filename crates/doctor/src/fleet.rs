@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use holdfast_protocol::{Diagnosis, Finding};
+use holdfast_protocol::{Diagnosis, Evidence, Finding};
 
 use crate::rules::{
     idle_fix, idle_limits_clause, Verdict, HANDSHAKE_TIMEOUT_FIX, LET_UPGRADES_THROUGH, MIXED_CONTENT_FIX,
@@ -30,6 +30,7 @@ mod text;
 pub fn explain(finding: &Finding) -> Verdict {
     let f = finding;
     let (summary, fix) = match f.cause {
+        _ if f.seen_in == Evidence::RefusedHandshakes => refused_upgrades(f),
         Cause::IdleTimeout => idle_timeout(f),
         Cause::MassDrop => mass_drop(f),
         Cause::AbnormalClosure => abnormal_closure(f),
@@ -165,6 +166,36 @@ fn abnormal_closure(f: &Finding) -> (String, String) {
     )
 }
 
+/// Upgrade requests that reached the server without their headers: the
+/// proxy in front of it does not forward them (the server's own evidence;
+/// browsers only see their WebSocket fail).
+fn refused_upgrades(f: &Finding) -> (String, String) {
+    let requests = count(f.count, "WebSocket upgrade request", "WebSocket upgrade requests");
+    let share = match f.fallback_share {
+        Some(share) => format!("; {} of sessions are on SSE or long-polling", percent(share)),
+        None => String::new(),
+    };
+    match f.cause {
+        Cause::ProxyHttp10Upstream => (
+            format!(
+                "{requests} reached this server over HTTP/1.0: the proxy in front talks HTTP/1.0 upstream, which \
+                 cannot upgrade (`{}`){share}.",
+                f.cause.id()
+            ),
+            format!("Make the proxy talk HTTP/1.1 to this server:\n{NGINX_UPGRADE}"),
+        ),
+        _ => (
+            format!(
+                "{requests} reached this server without their Upgrade or Connection headers: the proxy in front \
+                 of it does not forward WebSocket upgrades (`{}`), so browsers see their WebSocket fail and \
+                 fall back{share}.",
+                f.cause.id()
+            ),
+            format!("Make the proxy forward the upgrade:\n{NGINX_UPGRADE}"),
+        ),
+    }
+}
+
 /// A reason clients gave for using SSE or long-polling.
 fn fallback(f: &Finding) -> (String, String) {
     let share = match f.fallback_share {
@@ -277,6 +308,7 @@ mod tests {
     fn finding(cause: Cause, count: u64) -> Finding {
         Finding {
             cause,
+            seen_in: Evidence::Sessions,
             count,
             first_seen_ms: 1_714_557_600_000,
             last_seen_ms: 1_714_557_600_400,
@@ -319,6 +351,22 @@ mod tests {
         let again = Finding { last_seen_ms: f.first_seen_ms + 3_600_000, ..f };
         let v = explain(&again);
         assert!(v.summary.contains("between 2024-05-01 10:00:00 UTC and 2024-05-01 11:00:00 UTC"), "{}", v.summary);
+    }
+
+    #[test]
+    fn upgrades_the_server_saw_stripped_are_named_from_its_side() {
+        let f = Finding {
+            seen_in: Evidence::RefusedHandshakes,
+            fallback_share: Some(1.0),
+            ..finding(Cause::ProxyStripsUpgrade, 7)
+        };
+        let v = explain(&f);
+        assert!(v.summary.starts_with("7 WebSocket upgrade requests reached this server without"), "{}", v.summary);
+        assert!(v.summary.contains("100 % of sessions"), "{}", v.summary);
+        assert!(!v.summary.contains("clients said"), "the server saw it, no client said it: {}", v.summary);
+        assert!(v.fix.contains(NGINX_UPGRADE), "{}", v.fix);
+        let v = explain(&Finding { seen_in: Evidence::RefusedHandshakes, ..finding(Cause::ProxyHttp10Upstream, 1) });
+        assert!(v.summary.contains("HTTP/1.0") && v.fix.contains("HTTP/1.1"), "{v:?}");
     }
 
     #[test]

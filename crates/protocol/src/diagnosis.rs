@@ -49,9 +49,15 @@ pub struct SessionRecord {
     /// The close code recorded (1006 when dropped).
     pub code: u16,
     /// Milliseconds without a frame either way before it ended
-    /// (WebSocket only).
+    /// (WebSocket only): the smaller of the two below.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silent_ms: Option<u64>,
+    /// Milliseconds since the last frame from the client (WebSocket only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_heard_ms: Option<u64>,
+    /// Milliseconds since the last frame to the client (WebSocket only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_sent_ms: Option<u64>,
     /// Subscribes that asked to recover a position, and how many could not.
     pub recoveries: u32,
     /// Of those, the ones told `recovered: false`.
@@ -64,11 +70,28 @@ pub struct SessionRecord {
     pub report: Option<ClientReport>,
 }
 
+/// What a finding was read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// How sessions ended (drops, their silences and peers).
+    #[default]
+    Sessions,
+    /// What clients reported in `connect` (fallback reasons).
+    ClientReports,
+    /// WebSocket handshakes the server refused (an upgrade that arrived
+    /// without its headers: a proxy in front did not forward them).
+    RefusedHandshakes,
+}
+
 /// A pattern in how sessions ended (or fell back), with the doctor's words.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// The doctor's id for it.
     pub cause: Cause,
+    /// What it was read from.
+    #[serde(default)]
+    pub seen_in: Evidence,
     /// Sessions it covers.
     pub count: u64,
     /// First and last seen, Unix milliseconds.
@@ -107,6 +130,12 @@ pub struct TransportCounts {
 }
 
 impl TransportCounts {
+    /// The share of sessions on SSE or long-polling; `None` without any.
+    pub fn fallback_share(&self) -> Option<f64> {
+        let total = self.total();
+        (total > 0).then(|| (self.sse + self.poll) as f64 / total as f64)
+    }
+
     /// The count for one transport.
     pub fn get_mut(&mut self, t: Transport) -> &mut u64 {
         match t {
@@ -130,6 +159,9 @@ pub struct Diagnosis {
     pub node: Option<String>,
     /// When it started counting, Unix milliseconds.
     pub since_ms: u64,
+    /// Sessions opened, by transport.
+    #[serde(default)]
+    pub opened: TransportCounts,
     /// Sessions that ended, by transport.
     pub ended: TransportCounts,
     /// Of those, the ones dropped without a close frame.

@@ -20,7 +20,7 @@ pub use cause::Cause;
 pub use channel::{ChannelName, ChannelNameError, MAX_CHANNEL_LEN};
 pub use close::CloseCode;
 pub use command::{decode_frame, decode_line, Command, DecodeError, Request};
-pub use diagnosis::{Diagnosis, Ending, Finding, SessionRecord, TransportCounts};
+pub use diagnosis::{Diagnosis, Ending, Evidence, Finding, SessionRecord, TransportCounts};
 pub use error::ErrorCode;
 pub use frame::Frame;
 pub use position::{Epoch, Offset, StreamPosition};

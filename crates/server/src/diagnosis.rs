@@ -8,11 +8,12 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use holdfast_protocol::{Diagnosis, ErrorCode, Finding};
+use holdfast_protocol::{Cause, Diagnosis, ErrorCode, Evidence, Finding};
 use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::api::{authorize, ApiError};
+use crate::upgrade::RejectCause;
 use crate::AppState;
 
 /// Turns a finding into the doctor's summary and fix.
@@ -23,9 +24,42 @@ pub const MAX_TIMELINE: usize = 100;
 
 type ApiResult = Result<axum::response::Response, ApiError>;
 
+/// Refused handshakes that show a proxy in front not forwarding upgrades,
+/// and the doctor's cause for each: the server's own evidence next to what
+/// clients report (a browser only sees that its WebSocket failed).
+const PROXY_REFUSALS: [(RejectCause, Cause); 3] = [
+    (RejectCause::ProxyDroppedUpgrade, Cause::ProxyStripsUpgrade),
+    (RejectCause::NoConnectionUpgrade, Cause::ProxyStripsUpgrade),
+    (RejectCause::Http10, Cause::ProxyHttp10Upstream),
+];
+
 /// The node's diagnosis, with the doctor's words when the server has them.
 pub fn diagnosis(state: &AppState) -> Diagnosis {
     let mut d = state.node.journal.diagnosis(state.node.name.as_deref());
+    for (refusal, cause) in PROXY_REFUSALS {
+        let Some(seen) = state.metrics.rejections.seen(refusal) else { continue };
+        match d.findings.iter_mut().find(|f| f.cause == cause && f.seen_in == Evidence::RefusedHandshakes) {
+            Some(f) => {
+                f.count += seen.total;
+                f.first_seen_ms = f.first_seen_ms.min(seen.first_ms);
+                f.last_seen_ms = f.last_seen_ms.max(seen.last_ms);
+            }
+            None => d.findings.push(Finding {
+                cause,
+                seen_in: Evidence::RefusedHandshakes,
+                count: seen.total,
+                first_seen_ms: seen.first_ms,
+                last_seen_ms: seen.last_ms,
+                peer: None,
+                silence_ms: None,
+                fallback_share: d.opened.fallback_share(),
+                examples: Vec::new(),
+                summary: String::new(),
+                fix: String::new(),
+            }),
+        }
+    }
+    d.findings.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen_ms.cmp(&a.last_seen_ms)));
     if let Some(words) = &state.config.finding_words {
         for f in &mut d.findings {
             (f.summary, f.fix) = words(f);

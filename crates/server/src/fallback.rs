@@ -286,7 +286,8 @@ async fn run_session(
         },
         ending: if closed.is_some() { Ending::ServerClosed } else { Ending::Dropped },
         code,
-        silent_ms: None,
+        since_heard_ms: None,
+        since_sent_ms: None,
         peer: addr.map(|a| a.peer),
         address: addr.map(|a| a.client),
     };

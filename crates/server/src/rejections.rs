@@ -16,6 +16,20 @@ struct Entry {
     total: u64,
     unlogged: u64,
     last_log: Option<Instant>,
+    /// Unix milliseconds of the first and the last.
+    first_ms: u64,
+    last_ms: u64,
+}
+
+/// How often a cause was seen, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Refusals since start.
+    pub total: u64,
+    /// The first, Unix milliseconds.
+    pub first_ms: u64,
+    /// The last, Unix milliseconds.
+    pub last_ms: u64,
 }
 
 /// How many recent refusals `/status` shows.
@@ -41,17 +55,20 @@ impl Rejections {
     /// Counts a refusal and logs it if its cause was not logged within the
     /// last minute. Returns whether it logged.
     pub fn record(&self, refusal: &Refusal, now: Instant) -> bool {
+        let at_ms = holdfast_core::unix_ms();
         {
             let mut recent = self.recent.lock().expect("rejections lock poisoned");
             if recent.len() == RECENT {
                 recent.pop_front();
             }
-            let at_ms =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             recent.push_back(Recent { at_ms, cause: refusal.cause.id(), explanation: refusal.explanation.clone() });
         }
         let mut map = self.entries.lock().expect("rejections lock poisoned");
         let e = map.entry(refusal.cause).or_default();
+        if e.total == 0 {
+            e.first_ms = at_ms;
+        }
+        e.last_ms = at_ms;
         e.total += 1;
         e.unlogged += 1;
         if e.last_log.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
@@ -72,6 +89,12 @@ impl Rejections {
     /// The last refusals, newest last.
     pub fn recent(&self) -> Vec<Recent> {
         self.recent.lock().expect("rejections lock poisoned").iter().cloned().collect()
+    }
+
+    /// How often and when a cause was seen; `None` if never.
+    pub fn seen(&self, cause: RejectCause) -> Option<Seen> {
+        let map = self.entries.lock().expect("rejections lock poisoned");
+        map.get(&cause).map(|e| Seen { total: e.total, first_ms: e.first_ms, last_ms: e.last_ms })
     }
 
     /// Total refusals of a cause.

@@ -104,13 +104,13 @@ pub async fn serve_protocol(
         Ok(code) => code,
         Err(panic) => Closed::by_server(Box::pin(send_close(&mut writer, &panicked(panic))).await),
     };
-    let now = Instant::now();
-    let last_frame = session.last_heard().max(writer.flushed());
+    let since = |at: Instant| Some(Instant::now().saturating_duration_since(at).as_millis() as u64);
     let end = SessionEnd {
         transport: holdfast_protocol::Transport::Websocket,
         ending: code.ending,
         code: code.code,
-        silent_ms: Some(now.saturating_duration_since(last_frame).as_millis() as u64),
+        since_heard_ms: since(session.last_heard()),
+        since_sent_ms: since(writer.flushed()),
         peer: addr.map(|a| a.peer),
         address: addr.map(|a| a.client),
     };

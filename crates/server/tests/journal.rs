@@ -104,6 +104,8 @@ async fn a_users_timeline_tells_three_kinds_of_disconnect_apart() {
     assert_eq!(dropped["cause"], "abnormal_closure");
     let silent = dropped["silent_ms"].as_u64().unwrap();
     assert!((200..3_000).contains(&silent), "silent {silent} ms before the drop");
+    let (heard, sent) = (dropped["since_heard_ms"].as_u64().unwrap(), dropped["since_sent_ms"].as_u64().unwrap());
+    assert_eq!(silent, heard.min(sent), "each way, and the smaller: {dropped}");
     for s in &sessions {
         assert_eq!(
             (s["user"].as_str(), s["node"].as_str(), s["transport"].as_str()),
@@ -183,4 +185,31 @@ fn form_urlencoded_pair(name: &str, value: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn upgrades_that_arrive_without_their_headers_are_the_servers_own_evidence_of_a_proxy() {
+    let server = server().await;
+    // What nginx sends upstream when its location does not forward the
+    // upgrade: the browser's WebSocket headers, minus Upgrade, with
+    // `Connection: close`.
+    let stripped = [
+        ("Connection", "close"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("X-Forwarded-For", "203.0.113.9"),
+    ];
+    for _ in 0..2 {
+        assert_eq!(http(server.addr, "GET", "/ws", &stripped, "").await.status, 426);
+    }
+    let d = server.api("GET", "/api/diagnosis", "").await.json();
+    let f = &d["findings"][0];
+    assert_eq!(
+        (f["cause"].as_str(), f["seen_in"].as_str()),
+        (Some("proxy_strips_upgrade"), Some("refused_handshakes")),
+        "{d:#}"
+    );
+    assert_eq!(f["count"], 2);
+    assert!(f["first_seen_ms"].as_u64().unwrap() <= f["last_seen_ms"].as_u64().unwrap());
+    server.stop().await;
 }

@@ -14,7 +14,7 @@
 //!   (±1 s, at least 2 s), seen at least [`IDLE_MIN`] times in at least two
 //!   bursts, so neither one coincidence nor one reload makes it.
 
-use holdfast_protocol::{Cause, Finding, SessionRecord};
+use holdfast_protocol::{Cause, Evidence, Finding, SessionRecord};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -225,6 +225,7 @@ impl Patterns {
             let Some(f) = idle_figure(&state.buckets) else { continue };
             out.push(Finding {
                 cause: Cause::IdleTimeout,
+                seen_in: Evidence::Sessions,
                 count: f.count,
                 first_seen_ms: f.first_ms,
                 last_seen_ms: f.last_ms,
@@ -239,6 +240,7 @@ impl Patterns {
         for m in &self.mass_drops {
             out.push(Finding {
                 cause: Cause::MassDrop,
+                seen_in: Evidence::Sessions,
                 count: m.count,
                 first_seen_ms: m.first_ms,
                 last_seen_ms: m.last_ms,
@@ -336,6 +338,8 @@ mod tests {
             ending: Ending::Dropped,
             code: 1006,
             silent_ms: Some(silent_ms),
+            since_heard_ms: None,
+            since_sent_ms: None,
             recoveries: 0,
             recovery_failures: 0,
             cause: Cause::Unknown,

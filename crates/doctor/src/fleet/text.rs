@@ -104,6 +104,7 @@ mod tests {
         Diagnosis {
             node: Some("eu-1".into()),
             since_ms: NOW - 2 * 3_600_000,
+            opened: TransportCounts { websocket: 910, sse: 80, poll: 20 },
             ended: TransportCounts { websocket: 900, sse: 80, poll: 20 },
             dropped: 61,
             reports: 140,
@@ -115,6 +116,7 @@ mod tests {
     fn idle() -> Finding {
         let mut f = Finding {
             cause: Cause::IdleTimeout,
+            seen_in: holdfast_protocol::Evidence::Sessions,
             count: 37,
             first_seen_ms: NOW - 90 * 60_000,
             last_seen_ms: NOW - 3 * 60_000,
@@ -150,6 +152,7 @@ mod tests {
     fn each_finding_shows_its_figures_examples_and_fix() {
         let share = Finding {
             cause: Cause::ProxyStripsUpgrade,
+            seen_in: holdfast_protocol::Evidence::ClientReports,
             count: 1,
             fallback_share: Some(0.081),
             peer: None,

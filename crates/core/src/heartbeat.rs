@@ -22,8 +22,10 @@ pub enum Beat {
 /// Heartbeat state of one connection.
 #[derive(Clone, Debug)]
 pub struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
+    /// Milliseconds, not `Duration`s (16 bytes each): every connection's
+    /// task holds its heartbeat for its whole life.
+    interval_ms: u32,
+    timeout_ms: u32,
     last_heard: Instant,
     next_ping: Instant,
     ping_sent: Option<Instant>,
@@ -32,12 +34,18 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts the clock at `now`.
     pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
-        Heartbeat { interval, timeout, last_heard: now, next_ping: now + interval, ping_sent: None }
+        Heartbeat {
+            interval_ms: millis(interval),
+            timeout_ms: millis(timeout),
+            last_heard: now,
+            next_ping: now + interval,
+            ping_sent: None,
+        }
     }
 
     /// Pings every `interval` from now on (a client asked for a shorter one).
     pub fn set_interval(&mut self, interval: Duration, now: Instant) {
-        self.interval = interval;
+        self.interval_ms = millis(interval);
         self.next_ping = self.next_ping.min(now + interval);
     }
 
@@ -55,29 +63,42 @@ impl Heartbeat {
     /// When [`Heartbeat::poll`] next has something to say.
     pub fn deadline(&self) -> Instant {
         match self.ping_sent {
-            Some(sent) => sent + self.timeout,
+            Some(sent) => sent + self.timeout(),
             None => self.next_ping,
         }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.into())
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.into())
     }
 
     /// Advances the state to `now`.
     pub fn poll(&mut self, now: Instant) -> Beat {
         if let Some(sent) = self.ping_sent {
-            if self.last_heard < sent && now >= sent + self.timeout {
+            if self.last_heard < sent && now >= sent + self.timeout() {
                 return Beat::Dead;
             }
-            if now < sent + self.timeout {
+            if now < sent + self.timeout() {
                 return Beat::Wait;
             }
             self.ping_sent = None;
         }
         if now >= self.next_ping {
             self.ping_sent = Some(now);
-            self.next_ping = now + self.interval;
+            self.next_ping = now + self.interval();
             return Beat::Ping;
         }
         Beat::Wait
     }
+}
+
+/// A duration in whole milliseconds, at most `u32::MAX` (49 days).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub struct Session {
     bucket: TokenBucket,
     /// Subscribes this session may still make past the rate limit (see
     /// `handle_frame`).
-    subscribe_allowance: usize,
+    subscribe_allowance: u32,
     token_expires: Option<Instant>,
     /// When the frame being handled arrived (commands see one clock).
     frame_time: Instant,
@@ -63,9 +63,10 @@ pub struct Session {
     opened: Instant,
     /// What the client said in `connect` about the failure before it.
     report: Option<Box<ClientReport>>,
-    /// Subscribes with a position, and the ones that could not recover.
-    recoveries: u32,
-    recovery_failures: u32,
+    /// Subscribes with a position, and the ones that could not recover
+    /// (small: every idle connection's task holds them).
+    recoveries: u16,
+    recovery_failures: u16,
 }
 
 /// What a backend hears of a session opened without a context.
@@ -78,7 +79,7 @@ impl Session {
         let key = node.sessions.register(outbox.clone());
         let heartbeat = Heartbeat::new(node.config.ping_interval, node.config.pong_timeout, now);
         let bucket = TokenBucket::new(node.config.commands_per_second, node.config.command_burst, now);
-        let subscribe_allowance = node.config.max_subscriptions;
+        let subscribe_allowance = u32::try_from(node.config.max_subscriptions).unwrap_or(u32::MAX);
         Session {
             node,
             key,
@@ -519,8 +520,9 @@ impl Session {
         match self.node.broker.subscribe(&channel, subscriber, since.as_ref(), &reply).await {
             Ok(subscribed) => {
                 if since.is_some() {
-                    self.recoveries += 1;
-                    self.recovery_failures += u32::from(subscribed.recovered == Some(false));
+                    self.recoveries = self.recoveries.saturating_add(1);
+                    self.recovery_failures =
+                        self.recovery_failures.saturating_add(u16::from(subscribed.recovered == Some(false)));
                 }
                 self.subscriptions.push(channel);
                 Ok(())
@@ -568,8 +570,8 @@ impl Session {
             silent_ms: end.silent_ms(),
             since_heard_ms: end.since_heard_ms,
             since_sent_ms: end.since_sent_ms,
-            recoveries: self.recoveries,
-            recovery_failures: self.recovery_failures,
+            recoveries: self.recoveries.into(),
+            recovery_failures: self.recovery_failures.into(),
             cause: holdfast_protocol::Cause::Unknown,
             report: self.report.map(|r| *r),
         };

@@ -123,7 +123,8 @@ peer_command() {
     holdfast)
       [ -x "$PEERS_REPO/target/release/holdfast" ] ||
         die "target/release/holdfast is missing: run 'cargo build --release -p holdfast'"
-      PEER_CMD=("$PEERS_REPO/target/release/holdfast" serve --listen "127.0.0.1:$port" --api-key bench
+      # The bench publishes over WebSocket: client publishing is off by default.
+      PEER_CMD=("$PEERS_REPO/target/release/holdfast" serve --listen "127.0.0.1:$port" --api-key bench --allow-client-publish true
         --commands-per-second 0 --connect-rate-per-ip 1000000 --max-connections-per-ip 1000000)
       ;;
     node-ws | socketio)

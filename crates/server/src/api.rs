@@ -9,11 +9,13 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use holdfast_core::{Disconnect, Target};
+use holdfast_core::{ClientInfo, Disconnect, Target};
 use holdfast_protocol::{encode_history, ChannelName, CloseCode, ErrorCode, Offset};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
@@ -192,10 +194,21 @@ pub struct ChannelQuery {
     channel: Option<String>,
 }
 
-/// `GET /api/presence?channel=C`.
-pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ChannelQuery>) -> ApiResult {
-    authorize(&headers, &state.config.api_key)?;
-    let ch = channel_param(q.channel.as_deref())?;
+/// Query of `GET /api/presence`: the channel, and `by=user` to group it.
+#[derive(Deserialize)]
+pub struct PresenceQuery {
+    channel: Option<String>,
+    by: Option<String>,
+}
+
+/// The channel's subscribers, when its namespace keeps presence.
+async fn subscribers_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    channel: Option<&str>,
+) -> Result<(ChannelName, Vec<Arc<ClientInfo>>), ApiError> {
+    authorize(headers, &state.config.api_key)?;
+    let ch = channel_param(channel)?;
     if !state.node.namespaces.rules(&ch).presence {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -204,6 +217,39 @@ pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q
         ));
     }
     let subscribers = state.node.broker.presence(&ch).await.map_err(unavailable)?;
+    Ok((ch, subscribers))
+}
+
+/// Sessions by user (a user with three tabs is one user), users in order;
+/// and the sessions of nobody.
+fn by_user(subscribers: &[Arc<ClientInfo>]) -> (BTreeMap<&str, Vec<&str>>, usize) {
+    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut anonymous = 0;
+    for c in subscribers {
+        match c.user.as_deref() {
+            Some(user) => users.entry(user).or_default().push(&c.session),
+            None => anonymous += 1,
+        }
+    }
+    (users, anonymous)
+}
+
+/// `GET /api/presence?channel=C[&by=user]`.
+pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<PresenceQuery>) -> ApiResult {
+    let (ch, subscribers) = subscribers_of(&state, &headers, q.channel.as_deref()).await?;
+    match q.by.as_deref() {
+        None | Some("session") => {}
+        Some("user") => {
+            let (users, anonymous) = by_user(&subscribers);
+            let users: Vec<_> =
+                users.into_iter().map(|(user, sessions)| json!({"user": user, "sessions": sessions})).collect();
+            return Ok(axum::Json(json!({"channel": ch.as_str(), "users": users, "anonymous_sessions": anonymous}))
+                .into_response());
+        }
+        Some(other) => {
+            return Err(ApiError::bad(format!("query parameter `by` is `session` or `user`, got {other:?}")))
+        }
+    }
     let list: Vec<_> = subscribers
         .iter()
         .map(|c| {
@@ -216,6 +262,19 @@ pub async fn presence(State(state): State<AppState>, headers: HeaderMap, Query(q
         })
         .collect();
     Ok(axum::Json(json!({"channel": ch.as_str(), "subscribers": list})).into_response())
+}
+
+/// `GET /api/presence/stats?channel=C`: how many sessions and users,
+/// without the list.
+pub async fn presence_stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelQuery>,
+) -> ApiResult {
+    let (ch, subscribers) = subscribers_of(&state, &headers, q.channel.as_deref()).await?;
+    let (users, anonymous) = by_user(&subscribers);
+    let body = json!({"channel": ch.as_str(), "sessions": subscribers.len(), "users": users.len(), "anonymous_sessions": anonymous});
+    Ok(axum::Json(body).into_response())
 }
 
 /// `GET /api/channels`.

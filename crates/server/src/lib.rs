@@ -190,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/broadcast", post(api::broadcast).fallback(api::method_not_allowed))
         .route("/history", get(api::history).fallback(api::method_not_allowed))
         .route("/presence", get(api::presence).fallback(api::method_not_allowed))
+        .route("/presence/stats", get(api::presence_stats).fallback(api::method_not_allowed))
         .route("/channels", get(api::channels).fallback(api::method_not_allowed))
         .route("/status", get(api::status).fallback(api::method_not_allowed))
         .route("/disconnect", post(api::disconnect).fallback(api::method_not_allowed))

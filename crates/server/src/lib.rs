@@ -210,6 +210,14 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route(
+            "/holdfast-transports.js",
+            get(|| async {
+                let js =
+                    asset("text/javascript; charset=utf-8", include_str!("../../../clients/js/holdfast-transports.js"));
+                ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], js)
+            }),
+        )
+        .route(
             "/holdfast.d.ts",
             get(|| async {
                 let ts =

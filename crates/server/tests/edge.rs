@@ -87,6 +87,12 @@ async fn serves_the_browser_module_and_its_types() {
     assert_eq!(js.status, 200);
     assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
     assert!(js.body.contains("export class HoldfastClient"));
+    // Its transports, which it imports from beside it (as any page would).
+    assert!(js.body.contains("from './holdfast-transports.js'"));
+    let transports = server.http("GET", "/holdfast-transports.js", &[], "").await;
+    assert_eq!(transports.status, 200);
+    assert_eq!(transports.header("access-control-allow-origin"), Some("*"));
+    assert!(transports.body.contains("export const TRANSPORTS"));
     let dts = server.http("GET", "/holdfast.d.ts", &[], "").await;
     assert_eq!(dts.status, 200);
     assert!(dts.body.contains("export declare class HoldfastClient"));

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod check;
+mod webhook;
 
 pub use check::{check_file, SAMPLE};
 
@@ -170,6 +171,18 @@ pub struct ServeArgs {
     /// Request headers passed to the backend besides the cookies, comma-separated (e.g. `x-request-id`).
     #[arg(long, env = "HOLDFAST_PROXY_HEADERS", value_delimiter = ',')]
     pub proxy_headers: Option<Vec<String>>,
+    /// POST lifecycle events (connect, disconnect, user online/offline…) to your backend (http:// URL).
+    #[arg(long, env = "HOLDFAST_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of the webhooks' `Holdfast-Signature` header (required with --webhook-url).
+    #[arg(long, env = "HOLDFAST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// MiB of events held for the backend while it is slow or down (default 16; then new events are dropped).
+    #[arg(long, env = "HOLDFAST_WEBHOOK_QUEUE_MB")]
+    pub webhook_queue_mb: Option<usize>,
+    /// How long one webhook POST may take, answer included, e.g. `5s` (then it is sent again).
+    #[arg(long, env = "HOLDFAST_WEBHOOK_TIMEOUT", value_parser = parse_duration)]
+    pub webhook_timeout: Option<Duration>,
     /// Log lines as `text` (default) or `json`; the level comes from HOLDFAST_LOG.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
@@ -231,6 +244,11 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "duration")]
     proxy_timeout: Option<Duration>,
     proxy_headers: Option<Vec<String>>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    webhook_queue_mb: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    webhook_timeout: Option<Duration>,
     /// `[namespaces.NAME]` tables (file only: rules do not fit in flags).
     #[serde(default)]
     namespaces: BTreeMap<String, NamespaceFile>,
@@ -312,6 +330,10 @@ const FILE_KEYS: &[&str] = &[
     "publish_proxy",
     "proxy_timeout",
     "proxy_headers",
+    "webhook_url",
+    "webhook_secret",
+    "webhook_queue_mb",
+    "webhook_timeout",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -486,6 +508,12 @@ impl ServeArgs {
                 max_data: max_message_size,
             }
         });
+        let webhook = webhook::resolve(
+            self.webhook_url.or(file.webhook_url),
+            self.webhook_secret.or(file.webhook_secret),
+            self.webhook_queue_mb.or(file.webhook_queue_mb),
+            self.webhook_timeout.or(file.webhook_timeout),
+        )?;
         let auth = match (secret, public_key) {
             (Some(_), Some(_)) => bail!("give jwt_secret or jwt_public_key, not both"),
             (Some(secret), None) => {
@@ -605,6 +633,7 @@ impl ServeArgs {
                 finding_words: None,
                 forward_headers,
                 trusted_proxies,
+                webhook,
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
                         0 => {

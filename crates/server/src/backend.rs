@@ -63,6 +63,19 @@ impl BackendConfig {
     }
 }
 
+/// The keep-alive client the proxies and the webhooks talk to the
+/// application's backend with: plain HTTP (no TLS), no Nagle delay, a
+/// connect that gives up after `connect_timeout`.
+pub(crate) fn http_client(connect_timeout: Duration) -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(32)
+        .build(connector)
+}
+
 /// The HTTP backend; see the module docs.
 pub struct HttpBackend {
     config: BackendConfig,
@@ -102,13 +115,7 @@ impl Outcome {
 
 impl HttpBackend {
     pub fn new(config: BackendConfig, metrics: Arc<Metrics>) -> HttpBackend {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(32)
-            .build(connector);
+        let client = http_client(config.timeout);
         HttpBackend { config, client, metrics }
     }
 

@@ -25,6 +25,7 @@ mod metrics;
 mod origin;
 mod rejections;
 mod upgrade;
+mod webhook;
 mod ws;
 mod wsio;
 
@@ -52,6 +53,7 @@ pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
 pub use origin::OriginPolicy;
 pub use upgrade::{Endpoint, RejectCause};
+pub use webhook::{new_event, signature, Backoff, Closed, WebhookConfig, Webhooks, DEFAULT_QUEUE_BYTES};
 
 /// Settings of the network edge (session settings live in the [`Node`]).
 #[derive(Clone)]
@@ -91,6 +93,9 @@ pub struct ServerConfig {
     /// passes `holdfast_doctor::fleet::explain`); without it findings carry
     /// their cause ids and figures only.
     pub finding_words: Option<FindingWords>,
+    /// Where lifecycle events are POSTed, if anywhere (`run` starts the
+    /// sender; see [`AppState::webhooks`]).
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +114,7 @@ impl Default for ServerConfig {
             finding_words: None,
             forward_headers: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
+            webhook: None,
         }
     }
 }
@@ -121,6 +127,15 @@ pub struct AppState {
     config: Arc<ServerConfig>,
     admission: Arc<admission::Admission>,
     doctor: Arc<doctor::DoctorLog>,
+    webhooks: Option<Webhooks>,
+}
+
+impl AppState {
+    /// The sender of lifecycle events to the backend, when `webhook` is
+    /// configured.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.webhooks.as_ref()
+    }
 }
 
 /// Serves until `shutdown` completes, then drains: refuses new sessions but
@@ -136,12 +151,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     node.observe_with(metrics.clone());
     let admission = Arc::new(admission::Admission::new(config.limits));
+    let webhooks = config.webhook.clone().map(|c| Webhooks::start(c, metrics.clone()));
     let state = AppState {
         node: node.clone(),
         metrics,
         config: Arc::new(config),
         admission: admission.clone(),
         doctor: Arc::default(),
+        webhooks: webhooks.clone(),
     };
     let drain_window = state.config.drain_window;
     let handshake_timeout = state.config.handshake_timeout;
@@ -179,6 +196,12 @@ pub async fn run(
     drain(&node, drain_window).await;
     sweeper.abort();
     node.close_journal().await;
+    if let Some(webhooks) = webhooks {
+        // The drain's own disconnects are in the queue by now: give them
+        // one more window to reach the backend.
+        let closed = webhooks.close(tokio::time::Instant::now() + drain_window).await;
+        tracing::info!(undelivered = closed.left, "webhooks closed");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
 }

@@ -22,6 +22,9 @@
 use holdfast_protocol::CloseCode;
 
 mod journal;
+mod webhook;
+
+pub use webhook::{EventResult, RequestResult};
 
 use holdfast_core::{AskKind, Observer, Op};
 
@@ -189,6 +192,7 @@ pub struct Metrics {
     compression_out: Counter,
     compression_seconds: Seconds,
     journal: journal::JournalMetrics,
+    webhook: webhook::WebhookMetrics,
 }
 
 /// Upper bounds of the fan-out histogram's buckets, in microseconds.
@@ -326,6 +330,7 @@ impl Default for Metrics {
             compression_seconds.clone(),
         );
         let journal = journal::JournalMetrics::register(&mut r);
+        let webhook = webhook::WebhookMetrics::register(&mut r);
         Metrics {
             registry: r,
             scrape: Mutex::new(()),
@@ -356,6 +361,7 @@ impl Default for Metrics {
             compression_out,
             compression_seconds,
             journal,
+            webhook,
         }
     }
 }
@@ -552,6 +558,21 @@ impl Metrics {
     /// `/metrics` before it renders).
     pub fn set_session_log_bytes(&self, bytes: usize) {
         self.journal.set_log_bytes(bytes);
+    }
+
+    /// `n` lifecycle events of one kind met `result` in the webhook sender.
+    pub(crate) fn webhook_events(&self, kind: holdfast_protocol::EventKind, result: EventResult, n: u64) {
+        self.webhook.events(kind, result, n);
+    }
+
+    /// One webhook POST ended, after `took`.
+    pub(crate) fn webhook_request(&self, result: RequestResult, took: std::time::Duration) {
+        self.webhook.request(result, took);
+    }
+
+    /// The bytes waiting in the webhook queue.
+    pub(crate) fn set_webhook_queue_bytes(&self, bytes: usize) {
+        self.webhook.set_queue_bytes(bytes);
     }
 
     /// The Prometheus text exposition (format 0.0.4, `text/plain`).

@@ -1,0 +1,344 @@
+//! The webhook sender (issue 28) against a real backend on a loopback
+//! port: an axum server that verifies `Holdfast-Signature` the way
+//! docs/OPERATIONS.md tells backends to (recompute the HMAC, compare in
+//! constant time, refuse timestamps older than 5 minutes), records the
+//! batches it accepts, and misbehaves on cue: 500s, stalls past the
+//! timeout, a closed port. Every test is bounded in time.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use hmac::{Hmac, Mac};
+use holdfast_protocol::{Batch, EventKind, LifecycleEvent, Transport};
+use holdfast_server::{new_event, Backoff, Closed, Metrics, WebhookConfig, Webhooks};
+use sha2::Sha256;
+
+const SECRET: &str = "whsec_test";
+
+/// How the backend answers its next requests (then 200 for the rest).
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Status(u16),
+    /// Sleeps this long, then answers 200.
+    Stall(Duration),
+}
+
+#[derive(Default)]
+struct Log {
+    /// Bodies of accepted batches (signature good, answered 200), as ids.
+    accepted: Vec<Vec<String>>,
+    /// Every request, with the ids it carried, accepted or not.
+    seen: Vec<Vec<String>>,
+    /// Requests whose signature did not verify.
+    bad_signatures: usize,
+    script: VecDeque<Answer>,
+}
+
+type Shared = Arc<Mutex<Log>>;
+
+/// Checks a `Holdfast-Signature` as the docs say: `t` within 5 minutes of
+/// now, `v1` = hex HMAC-SHA256(secret, "<t>.<body>"), compared in constant
+/// time (`verify_slice`).
+fn verify(header: &str, body: &[u8], secret: &str) -> Result<(), String> {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<u64>().ok(),
+            Some(("v1", value)) => v1.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    let t = t.ok_or("no t=")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    if now.abs_diff(t) > 300 {
+        return Err(format!("timestamp {t} is more than 5 minutes from {now}"));
+    }
+    for candidate in v1 {
+        let Some(bytes) = unhex(&candidate) else { continue };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        if mac.verify_slice(&bytes).is_ok() {
+            return Ok(());
+        }
+    }
+    Err("no v1 signature matches".into())
+}
+
+/// A SHA-256 digest in hex: 64 digits.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+async fn hook(State(log): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let batch: Batch = serde_json::from_slice(&body).expect("the body is a Batch");
+    let ids: Vec<String> = batch.events.iter().map(|e| e.id.clone()).collect();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(header("content-type"), "application/json");
+    assert!(header("user-agent").starts_with("holdfast/"), "{}", header("user-agent"));
+    assert_eq!(header("holdfast-event-count"), ids.len().to_string());
+    let answer = {
+        let mut log = log.lock().unwrap();
+        log.seen.push(ids.clone());
+        if let Err(why) = verify(&header("holdfast-signature"), &body, SECRET) {
+            eprintln!("refused: {why}");
+            log.bad_signatures += 1;
+            return StatusCode::UNAUTHORIZED;
+        }
+        log.script.pop_front()
+    };
+    match answer {
+        Some(Answer::Status(code)) => return StatusCode::from_u16(code).unwrap(),
+        Some(Answer::Stall(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    log.lock().unwrap().accepted.push(ids);
+    StatusCode::NO_CONTENT
+}
+
+/// Serves the backend on `listener` until the test ends.
+fn serve_backend(listener: tokio::net::TcpListener, log: Shared) {
+    let app = Router::new().route("/hooks", post(hook)).with_state(log);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+async fn backend() -> (SocketAddr, Shared) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Shared::default();
+    serve_backend(listener, log.clone());
+    (addr, log)
+}
+
+/// Short waits between attempts, so a test spends seconds, not minutes.
+fn config(addr: SocketAddr) -> WebhookConfig {
+    let url = WebhookConfig::url(&format!("http://{addr}/hooks")).unwrap();
+    let mut config = WebhookConfig::new(url, SECRET);
+    config.timeout = Duration::from_millis(500);
+    config.backoff = Backoff { first: Duration::from_millis(100), max: Duration::from_millis(800) };
+    config
+}
+
+fn events(n: usize) -> Vec<LifecycleEvent> {
+    (0..n)
+        .map(|i| {
+            let mut e = new_event(if i % 2 == 0 { EventKind::Connect } else { EventKind::Disconnect }, Some("n1"));
+            e.session = Some(format!("s{i}"));
+            e.user = Some("u1".into());
+            e.transport = Some(Transport::Websocket);
+            e
+        })
+        .collect()
+}
+
+fn ids(events: &[LifecycleEvent]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+/// At-least-once, in order: with batches that are whole repeats of an
+/// earlier one taken out, the accepted batches are exactly `sent`.
+fn assert_in_order_once_or_whole_batch_repeats(accepted: &[Vec<String>], sent: &[String]) {
+    let mut unique: Vec<&Vec<String>> = Vec::new();
+    for batch in accepted {
+        if !unique.contains(&batch) {
+            unique.push(batch);
+        }
+    }
+    let flat: Vec<&String> = unique.into_iter().flatten().collect();
+    assert_eq!(flat, sent.iter().collect::<Vec<_>>(), "events lost, reordered or partly repeated");
+}
+
+/// Waits until the backend accepted `n` distinct events (or 15 s pass).
+async fn until_accepted(log: &Shared, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got: std::collections::HashSet<String> = log.lock().unwrap().accepted.iter().flatten().cloned().collect();
+        if got.len() >= n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {n} events arrived in 15 s", got.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn metric(metrics: &Metrics, line: &str) -> u64 {
+    let text = metrics.render(0, 0, 0);
+    text.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn events_arrive_in_order_signed_and_batched() {
+    let (addr, log) = backend().await;
+    let metrics = Arc::new(Metrics::default());
+    let hooks = Webhooks::start(config(addr), metrics.clone());
+    let sent = events(250);
+    for e in &sent {
+        hooks.send(e.clone());
+    }
+    until_accepted(&log, sent.len()).await;
+    {
+        let log = log.lock().unwrap();
+        assert_eq!(log.bad_signatures, 0);
+        assert!(log.accepted.iter().all(|b| b.len() <= 100), "at most 100 events a batch");
+        assert_in_order_once_or_whole_batch_repeats(&log.accepted, &ids(&sent));
+    }
+    assert_eq!(metric(&metrics, r#"holdfast_webhook_events_total{type="connect",result="delivered"}"#), 125);
+    assert_eq!(metric(&metrics, r#"holdfast_webhook_events_total{type="disconnect",result="queued"}"#), 125);
+    assert_eq!(metric(&metrics, "holdfast_webhook_queue_bytes"), 0);
+    assert!(metric(&metrics, "holdfast_webhook_latency_seconds_count") >= 3);
+    assert_eq!(
+        hooks.close(tokio::time::Instant::now() + Duration::from_secs(1)).await,
+        Closed { left: 0, left_bytes: 0 }
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_by_the_backend_and_retried() {
+    let (addr, log) = backend().await;
+    let metrics = Arc::new(Metrics::default());
+    let mut wrong = config(addr);
+    wrong.secret = "not-the-secret".into();
+    let hooks = Webhooks::start(wrong, metrics.clone());
+    hooks.send(events(1).remove(0));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let closed = hooks.close(tokio::time::Instant::now() + Duration::from_millis(200)).await;
+    assert_eq!(closed.left, 1, "a 401 is not a delivery");
+    let log = log.lock().unwrap();
+    assert!(log.bad_signatures >= 2, "refused, and sent again: {}", log.bad_signatures);
+    assert!(log.accepted.is_empty());
+    assert!(metric(&metrics, r#"holdfast_webhook_requests_total{result="error_status"}"#) >= 2);
+}
+
+#[tokio::test]
+async fn three_500s_then_200_loses_nothing_and_repeats_only_the_failed_batch() {
+    let (addr, log) = backend().await;
+    log.lock().unwrap().script.extend([Answer::Status(500); 3]);
+    let metrics = Arc::new(Metrics::default());
+    let hooks = Webhooks::start(config(addr), metrics.clone());
+    let sent = events(30);
+    for e in &sent {
+        hooks.send(e.clone());
+    }
+    until_accepted(&log, sent.len()).await;
+    let log = log.lock().unwrap();
+    assert_in_order_once_or_whole_batch_repeats(&log.accepted, &ids(&sent));
+    // The first four requests carried the same batch: 500, 500, 500, 200.
+    assert!(log.seen.len() >= 4);
+    assert!(log.seen[..4].iter().all(|b| *b == log.seen[0]), "a retry sends the same batch");
+    assert_eq!(log.accepted[0], log.seen[0]);
+    assert_eq!(metric(&metrics, r#"holdfast_webhook_requests_total{result="error_status"}"#), 3);
+    let first = log.seen[0].len() as u64;
+    let retried = metric(&metrics, r#"holdfast_webhook_events_total{type="connect",result="retried"}"#)
+        + metric(&metrics, r#"holdfast_webhook_events_total{type="disconnect",result="retried"}"#);
+    assert_eq!(retried, 3 * first);
+}
+
+#[tokio::test]
+async fn a_backend_down_for_3_seconds_gets_everything_in_order_when_it_is_back() {
+    // A port that was free a moment ago: nothing listens there yet.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let hooks = Webhooks::start(config(addr), metrics.clone());
+    let sent = events(40);
+    for e in &sent[..20] {
+        hooks.send(e.clone());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for e in &sent[20..] {
+        hooks.send(e.clone());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hooks.queued().0, 40, "nothing leaves the queue without a 2xx");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let log = Shared::default();
+    serve_backend(socket.listen(64).unwrap(), log.clone());
+    until_accepted(&log, sent.len()).await;
+    assert_in_order_once_or_whole_batch_repeats(&log.lock().unwrap().accepted, &ids(&sent));
+    assert!(metric(&metrics, r#"holdfast_webhook_requests_total{result="connection_error"}"#) >= 2);
+}
+
+#[tokio::test]
+async fn a_backend_that_stalls_past_the_timeout_gets_the_batch_again() {
+    let (addr, log) = backend().await;
+    log.lock().unwrap().script.extend([Answer::Stall(Duration::from_secs(2)); 2]);
+    let metrics = Arc::new(Metrics::default());
+    let hooks = Webhooks::start(config(addr), metrics.clone());
+    let sent = events(10);
+    for e in &sent {
+        hooks.send(e.clone());
+    }
+    until_accepted(&log, sent.len()).await;
+    assert_in_order_once_or_whole_batch_repeats(&log.lock().unwrap().accepted, &ids(&sent));
+    assert_eq!(metric(&metrics, r#"holdfast_webhook_requests_total{result="timeout"}"#), 2);
+    assert!(metric(&metrics, "holdfast_webhook_latency_seconds_bucket{le=\"0.5\"}") >= 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_the_new_events_counts_them_and_keeps_the_old_in_order() {
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let mut small = config(addr);
+    small.queue_bytes = 4096;
+    let hooks = Webhooks::start(small, metrics.clone());
+    let sent = events(100);
+    for e in &sent {
+        hooks.send(e.clone());
+    }
+    let (kept, bytes) = hooks.queued();
+    assert!(kept > 5 && kept < 100 && bytes <= 4096, "{kept} events, {bytes} bytes");
+    let dropped = metric(&metrics, r#"holdfast_webhook_events_total{type="connect",result="dropped"}"#)
+        + metric(&metrics, r#"holdfast_webhook_events_total{type="disconnect",result="dropped"}"#);
+    assert_eq!(dropped as usize, 100 - kept);
+    assert_eq!(metric(&metrics, "holdfast_webhook_queue_bytes") as usize, bytes);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let log = Shared::default();
+    serve_backend(socket.listen(64).unwrap(), log.clone());
+    until_accepted(&log, kept).await;
+    assert_in_order_once_or_whole_batch_repeats(&log.lock().unwrap().accepted, &ids(&sent[..kept]));
+    // Room again: new events are taken.
+    let later = events(1).remove(0);
+    hooks.send(later.clone());
+    until_accepted(&log, kept + 1).await;
+    assert_eq!(log.lock().unwrap().accepted.last().unwrap().last(), Some(&later.id));
+}
+
+#[tokio::test]
+async fn close_delivers_what_is_queued_or_says_what_was_left() {
+    let (addr, log) = backend().await;
+    let hooks = Webhooks::start(config(addr), Arc::default());
+    let sent = events(150);
+    for e in &sent {
+        hooks.send(e.clone());
+    }
+    let closed = hooks.close(tokio::time::Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!(closed, Closed { left: 0, left_bytes: 0 });
+    assert_in_order_once_or_whole_batch_repeats(&log.lock().unwrap().accepted, &ids(&sent));
+    hooks.send(events(1).remove(0));
+    assert_eq!(hooks.queued().0, 0, "after close, events are dropped");
+
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let hooks = Webhooks::start(config(down), Arc::default());
+    for e in events(7) {
+        hooks.send(e);
+    }
+    let started = tokio::time::Instant::now();
+    let closed = hooks.close(started + Duration::from_millis(400)).await;
+    assert_eq!(closed.left, 7);
+    assert!(started.elapsed() < Duration::from_secs(1), "the deadline holds: {:?}", started.elapsed());
+}

@@ -9,6 +9,7 @@ mod auth;
 mod backend;
 mod broker;
 mod bucket;
+mod events;
 mod heartbeat;
 mod history;
 mod journal;
@@ -27,6 +28,7 @@ pub use broker::{
     Subscriber,
 };
 pub use bucket::{Admit, TokenBucket};
+pub use events::{new_event, EventSink};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};
 pub use journal::{newest_end_first, unix_ms, Journal, JournalLimits, SessionEnd, BURST, IDLE_MIN, MASS_DROP_MIN};

@@ -8,10 +8,12 @@ use std::time::Duration;
 use crate::auth::Authenticator;
 use crate::backend::{AskKind, Backend};
 use crate::broker::Broker;
+use crate::events::{new_event, EventSink};
 use crate::journal::{unix_ms, Journal, JournalLimits};
 use crate::namespace::{NamespaceRules, Namespaces};
 use crate::observer::{NoObserver, Observer};
 use crate::registry::SessionRegistry;
+use holdfast_protocol::{EventKind, LifecycleEvent};
 
 /// Settings that shape every session.
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ pub struct Node {
     /// Above the memory ceiling: publishes are refused until it passes.
     over_memory: AtomicBool,
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Where lifecycle events go; unset, none are made.
+    events: OnceLock<Arc<dyn EventSink>>,
     /// Checks connect tokens; `None` means every client is anonymous.
     pub auth: Option<Arc<dyn Authenticator>>,
     /// The application's backend, asked before connect, subscribe or
@@ -87,6 +91,7 @@ impl Node {
             draining: AtomicBool::new(false),
             over_memory: AtomicBool::new(false),
             observer: OnceLock::new(),
+            events: OnceLock::new(),
             auth: None,
             backend: None,
             namespaces: Namespaces::new(
@@ -168,6 +173,18 @@ impl Node {
     pub fn observe_with(&self, observer: Arc<dyn Observer>) {
         self.broker.observe_with(observer.clone());
         let _ = self.observer.set(observer);
+    }
+
+    /// Sends lifecycle events to `sink` (once; later calls are ignored).
+    pub fn emit_events_to(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.events.set(sink);
+    }
+
+    /// A new event of `kind` from this node, when something takes events:
+    /// without a sink no event is even built.
+    pub(crate) fn event(&self, kind: EventKind) -> Option<(LifecycleEvent, &dyn EventSink)> {
+        let sink = self.events.get()?;
+        Some((new_event(kind, self.name.as_deref()), sink.as_ref()))
     }
 
     /// The observer, or one that ignores everything.

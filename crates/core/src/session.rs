@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 use holdfast_protocol::{
-    decode_frame, ChannelName, ClientReport, Command, ErrorCode, Reply, Request, SessionRecord, StreamPosition,
-    Transport,
+    decode_frame, ChannelName, ClientReport, Command, ErrorCode, EventKind, Reply, Request, SessionRecord,
+    StreamPosition, Transport,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -321,6 +321,13 @@ impl Session {
                 );
                 self.node.sessions.set_identity(self.key, &info.session, info.user.as_deref());
                 self.node.journal.opened(self.transport);
+                if let Some((mut event, sink)) = self.node.event(EventKind::Connect) {
+                    event.session = Some(info.session.clone());
+                    event.user = info.user.clone();
+                    event.client = info.client.clone();
+                    event.transport = Some(self.transport);
+                    sink.emit(event);
+                }
                 if let Some(report) = report {
                     self.node.journal.reported(&report, &info.session, crate::journal::unix_ms());
                     self.node.observer().client_report(report.as_ref().ok());
@@ -365,6 +372,7 @@ impl Session {
                 };
                 self.subscriptions.swap_remove(i);
                 self.node.broker.unsubscribe(&channel, self.key).await;
+                self.emit_channel(EventKind::Unsubscribe, &channel);
                 self.send(Reply::Unsubscribed { id: id_or_zero, channel: channel.as_str() }.encode());
                 Ok(())
             }
@@ -524,6 +532,7 @@ impl Session {
                     self.recovery_failures =
                         self.recovery_failures.saturating_add(u16::from(subscribed.recovered == Some(false)));
                 }
+                self.emit_channel(EventKind::Subscribe, &channel);
                 self.subscriptions.push(channel);
                 Ok(())
             }
@@ -535,6 +544,16 @@ impl Session {
                 Err((Some(id), e.code(), e.to_string()))
             }
         }
+    }
+
+    /// A subscribe or unsubscribe event for `channel`, if anyone takes events.
+    fn emit_channel(&self, kind: EventKind, channel: &ChannelName) {
+        let Some((mut event, sink)) = self.node.event(kind) else { return };
+        let info = self.info.as_deref();
+        event.session = info.map(|i| i.session.clone());
+        event.user = info.and_then(|i| i.user.clone());
+        event.channel = Some(channel.as_str().to_owned());
+        sink.emit(event);
     }
 
     fn send(&self, frame: Bytes) {
@@ -555,6 +574,19 @@ impl Session {
         // A connection that never sent `connect` is nobody's session.
         let Some(info) = &self.info else { return };
         let lived = self.opened.elapsed();
+        // A backend that tracks subscriptions hears each end, then the
+        // session's.
+        for channel in &self.subscriptions {
+            self.emit_channel(EventKind::Unsubscribe, channel);
+        }
+        if let Some((mut event, sink)) = self.node.event(EventKind::Disconnect) {
+            event.session = Some(info.session.clone());
+            event.user = info.user.clone();
+            event.transport = Some(self.transport);
+            event.code = Some(end.code);
+            event.lifetime_ms = Some(lived.as_millis() as u64);
+            sink.emit(event);
+        }
         let now_ms = crate::journal::unix_ms();
         let record = SessionRecord {
             session: info.session.clone(),

@@ -49,11 +49,12 @@ pub use client_addr::TrustedProxies;
 pub use diagnosis::FindingWords;
 pub use doctor::Explainer;
 pub use drain::drain;
+pub use holdfast_core::new_event;
 pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
 pub use origin::OriginPolicy;
 pub use upgrade::{Endpoint, RejectCause};
-pub use webhook::{new_event, signature, Backoff, Closed, WebhookConfig, Webhooks, DEFAULT_QUEUE_BYTES};
+pub use webhook::{signature, Backoff, Closed, WebhookConfig, Webhooks, DEFAULT_QUEUE_BYTES};
 
 /// Settings of the network edge (session settings live in the [`Node`]).
 #[derive(Clone)]
@@ -152,6 +153,9 @@ pub async fn run(
     node.observe_with(metrics.clone());
     let admission = Arc::new(admission::Admission::new(config.limits));
     let webhooks = config.webhook.clone().map(|c| Webhooks::start(c, metrics.clone()));
+    if let Some(w) = &webhooks {
+        node.emit_events_to(Arc::new(w.clone()));
+    }
     let state = AppState {
         node: node.clone(),
         metrics,

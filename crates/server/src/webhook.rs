@@ -121,19 +121,6 @@ impl Backoff {
     }
 }
 
-/// An event with a fresh random id (128 bits, hex) and the current time;
-/// set the fields that apply before sending it.
-pub fn new_event(kind: EventKind, node: Option<&str>) -> LifecycleEvent {
-    let id = format!("{:032x}", rand::rng().random::<u128>());
-    let mut event = LifecycleEvent::new(id, kind, unix_ms());
-    event.node = node.map(str::to_owned);
-    event
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// One queued event, already JSON.
 #[derive(Debug)]
 struct Entry {
@@ -262,6 +249,13 @@ pub struct Closed {
     pub left: usize,
     /// Their bytes.
     pub left_bytes: usize,
+}
+
+/// Sessions' lifecycle events (core makes them) go out as webhooks.
+impl holdfast_core::EventSink for Webhooks {
+    fn emit(&self, event: LifecycleEvent) {
+        self.send(event);
+    }
 }
 
 impl Webhooks {

@@ -5,6 +5,8 @@
 //! batches it accepts, and misbehaves on cue: 500s, stalls past the
 //! timeout, a closed port. Every test is bounded in time.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,8 @@ enum Answer {
 struct Log {
     /// Bodies of accepted batches (signature good, answered 200), as ids.
     accepted: Vec<Vec<String>>,
+    /// The events of accepted batches, in order.
+    events: Vec<LifecycleEvent>,
     /// Every request, with the ids it carried, accepted or not.
     seen: Vec<Vec<String>>,
     /// Requests whose signature did not verify.
@@ -103,7 +107,9 @@ async fn hook(State(log): State<Shared>, headers: HeaderMap, body: Bytes) -> Sta
         Some(Answer::Stall(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    log.lock().unwrap().accepted.push(ids);
+    let mut log = log.lock().unwrap();
+    log.accepted.push(ids);
+    log.events.extend(batch.events);
     StatusCode::NO_CONTENT
 }
 
@@ -341,4 +347,79 @@ async fn close_delivers_what_is_queued_or_says_what_was_left() {
     let closed = hooks.close(started + Duration::from_millis(400)).await;
     assert_eq!(closed.left, 7);
     assert!(started.elapsed() < Duration::from_secs(1), "the deadline holds: {:?}", started.elapsed());
+}
+
+/// A session's life as the backend hears it, end to end: a server with a
+/// webhook, a real client, and the signed POSTs.
+#[tokio::test]
+async fn a_sessions_life_reaches_the_backend_in_order() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    const JWT: &[u8] = b"webhook jwt secret";
+    let (addr, log) = backend().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = holdfast_core::Node::new(
+        Arc::new(holdfast_core::MemoryBroker::new(holdfast_core::HistoryLimits::default())),
+        common::session(),
+        Some("n1".into()),
+    )
+    .with_auth(Arc::new(holdfast_server::JwtAuth::hs256(JWT, true)));
+    let server_config = holdfast_server::ServerConfig {
+        api_key: common::API_KEY.into(),
+        drain_window: Duration::from_millis(300),
+        webhook: Some(config(addr)),
+        ..holdfast_server::ServerConfig::default()
+    };
+    let server = common::TestServer::from_parts(listener, Arc::new(node), server_config, Arc::new(Metrics::default()));
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": "ann", "exp": exp}),
+        &EncodingKey::from_secret(JWT),
+    )
+    .unwrap();
+    let mut c = server.client().await;
+    c.send(&serde_json::json!({"id": 1, "op": "connect", "token": token, "client": "t/1"}).to_string()).await;
+    let session = c.recv().await["session"].as_str().unwrap().to_owned();
+    for (id, op, channel) in [(2, "subscribe", "room"), (3, "unsubscribe", "room"), (4, "subscribe", "lobby")] {
+        c.send(&serde_json::json!({"id": id, "op": op, "channel": channel}).to_string()).await;
+        c.recv().await;
+    }
+    c.ws.close(None).await.unwrap();
+    let _ = c.closed().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.lock().unwrap().events.len() < 6 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = log.lock().unwrap().events.clone();
+    let kinds: Vec<(EventKind, Option<&str>)> = events.iter().map(|e| (e.kind, e.channel.as_deref())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Connect, None),
+            (EventKind::Subscribe, Some("room")),
+            (EventKind::Unsubscribe, Some("room")),
+            (EventKind::Subscribe, Some("lobby")),
+            (EventKind::Unsubscribe, Some("lobby")),
+            (EventKind::Disconnect, None),
+        ],
+        "{events:#?}"
+    );
+    for e in &events {
+        assert_eq!(
+            (e.session.as_deref(), e.user.as_deref(), e.node.as_deref()),
+            (Some(session.as_str()), Some("ann"), Some("n1"))
+        );
+    }
+    assert_eq!(
+        (events[0].client.as_deref(), events[0].transport),
+        (Some("t/1"), Some(holdfast_protocol::Transport::Websocket))
+    );
+    assert_eq!(events[5].code, Some(1005), "a close frame without a code: 1005");
+    assert!(events[5].lifetime_ms.is_some());
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "every event has its own id");
+    assert_eq!(log.lock().unwrap().bad_signatures, 0);
+    server.stop().await;
 }

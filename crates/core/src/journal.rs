@@ -250,8 +250,7 @@ impl Journal {
                 fix: String::new(),
             });
         }
-        findings.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen_ms.cmp(&a.last_seen_ms)));
-        Diagnosis {
+        let mut d = Diagnosis {
             node: node.map(str::to_owned),
             since_ms: self.started_ms,
             opened: state.opened.clone(),
@@ -260,7 +259,9 @@ impl Journal {
             reports: state.reports,
             unreadable_reports: state.unreadable_reports,
             findings,
-        }
+        };
+        d.order_findings();
+        d
     }
 }
 
@@ -279,30 +280,37 @@ fn record_size(r: &SessionRecord) -> usize {
     std::mem::size_of::<SessionRecord>() + strings + report
 }
 
+/// A record with every field at its plainest (a client-closed WebSocket),
+/// for tests to change what they look at.
+#[cfg(test)]
+pub(crate) fn test_record(session: &str) -> SessionRecord {
+    SessionRecord {
+        session: session.into(),
+        user: None,
+        node: None,
+        transport: Transport::Websocket,
+        opened_ms: 0,
+        lived_ms: 1,
+        peer: None,
+        address: None,
+        ending: Ending::ClientClosed,
+        code: 1000,
+        silent_ms: None,
+        since_heard_ms: None,
+        since_sent_ms: None,
+        recoveries: 0,
+        recovery_failures: 0,
+        cause: Cause::Unknown,
+        report: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(session: &str, user: Option<&str>) -> SessionRecord {
-        SessionRecord {
-            session: session.into(),
-            user: user.map(Into::into),
-            node: None,
-            transport: Transport::Websocket,
-            opened_ms: 0,
-            lived_ms: 1,
-            peer: None,
-            address: None,
-            ending: Ending::ClientClosed,
-            code: 1000,
-            silent_ms: None,
-            since_heard_ms: None,
-            since_sent_ms: None,
-            recoveries: 0,
-            recovery_failures: 0,
-            cause: Cause::Unknown,
-            report: None,
-        }
+        SessionRecord { user: user.map(Into::into), ..test_record(session) }
     }
 
     fn end(ending: Ending, transport: Transport) -> SessionEnd {

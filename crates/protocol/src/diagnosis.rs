@@ -151,6 +151,14 @@ impl TransportCounts {
     }
 }
 
+impl Diagnosis {
+    /// Puts the findings in the order they are shown: the most sessions
+    /// first, then the most recent.
+    pub fn order_findings(&mut self) {
+        self.findings.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen_ms.cmp(&a.last_seen_ms)));
+    }
+}
+
 /// `GET /api/diagnosis`: what one node saw since it started.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {

@@ -53,14 +53,18 @@ impl BackendConfig {
     /// Parses a proxy URL; only `http://` (a backend on the same host or
     /// network: TLS to it is not built in).
     pub fn url(text: &str) -> Result<Uri, String> {
-        let uri: Uri = text.parse().map_err(|e| format!("proxy URL {text:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!(
-                "proxy URL {text:?}: use http://HOST[:PORT]/PATH (TLS to the backend is not built in)"
-            ));
-        }
-        Ok(uri)
+        http_url("proxy", text)
     }
+}
+
+/// A URL of the application's backend (`what`: which one, for the error):
+/// only `http://`, since the shared client has no TLS.
+pub(crate) fn http_url(what: &str, text: &str) -> Result<Uri, String> {
+    let uri: Uri = text.parse().map_err(|e| format!("{what} URL {text:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!("{what} URL {text:?}: use http://HOST[:PORT]/PATH (TLS to the backend is not built in)"));
+    }
+    Ok(uri)
 }
 
 /// The keep-alive client the proxies and the webhooks talk to the

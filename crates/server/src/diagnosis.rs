@@ -59,7 +59,7 @@ pub fn diagnosis(state: &AppState) -> Diagnosis {
             }),
         }
     }
-    d.findings.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen_ms.cmp(&a.last_seen_ms)));
+    d.order_findings();
     if let Some(words) = &state.config.finding_words {
         for f in &mut d.findings {
             (f.summary, f.fix) = words(f);

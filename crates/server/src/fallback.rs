@@ -185,11 +185,7 @@ async fn open_session(
     };
     let name = if matches!(transport, Transport::Sse) { "sse" } else { "polling" };
     let context = crate::backend::context_of(&state.node, headers, client, name, &state.config.forward_headers);
-    let on = match transport {
-        Transport::Sse => holdfast_protocol::Transport::Sse,
-        _ => holdfast_protocol::Transport::Poll,
-    };
-    let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context).on(on);
+    let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context).on(wire(transport));
     let mut connect = serde_json::json!({"id": 1, "op": "connect"});
     if let Some(c) = &open.client {
         connect["client"] = c.as_str().into();
@@ -279,11 +275,7 @@ async fn run_session(
     // A fallback session has no close frame: it either closed on the
     // server's word or expired without reads.
     let end = SessionEnd {
-        transport: if matches!(transport, Transport::Sse) {
-            holdfast_protocol::Transport::Sse
-        } else {
-            holdfast_protocol::Transport::Poll
-        },
+        transport: wire(transport),
         ending: if closed.is_some() { Ending::ServerClosed } else { Ending::Dropped },
         code,
         since_heard_ms: None,
@@ -322,6 +314,14 @@ async fn serve_commands(
             () = sleep_until(deadline.into()) => session.tick(Instant::now()),
             () = outbox.closing() => return false,
         }
+    }
+}
+
+/// A request-based transport as session records and events name it.
+fn wire(transport: Transport) -> holdfast_protocol::Transport {
+    match transport {
+        Transport::Sse => holdfast_protocol::Transport::Sse,
+        _ => holdfast_protocol::Transport::Poll,
     }
 }
 

@@ -81,13 +81,7 @@ impl WebhookConfig {
 
     /// Parses a webhook URL; only `http://`, as for the proxies.
     pub fn url(text: &str) -> Result<Uri, String> {
-        let uri: Uri = text.parse().map_err(|e| format!("webhook URL {text:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!(
-                "webhook URL {text:?}: use http://HOST[:PORT]/PATH (TLS to the backend is not built in)"
-            ));
-        }
-        Ok(uri)
+        crate::backend::http_url("webhook", text)
     }
 }
 

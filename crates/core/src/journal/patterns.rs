@@ -323,27 +323,15 @@ fn idle_figure(buckets: &[Bucket]) -> Option<IdleFigure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_protocol::{Ending, Transport};
+    use holdfast_protocol::Ending;
 
     fn drop_after(session: &str, silent_ms: u64) -> SessionRecord {
         SessionRecord {
-            session: session.into(),
-            user: None,
-            node: None,
-            transport: Transport::Websocket,
-            opened_ms: 0,
             lived_ms: silent_ms,
-            peer: None,
-            address: None,
             ending: Ending::Dropped,
             code: 1006,
             silent_ms: Some(silent_ms),
-            since_heard_ms: None,
-            since_sent_ms: None,
-            recoveries: 0,
-            recovery_failures: 0,
-            cause: Cause::Unknown,
-            report: None,
+            ..crate::journal::test_record(session)
         }
     }
 

@@ -183,6 +183,9 @@ pub struct ServeArgs {
     /// How long one webhook POST may take, answer included, e.g. `5s` (then it is sent again).
     #[arg(long, env = "HOLDFAST_WEBHOOK_TIMEOUT", value_parser = parse_duration)]
     pub webhook_timeout: Option<Duration>,
+    /// How long user_offline and channel_vacated wait for a comeback, e.g. `5s` (a reload is not offline).
+    #[arg(long, env = "HOLDFAST_WEBHOOK_GRACE", value_parser = parse_duration)]
+    pub webhook_grace: Option<Duration>,
     /// Log lines as `text` (default) or `json`; the level comes from HOLDFAST_LOG.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
@@ -249,6 +252,8 @@ pub struct FileConfig {
     webhook_queue_mb: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     webhook_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    webhook_grace: Option<Duration>,
     /// `[namespaces.NAME]` tables (file only: rules do not fit in flags).
     #[serde(default)]
     namespaces: BTreeMap<String, NamespaceFile>,
@@ -334,6 +339,7 @@ const FILE_KEYS: &[&str] = &[
     "webhook_secret",
     "webhook_queue_mb",
     "webhook_timeout",
+    "webhook_grace",
 ];
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -513,6 +519,7 @@ impl ServeArgs {
             self.webhook_secret.or(file.webhook_secret),
             self.webhook_queue_mb.or(file.webhook_queue_mb),
             self.webhook_timeout.or(file.webhook_timeout),
+            self.webhook_grace.or(file.webhook_grace),
         )?;
         let auth = match (secret, public_key) {
             (Some(_), Some(_)) => bail!("give jwt_secret or jwt_public_key, not both"),

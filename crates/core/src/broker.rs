@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::observer::Observer;
+use crate::occupancy::{LocalOccupancy, Occupancy};
 use crate::outbox::{Disconnect, Outbox};
 use crate::registry::Target;
 
@@ -202,6 +203,14 @@ pub trait Broker: Send + Sync + 'static {
     /// here (the embedded broker), for `/metrics`.
     fn history_bytes(&self) -> Option<usize> {
         None
+    }
+
+    /// The tracker that decides occupancy transitions for the nodes sharing
+    /// this broker (see [`crate::occupancy`]), vacating `grace` after the
+    /// last member left. Called once; a single-process broker's is in
+    /// memory.
+    fn occupancy(&self, grace: Duration) -> Arc<dyn Occupancy> {
+        Arc::new(LocalOccupancy::new(grace))
     }
 
     /// Keeps records of ended sessions where every node can read them. A

@@ -12,8 +12,9 @@ use crate::events::{new_event, EventSink};
 use crate::journal::{unix_ms, Journal, JournalLimits};
 use crate::namespace::{NamespaceRules, Namespaces};
 use crate::observer::{NoObserver, Observer};
+use crate::occupancy::{Group, Occupancy, Settled};
 use crate::registry::SessionRegistry;
-use holdfast_protocol::{EventKind, LifecycleEvent};
+use holdfast_protocol::{ChannelName, EventKind, LifecycleEvent};
 
 /// Settings that shape every session.
 #[derive(Clone, Debug)]
@@ -69,6 +70,9 @@ pub struct Node {
     observer: OnceLock<Arc<dyn Observer>>,
     /// Where lifecycle events go; unset, none are made.
     events: OnceLock<Arc<dyn EventSink>>,
+    /// Decides who is online and which channels are occupied; set only
+    /// when something takes events.
+    occupancy: OnceLock<Arc<dyn Occupancy>>,
     /// Checks connect tokens; `None` means every client is anonymous.
     pub auth: Option<Arc<dyn Authenticator>>,
     /// The application's backend, asked before connect, subscribe or
@@ -92,6 +96,7 @@ impl Node {
             over_memory: AtomicBool::new(false),
             observer: OnceLock::new(),
             events: OnceLock::new(),
+            occupancy: OnceLock::new(),
             auth: None,
             backend: None,
             namespaces: Namespaces::new(
@@ -180,6 +185,16 @@ impl Node {
         let _ = self.events.set(sink);
     }
 
+    /// Reports users coming online and going offline, channels becoming
+    /// occupied and vacated, as the broker's tracker decides them, with
+    /// `grace` before a departure counts. Only after
+    /// [`Self::emit_events_to`]: without a sink nothing is tracked.
+    pub fn track_occupancy(&self, grace: Duration) {
+        if self.events.get().is_some() {
+            let _ = self.occupancy.set(self.broker.occupancy(grace));
+        }
+    }
+
     /// A new event of `kind` from this node, when something takes events:
     /// without a sink no event is even built.
     pub(crate) fn event(&self, kind: EventKind) -> Option<(LifecycleEvent, &dyn EventSink)> {
@@ -219,4 +234,131 @@ impl Node {
             "this node is above its memory ceiling (max_memory_mb): publishes are refused until it is below; retry",
         )
     }
+}
+
+/// Occupancy, as sessions come and go (see [`crate::occupancy`]).
+impl Node {
+    /// A session connected: its `connect` event (filled by the session),
+    /// then `user_online` if it brought its user online.
+    pub(crate) async fn session_opened(&self, connect: LifecycleEvent, sink: &dyn EventSink) {
+        let Some(occupancy) = self.occupancy.get() else {
+            sink.emit(connect);
+            return;
+        };
+        let user = connect.user.clone().map(Group::User);
+        let session = connect.session.clone().unwrap_or_default();
+        let joined = async {
+            match &user {
+                Some(group) => occupancy.join(group, &session).await,
+                None => Ok(false),
+            }
+        };
+        let (held, joined) = tokio::join!(occupancy.hold(&connect), joined);
+        let online = connect.user.clone();
+        sink.emit(connect);
+        match (held, joined) {
+            (Ok(()), Ok(true)) => self.emit_occupied(EventKind::UserOnline, &session, online, None),
+            (Ok(()), Ok(false)) => {}
+            (Err(e), _) | (_, Err(e)) => self.occupancy_failed(e),
+        }
+    }
+
+    /// A session ended (its `disconnect` event is out): its user may go
+    /// offline once the grace delay has passed.
+    pub(crate) async fn session_closed(&self, session: &str, user: Option<&str>) {
+        let Some(occupancy) = self.occupancy.get() else { return };
+        let left = async {
+            match user {
+                Some(user) => occupancy.leave(&Group::User(user.to_owned()), session).await,
+                None => Ok(()),
+            }
+        };
+        let (released, left) = tokio::join!(occupancy.release(session), left);
+        if let Err(e) = released.and(left) {
+            self.occupancy_failed(e);
+        }
+    }
+
+    /// A session subscribed to `channel`: `channel_occupied` if it is the
+    /// first.
+    pub(crate) async fn channel_joined(&self, channel: &ChannelName, session: &str, user: Option<&str>) {
+        let Some(occupancy) = self.occupancy.get() else { return };
+        match occupancy.join(&Group::Channel(channel.clone()), session).await {
+            Ok(true) => self.emit_occupied(EventKind::ChannelOccupied, session, user.map(str::to_owned), Some(channel)),
+            Ok(false) => {}
+            Err(e) => self.occupancy_failed(e),
+        }
+    }
+
+    /// A session left `channel`.
+    pub(crate) async fn channel_left(&self, channel: &ChannelName, session: &str) {
+        let Some(occupancy) = self.occupancy.get() else { return };
+        if let Err(e) = occupancy.leave(&Group::Channel(channel.clone()), session).await {
+            self.occupancy_failed(e);
+        }
+    }
+
+    /// Reports the groups whose grace ran out and the sessions of nodes
+    /// that were lost (the server calls it every second).
+    pub async fn settle_occupancy(&self) {
+        let Some(occupancy) = self.occupancy.get() else { return };
+        let settled = match occupancy.settle().await {
+            Ok(settled) => settled,
+            Err(e) => return self.occupancy_failed(e),
+        };
+        for found in settled {
+            match found {
+                Settled::Vacated(Group::User(user)) => {
+                    if let Some((mut event, sink)) = self.event(EventKind::UserOffline) {
+                        event.user = Some(user);
+                        sink.emit(event);
+                    }
+                }
+                Settled::Vacated(Group::Channel(channel)) => {
+                    if let Some((mut event, sink)) = self.event(EventKind::ChannelVacated) {
+                        event.channel = Some(channel.as_str().to_owned());
+                        sink.emit(event);
+                    }
+                }
+                Settled::Lost(connect) => {
+                    if let Some((event, sink)) = self.event(EventKind::Disconnect) {
+                        sink.emit(lost_session(connect, event));
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit_occupied(&self, kind: EventKind, session: &str, user: Option<String>, channel: Option<&ChannelName>) {
+        if let Some((mut event, sink)) = self.event(kind) {
+            event.session = Some(session.to_owned());
+            event.user = user;
+            event.channel = channel.map(|c| c.as_str().to_owned());
+            sink.emit(event);
+        }
+    }
+
+    /// A transition the tracker could not decide (its store is away) is not
+    /// reported; the broker's own metrics and logs say why.
+    fn occupancy_failed(&self, _: crate::broker::BrokerError) {
+        self.observer().broker_error();
+    }
+}
+
+/// RFC 6455's code for a connection that ended without a close frame.
+const ABNORMAL_CLOSURE: u16 = 1006;
+
+/// The `disconnect` of a session whose node was lost, made from the
+/// `connect` that node recorded: closed abnormally (1006), and named for
+/// the node that held it.
+fn lost_session(connect: LifecycleEvent, mut event: LifecycleEvent) -> LifecycleEvent {
+    event.lifetime_ms = Some(event.time_ms.saturating_sub(connect.time_ms));
+    event.node = connect.node;
+    event.session = connect.session;
+    event.user = connect.user;
+    event.client = connect.client;
+    event.transport = connect.transport;
+    event.code = Some(ABNORMAL_CLOSURE);
+    event.reason = Some("node lost".into());
+    event
 }

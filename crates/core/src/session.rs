@@ -326,7 +326,7 @@ impl Session {
                     event.user = info.user.clone();
                     event.client = info.client.clone();
                     event.transport = Some(self.transport);
-                    sink.emit(event);
+                    self.node.session_opened(event, sink).await;
                 }
                 if let Some(report) = report {
                     self.node.journal.reported(&report, &info.session, crate::journal::unix_ms());
@@ -372,7 +372,7 @@ impl Session {
                 };
                 self.subscriptions.swap_remove(i);
                 self.node.broker.unsubscribe(&channel, self.key).await;
-                self.emit_channel(EventKind::Unsubscribe, &channel);
+                self.channel_event(EventKind::Unsubscribe, &channel).await;
                 self.send(Reply::Unsubscribed { id: id_or_zero, channel: channel.as_str() }.encode());
                 Ok(())
             }
@@ -532,7 +532,7 @@ impl Session {
                     self.recovery_failures =
                         self.recovery_failures.saturating_add(u16::from(subscribed.recovered == Some(false)));
                 }
-                self.emit_channel(EventKind::Subscribe, &channel);
+                self.channel_event(EventKind::Subscribe, &channel).await;
                 self.subscriptions.push(channel);
                 Ok(())
             }
@@ -546,14 +546,19 @@ impl Session {
         }
     }
 
-    /// A subscribe or unsubscribe event for `channel`, if anyone takes events.
-    fn emit_channel(&self, kind: EventKind, channel: &ChannelName) {
+    /// A subscribe or unsubscribe event for `channel`, if anyone takes
+    /// events, and what it changes in the channel's occupancy.
+    async fn channel_event(&self, kind: EventKind, channel: &ChannelName) {
         let Some((mut event, sink)) = self.node.event(kind) else { return };
-        let info = self.info.as_deref();
-        event.session = info.map(|i| i.session.clone());
-        event.user = info.and_then(|i| i.user.clone());
+        let Some(info) = self.info.as_deref() else { return };
+        event.session = Some(info.session.clone());
+        event.user = info.user.clone();
         event.channel = Some(channel.as_str().to_owned());
         sink.emit(event);
+        match kind {
+            EventKind::Subscribe => self.node.channel_joined(channel, &info.session, info.user.as_deref()).await,
+            _ => self.node.channel_left(channel, &info.session).await,
+        }
     }
 
     fn send(&self, frame: Bytes) {
@@ -577,7 +582,7 @@ impl Session {
         // A backend that tracks subscriptions hears each end, then the
         // session's.
         for channel in &self.subscriptions {
-            self.emit_channel(EventKind::Unsubscribe, channel);
+            self.channel_event(EventKind::Unsubscribe, channel).await;
         }
         if let Some((mut event, sink)) = self.node.event(EventKind::Disconnect) {
             event.session = Some(info.session.clone());
@@ -587,6 +592,7 @@ impl Session {
             event.lifetime_ms = Some(lived.as_millis() as u64);
             sink.emit(event);
         }
+        self.node.session_closed(&info.session, info.user.as_deref()).await;
         let now_ms = crate::journal::unix_ms();
         let record = SessionRecord {
             session: info.session.clone(),

@@ -44,6 +44,7 @@ mod commands;
 mod deployment;
 mod hub;
 mod link;
+mod occupancy;
 mod records;
 mod scripts;
 
@@ -57,7 +58,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use holdfast_core::{
     new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Input, Namespaces,
-    Observer, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
+    Observer, Occupancy, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
 };
 use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, SessionRecord, StreamPosition};
 use tokio::sync::{mpsc, oneshot};
@@ -218,15 +219,16 @@ impl Shared {
         self.commands.call(what, |mut c: Conn| async move { cmd.query_async(&mut c).await }).await
     }
 
-    /// Runs the commands `build` adds for each channel (exactly one of them
-    /// not ignored) and returns that command's answer per channel: as one
-    /// pipeline on one server, one pipeline per channel in a Cluster, where
-    /// a pipeline may not cross slots.
-    async fn per_channel<T: redis::FromRedisValue>(
+    /// Runs the commands `build` adds for each channel (or other group of
+    /// keys sharing one hash tag; exactly one command not ignored) and
+    /// returns that command's answer per channel: as one pipeline on one
+    /// server, one pipeline per channel in a Cluster, where a pipeline may
+    /// not cross slots.
+    async fn per_channel<T: redis::FromRedisValue, C>(
         &self,
         what: &str,
-        channels: &[ChannelName],
-        build: impl Fn(&mut redis::Pipeline, &ChannelName),
+        channels: &[C],
+        build: impl Fn(&mut redis::Pipeline, &C),
     ) -> Result<Vec<T>, BrokerError> {
         if !self.naming.sharded {
             let mut pipe = redis::pipe();
@@ -727,6 +729,10 @@ impl Broker for RedisBroker {
 
     fn history_bytes(&self) -> Option<usize> {
         usize::try_from(self.shared.used_memory.load(Ordering::Relaxed)).ok()
+    }
+
+    fn occupancy(&self, grace: Duration) -> Arc<dyn Occupancy> {
+        Arc::new(occupancy::RedisOccupancy::new(self.shared.clone(), grace))
     }
 
     async fn record_sessions(&self, records: &[SessionRecord]) -> Result<(), BrokerError> {

@@ -335,7 +335,7 @@ async fn check_positions(shared: &Shared) {
         return;
     }
     let positions = shared
-        .per_channel::<(Option<String>, Option<u64>)>("position check", &channels, |pipe, c| {
+        .per_channel::<(Option<String>, Option<u64>), _>("position check", &channels, |pipe, c| {
             pipe.cmd("HMGET").arg(Keys::of(c.as_str()).meta).arg("e").arg("o");
         })
         .await;
@@ -372,7 +372,7 @@ async fn refresh_presence(shared: &Shared) {
     let infos: std::collections::HashMap<&ChannelName, &Vec<Arc<holdfast_core::ClientInfo>>> =
         members.iter().map(|(c, i)| (c, i)).collect();
     let refreshed = shared
-        .per_channel::<i64>("presence refresh", &channels, |pipe, channel| {
+        .per_channel::<i64, _>("presence refresh", &channels, |pipe, channel| {
             let keys = Keys::of(channel.as_str());
             let zadd = pipe.cmd("ZADD").arg(&keys.presence);
             for info in infos[channel] {

@@ -153,8 +153,9 @@ pub async fn run(
     node.observe_with(metrics.clone());
     let admission = Arc::new(admission::Admission::new(config.limits));
     let webhooks = config.webhook.clone().map(|c| Webhooks::start(c, metrics.clone()));
-    if let Some(w) = &webhooks {
+    if let (Some(w), Some(c)) = (&webhooks, &config.webhook) {
         node.emit_events_to(Arc::new(w.clone()));
+        node.track_occupancy(c.grace);
     }
     let state = AppState {
         node: node.clone(),
@@ -190,6 +191,7 @@ pub async fn run(
                     node.broker.sweep(Instant::now());
                 }
                 node.settle_journal().await;
+                node.settle_occupancy().await;
             }
         }
     });

@@ -65,6 +65,9 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Waits between attempts at a failed batch.
     pub backoff: Backoff,
+    /// How long a user or channel must stay empty before `user_offline` or
+    /// `channel_vacated` (default 5 s: a reload is not "offline").
+    pub grace: Duration,
 }
 
 impl WebhookConfig {
@@ -76,6 +79,7 @@ impl WebhookConfig {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
+            grace: Duration::from_secs(5),
         }
     }
 

@@ -12,10 +12,11 @@ pub(super) fn resolve(
     secret: Option<String>,
     queue_mb: Option<usize>,
     timeout: Option<Duration>,
+    grace: Option<Duration>,
 ) -> anyhow::Result<Option<WebhookConfig>> {
     let Some(url) = url else {
-        if secret.is_some() || queue_mb.is_some() || timeout.is_some() {
-            bail!("webhook_secret, webhook_queue_mb and webhook_timeout need webhook_url");
+        if secret.is_some() || queue_mb.is_some() || timeout.is_some() || grace.is_some() {
+            bail!("webhook_secret, webhook_queue_mb, webhook_timeout and webhook_grace need webhook_url");
         }
         return Ok(None);
     };
@@ -42,6 +43,9 @@ pub(super) fn resolve(
         }
         config.timeout = timeout;
     }
+    if let Some(grace) = grace {
+        config.grace = grace;
+    }
     Ok(Some(config))
 }
 
@@ -51,17 +55,22 @@ mod tests {
 
     #[test]
     fn a_url_needs_a_secret_and_defaults_fill_the_rest() {
-        assert!(resolve(None, None, None, None).unwrap().is_none());
+        assert!(resolve(None, None, None, None, None).unwrap().is_none());
         let url = || Some("http://127.0.0.1:9000/hooks".to_owned());
-        let e = resolve(url(), None, None, None).unwrap_err().to_string();
+        let e = resolve(url(), None, None, None, None).unwrap_err().to_string();
         assert!(e.contains("webhook_secret"), "{e}");
-        assert!(resolve(url(), Some(" \n".into()), None, None).is_err(), "an empty secret is no secret");
-        let c = resolve(url(), Some("s3cret\n".into()), None, None).unwrap().unwrap();
-        assert_eq!((c.secret.as_str(), c.queue_bytes, c.timeout), ("s3cret", 16 << 20, Duration::from_secs(5)));
-        let c = resolve(url(), Some("s".into()), Some(2), Some(Duration::from_secs(1))).unwrap().unwrap();
-        assert_eq!((c.queue_bytes, c.timeout), (2 << 20, Duration::from_secs(1)));
-        let e = resolve(Some("https://example.com/h".into()), Some("s".into()), None, None).unwrap_err();
+        assert!(resolve(url(), Some(" \n".into()), None, None, None).is_err(), "an empty secret is no secret");
+        let c = resolve(url(), Some("s3cret\n".into()), None, None, None).unwrap().unwrap();
+        assert_eq!(
+            (c.secret.as_str(), c.queue_bytes, c.timeout, c.grace),
+            ("s3cret", 16 << 20, Duration::from_secs(5), Duration::from_secs(5))
+        );
+        let (second, zero) = (Some(Duration::from_secs(1)), Some(Duration::ZERO));
+        let c = resolve(url(), Some("s".into()), Some(2), second, zero).unwrap().unwrap();
+        assert_eq!((c.queue_bytes, c.timeout, c.grace), (2 << 20, Duration::from_secs(1), Duration::ZERO));
+        let e = resolve(Some("https://example.com/h".into()), Some("s".into()), None, None, None).unwrap_err();
         assert!(e.to_string().contains("http://"), "{e}");
-        assert!(resolve(None, Some("s".into()), None, None).is_err(), "a secret alone is a mistake");
+        assert!(resolve(None, Some("s".into()), None, None, None).is_err(), "a secret alone is a mistake");
+        assert!(resolve(None, None, None, None, zero).is_err(), "a grace alone is a mistake");
     }
 }

@@ -13,8 +13,10 @@
 //! for each channel's publications (`"<epoch> <offset> <data>"`; see
 //! [`Naming`]), `hf:ctl` for requests to every node (disconnects) and
 //! `hf:n:NODE` for requests to one node (about the sessions it holds) and
-//! answers, and the records of ended sessions (`hf:s:ID`, `hf:u:USER`; see
-//! `records.rs`).
+//! answers, the records of ended sessions (`hf:s:ID`, `hf:u:USER`; see
+//! `records.rs`), and, with webhooks, who is online and which channels are
+//! occupied (`hf:{U}:us`, `hf:{C}:cs` and their markers, `hf:occupancy`,
+//! `hf:nodes`, `hf:ns:NODE`; see `occupancy.rs`).
 //!
 //! No script touches a key it was not given, so each runs on one slot of a
 //! Cluster: a channel's keys share the `{C}` hash tag, and `hf:channels`

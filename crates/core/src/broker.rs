@@ -5,7 +5,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, SessionRecord, StreamPosition};
+use holdfast_protocol::{
+    ChannelName, EncodedPublication, Epoch, Offset, PublishOptions, SessionRecord, Skipped, StreamPosition,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,9 @@ pub struct Published {
     /// asynchronous, as through Redis, where each node fans out on arrival
     /// and reports it through [`Observer::delivered`].
     pub delivered: Option<usize>,
+    /// Set when nothing was published (see [`PublishOptions`]); the
+    /// position is then the first publish's or the channel's newest.
+    pub skipped: Option<Skipped>,
 }
 
 /// A slice of a channel's history.
@@ -125,8 +130,20 @@ pub type SubscribedReply<'a> = &'a (dyn Fn(&Subscribed) -> Bytes + Send + Sync);
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Assigns the next offset, stores the publication in history and queues
-    /// it for every subscriber.
-    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError>;
+    /// it for every subscriber, unless `options` say to skip it (an
+    /// idempotency key seen within the channel's history window, a version
+    /// not newer than the channel's): decided atomically with the publish.
+    async fn publish_with(
+        &self,
+        channel: &ChannelName,
+        data: &str,
+        options: &PublishOptions,
+    ) -> Result<Published, BrokerError>;
+
+    /// [`Self::publish_with`] without options.
+    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
+        self.publish_with(channel, data, &PublishOptions::default()).await
+    }
 
     /// Adds a subscriber. With `since`, queues every missed publication after
     /// the reply when they can all be recovered.

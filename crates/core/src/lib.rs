@@ -19,6 +19,7 @@ mod node;
 mod observer;
 mod occupancy;
 mod outbox;
+mod recent_keys;
 mod registry;
 mod session;
 

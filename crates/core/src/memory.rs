@@ -32,7 +32,8 @@
 
 use async_trait::async_trait;
 use holdfast_protocol::{
-    plan_recovery, ChannelName, EncodedPublication, Epoch, HistoryWindow, Offset, Recovery, StreamPosition,
+    plan_recovery, ChannelName, EncodedPublication, Epoch, HistoryWindow, Offset, PublishOptions, Recovery, Skipped,
+    StreamPosition, Version,
 };
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ use crate::broker::{
 };
 use crate::history::{ChannelHistory, HistoryLimits};
 use crate::namespace::{NamespaceRules, Namespaces};
+use crate::recent_keys::RecentKeys;
 
 const SHARDS: usize = 32;
 
@@ -57,6 +59,10 @@ struct Channel {
     subscribers: HashMap<SessionKey, Subscriber>,
     last_active: Instant,
     limits: HistoryLimits,
+    /// Idempotency keys within the history window.
+    keys: RecentKeys,
+    /// The newest version published, for versioned publishes.
+    version: Option<Box<Version>>,
 }
 
 impl Channel {
@@ -68,7 +74,30 @@ impl Channel {
             history: ChannelHistory::default(),
             subscribers: HashMap::new(),
             last_active: now,
+            keys: RecentKeys::default(),
+            version: None,
         }
+    }
+
+    /// Bytes held for the node's budget: history and idempotency keys.
+    fn held_bytes(&self) -> usize {
+        self.history.bytes() + self.keys.bytes()
+    }
+
+    /// Drops history and keys older than the history window.
+    fn expire(&mut self, now: Instant) {
+        self.history.expire(now, self.limits);
+        self.keys.expire(now, self.limits.max_age);
+    }
+
+    /// Why `options` say not to publish now, if they do, with the position
+    /// to answer.
+    fn skip(&self, options: &PublishOptions) -> Option<(Skipped, Offset)> {
+        if let Some(first) = options.idempotency_key.as_deref().and_then(|k| self.keys.get(k)) {
+            return Some((Skipped::Duplicate, first));
+        }
+        let (Some(new), Some(held)) = (&options.version, &self.version) else { return None };
+        (new.epoch == held.epoch && new.number <= held.number).then_some((Skipped::NotNewer, self.newest))
     }
 
     fn is_collectable(&self, now: Instant) -> bool {
@@ -77,7 +106,7 @@ impl Channel {
 
     /// Holds nothing anyone could lose but its epoch.
     fn is_empty(&self) -> bool {
-        self.subscribers.is_empty() && self.history.is_empty()
+        self.subscribers.is_empty() && self.history.is_empty() && self.keys.is_empty() && self.version.is_none()
     }
 }
 
@@ -211,11 +240,22 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
+    async fn publish_with(
+        &self,
+        channel: &ChannelName,
+        data: &str,
+        options: &PublishOptions,
+    ) -> Result<Published, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel);
         let ch = self.channel(&mut map, channel, now)?;
         ch.last_active = now;
+        let before = ch.held_bytes();
+        ch.expire(now);
+        self.account(before, ch.held_bytes());
+        if let Some((skipped, offset)) = ch.skip(options) {
+            return Ok(Published { epoch: ch.epoch.clone(), offset, delivered: Some(0), skipped: Some(skipped) });
+        }
         ch.newest = ch.newest.next();
         let publication = EncodedPublication::new(channel, ch.newest, data);
         for sub in ch.subscribers.values() {
@@ -223,14 +263,24 @@ impl Broker for MemoryBroker {
             let _ = sub.outbox.push(publication.frame.clone());
         }
         let delivered = ch.subscribers.len();
-        let before = ch.history.bytes();
+        let before = ch.held_bytes();
         ch.history.push(publication, now, ch.limits);
+        if let Some(key) = &options.idempotency_key {
+            ch.keys.insert(key, ch.newest, now);
+        }
+        if let Some(version) = &options.version {
+            ch.version = Some(Box::new(version.clone()));
+        }
         // Over the node's budget: this channel gives up its oldest first,
-        // down to nothing (then it recovers nobody: `recovered: false`).
+        // history down to nothing (then it recovers nobody: `recovered:
+        // false`), then idempotency keys (then a retry publishes again).
         let budget = self.limits.history_bytes;
-        while budget > 0 && self.held_bytes() + ch.history.bytes() > budget + before && ch.history.pop_oldest() {}
-        self.account(before, ch.history.bytes());
-        Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered: Some(delivered) })
+        while budget > 0
+            && self.held_bytes() + ch.held_bytes() > budget + before
+            && (ch.history.pop_oldest() || ch.keys.pop_oldest())
+        {}
+        self.account(before, ch.held_bytes());
+        Ok(Published { epoch: ch.epoch.clone(), offset: ch.newest, delivered: Some(delivered), skipped: None })
     }
 
     async fn subscribe(
@@ -244,13 +294,12 @@ impl Broker for MemoryBroker {
         let mut map = self.shard(channel);
         let ch = self.channel(&mut map, channel, now)?;
         ch.last_active = now;
-        let slot = match ch.subscribers.entry(subscriber.key) {
-            Entry::Occupied(_) => return Err(BrokerError::AlreadySubscribed(channel.clone())),
-            Entry::Vacant(slot) => slot,
-        };
-        let before = ch.history.bytes();
-        ch.history.expire(now, ch.limits);
-        self.account(before, ch.history.bytes());
+        if ch.subscribers.contains_key(&subscriber.key) {
+            return Err(BrokerError::AlreadySubscribed(channel.clone()));
+        }
+        let before = ch.held_bytes();
+        ch.expire(now);
+        self.account(before, ch.held_bytes());
         let recovery = since.map(|since| {
             let window = HistoryWindow { epoch: &ch.epoch, newest: ch.newest, oldest_held: ch.history.oldest() };
             plan_recovery(since, &window)
@@ -269,7 +318,7 @@ impl Broker for MemoryBroker {
                 }
             }
         }
-        slot.insert(subscriber);
+        ch.subscribers.insert(subscriber.key, subscriber);
         Ok(outcome)
     }
 
@@ -291,9 +340,9 @@ impl Broker for MemoryBroker {
         let now = Instant::now();
         let mut map = self.shard(channel);
         let ch = self.channel(&mut map, channel, now)?;
-        let before = ch.history.bytes();
-        ch.history.expire(now, ch.limits);
-        self.account(before, ch.history.bytes());
+        let before = ch.held_bytes();
+        ch.expire(now);
+        self.account(before, ch.held_bytes());
         let from = since.map(Offset::next).unwrap_or(Offset(0));
         let publications = ch.history.since(from).take(limit).cloned().collect();
         Ok(History { epoch: ch.epoch.clone(), offset: ch.newest, publications })
@@ -330,9 +379,9 @@ impl Broker for MemoryBroker {
         for shard in self.shards.iter() {
             let mut map = shard.lock().expect("broker shard poisoned");
             for ch in map.values_mut() {
-                let before = ch.history.bytes();
-                ch.history.expire(now, ch.limits);
-                self.account(before, ch.history.bytes());
+                let before = ch.held_bytes();
+                ch.expire(now);
+                self.account(before, ch.held_bytes());
             }
             self.collect(&mut map, |ch| ch.is_collectable(now) || (crowded && ch.is_empty()));
         }
@@ -347,6 +396,62 @@ mod tests {
     fn bounded(limits: NodeLimits) -> MemoryBroker {
         let rules = NamespaceRules::default();
         MemoryBroker::with_limits(Namespaces::new(rules, HashMap::new()), limits)
+    }
+
+    fn keyed(key: &str) -> PublishOptions {
+        PublishOptions::new(Some(key.into()), None, None).unwrap()
+    }
+
+    fn versioned(number: u64, epoch: &str) -> PublishOptions {
+        PublishOptions::new(None, Some(number), Some(epoch.into())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_publishes_nothing_and_answers_the_first_offset() {
+        let broker = bounded(NodeLimits::default());
+        let ch = ChannelName::new("orders").unwrap();
+        let first = broker.publish_with(&ch, "1", &keyed("k1")).await.unwrap();
+        broker.publish(&ch, "2").await.unwrap();
+        let again = broker.publish_with(&ch, "1", &keyed("k1")).await.unwrap();
+        assert_eq!((again.offset, again.skipped), (first.offset, Some(Skipped::Duplicate)));
+        let other = broker.publish_with(&ch, "3", &keyed("k2")).await.unwrap();
+        assert_eq!((other.offset, other.skipped), (Offset(3), None));
+        let history = broker.history(&ch, None, 10).await.unwrap();
+        assert_eq!(history.publications.len(), 3, "the repeat was not kept");
+        // Keys are per channel, and expire with the history window.
+        let elsewhere = broker.publish_with(&ChannelName::new("other").unwrap(), "1", &keyed("k1")).await.unwrap();
+        assert_eq!(elsewhere.skipped, None);
+        broker.sweep(Instant::now() + Duration::from_secs(301));
+        assert_eq!(broker.publish_with(&ch, "1", &keyed("k1")).await.unwrap().skipped, None);
+    }
+
+    #[tokio::test]
+    async fn a_version_not_newer_is_skipped_and_a_new_version_epoch_starts_again() {
+        let broker = bounded(NodeLimits::default());
+        let ch = ChannelName::new("score").unwrap();
+        assert_eq!(broker.publish_with(&ch, "5", &versioned(5, "")).await.unwrap().skipped, None);
+        let stale = broker.publish_with(&ch, "3", &versioned(3, "")).await.unwrap();
+        assert_eq!((stale.offset, stale.skipped), (Offset(1), Some(Skipped::NotNewer)));
+        assert_eq!(broker.publish_with(&ch, "5", &versioned(5, "")).await.unwrap().skipped, Some(Skipped::NotNewer));
+        assert_eq!(broker.publish_with(&ch, "6", &versioned(6, "")).await.unwrap().offset, Offset(2));
+        let reset = broker.publish_with(&ch, "1", &versioned(1, "db-restored")).await.unwrap();
+        assert_eq!((reset.offset, reset.skipped), (Offset(3), None), "another version epoch compares afresh");
+        // Publishes without a version are not ordered by it.
+        assert_eq!(broker.publish(&ch, "x").await.unwrap().offset, Offset(4));
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_count_in_the_history_budget() {
+        let budget = 64 << 10;
+        let broker = bounded(NodeLimits { history_bytes: budget, max_channels: 0 });
+        let ch = ChannelName::new("keys").unwrap();
+        for i in 0..2_000 {
+            broker.publish_with(&ch, "1", &keyed(&format!("{i:0>100}"))).await.unwrap();
+            assert!(broker.held_bytes() <= budget, "{} bytes after key {i}", broker.held_bytes());
+        }
+        // The newest keys are the ones kept.
+        let newest = broker.publish_with(&ch, "1", &keyed(&format!("{:0>100}", 1_999))).await.unwrap();
+        assert_eq!(newest.skipped, Some(Skipped::Duplicate));
     }
 
     /// The attack: 64 KB publications to ever new channels took a

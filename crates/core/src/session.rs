@@ -376,7 +376,7 @@ impl Session {
                 self.send(Reply::Unsubscribed { id: id_or_zero, channel: channel.as_str() }.encode());
                 Ok(())
             }
-            Command::Publish { channel, data } => {
+            Command::Publish { channel, data, options } => {
                 let rules = self.node.namespaces.rules(&channel);
                 if !rules.allow_publish {
                     return fail(ErrorCode::PermissionDenied, format!("clients may not publish to {channel}: publish through the HTTP API, or allow it with allow_publish = true in its namespace"));
@@ -405,15 +405,18 @@ impl Session {
                     }
                 }
                 let started = Instant::now();
-                match self.node.broker.publish(&channel, &data).await {
+                match self.node.broker.publish_with(&channel, &data, &options).await {
                     Ok(p) => {
-                        self.node.observer().published(p.delivered, started.elapsed());
+                        if p.skipped.is_none() {
+                            self.node.observer().published(p.delivered, started.elapsed());
+                        }
                         self.send(
                             Reply::Published {
                                 id: id_or_zero,
                                 channel: channel.as_str(),
                                 epoch: p.epoch.as_str(),
                                 offset: p.offset,
+                                skipped: p.skipped,
                             }
                             .encode(),
                         );

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{ChannelName, ClientReport, ErrorCode, StreamPosition};
+use crate::{ChannelName, ClientReport, ErrorCode, PublishOptions, StreamPosition};
 
 /// One decoded command with the `id` the reply must carry.
 #[derive(Debug)]
@@ -59,6 +59,8 @@ pub enum Command {
         channel: ChannelName,
         /// The JSON value as it arrived, whitespace trimmed.
         data: Box<RawValue>,
+        /// Idempotency key and version.
+        options: PublishOptions,
     },
     /// Answers a server `ping`.
     Pong,
@@ -109,6 +111,12 @@ struct Envelope<'a> {
     ping_interval_ms: Option<&'a RawValue>,
     #[serde(borrow)]
     report: Option<&'a RawValue>,
+    #[serde(borrow)]
+    idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    version_epoch: Option<&'a RawValue>,
 }
 
 /// The longest `client` a `connect` may name. It is copied into every
@@ -178,7 +186,13 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
             let channel = channel(id, env.channel)?;
             let data =
                 env.data.ok_or_else(|| DecodeError::new(id, ErrorCode::BadRequest, "field `data` is missing"))?;
-            Command::Publish { channel, data: data.to_owned() }
+            let options = PublishOptions::new(
+                optional(id, "idempotency_key", env.idempotency_key)?,
+                optional(id, "version", env.version)?,
+                optional(id, "version_epoch", env.version_epoch)?,
+            )
+            .map_err(|e| DecodeError::new(id, ErrorCode::BadRequest, e))?;
+            Command::Publish { channel, data: data.to_owned(), options }
         }
         other => {
             return Err(DecodeError::new(

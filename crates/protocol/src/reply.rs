@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::ops::Range;
 
-use crate::{ChannelName, Epoch, ErrorCode, Frame, Offset};
+use crate::{ChannelName, Epoch, ErrorCode, Frame, Offset, Skipped};
 
 /// Messages the server sends, except `message` (see [`EncodedPublication`]).
 #[derive(Debug, Serialize)]
@@ -58,8 +58,12 @@ pub enum Reply<'a> {
         channel: &'a str,
         /// The epoch the offset belongs to.
         epoch: &'a str,
-        /// The offset assigned to the publication.
+        /// The offset assigned to the publication (or, when `skipped`, the
+        /// first one's with its idempotency key, or the channel's newest).
         offset: Offset,
+        /// Set when nothing was published, and why.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped: Option<Skipped>,
     },
     /// `refresh` accepted.
     Refreshed {

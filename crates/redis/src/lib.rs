@@ -60,7 +60,9 @@ use holdfast_core::{
     new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Input, Namespaces,
     Observer, Occupancy, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
 };
-use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, SessionRecord, StreamPosition};
+use holdfast_protocol::{
+    ChannelName, EncodedPublication, Epoch, Offset, PublishOptions, SessionRecord, Skipped, StreamPosition,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use commands::Commands;
@@ -561,25 +563,40 @@ fn unix_ms() -> u64 {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
+    async fn publish_with(
+        &self,
+        channel: &ChannelName,
+        data: &str,
+        options: &PublishOptions,
+    ) -> Result<Published, BrokerError> {
         let s = &self.shared;
         let limits = s.limits(channel);
         let keys = Keys::of(channel.as_str());
         // Over the budget nothing is kept (and the channel's history is
-        // dropped, as it must end at the newest offset).
-        let keep = if s.over_budget() { 0 } else { limits.max_len };
+        // dropped, as it must end at the newest offset), not even
+        // idempotency keys.
+        let over = s.over_budget();
+        let keep = if over { 0 } else { limits.max_len };
+        let key = options.idempotency_key.as_deref();
+        let keep_key_ms = if over { 0 } else { limits.max_age.as_millis() as u64 };
         let mut call = s.scripts.publish.prepare_invoke();
-        call.key(&keys.meta).key(&keys.history);
+        call.key(&keys.meta).key(&keys.history).key(Keys::idempotency(channel.as_str(), key));
         call.arg(data)
             .arg(keep)
             .arg(limits.max_age.as_millis() as u64)
             .arg(s.channel_ttl(limits))
             .arg(new_epoch().as_str())
-            .arg(s.naming.topic(channel.as_str()));
+            .arg(s.naming.topic(channel.as_str()))
+            .arg(if key.is_some() { "1" } else { "0" })
+            .arg(keep_key_ms)
+            .arg(options.version.as_ref().map(|v| v.number.to_string()).unwrap_or_default())
+            .arg(options.version.as_ref().map_or("", |v| v.epoch.as_str()));
         let call = &call;
-        let (epoch, offset): (String, u64) =
+        let (epoch, offset, skipped): (String, u64, String) =
             s.commands.call("publish", |mut c: Conn| async move { call.invoke_async(&mut c).await }).await?;
-        Ok(Published { epoch: Epoch::new(epoch), offset: Offset(offset), delivered: None })
+        let skipped = Skipped::parse(&skipped);
+        let delivered = skipped.map(|_| 0);
+        Ok(Published { epoch: Epoch::new(epoch), offset: Offset(offset), delivered, skipped })
     }
 
     async fn subscribe(

@@ -7,7 +7,10 @@
 //! - `hf:{C}:h` — list of `"<offset> <unix ms> <data>"`, oldest first,
 //!   holding a contiguous run of offsets that ends at `o`;
 //! - `hf:{C}:p` — sorted set of presence entries (client info as JSON),
-//!   scored by when they expire unless a node refreshes them.
+//!   scored by when they expire unless a node refreshes them;
+//! - `hf:{C}:i:KEY` — `"<epoch> <offset>"` of the publish that first used
+//!   idempotency key KEY, for the channel's history window; the hash
+//!   `hf:{C}:m` also holds `v` and `ve`, the newest version and its epoch.
 //!
 //! Plus `hf:channels` (channel names scored by expiry), a pub/sub topic
 //! for each channel's publications (`"<epoch> <offset> <data>"`; see
@@ -69,6 +72,12 @@ impl Keys {
             history: format!("hf:{{{channel}}}:h"),
             presence: format!("hf:{{{channel}}}:p"),
         }
+    }
+
+    /// Where a publish's idempotency key is kept (`hf:{C}:i:` for none:
+    /// the script is given a key either way).
+    pub fn idempotency(channel: &str, key: Option<&str>) -> String {
+        format!("hf:{{{channel}}}:i:{}", key.unwrap_or_default())
     }
 }
 
@@ -154,12 +163,36 @@ local function ensure_epoch(meta, history, candidate)
 end
 "#;
 
-/// KEYS: meta, history. ARGV: data, max_len (0: keep nothing, and drop
-/// what is held), max_age_ms, ttl_ms, candidate epoch, topic. Returns `{epoch, offset}`. `PUBLISH_COMMAND` is
-/// replaced by [`Naming::publish`].
+/// KEYS: meta, history, idempotency key (`hf:{C}:i:KEY`; `hf:{C}:i:`
+/// when none). ARGV: data, max_len (0: keep nothing, and drop what is
+/// held), max_age_ms, ttl_ms, candidate epoch, topic, idempotency key
+/// given ('1'/'0'), how long to keep it in ms (0: not kept), version (''
+/// for none), version epoch. Returns `{epoch, offset, skipped}`, skipped
+/// being '', 'duplicate' (the first publish's position) or 'not_newer'
+/// (the channel's newest). Versions are decimal text compared by length
+/// first, so all of u64 compares right (Lua numbers are doubles).
+/// `PUBLISH_COMMAND` is replaced by [`Naming::publish`].
 const PUBLISH: &str = r#"
 local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[5])
+if ARGV[7] == '1' then
+  local first = redis.call('GET', KEYS[3])
+  if first then
+    local e, o = string.match(first, '^(%S+) (%d+)$')
+    if e then return {e, tonumber(o), 'duplicate'} end
+  end
+end
+local version = ARGV[9]
+if version ~= '' then
+  local held = redis.call('HMGET', KEYS[1], 'v', 've')
+  if held[1] and held[2] == ARGV[10] and (#held[1] > #version or (#held[1] == #version and held[1] >= version)) then
+    return {epoch, tonumber(redis.call('HGET', KEYS[1], 'o')), 'not_newer'}
+  end
+  redis.call('HSET', KEYS[1], 'v', version, 've', ARGV[10])
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+if ARGV[7] == '1' and tonumber(ARGV[8]) > 0 then
+  redis.call('SET', KEYS[3], epoch .. ' ' .. offset, 'PX', ARGV[8])
+end
 local max_len = tonumber(ARGV[2])
 if max_len > 0 then
   local now = now_ms()
@@ -173,7 +206,7 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH_COMMAND', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[1])
-return {epoch, offset}
+return {epoch, offset, ''}
 "#;
 
 /// KEYS: meta, history, presence. ARGV: max_age_ms, ttl_ms, candidate

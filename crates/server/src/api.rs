@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use holdfast_core::{ClientInfo, Disconnect, Target};
-use holdfast_protocol::{encode_history, ChannelName, CloseCode, ErrorCode, Offset};
+use holdfast_protocol::{encode_history, ChannelName, CloseCode, ErrorCode, Offset, PublishOptions};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -115,6 +115,28 @@ struct PublishBody<'a> {
     channel: String,
     #[serde(borrow)]
     data: &'a RawValue,
+    idempotency_key: Option<String>,
+    version: Option<u64>,
+    version_epoch: Option<String>,
+}
+
+/// The options a publish or broadcast body carries, checked.
+fn publish_options(
+    idempotency_key: Option<String>,
+    version: Option<u64>,
+    version_epoch: Option<String>,
+) -> Result<PublishOptions, ApiError> {
+    PublishOptions::new(idempotency_key, version, version_epoch).map_err(ApiError::bad)
+}
+
+/// The answer for one channel's publish: its position, and `skipped` when
+/// nothing was published.
+fn published_json(channel: &ChannelName, p: &holdfast_core::Published) -> serde_json::Value {
+    let mut answer = json!({"channel": channel.as_str(), "epoch": p.epoch.as_str(), "offset": p.offset.0});
+    if let Some(skipped) = p.skipped {
+        answer["skipped"] = skipped.as_str().into();
+    }
+    answer
 }
 
 /// `POST /api/publish`.
@@ -123,9 +145,9 @@ pub async fn publish(State(state): State<AppState>, req: Request<Body>) -> ApiRe
     let p: PublishBody = parse(&body)?;
     let ch = channel(&p.channel, "channel")?;
     check_size(&state, p.data)?;
-    let published = publish_observed(&state, &ch, p.data.get()).await?;
-    Ok(axum::Json(json!({"channel": ch.as_str(), "epoch": published.epoch.as_str(), "offset": published.offset.0}))
-        .into_response())
+    let options = publish_options(p.idempotency_key, p.version, p.version_epoch)?;
+    let published = publish_observed(&state, &ch, p.data.get(), &options).await?;
+    Ok(axum::Json(published_json(&ch, &published)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -134,6 +156,9 @@ struct BroadcastBody<'a> {
     channels: Vec<String>,
     #[serde(borrow)]
     data: &'a RawValue,
+    idempotency_key: Option<String>,
+    version: Option<u64>,
+    version_epoch: Option<String>,
 }
 
 /// `POST /api/broadcast`: one result per channel, in order; a failed channel
@@ -142,6 +167,7 @@ pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> Api
     let body = json_body(&state, req).await?;
     let b: BroadcastBody = parse(&body)?;
     check_size(&state, b.data)?;
+    let options = publish_options(b.idempotency_key, b.version, b.version_epoch)?;
     if b.channels.is_empty() {
         return Err(ApiError::bad("`channels` is empty"));
     }
@@ -149,10 +175,8 @@ pub async fn broadcast(State(state): State<AppState>, req: Request<Body>) -> Api
         b.channels.iter().enumerate().map(|(i, c)| channel(c, &format!("channels[{i}]"))).collect::<Result<_, _>>()?;
     let mut results = Vec::with_capacity(channels.len());
     for ch in &channels {
-        results.push(match publish_observed(&state, ch, b.data.get()).await {
-            Ok(p) => {
-                json!({"channel": ch.as_str(), "epoch": p.epoch.as_str(), "offset": p.offset.0})
-            }
+        results.push(match publish_observed(&state, ch, b.data.get(), &options).await {
+            Ok(p) => published_json(ch, &p),
             Err(e) => json!({"channel": ch.as_str(), "error": {"code": e.1.as_str(), "message": e.2}}),
         });
     }
@@ -345,15 +369,18 @@ async fn publish_observed(
     state: &AppState,
     channel: &ChannelName,
     data: &str,
+    options: &PublishOptions,
 ) -> Result<holdfast_core::Published, ApiError> {
     use holdfast_core::Observer;
     if let Some(why) = state.node.publish_refusal() {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, why.into()));
     }
     let started = std::time::Instant::now();
-    match state.node.broker.publish(channel, data).await {
+    match state.node.broker.publish_with(channel, data, options).await {
         Ok(p) => {
-            Observer::published(state.metrics.as_ref(), p.delivered, started.elapsed());
+            if p.skipped.is_none() {
+                Observer::published(state.metrics.as_ref(), p.delivered, started.elapsed());
+            }
             Ok(p)
         }
         Err(e) => {

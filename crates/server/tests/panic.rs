@@ -14,7 +14,7 @@ use holdfast_core::{
     Broker, BrokerError, ChannelInfo, ClientInfo, History, HistoryLimits, MemoryBroker, Node, Published, SessionKey,
     Subscribed, SubscribedReply, Subscriber,
 };
-use holdfast_protocol::{ChannelName, Offset, StreamPosition};
+use holdfast_protocol::{ChannelName, Offset, PublishOptions, StreamPosition};
 use holdfast_server::{Metrics, ServerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +24,14 @@ struct Boom(MemoryBroker);
 
 #[async_trait]
 impl Broker for Boom {
-    async fn publish(&self, channel: &ChannelName, data: &str) -> Result<Published, BrokerError> {
+    async fn publish_with(
+        &self,
+        channel: &ChannelName,
+        data: &str,
+        options: &PublishOptions,
+    ) -> Result<Published, BrokerError> {
         assert_ne!(channel.as_str(), "boom", "a bug in the broker");
-        self.0.publish(channel, data).await
+        self.0.publish_with(channel, data, options).await
     }
 
     async fn subscribe(

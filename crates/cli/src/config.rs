@@ -267,6 +267,8 @@ struct NamespaceFile {
     history_ttl: Option<Duration>,
     /// Whether the subscribe and publish proxies are asked here.
     proxy: Option<bool>,
+    /// Where this namespace's channel events go instead of `webhook_url`.
+    webhook_url: Option<String>,
 }
 
 /// How log lines look.
@@ -508,12 +510,17 @@ impl ServeArgs {
                 max_data: max_message_size,
             }
         });
-        let webhook = webhook::resolve(
-            self.webhook_url.or(file.webhook_url),
-            self.webhook_secret.or(file.webhook_secret),
-            self.webhook_queue_mb.or(file.webhook_queue_mb),
-            self.webhook_timeout.or(file.webhook_timeout),
-        )?;
+        let (webhook, webhook_namespaces) = webhook::resolve(webhook::WebhookSettings {
+            url: self.webhook_url.or(file.webhook_url),
+            secret: self.webhook_secret.or(file.webhook_secret),
+            queue_mb: self.webhook_queue_mb.or(file.webhook_queue_mb),
+            timeout: self.webhook_timeout.or(file.webhook_timeout),
+            namespace_urls: file
+                .namespaces
+                .iter()
+                .filter_map(|(n, ns)| Some((n.clone(), ns.webhook_url.clone()?)))
+                .collect(),
+        })?;
         let auth = match (secret, public_key) {
             (Some(_), Some(_)) => bail!("give jwt_secret or jwt_public_key, not both"),
             (Some(secret), None) => {
@@ -634,6 +641,7 @@ impl ServeArgs {
                 forward_headers,
                 trusted_proxies,
                 webhook,
+                webhook_namespaces,
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
                         0 => {

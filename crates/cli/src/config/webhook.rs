@@ -122,9 +122,9 @@ mod tests {
         let e = resolve(settings(Some("http://127.0.0.1:9000/"), None, &chat)).unwrap_err().to_string();
         assert!(e.starts_with("webhook_url needs webhook_secret"), "{e}");
         let (global, ns) = resolve(settings(Some("http://127.0.0.1:9000/"), Some("s"), &chat)).unwrap();
-        let (global, chat) = (global.unwrap(), &ns["chat"]);
-        assert_eq!(chat.url.to_string(), "http://127.0.0.1:9001/chat");
-        assert_eq!((chat.secret.as_str(), chat.queue_bytes), ("s", 3 << 20), "shared secret and limits");
+        let (global, chat_config) = (global.unwrap(), &ns["chat"]);
+        assert_eq!(chat_config.url.to_string(), "http://127.0.0.1:9001/chat");
+        assert_eq!((chat_config.secret.as_str(), chat_config.queue_bytes), ("s", 3 << 20), "shared secret and limits");
         assert_eq!(global.url.to_string(), "http://127.0.0.1:9000/");
         let (global, ns) = resolve(settings(None, Some("s"), &chat)).unwrap();
         assert!(global.is_none() && ns.len() == 1, "namespace URLs alone: only their channel events go out");

@@ -12,6 +12,7 @@ mod patterns;
 use holdfast_protocol::{
     Cause, ClientReport, Diagnosis, Ending, Evidence, Finding, SessionRecord, Transport, TransportCounts,
 };
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -78,6 +79,10 @@ pub struct SessionEnd {
     pub ending: Ending,
     /// The close code recorded.
     pub code: u16,
+    /// The close's words: what the server said in its close, the client's
+    /// close reason, or a fixed word for a drop ([`CONNECTION_LOST`]). A
+    /// `Cow` so the fixed words and the outbox's own cost no copy.
+    pub reason: Cow<'static, str>,
     /// Milliseconds since the last frame from the client, and to it
     /// (WebSocket).
     pub since_heard_ms: Option<u64>,
@@ -89,7 +94,24 @@ pub struct SessionEnd {
     pub address: Option<IpAddr>,
 }
 
+/// The reason of a session whose connection went without a close.
+pub const CONNECTION_LOST: &str = "connection lost";
+/// The reason of a client's close that gave none.
+pub const CLIENT_CLOSED: &str = "closed by the client";
+/// The longest reason kept: what a WebSocket close frame holds.
+pub const MAX_REASON_BYTES: usize = 123;
+
 impl SessionEnd {
+    /// The reason, cut on a character boundary to [`MAX_REASON_BYTES`]
+    /// (a client's words are its own: they must not grow an event).
+    pub fn bounded_reason(&self) -> &str {
+        let mut cut = self.reason.len().min(MAX_REASON_BYTES);
+        while !self.reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &self.reason[..cut]
+    }
+
     /// Milliseconds without a frame either way.
     pub fn silent_ms(&self) -> Option<u64> {
         match (self.since_heard_ms, self.since_sent_ms) {
@@ -106,6 +128,7 @@ impl Default for SessionEnd {
             transport: Transport::Websocket,
             ending: Ending::ClientClosed,
             code: 1000,
+            reason: Cow::Borrowed(CLIENT_CLOSED),
             since_heard_ms: None,
             since_sent_ms: None,
             peer: None,
@@ -319,11 +342,22 @@ mod tests {
             transport,
             ending,
             code: 1006,
+            reason: Cow::Borrowed(CONNECTION_LOST),
             since_heard_ms: Some(10),
             since_sent_ms: Some(20),
             peer,
             address: peer,
         }
+    }
+
+    #[test]
+    fn a_reason_is_cut_to_what_a_close_frame_holds_on_a_character_boundary() {
+        let mut end = SessionEnd { reason: Cow::Owned("é".repeat(100)), ..SessionEnd::default() };
+        assert_eq!(end.bounded_reason().len(), 122, "123 would split an é in two");
+        assert!(end.bounded_reason().chars().all(|c| c == 'é'));
+        end.reason = Cow::Borrowed("bye");
+        assert_eq!(end.bounded_reason(), "bye");
+        assert_eq!(SessionEnd::default().bounded_reason(), CLIENT_CLOSED);
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub use bucket::{Admit, TokenBucket};
 pub use events::{new_event, EventSink};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};
-pub use journal::{newest_end_first, unix_ms, Journal, JournalLimits, SessionEnd, BURST, IDLE_MIN, MASS_DROP_MIN};
+pub use journal::{
+    newest_end_first, unix_ms, Journal, JournalLimits, SessionEnd, BURST, CLIENT_CLOSED, CONNECTION_LOST, IDLE_MIN,
+    MASS_DROP_MIN, MAX_REASON_BYTES,
+};
 pub use memory::{new_epoch, MemoryBroker, NodeLimits};
 pub use namespace::{NamespaceRules, Namespaces};
 pub use node::{Node, SessionConfig};

@@ -55,7 +55,13 @@ impl Namespaces {
 
     /// The namespace of a channel: what comes before the first `:`, if anything.
     pub fn namespace_of(channel: &ChannelName) -> Option<&str> {
-        channel.as_str().split_once(':').map(|(ns, _)| ns)
+        Namespaces::namespace_of_name(channel.as_str())
+    }
+
+    /// [`Namespaces::namespace_of`] for a name already checked (a lifecycle
+    /// event's `channel`).
+    pub fn namespace_of_name(channel: &str) -> Option<&str> {
+        channel.split_once(':').map(|(ns, _)| ns)
     }
 
     /// The rules for a channel.

@@ -153,6 +153,12 @@ impl Outbox {
         self.state.lock().expect("outbox lock poisoned").closing.as_ref().map(|d| d.code)
     }
 
+    /// The close's words, once the outbox is closing (the transport
+    /// records them when the session ends).
+    pub fn closing_reason(&self) -> Option<Cow<'static, str>> {
+        self.state.lock().expect("outbox lock poisoned").closing.as_ref().map(|d| d.reason.clone())
+    }
+
     /// Takes everything queued, moving frames into `batch`.
     pub fn take(&self, batch: &mut Batch) {
         let mut s = self.state.lock().expect("outbox lock poisoned");

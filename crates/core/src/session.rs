@@ -592,6 +592,7 @@ impl Session {
             event.user = info.user.clone();
             event.transport = Some(self.transport);
             event.code = Some(end.code);
+            event.reason = Some(end.bounded_reason().to_owned());
             event.lifetime_ms = Some(lived.as_millis() as u64);
             sink.emit(event);
         }

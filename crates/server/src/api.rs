@@ -334,10 +334,16 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
 struct DisconnectBody {
     user: Option<String>,
     session: Option<String>,
+    reason: Option<String>,
 }
 
-/// `POST /api/disconnect {"user"}` (or `{"session"}`): closes every session
-/// of that user with `disconnected_by_server` (do not reconnect).
+/// What sessions closed by `/api/disconnect` are told when the request
+/// gives no `reason`.
+const DISCONNECTED_BY_THE_APPLICATION: &str = "disconnected by the application";
+
+/// `POST /api/disconnect {"user"}` (or `{"session"}`, and an optional
+/// `"reason"`): closes every session of that user with
+/// `disconnected_by_server` (do not reconnect).
 pub async fn disconnect(State(state): State<AppState>, req: Request<Body>) -> ApiResult {
     let body = json_body(&state, req).await?;
     let d: DisconnectBody = parse(&body)?;
@@ -346,7 +352,16 @@ pub async fn disconnect(State(state): State<AppState>, req: Request<Body>) -> Ap
         (None, Some(s)) => Target::Session(s),
         _ => return Err(ApiError::bad("give exactly one of `user` or `session`")),
     };
-    let reason = Disconnect::new(CloseCode::DisconnectedByServer, "disconnected by the application");
+    // The reason goes into the close frame, which holds 123 bytes: refused
+    // rather than cut, so the words the client reads are the words sent.
+    let words = match d.reason {
+        Some(r) if r.len() > holdfast_core::MAX_REASON_BYTES => {
+            return Err(ApiError::bad("`reason` is longer than 123 bytes, what a WebSocket close frame holds"))
+        }
+        Some(r) if !r.is_empty() => std::borrow::Cow::Owned(r),
+        _ => std::borrow::Cow::Borrowed(DISCONNECTED_BY_THE_APPLICATION),
+    };
+    let reason = Disconnect::new(CloseCode::DisconnectedByServer, words);
     let n = state.node.sessions.disconnect(target, &reason);
     // Other nodes close theirs when the broker delivers the request; their
     // counts are not waited for.

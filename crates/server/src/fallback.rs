@@ -27,6 +27,7 @@
 //! every channel of the stream, so the browser's automatic reconnect (which
 //! sends `Last-Event-ID`) resumes exactly where it left off.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
@@ -38,7 +39,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session, SessionEnd};
+use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session, SessionEnd, CONNECTION_LOST};
 use holdfast_protocol::{CloseCode, Ending, ErrorCode};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
@@ -278,6 +279,7 @@ async fn run_session(
         transport: wire(transport),
         ending: if closed.is_some() { Ending::ServerClosed } else { Ending::Dropped },
         code,
+        reason: outbox.closing_reason().unwrap_or(Cow::Borrowed(CONNECTION_LOST)),
         since_heard_ms: None,
         since_sent_ms: None,
         peer: addr.map(|a| a.peer),

@@ -54,7 +54,7 @@ pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
 pub use origin::OriginPolicy;
 pub use upgrade::{Endpoint, RejectCause};
-pub use webhook::{signature, Backoff, Closed, WebhookConfig, Webhooks, DEFAULT_QUEUE_BYTES};
+pub use webhook::{signature, Backoff, Closed, WebhookConfig, WebhookRoutes, Webhooks, DEFAULT_QUEUE_BYTES};
 
 /// Settings of the network edge (session settings live in the [`Node`]).
 #[derive(Clone)]
@@ -97,6 +97,9 @@ pub struct ServerConfig {
     /// Where lifecycle events are POSTed, if anywhere (`run` starts the
     /// sender; see [`AppState::webhooks`]).
     pub webhook: Option<WebhookConfig>,
+    /// Namespaces whose channel events go to a URL of their own instead
+    /// (one sender per distinct URL; see [`WebhookRoutes`]).
+    pub webhook_namespaces: std::collections::BTreeMap<String, WebhookConfig>,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +119,7 @@ impl Default for ServerConfig {
             forward_headers: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
             webhook: None,
+            webhook_namespaces: Default::default(),
         }
     }
 }
@@ -128,14 +132,14 @@ pub struct AppState {
     config: Arc<ServerConfig>,
     admission: Arc<admission::Admission>,
     doctor: Arc<doctor::DoctorLog>,
-    webhooks: Option<Webhooks>,
+    webhooks: Option<Arc<WebhookRoutes>>,
 }
 
 impl AppState {
-    /// The sender of lifecycle events to the backend, when `webhook` is
-    /// configured.
-    pub fn webhooks(&self) -> Option<&Webhooks> {
-        self.webhooks.as_ref()
+    /// The senders of lifecycle events to the backend, when a webhook URL
+    /// is configured.
+    pub fn webhooks(&self) -> Option<&WebhookRoutes> {
+        self.webhooks.as_deref()
     }
 }
 
@@ -152,10 +156,12 @@ pub async fn run(
 ) -> std::io::Result<()> {
     node.observe_with(metrics.clone());
     let admission = Arc::new(admission::Admission::new(config.limits));
-    let webhooks = config.webhook.clone().map(|c| Webhooks::start(c, metrics.clone()));
-    if let (Some(w), Some(c)) = (&webhooks, &config.webhook) {
-        node.emit_events_to(Arc::new(w.clone()));
-        node.track_occupancy(c.grace);
+    let webhooks = WebhookRoutes::start(config.webhook.clone(), &config.webhook_namespaces, &metrics).map(Arc::new);
+    if let Some(w) = &webhooks {
+        node.emit_events_to(w.clone());
+        // Every sender shares one template, grace included.
+        let grace = config.webhook.iter().chain(config.webhook_namespaces.values()).map(|c| c.grace).next();
+        node.track_occupancy(grace.unwrap_or_default());
     }
     let state = AppState {
         node: node.clone(),

@@ -570,9 +570,15 @@ impl Metrics {
         self.webhook.request(result, took);
     }
 
-    /// The bytes waiting in the webhook queue.
-    pub(crate) fn set_webhook_queue_bytes(&self, bytes: usize) {
-        self.webhook.set_queue_bytes(bytes);
+    /// `bytes` more wait in a webhook queue. The gauge moves by what
+    /// changed rather than being set, so it sums the queues of every URL.
+    pub(crate) fn webhook_queue_grew(&self, bytes: usize) {
+        self.webhook.add_queue_bytes(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// `bytes` left a webhook queue (delivered, or given up at close).
+    pub(crate) fn webhook_queue_shrank(&self, bytes: usize) {
+        self.webhook.add_queue_bytes(-i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition (format 0.0.4, `text/plain`).

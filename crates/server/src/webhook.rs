@@ -20,7 +20,12 @@
 //!   or when `close`'s deadline passes (then `Closed` says how many).
 //!
 //! Plain HTTP only, like the backend proxies (`backend.rs`): TLS to the
-//! backend is not built in.
+//! backend is not built in. One sender serves one URL; [`WebhookRoutes`]
+//! picks among them (per-namespace URLs).
+
+mod routes;
+
+pub use routes::WebhookRoutes;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -226,6 +231,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     task: Mutex<Option<JoinHandle<()>>>,
     max_mib: usize,
+    /// For log lines: with per-namespace URLs, several senders run.
+    url: String,
 }
 
 impl Shared {
@@ -270,6 +277,7 @@ impl Webhooks {
             metrics,
             task: Mutex::new(None),
             max_mib: config.queue_bytes >> 20,
+            url: config.url.to_string(),
         });
         let client = crate::backend::http_client(config.timeout);
         let task = tokio::spawn(deliver(shared.clone(), config, client));
@@ -285,8 +293,8 @@ impl Webhooks {
         let json = serde_json::to_string(&event).expect("an event serializes").into_boxed_str();
         let metrics = &self.shared.metrics;
         let mut state = self.shared.lock();
+        let cost = cost(&json);
         let refused = state.finished || state.queue.push(Entry { kind, json }).is_err();
-        let bytes = state.queue.bytes;
         let report = if refused {
             state.overflow.dropped += 1;
             state.overflow.due(Instant::now())
@@ -301,7 +309,7 @@ impl Webhooks {
             }
         } else {
             metrics.webhook_events(kind, EventResult::Queued, 1);
-            metrics.set_webhook_queue_bytes(bytes);
+            metrics.webhook_queue_grew(cost);
             self.shared.wake.notify_one();
         }
     }
@@ -309,6 +317,7 @@ impl Webhooks {
     fn log_overflow(&self, dropped: u64) {
         tracing::warn!(
             dropped,
+            url = %self.shared.url,
             "webhook queue full ({} MiB): dropped {dropped} new lifecycle events since the last report; \
              the backend is down or slower than events arrive (webhook_queue_mb raises the bound)",
             self.shared.max_mib
@@ -343,6 +352,7 @@ impl Webhooks {
         if closed.left > 0 {
             tracing::warn!(
                 left = closed.left,
+                url = %self.shared.url,
                 "webhooks: {} lifecycle events were not delivered before the drain ended",
                 closed.left
             );
@@ -398,7 +408,7 @@ async fn deliver(shared: Arc<Shared>, config: WebhookConfig, client: Client<Http
                 Failure::Timeout => format!("no whole answer within {:?}", config.timeout),
                 Failure::Connection(e) => format!("cannot reach the backend: {e}"),
             };
-            tracing::warn!(events = batch.count, attempt, "webhook batch not delivered: {why}; next try in {wait:?}");
+            tracing::warn!(events = batch.count, attempt, url = %config.url, "webhook batch not delivered: {why}; next try in {wait:?}");
             count_batch(&shared, batch.count, EventResult::Retried);
             attempt = attempt.saturating_add(1);
             tokio::select! {
@@ -409,11 +419,12 @@ async fn deliver(shared: Arc<Shared>, config: WebhookConfig, client: Client<Http
             }
         }
         let mut state = shared.lock();
+        let before = state.queue.bytes;
         let kinds = state.queue.pop(batch.count);
-        let bytes = state.queue.bytes;
+        let freed = before - state.queue.bytes;
         let overflow = state.overflow.due(Instant::now());
         drop(state);
-        shared.metrics.set_webhook_queue_bytes(bytes);
+        shared.metrics.webhook_queue_shrank(freed);
         for kind in kinds {
             shared.metrics.webhook_events(kind, EventResult::Delivered, 1);
         }

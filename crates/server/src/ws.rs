@@ -15,11 +15,15 @@
 //! caught, the peer is told 1011, and the session still finishes.
 
 use futures_util::FutureExt;
-use holdfast_core::{Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session, SessionEnd};
+use holdfast_core::{
+    Batch, Beat, Disconnect, Heartbeat, Node, Outbox, RequestContext, Session, SessionEnd, CLIENT_CLOSED,
+    CONNECTION_LOST,
+};
 use holdfast_protocol::{CloseCode, Ending, Frame};
 use holdfast_websocket::deflate::Agreement;
 use holdfast_websocket::{Message, Opcode, ReadError};
 use std::any::Any;
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,36 +104,73 @@ pub async fn serve_protocol(
     let (mut reader, mut writer) = settings.split(io, &metrics);
     let mut session = Session::new(node, Instant::now()).with_context(context);
     let served = AssertUnwindSafe(serve_session(&mut reader, &mut writer, &mut session, &metrics)).catch_unwind();
-    let code = match served.await {
-        Ok(code) => code,
-        Err(panic) => Closed::by_server(Box::pin(send_close(&mut writer, &panicked(panic))).await),
+    // Passed on, not bound: a `let` of the outcome would hold its slot
+    // (the close's words) through the whole life of the connection above.
+    Box::pin(end_session(served.await, session, &mut writer, addr, &metrics)).await;
+}
+
+/// After the connection: tells the peer of a panic (see `panicked`),
+/// finishes the session with how it ended, and counts the close.
+async fn end_session<W: AsyncWrite + Unpin>(
+    outcome: Result<Closed, Box<dyn Any + Send>>,
+    session: Session,
+    writer: &mut FrameWriter<W>,
+    addr: Option<ClientAddr>,
+    metrics: &Metrics,
+) {
+    let closed = match outcome {
+        Ok(closed) => closed,
+        Err(panic) => {
+            let d = panicked(panic);
+            Closed::by_server(send_close(writer, &d).await, d.reason)
+        }
     };
     let since = |at: Instant| Some(Instant::now().saturating_duration_since(at).as_millis() as u64);
+    let code = closed.code;
     let end = SessionEnd {
         transport: holdfast_protocol::Transport::Websocket,
-        ending: code.ending,
-        code: code.code,
+        ending: closed.ending,
+        code,
+        reason: closed.reason,
         since_heard_ms: since(session.last_heard()),
         since_sent_ms: since(writer.flushed()),
         peer: addr.map(|a| a.peer),
         address: addr.map(|a| a.client),
     };
-    Box::pin(session.finish(end)).await;
-    metrics.connection_closed(Transport::WebSocket, code.code);
+    session.finish(end).await;
+    metrics.connection_closed(Transport::WebSocket, code);
 }
 
-/// How a connection ended: the code recorded, and who ended it.
-#[derive(Clone, Copy)]
+/// How a connection ended: the code recorded, who ended it, and the words
+/// of the close (for the `disconnect` event).
 struct Closed {
     code: u16,
     ending: Ending,
+    reason: Cow<'static, str>,
 }
 
 impl Closed {
-    /// The server decided, unless the socket failed under it.
-    fn by_server(code: u16) -> Closed {
-        let ending = if code == ABNORMAL { Ending::Dropped } else { Ending::ServerClosed };
-        Closed { code, ending }
+    /// The server decided, unless the socket failed under it (then the
+    /// server's words never reached the peer: the connection was lost).
+    fn by_server(code: u16, reason: Cow<'static, str>) -> Closed {
+        if code == ABNORMAL {
+            return Closed::dropped();
+        }
+        Closed { code, ending: Ending::ServerClosed, reason }
+    }
+
+    /// The socket ended without a close frame.
+    fn dropped() -> Closed {
+        Closed { code: ABNORMAL, ending: Ending::Dropped, reason: Cow::Borrowed(CONNECTION_LOST) }
+    }
+
+    /// The peer closed: its own words, bounded like a close frame's.
+    fn by_client(code: u16, reason: Option<String>) -> Closed {
+        let reason = match reason {
+            Some(r) if !r.is_empty() => Cow::Owned(r),
+            _ => Cow::Borrowed(CLIENT_CLOSED),
+        };
+        Closed { code, ending: Ending::ClientClosed, reason }
     }
 }
 
@@ -156,17 +197,17 @@ async fn serve_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // Boxed, as the command above: the closing futures run once, at the
     // end, and must not widen the task every idle connection keeps.
     match end {
-        Ok(code) => Closed::by_server(code),
-        Err(ReadEnd::PeerClosed(code)) => {
-            Closed { code: Box::pin(reply_to_close(writer, code)).await, ending: Ending::ClientClosed }
-        }
+        // The writer sent the outbox's close; the outbox keeps its words,
+        // so they need not ride through the writer's future.
+        Ok(code) => Closed::by_server(code, outbox.closing_reason().unwrap_or_default()),
+        Err(ReadEnd::PeerClosed(close)) => Box::pin(reply_to_close(writer, close)).await,
         Err(ReadEnd::PeerGone) => {
             // A client that half-closed (FIN) right after its last command
             // still reads: it gets the replies to what it sent.
             Box::pin(write_what_is_queued(writer, &outbox)).await;
-            Closed { code: ABNORMAL, ending: Ending::Dropped }
+            Closed::dropped()
         }
-        Err(ReadEnd::Fail(d)) => Closed::by_server(Box::pin(send_close(writer, &d)).await),
+        Err(ReadEnd::Fail(d)) => Closed::by_server(Box::pin(send_close(writer, &d)).await, d.reason),
     }
 }
 
@@ -329,11 +370,15 @@ async fn send_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, d: &Disc
 
 /// Answers the peer's close frame with its own code and reason (RFC 6455
 /// 5.5.1; a peer may recognise its close by the reason, as the `/doctor`
-/// page does), or an empty one when it gave none, and returns the code to
-/// record.
-async fn reply_to_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, close: Option<(u16, String)>) -> u16 {
+/// page does), or an empty one when it gave none, and returns what to
+/// record (its reason is at most 123 bytes: the reader refuses longer
+/// close frames).
+async fn reply_to_close<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, close: Option<(u16, String)>) -> Closed {
     write_close(writer, None, close.as_ref().map(|(code, reason)| (*code, reason.as_str()))).await;
-    close.map_or(1005, |(code, _)| code)
+    match close {
+        Some((code, reason)) => Closed::by_client(code, Some(reason)),
+        None => Closed::by_client(1005, None),
+    }
 }
 
 /// Sends a close frame alone, for a peer that is not expected to answer:
@@ -431,7 +476,7 @@ async fn echo<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             Ok(Message::Binary(payload)) => writer.queue(Opcode::Binary, &Frame::from(payload)).await,
             Ok(Message::Ping(payload)) => writer.queue_control(Opcode::Pong, &payload).await,
             Ok(Message::Pong(_)) => continue,
-            Ok(Message::Close(close)) => return reply_to_close(writer, close).await,
+            Ok(Message::Close(close)) => return reply_to_close(writer, close).await.code,
             Err(ReadFailure::Invalid(e)) => return fail(reader, writer, e).await,
             Err(ReadFailure::Gone) => return ABNORMAL,
         };

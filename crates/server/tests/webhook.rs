@@ -349,14 +349,15 @@ async fn close_delivers_what_is_queued_or_says_what_was_left() {
     assert!(started.elapsed() < Duration::from_secs(1), "the deadline holds: {:?}", started.elapsed());
 }
 
-/// A session's life as the backend hears it, end to end: a server with a
-/// webhook, a real client, and the signed POSTs.
-#[tokio::test]
-async fn a_sessions_life_reaches_the_backend_in_order() {
-    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-    const JWT: &[u8] = b"webhook jwt secret";
-    let (addr, log) = backend().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+const JWT: &[u8] = b"webhook jwt secret";
+
+/// A server with a JWT key (anonymous sessions allowed) whose lifecycle
+/// events go to `global` and, per namespace, to `namespaces`.
+fn server_with_hooks(
+    listener: tokio::net::TcpListener,
+    global: Option<WebhookConfig>,
+    namespaces: &[(&str, WebhookConfig)],
+) -> common::TestServer {
     let node = holdfast_core::Node::new(
         Arc::new(holdfast_core::MemoryBroker::new(holdfast_core::HistoryLimits::default())),
         common::session(),
@@ -366,39 +367,67 @@ async fn a_sessions_life_reaches_the_backend_in_order() {
     let server_config = holdfast_server::ServerConfig {
         api_key: common::API_KEY.into(),
         drain_window: Duration::from_millis(300),
-        webhook: Some(config(addr)),
+        webhook: global,
+        webhook_namespaces: namespaces.iter().map(|(n, c)| (n.to_string(), c.clone())).collect(),
         ..holdfast_server::ServerConfig::default()
     };
-    let server = common::TestServer::from_parts(listener, Arc::new(node), server_config, Arc::new(Metrics::default()));
+    common::TestServer::from_parts(listener, Arc::new(node), server_config, Arc::new(Metrics::default()))
+}
+
+async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// A connect token for `user`, valid for an hour.
+fn token(user: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
-    let token = encode(
-        &Header::new(Algorithm::HS256),
-        &serde_json::json!({"sub": "ann", "exp": exp}),
-        &EncodingKey::from_secret(JWT),
-    )
-    .unwrap();
+    let claims = serde_json::json!({"sub": user, "exp": exp});
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(JWT)).unwrap()
+}
+
+/// A client connected as `user`; its session id.
+async fn connect_as(server: &common::TestServer, user: &str) -> (common::Client, String) {
     let mut c = server.client().await;
-    c.send(&serde_json::json!({"id": 1, "op": "connect", "token": token, "client": "t/1"}).to_string()).await;
+    c.send(&serde_json::json!({"id": 1, "op": "connect", "token": token(user), "client": "t/1"}).to_string()).await;
     let session = c.recv().await["session"].as_str().unwrap().to_owned();
+    (c, session)
+}
+
+/// Waits until `log` holds `n` events (5 s at most); the events.
+async fn until_events(log: &Shared, n: usize) -> Vec<LifecycleEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.lock().unwrap().events.len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log.lock().unwrap().events.clone()
+}
+
+/// A session's life as the backend hears it, end to end: a server with a
+/// webhook, a real client, and the signed POSTs.
+#[tokio::test]
+async fn a_sessions_life_reaches_the_backend_in_order() {
+    let (addr, log) = backend().await;
+    let server = server_with_hooks(listener().await, Some(config(addr)), &[]);
+    let (mut c, session) = connect_as(&server, "ann").await;
     for (id, op, channel) in [(2, "subscribe", "room"), (3, "unsubscribe", "room"), (4, "subscribe", "lobby")] {
         c.send(&serde_json::json!({"id": id, "op": op, "channel": channel}).to_string()).await;
         c.recv().await;
     }
     c.ws.close(None).await.unwrap();
     let _ = c.closed().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while log.lock().unwrap().events.len() < 6 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let events = log.lock().unwrap().events.clone();
+    let events = until_events(&log, 9).await;
     let kinds: Vec<(EventKind, Option<&str>)> = events.iter().map(|e| (e.kind, e.channel.as_deref())).collect();
     assert_eq!(
         kinds,
         [
             (EventKind::Connect, None),
+            (EventKind::UserOnline, None),
             (EventKind::Subscribe, Some("room")),
+            (EventKind::ChannelOccupied, Some("room")),
             (EventKind::Unsubscribe, Some("room")),
             (EventKind::Subscribe, Some("lobby")),
+            (EventKind::ChannelOccupied, Some("lobby")),
             (EventKind::Unsubscribe, Some("lobby")),
             (EventKind::Disconnect, None),
         ],
@@ -414,12 +443,185 @@ async fn a_sessions_life_reaches_the_backend_in_order() {
         (events[0].client.as_deref(), events[0].transport),
         (Some("t/1"), Some(holdfast_protocol::Transport::Websocket))
     );
-    assert_eq!(events[5].code, Some(1005), "a close frame without a code: 1005");
-    assert!(events[5].lifetime_ms.is_some());
+    assert_eq!(events[8].code, Some(1005), "a close frame without a code: 1005");
+    assert_eq!(events[8].reason.as_deref(), Some("closed by the client"), "no words given: the fixed ones");
+    assert!(events[8].lifetime_ms.is_some());
     let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 6, "every event has its own id");
+    assert_eq!(ids.len(), 9, "every event has its own id");
     assert_eq!(log.lock().unwrap().bad_signatures, 0);
     server.stop().await;
+}
+
+/// The words of each kind of close reach the backend: what the API said,
+/// what the client said, and a fixed word for a connection that vanished.
+#[tokio::test]
+async fn a_disconnects_reason_reaches_the_backend() {
+    let (addr, log) = backend().await;
+    let server = server_with_hooks(listener().await, Some(config(addr)), &[]);
+
+    let (mut banned, banned_session) = connect_as(&server, "bob").await;
+    let too_long = serde_json::json!({"user": "bob", "reason": "x".repeat(124)}).to_string();
+    assert_eq!(server.api("POST", "/api/disconnect", &too_long).await.status, 400, "a close frame holds 123 bytes");
+    let r = server.api("POST", "/api/disconnect", r#"{"user":"bob","reason":"banned for spam"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (said, code) = banned.closed().await;
+    assert_eq!((said.unwrap()["reason"].as_str(), code), (Some("banned for spam"), Some(4500)));
+
+    let (mut leaving, leaving_session) = connect_as(&server, "cat").await;
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "tab closed".into(),
+    };
+    leaving.ws.close(Some(frame)).await.unwrap();
+    let _ = leaving.closed().await;
+
+    let (gone, gone_session) = connect_as(&server, "dan").await;
+    // Dropped without a close frame: the TCP connection just ends.
+    drop(gone);
+
+    let events = until_events(&log, 9).await;
+    let disconnect = |session: &str| {
+        let e = events.iter().find(|e| e.kind == EventKind::Disconnect && e.session.as_deref() == Some(session));
+        let e = e.unwrap_or_else(|| panic!("no disconnect for {session}: {events:#?}"));
+        (e.code, e.reason.clone())
+    };
+    assert_eq!(disconnect(&banned_session), (Some(4500), Some("banned for spam".into())));
+    assert_eq!(disconnect(&leaving_session), (Some(1000), Some("tab closed".into())));
+    assert_eq!(disconnect(&gone_session), (Some(1006), Some("connection lost".into())));
+    assert_eq!(log.lock().unwrap().bad_signatures, 0);
+    server.stop().await;
+}
+
+/// `[namespaces.chat] webhook_url`: the namespace's channel events go to
+/// its URL, the session's own events and other channels' to the global
+/// one; both signed with the one secret.
+#[tokio::test]
+async fn a_namespace_url_gets_its_channel_events_and_the_global_url_the_rest() {
+    let (global_addr, global) = backend().await;
+    let (chat_addr, chat) = backend().await;
+    let server = server_with_hooks(listener().await, Some(config(global_addr)), &[("chat", config(chat_addr))]);
+    let (mut c, session) = connect_as(&server, "eve").await;
+    for (id, op, channel) in [(2, "subscribe", "chat:room"), (3, "subscribe", "lobby"), (4, "unsubscribe", "chat:room")]
+    {
+        c.send(&serde_json::json!({"id": id, "op": op, "channel": channel}).to_string()).await;
+        assert_ne!(c.recv().await["op"], "error");
+    }
+    c.send(r#"{"id":5,"op":"subscribe","channel":"chat:other"}"#).await;
+    c.recv().await;
+    c.ws.close(None).await.unwrap();
+    let _ = c.closed().await;
+    let kinds = |events: Vec<LifecycleEvent>| -> Vec<(EventKind, Option<String>)> {
+        for e in &events {
+            assert_eq!(e.session.as_deref(), Some(session.as_str()));
+        }
+        events.into_iter().map(|e| (e.kind, e.channel)).collect()
+    };
+    let ch = |c: &str| Some(c.to_owned());
+    assert_eq!(
+        kinds(until_events(&chat, 6).await),
+        [
+            (EventKind::Subscribe, ch("chat:room")),
+            (EventKind::ChannelOccupied, ch("chat:room")),
+            (EventKind::Unsubscribe, ch("chat:room")),
+            (EventKind::Subscribe, ch("chat:other")),
+            (EventKind::ChannelOccupied, ch("chat:other")),
+            (EventKind::Unsubscribe, ch("chat:other")),
+        ],
+        "a channel's occupancy goes where its namespace's events go"
+    );
+    assert_eq!(
+        kinds(until_events(&global, 6).await),
+        [
+            (EventKind::Connect, None),
+            (EventKind::UserOnline, None),
+            (EventKind::Subscribe, ch("lobby")),
+            (EventKind::ChannelOccupied, ch("lobby")),
+            (EventKind::Unsubscribe, ch("lobby")),
+            (EventKind::Disconnect, None),
+        ]
+    );
+    for log in [&global, &chat] {
+        let log = log.lock().unwrap();
+        assert_eq!((log.bad_signatures, !log.seen.is_empty()), (0, true), "each URL got signed POSTs");
+    }
+    assert_eq!(
+        metric(&server.metrics, r#"holdfast_webhook_events_total{type="subscribe",result="delivered"}"#),
+        3,
+        "the series sum over URLs"
+    );
+    server.stop().await;
+}
+
+/// The backend's port refuses connections for 30 s while 25 sessions of
+/// 5 users come and go; when it listens again on the same port, every one
+/// of the 55 events (50 of sessions, 5 users online) arrives, in the order they happened (so each user's),
+/// repeated only as whole batches.
+#[tokio::test]
+async fn a_backend_down_for_30_seconds_gets_every_session_event_when_it_is_back() {
+    // A port that was free a moment ago: nothing listens there yet.
+    let addr = listener().await.local_addr().unwrap();
+    let down_since = tokio::time::Instant::now();
+    // Nobody goes offline during the test: each user's sessions follow one
+    // another well within the grace, so only the first brings user_online.
+    let mut hooks = config(addr);
+    hooks.grace = Duration::from_secs(300);
+    let server = server_with_hooks(listener().await, Some(hooks), &[]);
+    let users = ["u0", "u1", "u2", "u3", "u4"];
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let user = users[i % users.len()];
+        let (mut c, session) = connect_as(&server, user).await;
+        c.ws.close(None).await.unwrap();
+        let _ = c.closed().await;
+        expected.push((EventKind::Connect, session.clone(), user));
+        if i < users.len() {
+            expected.push((EventKind::UserOnline, session.clone(), user));
+        }
+        expected.push((EventKind::Disconnect, session, user));
+        // The session's disconnect is queued before the next one connects,
+        // so the order the backend must see is the order above.
+        let queued = || metric(&server.metrics, r#"holdfast_webhook_events_total{type="disconnect",result="queued"}"#);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while queued() < i as u64 + 1 {
+            assert!(std::time::Instant::now() < deadline, "the disconnect of session {i} was not queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep_until(down_since + Duration::from_secs(30)).await;
+    let failed = metric(&server.metrics, r#"holdfast_webhook_requests_total{result="connection_error"}"#);
+    assert!(failed >= 10, "the sender kept trying while the port refused: {failed} attempts");
+    assert_eq!(metric(&server.metrics, r#"holdfast_webhook_requests_total{result="ok"}"#), 0);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let log = Shared::default();
+    serve_backend(socket.listen(64).unwrap(), log.clone());
+    until_accepted(&log, expected.len()).await;
+    assert_every_event_once_in_order(&log.lock().unwrap(), &expected);
+    server.stop().await;
+}
+
+/// With batches that repeat a whole earlier batch taken out, the accepted
+/// events are exactly `expected`: at-least-once, nothing lost, in order.
+fn assert_every_event_once_in_order(log: &Log, expected: &[(EventKind, String, &str)]) {
+    assert_eq!(log.bad_signatures, 0);
+    // At-least-once: a batch may come twice, but only whole.
+    let mut first_seen: Vec<&LifecycleEvent> = Vec::new();
+    let mut batches: Vec<&[String]> = Vec::new();
+    let mut at = 0;
+    for batch in &log.accepted {
+        let events = &log.events[at..at + batch.len()];
+        at += batch.len();
+        if batches.contains(&batch.as_slice()) {
+            continue;
+        }
+        assert!(events.iter().all(|e| !first_seen.iter().any(|s| s.id == e.id)), "part of a batch repeated");
+        batches.push(batch);
+        first_seen.extend(events);
+    }
+    let got: Vec<(EventKind, String, &str)> =
+        first_seen.iter().map(|e| (e.kind, e.session.clone().unwrap(), e.user.as_deref().unwrap())).collect();
+    assert_eq!(got, expected, "every event, once, in order");
 }

@@ -113,7 +113,7 @@ impl WebhookMetrics {
         let queue_bytes = Gauge::default();
         r.register_with_unit(
             "holdfast_webhook_queue",
-            "Bytes of events waiting for the backend (webhook_queue_mb bounds them)",
+            "Bytes of events waiting for the backend, summed over webhook URLs (webhook_queue_mb bounds each)",
             Unit::Bytes,
             queue_bytes.clone(),
         );
@@ -137,7 +137,7 @@ impl WebhookMetrics {
         self.latency.observe(took.as_secs_f64());
     }
 
-    pub(super) fn set_queue_bytes(&self, bytes: usize) {
-        self.queue_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    pub(super) fn add_queue_bytes(&self, bytes: i64) {
+        self.queue_bytes.inc_by(bytes);
     }
 }

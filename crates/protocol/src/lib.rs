@@ -27,7 +27,7 @@ pub use frame::Frame;
 pub use lifecycle::{Batch, EventKind, LifecycleEvent};
 pub use position::{Epoch, Offset, StreamPosition};
 pub use recovery::{plan_recovery, HistoryWindow, LossReason, Recovery};
-pub use reply::{encode_history, EncodedPublication, Reply};
+pub use reply::{encode_history, EncodedPublication, JsonText, Member, Reply};
 pub use report::{ClientReport, Phase, Transport, MAX_REASON, MAX_REPORT};
 
 /// The WebSocket subprotocol of this version.

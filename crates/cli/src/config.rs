@@ -267,6 +267,8 @@ struct NamespaceFile {
     history_ttl: Option<Duration>,
     /// Whether the subscribe and publish proxies are asked here.
     proxy: Option<bool>,
+    /// Whether subscribers hear `join` and `leave` (default false).
+    join_leave: Option<bool>,
 }
 
 /// How log lines look.
@@ -554,6 +556,7 @@ impl ServeArgs {
                         max_age: ns.history_ttl.unwrap_or(history.max_age),
                     },
                     ask_backend: ns.proxy.unwrap_or(true),
+                    join_leave: ns.join_leave.unwrap_or(false),
                 },
             );
         }
@@ -758,10 +761,15 @@ mod tests {
         let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
         let admin = r.namespaces.rules(&holdfast_protocol::ChannelName::new("admin:audit").unwrap());
         assert!(!admin.allow_publish && admin.private && admin.presence);
+        assert!(!admin.join_leave, "join and leave are off unless a namespace asks");
         assert_eq!((admin.history.max_len, admin.history.max_age), (30, Duration::from_secs(60)));
         std::fs::write(&path, "[namespaces.admin]\nprivate = true\n").unwrap();
         let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().err().unwrap();
         assert!(err.to_string().contains("JWT key"), "{err}");
+        std::fs::write(&path, "[namespaces.room]\njoin_leave = true\n").unwrap();
+        let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+        assert!(r.namespaces.rules(&holdfast_protocol::ChannelName::new("room:1").unwrap()).join_leave);
+        assert!(!r.namespaces.rules(&holdfast_protocol::ChannelName::new("other:1").unwrap()).join_leave);
         std::fs::write(&path, "[namespaces.admin]\nprivat = true\n").unwrap();
         let err = ServeArgs { config: Some(path), ..Default::default() }.resolve().err().unwrap();
         assert!(format!("{err:#}").contains("privat"), "{err:#}");

@@ -107,6 +107,16 @@ export declare class HoldfastClient extends EventTarget {
 
 export type Transport = 'websocket' | 'sse' | 'polling';
 
+/** Who joined or left a channel, as presence shows a subscriber. */
+export interface Member {
+  channel: string;
+  session: string;
+  user: string | null;
+  client: string | null;
+  /** What the subscribe proxy said of that subscription (only on `join`). */
+  info?: unknown;
+}
+
 /** The events a HoldfastClient dispatches (CustomEvent detail by type). */
 export interface HoldfastEvents {
   state: {
@@ -135,6 +145,14 @@ export interface HoldfastEvents {
    * from the same position instead.
    */
   'subscribe-failed': { channel: string; code: string; message: string };
+  /**
+   * Another session subscribed to a channel this client holds (namespaces with
+   * `join_leave`; never this client's own subscribe). Not kept in history: after a
+   * reconnect, ask presence (through your backend) who is there.
+   */
+  join: Member;
+  /** Another session unsubscribed from a channel this client holds, or its session ended. */
+  leave: Member;
   watchdog: { silentFor: number };
   /** After an idle cut it asks the server for more frequent pings. */
   'ping-shortened': { from: number; to: number; silence: number };

@@ -515,6 +515,15 @@ export class HoldfastClient extends EventTarget {
       if (sub && sub.position.accept(m)) sub.handler?.(m.data, m);
       return;
     }
+    if (m.op === 'join' || m.op === 'leave') {
+      // Who came and went on a channel held here (namespaces with join_leave);
+      // one that crossed our own unsubscribe is of no interest.
+      if (this.subs.has(m.channel)) {
+        const { channel, session, user = null, client = null, info } = m;
+        this.#emit(m.op, { channel, session, user, client, ...(info === undefined ? {} : { info }) });
+      }
+      return;
+    }
     if (m.op === 'disconnect') { this.lastDisconnect = m; return; }
     if (m.op === 'subscribed') {
       // Synchronously: the recovered messages follow in the same frame and

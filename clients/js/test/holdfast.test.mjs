@@ -103,6 +103,30 @@ test('client: connects, subscribes, resubscribes from its position after a drop'
   c.close();
 });
 
+test('client: join and leave are events with the member, for held channels only, and never messages', async () => {
+  const c = client();
+  const got = [];
+  const seen = [];
+  c.subscribe('room:1', (data) => got.push(data));
+  for (const type of ['join', 'leave']) c.addEventListener(type, (e) => seen.push([type, e.detail]));
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  ws.receive({ op: 'subscribed', id: ws.last('subscribe').id, channel: 'room:1', epoch: 'e', offset: 0 });
+  ws.receive({ op: 'join', channel: 'room:1', session: 'b', user: '42', client: null, info: { role: 'mod' } });
+  ws.receive({ op: 'join', channel: 'elsewhere:1', session: 'c', user: null, client: null });
+  ws.receive({ op: 'leave', channel: 'room:1', session: 'b', user: '42', client: null });
+  ws.receive({ op: 'message', channel: 'room:1', offset: 1, data: 'a' });
+  assert.deepEqual(seen, [
+    ['join', { channel: 'room:1', session: 'b', user: '42', client: null, info: { role: 'mod' } }],
+    ['leave', { channel: 'room:1', session: 'b', user: '42', client: null }],
+  ]);
+  assert.deepEqual(got, ['a'], 'a join moves no position: the next message is still offset 1');
+  c.close();
+});
+
 test('client: no reconnect after a do-not-reconnect code; hint honoured otherwise', async () => {
   const c = client();
   c.connect();

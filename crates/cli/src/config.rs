@@ -274,6 +274,8 @@ struct NamespaceFile {
     proxy: Option<bool>,
     /// Where this namespace's channel events go instead of `webhook_url`.
     webhook_url: Option<String>,
+    /// Whether subscribers hear `join` and `leave` (default false).
+    join_leave: Option<bool>,
 }
 
 /// How log lines look.
@@ -568,6 +570,7 @@ impl ServeArgs {
                         max_age: ns.history_ttl.unwrap_or(history.max_age),
                     },
                     ask_backend: ns.proxy.unwrap_or(true),
+                    join_leave: ns.join_leave.unwrap_or(false),
                 },
             );
         }

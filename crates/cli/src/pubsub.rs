@@ -83,6 +83,8 @@ fn describe(e: &Event) -> String {
         Event::SubscribeFailed { channel, code, message } => {
             format!("{channel}: the server refused the subscription ({code}: {message}); no longer subscribed")
         }
+        Event::Join { channel, member } => format!("{channel}: {} joined", who(member)),
+        Event::Leave { channel, member } => format!("{channel}: {} left", who(member)),
         Event::Watchdog => "no ping from the server: replacing the connection".into(),
         Event::TokenUnavailable { error } => format!("could not get a token: {error}"),
         Event::PingShortened { to, silence } => {
@@ -93,6 +95,16 @@ fn describe(e: &Event) -> String {
             format!("closed {code} ({meaning}); reconnecting in {} ms", reconnect_in.map_or(0, |d| d.as_millis()))
         }
         Event::Message { .. } => String::new(),
+    }
+}
+
+/// A member as `holdfast sub` shows it: the user, else the session.
+fn who(member: &holdfast_client::Member) -> String {
+    // What a server sends is not trusted to be ASCII: cut by characters.
+    let session: String = member.session.chars().take(8).collect();
+    match &member.user {
+        Some(user) => format!("user {user} (session {session})"),
+        None => format!("session {session}"),
     }
 }
 

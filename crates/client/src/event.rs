@@ -32,6 +32,23 @@ pub enum Event {
         /// Its data.
         data: Value,
     },
+    /// Another session subscribed to a channel this client holds
+    /// (namespaces with `join_leave`; never this client's own). Not kept
+    /// in history: after a reconnect, read presence for who is there.
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        member: Member,
+    },
+    /// Another session unsubscribed from a channel this client holds, or
+    /// its session ended (namespaces with `join_leave`).
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who left (`info` is only carried by `Join`).
+        member: Member,
+    },
     /// Every message missed while away follows.
     Recovered {
         /// The channel.
@@ -93,6 +110,32 @@ pub enum Event {
         /// When the client reconnects; `None` means never (a do-not-reconnect code, or `close`).
         reconnect_in: Option<Duration>,
     },
+}
+
+/// Who joined or left a channel, as presence shows a subscriber.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// The session id.
+    pub session: String,
+    /// The user, when the session is authenticated.
+    pub user: Option<String>,
+    /// The client's self-description from its `connect`.
+    pub client: Option<String>,
+    /// What the subscribe proxy said of that subscription.
+    pub info: Option<Value>,
+}
+
+impl Member {
+    /// The member a `join` or `leave` push names.
+    pub(crate) fn of(push: &Value) -> Member {
+        let text = |k: &str| push[k].as_str().map(str::to_owned);
+        Member {
+            session: text("session").unwrap_or_default(),
+            user: text("user"),
+            client: text("client"),
+            info: push.get("info").filter(|i| !i.is_null()).cloned(),
+        }
+    }
 }
 
 /// Why a call failed.

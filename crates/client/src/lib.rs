@@ -27,7 +27,7 @@ mod token;
 mod transport;
 
 pub use backoff::Backoff;
-pub use event::{Error, Event};
+pub use event::{Error, Event, Member};
 pub use position::{Position, Resumed};
 use report::{Outage, Recovery, SessionEnd};
 pub use token::{TokenFuture, TokenSource};
@@ -560,6 +560,18 @@ async fn connection(
                 let offset = m["offset"].as_u64().unwrap_or(0);
                 if subs.get_mut(channel).is_some_and(|p| p.accept(Offset(offset))) {
                     let event = Event::Message { channel: channel.to_string(), offset, data: m["data"].clone() };
+                    let _ = events.send(event).await;
+                }
+            }
+            op @ ("join" | "leave") => {
+                let channel = m["channel"].as_str().unwrap_or_default();
+                // One that crossed our own unsubscribe is of no interest.
+                if subs.contains_key(channel) {
+                    let (channel, member) = (channel.to_string(), event::Member::of(&m));
+                    let event = match op {
+                        "join" => Event::Join { channel, member },
+                        _ => Event::Leave { channel, member },
+                    };
                     let _ = events.send(event).await;
                 }
             }

@@ -158,6 +158,18 @@ pub trait Broker: Send + Sync + 'static {
     /// Removes a subscriber; returns whether it was subscribed.
     async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool;
 
+    /// Queues `frame`, a `join` or `leave` push encoded once by the caller,
+    /// for every live subscriber of `channel` on every node except the
+    /// session `except` (Pusher's rule: a member does not hear its own
+    /// join). It is what `join_leave` namespaces tell subscribers about
+    /// who came and went. Not a publication: it takes no offset, is not
+    /// kept in history, is never recovered and must never move a
+    /// subscriber's position; a subscriber whose `subscribed` reply is not
+    /// queued yet does not get it (presence is the truth after a
+    /// subscribe). Bounded like publications: a full outbox closes its
+    /// connection with `slow_consumer`.
+    async fn announce(&self, channel: &ChannelName, frame: Bytes, except: SessionKey) -> Result<(), BrokerError>;
+
     /// Up to `limit` publications with offset > `since` (all held when `None`).
     async fn history(&self, channel: &ChannelName, since: Option<Offset>, limit: usize)
         -> Result<History, BrokerError>;

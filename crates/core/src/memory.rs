@@ -31,9 +31,10 @@
 //! the history window still finds the same epoch and recovers.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use holdfast_protocol::{
-    plan_recovery, ChannelName, EncodedPublication, Epoch, HistoryWindow, Offset, PublishOptions, Recovery, Skipped,
-    StreamPosition, Version,
+    plan_recovery, ChannelName, EncodedPublication, Epoch, Frame, HistoryWindow, Offset, PublishOptions, Recovery,
+    Skipped, StreamPosition, Version,
 };
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -331,6 +332,21 @@ impl Broker for MemoryBroker {
         ch.subscribers.remove(&key).is_some()
     }
 
+    async fn announce(&self, channel: &ChannelName, frame: Bytes, except: SessionKey) -> Result<(), BrokerError> {
+        let map = self.shard(channel);
+        // Never creates a channel: nobody could be listening on a new one.
+        let Some(ch) = map.get(channel) else { return Ok(()) };
+        // One frame for all, sharing its compressed form as a publication does.
+        let frame = Frame::shared(frame);
+        for (key, sub) in &ch.subscribers {
+            if *key != except {
+                // A refused push closes that subscriber's outbox; nobody else waits.
+                let _ = sub.outbox.push(frame.clone());
+            }
+        }
+        Ok(())
+    }
+
     async fn history(
         &self,
         channel: &ChannelName,
@@ -520,6 +536,35 @@ mod tests {
         let presence = broker.presence(&fresh).await.unwrap();
         assert_eq!(presence.len(), 1);
         assert_eq!(broker.history(&ChannelName::new("news").unwrap(), None, 10).await.unwrap().offset.0, 1);
+    }
+
+    /// A join or leave reaches the channel's other subscribers and is no
+    /// publication: the next offset is unchanged and history holds none.
+    #[tokio::test]
+    async fn an_announcement_skips_its_sender_and_takes_no_offset() {
+        let broker = MemoryBroker::new(HistoryLimits::default());
+        let ch = ChannelName::new("room:1").unwrap();
+        let subscriber = |key: u64| {
+            let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None });
+            Subscriber { key: SessionKey(key), info, outbox: Arc::new(crate::Outbox::new(1 << 20)) }
+        };
+        let (a, b) = (subscriber(1), subscriber(2));
+        for s in [&a, &b] {
+            broker.subscribe(&ch, s.clone(), None, &|_| Bytes::from_static(b"{}")).await.unwrap();
+        }
+        broker.announce(&ch, Bytes::from_static(br#"{"op":"join"}"#), a.key).await.unwrap();
+        broker.announce(&ChannelName::new("nobody").unwrap(), Bytes::from_static(b"{}"), a.key).await.unwrap();
+        assert_eq!(broker.channel_count(), 1, "announcing creates no channel");
+        let published = broker.publish(&ch, "1").await.unwrap();
+        assert_eq!(published.offset, Offset(1));
+        assert_eq!(broker.history(&ch, None, 10).await.unwrap().publications.len(), 1);
+        let texts = |s: &Subscriber| {
+            let mut batch = crate::Batch::default();
+            s.outbox.take(&mut batch);
+            batch.frames.iter().map(|f| String::from_utf8(f.text().to_vec()).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(texts(&a), ["{}", r#"{"op":"message","channel":"room:1","offset":1,"data":1}"#]);
+        assert_eq!(texts(&b)[1], r#"{"op":"join"}"#);
     }
 
     #[tokio::test]

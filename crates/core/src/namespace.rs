@@ -25,6 +25,10 @@ pub struct NamespaceRules {
     /// publish proxies, when those are configured (a namespace of public
     /// channels may skip the round trip).
     pub ask_backend: bool,
+    /// Subscribers hear `join` and `leave` when other sessions subscribe
+    /// to a channel here or leave it (off by default: on a busy channel
+    /// every subscribe and unsubscribe becomes a push to every member).
+    pub join_leave: bool,
 }
 
 impl Default for NamespaceRules {
@@ -36,6 +40,7 @@ impl Default for NamespaceRules {
             allow_anonymous: true,
             history: HistoryLimits::default(),
             ask_backend: true,
+            join_leave: false,
         }
     }
 }

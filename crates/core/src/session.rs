@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 use holdfast_protocol::{
-    decode_frame, ChannelName, ClientReport, Command, ErrorCode, EventKind, Reply, Request, SessionRecord,
-    StreamPosition, Transport,
+    decode_frame, ChannelName, ClientReport, Command, ErrorCode, EventKind, JsonText, Member, Reply, Request,
+    SessionRecord, StreamPosition, Transport,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -374,6 +374,7 @@ impl Session {
                 self.node.broker.unsubscribe(&channel, self.key).await;
                 self.channel_event(EventKind::Unsubscribe, &channel).await;
                 self.send(Reply::Unsubscribed { id: id_or_zero, channel: channel.as_str() }.encode());
+                self.announce(false, &channel, None).await;
                 Ok(())
             }
             Command::Publish { channel, data, options } => {
@@ -517,7 +518,7 @@ impl Session {
             None => session_info,
             Some(i) => Arc::new(ClientInfo { info: Some(i), ..(*session_info).clone() }),
         };
-        let subscriber = Subscriber { key: self.key, info, outbox: self.outbox.clone() };
+        let subscriber = Subscriber { key: self.key, info: info.clone(), outbox: self.outbox.clone() };
         let reply = |s: &Subscribed| {
             Reply::Subscribed {
                 id,
@@ -536,6 +537,9 @@ impl Session {
                         self.recovery_failures.saturating_add(u16::from(subscribed.recovered == Some(false)));
                 }
                 self.channel_event(EventKind::Subscribe, &channel).await;
+                // After the broker queued our `subscribed`: the others hear
+                // of a member that is really there.
+                self.announce(true, &channel, Some(&info)).await;
                 self.subscriptions.push(channel);
                 Ok(())
             }
@@ -564,6 +568,33 @@ impl Session {
         }
     }
 
+    /// Tells the channel's other subscribers that this session joined
+    /// (`join`, with the subscription's `info`) or left it, where its
+    /// namespace asks for that (`join_leave`). A leave carries no `info`:
+    /// the session id names the member. Best effort: a broker failure
+    /// fails no command (presence stays the truth) and is counted.
+    async fn announce(&self, join: bool, channel: &ChannelName, info: Option<&ClientInfo>) {
+        if !self.node.namespaces.rules(channel).join_leave {
+            return;
+        }
+        let Some(info) = info.or(self.info.as_deref()) else { return };
+        let member = Member {
+            session: &info.session,
+            user: info.user.as_deref(),
+            client: info.client.as_deref(),
+            info: info.info.as_deref().filter(|_| join).map(JsonText),
+        };
+        let channel_name = channel.as_str();
+        let frame = match join {
+            true => Reply::Join { channel: channel_name, member },
+            false => Reply::Leave { channel: channel_name, member },
+        }
+        .encode();
+        if self.node.broker.announce(channel, frame, self.key).await.is_err() {
+            self.node.observer().broker_error();
+        }
+    }
+
     fn send(&self, frame: Bytes) {
         // A refused push means the outbox is closing; the transport will see it.
         let _ = self.outbox.push(frame);
@@ -586,6 +617,10 @@ impl Session {
         // session's.
         for channel in &self.subscriptions {
             self.channel_event(EventKind::Unsubscribe, channel).await;
+        }
+        // However it ended (closed, dropped, timed out), the others hear it.
+        for channel in &self.subscriptions {
+            self.announce(false, channel, None).await;
         }
         if let Some((mut event, sink)) = self.node.event(EventKind::Disconnect) {
             event.session = Some(info.session.clone());

@@ -70,6 +70,25 @@ pub enum Reply<'a> {
         /// The command's id.
         id: u64,
     },
+    /// Another session subscribed to a channel this one is subscribed to
+    /// (namespaces with `join_leave`). Not a publication: no offset, not
+    /// kept in history, never recovered.
+    Join {
+        /// The channel.
+        channel: &'a str,
+        /// Who joined, as presence shows it.
+        #[serde(flatten)]
+        member: Member<'a>,
+    },
+    /// Another session unsubscribed from a channel this one is subscribed
+    /// to, or its session ended (namespaces with `join_leave`).
+    Leave {
+        /// The channel.
+        channel: &'a str,
+        /// Who left.
+        #[serde(flatten)]
+        member: Member<'a>,
+    },
     /// Heartbeat; the client answers `pong`.
     Ping,
     /// A command failed.
@@ -94,6 +113,38 @@ pub enum Reply<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         reconnect_after_ms: Option<u64>,
     },
+}
+
+/// Who joined or left a channel: the fields of a presence entry
+/// (`GET /api/presence`), so a client can keep its member list from either.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Member<'a> {
+    /// The session id.
+    pub session: &'a str,
+    /// The user, when authenticated (`null` otherwise, as in presence).
+    pub user: Option<&'a str>,
+    /// The client's self-description from `connect` (`null` when none).
+    pub client: Option<&'a str>,
+    /// What the subscribe proxy said of this subscription (JSON text),
+    /// written as JSON; absent when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<JsonText<'a>>,
+}
+
+/// JSON text carried into a frame as a JSON value (the subscribe proxy's
+/// `info`). It is parsed and written again rather than copied, so line
+/// breaks in it can never split the frame's line; text that is not JSON
+/// (never written by the server) becomes `null` instead of a broken frame.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonText<'a>(pub &'a str);
+
+impl Serialize for JsonText<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<serde_json::Value>(self.0) {
+            Ok(v) => v.serialize(serializer),
+            Err(_) => serializer.serialize_none(),
+        }
+    }
 }
 
 impl Reply<'_> {
@@ -213,6 +264,25 @@ mod tests {
             &d.encode()[..],
             br#"{"op":"disconnect","code":1001,"reason":"restart","reconnect":true,"reconnect_after_ms":250}"#
         );
+    }
+
+    #[test]
+    fn golden_join_and_leave() {
+        let member =
+            Member { session: "s1", user: Some("42"), client: None, info: Some(JsonText("{\n \"role\": \"mod\"}")) };
+        assert_eq!(
+            &Reply::Join { channel: "chat:1", member }.encode()[..],
+            br#"{"op":"join","channel":"chat:1","session":"s1","user":"42","client":null,"info":{"role":"mod"}}"#
+        );
+        let member = Member { session: "s1", user: None, client: Some("web/1"), info: None };
+        assert_eq!(
+            &Reply::Leave { channel: "chat:1", member }.encode()[..],
+            br#"{"op":"leave","channel":"chat:1","session":"s1","user":null,"client":"web/1"}"#
+        );
+        let broken = Member { session: "s", user: None, client: None, info: Some(JsonText("{not json")) };
+        let v: serde_json::Value =
+            serde_json::from_slice(&Reply::Join { channel: "c", member: broken }.encode()).unwrap();
+        assert_eq!(v["info"], serde_json::Value::Null, "never a broken frame");
     }
 
     #[test]

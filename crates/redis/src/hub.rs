@@ -36,7 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use holdfast_core::{BrokerError, ClientInfo, Disconnect, SessionKey, Subscribed, SubscribedReply, Subscriber};
 use holdfast_protocol::{
-    plan_recovery, ChannelName, CloseCode, EncodedPublication, Epoch, HistoryWindow, Offset, Recovery, StreamPosition,
+    plan_recovery, ChannelName, CloseCode, EncodedPublication, Epoch, Frame, HistoryWindow, Offset, Recovery,
+    StreamPosition,
 };
 
 const SHARDS: usize = 32;
@@ -325,6 +326,19 @@ impl LocalHub {
         }
     }
 
+    /// Queues a `join`/`leave` push for the live members of a channel
+    /// here, except `except`; returns how many took it. It touches no
+    /// position, digest or buffer: an announcement is not a publication, so
+    /// it can never look like a gap, a duplicate or a reset. A member still
+    /// joining is skipped (its `subscribed` reply is not queued yet).
+    pub fn announce(&self, channel: &ChannelName, frame: &Frame, except: Option<SessionKey>) -> usize {
+        let map = self.shard(channel);
+        let Some(ch) = map.get(channel) else { return 0 };
+        let live = ch.members.iter().filter(|(key, m)| m.buffered.is_none() && Some(**key) != except);
+        // A refused push closes that member's outbox; nobody else waits.
+        live.filter(|(_, m)| m.subscriber.outbox.push(frame.clone()).is_ok()).count()
+    }
+
     /// Removes a member; returns who it was.
     pub fn leave(&self, channel: &ChannelName, key: SessionKey) -> Option<Arc<ClientInfo>> {
         let mut map = self.shard(channel);
@@ -552,6 +566,38 @@ mod tests {
         let _ = drained(&c);
         assert_eq!(hub.fill(&ch(), &snapshot("e", 5, 3..=5)), Ok(2));
         assert_eq!(drained(&c), (vec![4, 5], false));
+    }
+
+    /// A join or leave between publications is neither a gap nor a
+    /// duplicate: offsets go on as if it had not been there.
+    #[test]
+    fn an_announcement_reaches_live_members_and_leaves_offsets_alone() {
+        let hub = LocalHub::default();
+        let e = Epoch::new("e");
+        let (a, b, joining) = (subscriber(1), subscriber(2), subscriber(3));
+        for s in [&a, &b] {
+            hub.begin_join(&ch(), s.clone()).unwrap();
+            join(&hub, s, &snapshot("e", 2, 1..=2), None);
+        }
+        hub.begin_join(&ch(), joining.clone()).unwrap();
+        assert_eq!(hub.arrive(&ch(), &e, &publication(3)), Arrival::Delivered(2));
+        let frame = Frame::shared(Bytes::from_static(br#"{"op":"join","channel":"c","session":"s9"}"#));
+        assert_eq!(hub.announce(&ch(), &frame, Some(b.key)), 1, "a only: b is excluded, the joining one not live");
+        assert_eq!(hub.announce(&ChannelName::new("elsewhere").unwrap(), &frame, None), 0);
+        assert_eq!(hub.arrive(&ch(), &e, &publication(4)), Arrival::Delivered(2));
+        assert_eq!(hub.arrive(&ch(), &e, &publication(4)), Arrival::Duplicate);
+        assert_eq!(hub.positions(), vec![(ch(), Offset(4))]);
+        let mut batch = holdfast_core::Batch::default();
+        a.outbox.take(&mut batch);
+        let ops: Vec<String> = batch
+            .frames
+            .iter()
+            .map(|f| serde_json::from_slice::<serde_json::Value>(f.text()).unwrap()["op"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ops, ["subscribed", "message", "join", "message"]);
+        assert_eq!(drained(&b), (vec![0, 3, 4], false));
+        assert!(matches!(join(&hub, &joining, &snapshot("e", 4, 1..=4), None), Joined::Live(_)));
+        assert_eq!(drained(&joining), (vec![0], false), "the reply, and no join before it");
     }
 
     #[test]

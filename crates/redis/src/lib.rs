@@ -40,6 +40,7 @@
 //! [`deployment`]'s business; the rest of the crate sees one [`Conn`] for
 //! commands ([`commands`]) and one for the link.
 
+mod announce;
 mod commands;
 mod deployment;
 mod hub;
@@ -637,6 +638,10 @@ impl Broker for RedisBroker {
         // If Redis is away the entry expires on its own (presence_ttl).
         let _ = self.shared.leave_presence(channel, &info).await;
         true
+    }
+
+    async fn announce(&self, channel: &ChannelName, frame: Bytes, except: SessionKey) -> Result<(), BrokerError> {
+        self.shared.announce(channel, frame, except).await
     }
 
     async fn history(

@@ -281,6 +281,11 @@ async fn on_message(shared: &Arc<Shared>, msg: &redis::Msg) {
     let Some(channel) = shared.naming.channel_of(name).and_then(|n| ChannelName::new(n).ok()) else {
         return;
     };
+    // A join or leave shares the topic but is no publication (announce.rs).
+    if let Some((node, frame)) = crate::announce::decode(msg.get_payload_bytes()) {
+        shared.announced(&channel, node, frame);
+        return;
+    }
     let Some((epoch, publication)) = parse_publication(&channel, msg.get_payload_bytes()) else {
         tracing::warn!(%channel, "unreadable publication from Redis dropped");
         return;

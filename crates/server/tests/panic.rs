@@ -48,6 +48,15 @@ impl Broker for Boom {
         self.0.unsubscribe(channel, key).await
     }
 
+    async fn announce(
+        &self,
+        channel: &ChannelName,
+        frame: bytes::Bytes,
+        except: SessionKey,
+    ) -> Result<(), BrokerError> {
+        self.0.announce(channel, frame, except).await
+    }
+
     async fn history(
         &self,
         channel: &ChannelName,

@@ -26,7 +26,7 @@ fn every_flag_has_a_file_key_and_an_env_twin() {
 /// PROTOCOL.md's configuration table is the full list users read.
 #[test]
 fn every_flag_is_in_the_documented_table() {
-    let doc = include_str!("../../../docs/PROTOCOL.md");
+    let doc = include_str!("../../../../docs/PROTOCOL.md");
     for arg in Cli::command().get_arguments() {
         let id = arg.get_id().as_str();
         if id == "help" {
@@ -70,10 +70,15 @@ fn namespaces_take_unset_rules_from_the_server() {
     let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
     let admin = r.namespaces.rules(&holdfast_protocol::ChannelName::new("admin:audit").unwrap());
     assert!(!admin.allow_publish && admin.private && admin.presence);
+    assert!(!admin.join_leave, "join and leave are off unless a namespace asks");
     assert_eq!((admin.history.max_len, admin.history.max_age), (30, Duration::from_secs(60)));
     std::fs::write(&path, "[namespaces.admin]\nprivate = true\n").unwrap();
     let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().err().unwrap();
     assert!(err.to_string().contains("JWT key"), "{err}");
+    std::fs::write(&path, "[namespaces.room]\njoin_leave = true\n").unwrap();
+    let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+    assert!(r.namespaces.rules(&holdfast_protocol::ChannelName::new("room:1").unwrap()).join_leave);
+    assert!(!r.namespaces.rules(&holdfast_protocol::ChannelName::new("other:1").unwrap()).join_leave);
     std::fs::write(&path, "[namespaces.admin]\nprivat = true\n").unwrap();
     let err = ServeArgs { config: Some(path), ..Default::default() }.resolve().err().unwrap();
     assert!(format!("{err:#}").contains("privat"), "{err:#}");

@@ -6,12 +6,10 @@
 mod common;
 
 use common::{Client, TestServer};
-use holdfast_core::{MemoryBroker, NamespaceRules, Namespaces, Node};
-use holdfast_server::{JwtAuth, Metrics, ServerConfig};
+use holdfast_core::{NamespaceRules, Namespaces};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECRET: &[u8] = b"join leave secret";
@@ -21,17 +19,7 @@ async fn server() -> TestServer {
     let base = NamespaceRules { allow_publish: true, ..NamespaceRules::default() };
     let named =
         HashMap::from([("room".to_string(), NamespaceRules { join_leave: true, ..base }), ("quiet".to_string(), base)]);
-    let namespaces = Namespaces::new(base, named);
-    let node = Node::new(Arc::new(MemoryBroker::with_namespaces(namespaces.clone())), common::session(), None)
-        .with_namespaces(namespaces)
-        .with_auth(Arc::new(JwtAuth::hs256(SECRET, true)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = ServerConfig {
-        api_key: common::API_KEY.into(),
-        drain_window: Duration::from_millis(300),
-        ..ServerConfig::default()
-    };
-    TestServer::from_parts(listener, Arc::new(node), config, Arc::new(Metrics::default()))
+    TestServer::with_namespaces(Namespaces::new(base, named), common::session(), SECRET).await
 }
 
 /// A connected WebSocket client, as user `user` when given; its session id.

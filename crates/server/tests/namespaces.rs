@@ -5,12 +5,10 @@
 mod common;
 
 use common::{Client, TestServer};
-use holdfast_core::{HistoryLimits, MemoryBroker, NamespaceRules, Namespaces, Node, SessionConfig};
-use holdfast_server::{JwtAuth, Metrics, ServerConfig};
+use holdfast_core::{HistoryLimits, NamespaceRules, Namespaces, SessionConfig};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECRET: &[u8] = b"namespaces secret";
@@ -35,17 +33,7 @@ async fn server() -> TestServer {
             NamespaceRules { history: HistoryLimits { max_len: 2, max_age: Duration::from_secs(60) }, ..base },
         ),
     ]);
-    let namespaces = Namespaces::new(base, named);
-    let node = Node::new(Arc::new(MemoryBroker::with_namespaces(namespaces.clone())), SessionConfig::default(), None)
-        .with_namespaces(namespaces)
-        .with_auth(Arc::new(JwtAuth::hs256(SECRET, true)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = ServerConfig {
-        api_key: common::API_KEY.into(),
-        drain_window: Duration::from_millis(300),
-        ..ServerConfig::default()
-    };
-    TestServer::from_parts(listener, Arc::new(node), config, Arc::new(Metrics::default()))
+    TestServer::with_namespaces(Namespaces::new(base, named), SessionConfig::default(), SECRET).await
 }
 
 async fn send(c: &mut Client, v: serde_json::Value) -> serde_json::Value {

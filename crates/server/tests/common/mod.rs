@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use futures_util::{SinkExt, StreamExt};
-use holdfast_core::{HistoryLimits, MemoryBroker, Node, SessionConfig};
+use holdfast_core::{HistoryLimits, MemoryBroker, Namespaces, Node, SessionConfig};
 use holdfast_server::{Metrics, ServerConfig};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -79,6 +79,22 @@ impl TestServer {
         };
         let task = tokio::spawn(holdfast_server::run(listener, node.clone(), config, metrics.clone(), shutdown));
         TestServer { addr, node, metrics, stop: Some(tx), task }
+    }
+
+    /// A server whose channels follow `namespaces`, checking connect tokens
+    /// signed with the HS256 `jwt_secret` (anonymous clients allowed).
+    pub async fn with_namespaces(namespaces: Namespaces, session: SessionConfig, jwt_secret: &[u8]) -> TestServer {
+        let broker = Arc::new(MemoryBroker::with_namespaces(namespaces.clone()));
+        let node = Node::new(broker, session, None)
+            .with_namespaces(namespaces)
+            .with_auth(Arc::new(holdfast_server::JwtAuth::hs256(jwt_secret, true)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = ServerConfig {
+            api_key: API_KEY.into(),
+            drain_window: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        TestServer::from_parts(listener, Arc::new(node), config, Arc::new(Metrics::default()))
     }
 
     pub async fn default() -> TestServer {

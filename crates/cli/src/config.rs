@@ -276,6 +276,8 @@ struct NamespaceFile {
     webhook_url: Option<String>,
     /// Whether subscribers hear `join` and `leave` (default false).
     join_leave: Option<bool>,
+    /// Whether every subscribe gets the newest publication (default false).
+    latest: Option<bool>,
 }
 
 /// How log lines look.
@@ -571,6 +573,7 @@ impl ServeArgs {
                     },
                     ask_backend: ns.proxy.unwrap_or(true),
                     join_leave: ns.join_leave.unwrap_or(false),
+                    latest: ns.latest.unwrap_or(false),
                 },
             );
         }

@@ -46,7 +46,7 @@ pub struct Subscriber {
 }
 
 /// The state of a channel a subscriber joined.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Subscribed {
     /// The channel's epoch.
     pub epoch: Epoch,
@@ -54,6 +54,32 @@ pub struct Subscribed {
     pub offset: Offset,
     /// With `since`: whether every missed message was queued.
     pub recovered: Option<bool>,
+    /// With [`Start::latest`]: the channel's newest publication, when it
+    /// is held and recovery did not queue everything missed.
+    pub latest: Option<EncodedPublication>,
+}
+
+/// Where a new subscriber's stream starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Start<'a> {
+    /// The last position the client saw: queue what it missed, if all of
+    /// it is held.
+    pub since: Option<&'a StreamPosition>,
+    /// Hand it the channel's newest publication in the reply, so state and
+    /// live stream come without a race (unless recovery queued it).
+    pub latest: bool,
+}
+
+impl Start<'_> {
+    /// The newest publication to hand over, given the recovery's outcome.
+    pub fn latest_of<'p>(
+        &self,
+        recovered: Option<bool>,
+        newest: Offset,
+        held: Option<&'p EncodedPublication>,
+    ) -> Option<&'p EncodedPublication> {
+        (self.latest && recovered != Some(true)).then_some(held?).filter(|p| p.offset == newest)
+    }
 }
 
 /// Where a publication landed.
@@ -145,13 +171,14 @@ pub trait Broker: Send + Sync + 'static {
         self.publish_with(channel, data, &PublishOptions::default()).await
     }
 
-    /// Adds a subscriber. With `since`, queues every missed publication after
-    /// the reply when they can all be recovered.
+    /// Adds a subscriber. With `start.since`, queues every missed
+    /// publication after the reply when they can all be recovered; with
+    /// `start.latest`, the reply carries the newest (see [`Start`]).
     async fn subscribe(
         &self,
         channel: &ChannelName,
         subscriber: Subscriber,
-        since: Option<&StreamPosition>,
+        start: Start<'_>,
         reply: SubscribedReply<'_>,
     ) -> Result<Subscribed, BrokerError>;
 

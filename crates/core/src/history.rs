@@ -85,6 +85,11 @@ impl ChannelHistory {
         self.entries.front().map(|(_, p)| p.offset)
     }
 
+    /// The newest publication held.
+    pub fn newest(&self) -> Option<&EncodedPublication> {
+        self.entries.back().map(|(_, p)| p)
+    }
+
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -26,7 +26,7 @@ mod session;
 pub use auth::{AuthError, Authenticator, Identity};
 pub use backend::{Allowed, Ask, AskKind, Backend, Denied, RequestContext};
 pub use broker::{
-    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
+    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Start, Subscribed, SubscribedReply,
     Subscriber,
 };
 pub use bucket::{Admit, TokenBucket};

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use holdfast_protocol::{
     plan_recovery, ChannelName, EncodedPublication, Epoch, Frame, HistoryWindow, Offset, PublishOptions, Recovery,
-    Skipped, StreamPosition, Version,
+    Skipped, Version,
 };
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::broker::{
-    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Subscribed, SubscribedReply,
+    Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Start, Subscribed, SubscribedReply,
     Subscriber,
 };
 use crate::history::{ChannelHistory, HistoryLimits};
@@ -288,7 +288,7 @@ impl Broker for MemoryBroker {
         &self,
         channel: &ChannelName,
         subscriber: Subscriber,
-        since: Option<&StreamPosition>,
+        start: Start<'_>,
         reply: SubscribedReply<'_>,
     ) -> Result<Subscribed, BrokerError> {
         let now = Instant::now();
@@ -301,14 +301,16 @@ impl Broker for MemoryBroker {
         let before = ch.held_bytes();
         ch.expire(now);
         self.account(before, ch.held_bytes());
-        let recovery = since.map(|since| {
+        let recovery = start.since.map(|since| {
             let window = HistoryWindow { epoch: &ch.epoch, newest: ch.newest, oldest_held: ch.history.oldest() };
             plan_recovery(since, &window)
         });
+        let recovered = recovery.map(|r| matches!(r, Recovery::Recovered { .. }));
         let outcome = Subscribed {
             epoch: ch.epoch.clone(),
             offset: ch.newest,
-            recovered: recovery.map(|r| matches!(r, Recovery::Recovered { .. })),
+            recovered,
+            latest: start.latest_of(recovered, ch.newest, ch.history.newest()).cloned(),
         };
         let outbox = &subscriber.outbox;
         let _ = outbox.push(reply(&outcome));
@@ -407,6 +409,7 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use holdfast_protocol::StreamPosition;
     use std::time::Duration;
 
     fn bounded(limits: NodeLimits) -> MemoryBroker {
@@ -470,6 +473,35 @@ mod tests {
         assert_eq!(newest.skipped, Some(Skipped::Duplicate));
     }
 
+    #[tokio::test]
+    async fn latest_hands_over_the_newest_unless_recovery_queued_it() {
+        let broker = bounded(NodeLimits::default());
+        let ch = ChannelName::new("score").unwrap();
+        let sub = |key| Subscriber {
+            key: SessionKey(key),
+            info: Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None }),
+            outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
+        };
+        let reply = |_: &Subscribed| bytes::Bytes::new();
+        let latest = Start { since: None, latest: true };
+        let none = broker.subscribe(&ch, sub(1), latest, &reply).await.unwrap();
+        assert!(none.latest.is_none(), "nothing published yet");
+        broker.publish(&ch, r#"{"home":1}"#).await.unwrap();
+        broker.publish(&ch, r#"{"home":2}"#).await.unwrap();
+        let fresh = broker.subscribe(&ch, sub(2), latest, &reply).await.unwrap();
+        let newest = fresh.latest.expect("the newest");
+        assert_eq!((newest.offset, newest.data()), (Offset(2), r#"{"home":2}"#));
+        let plain = broker.subscribe(&ch, sub(3), Start::default(), &reply).await.unwrap();
+        assert!(plain.latest.is_none(), "only when asked");
+        let seen = StreamPosition { epoch: fresh.epoch.clone(), offset: Offset(1) };
+        let recovered =
+            broker.subscribe(&ch, sub(4), Start { since: Some(&seen), latest: true }, &reply).await.unwrap();
+        assert_eq!((recovered.recovered, recovered.latest.is_none()), (Some(true), true), "it follows as a message");
+        let other = StreamPosition { epoch: Epoch::new("gone"), offset: Offset(9) };
+        let lost = broker.subscribe(&ch, sub(5), Start { since: Some(&other), latest: true }, &reply).await.unwrap();
+        assert_eq!((lost.recovered, lost.latest.map(|p| p.offset)), (Some(false), Some(Offset(2))));
+    }
+
     /// The issue's attack: 64 KB publications to ever new channels took a
     /// node from 9 to 737 MB in 15 s. The histories now hold at most their
     /// budget, and a channel whose publications could not be kept says so
@@ -528,7 +560,7 @@ mod tests {
         let fresh = ChannelName::new("fresh").unwrap();
         let info = Arc::new(ClientInfo { session: "s".into(), user: None, client: None, info: None });
         let kept = Subscriber { key: SessionKey(1), info, outbox: Arc::new(crate::Outbox::new(1 << 20)) };
-        broker.subscribe(&fresh, kept, None, &|_| bytes::Bytes::new()).await.unwrap();
+        broker.subscribe(&fresh, kept, Start::default(), &|_| bytes::Bytes::new()).await.unwrap();
         assert_eq!(broker.history(&ChannelName::new("news").unwrap(), None, 10).await.unwrap().publications.len(), 1);
         broker.sweep(Instant::now());
         assert!(broker.channel_count() <= 9, "crowded: empty channels collected at once ({})", broker.channel_count());
@@ -550,7 +582,7 @@ mod tests {
         };
         let (a, b) = (subscriber(1), subscriber(2));
         for s in [&a, &b] {
-            broker.subscribe(&ch, s.clone(), None, &|_| Bytes::from_static(b"{}")).await.unwrap();
+            broker.subscribe(&ch, s.clone(), Start::default(), &|_| Bytes::from_static(b"{}")).await.unwrap();
         }
         broker.announce(&ch, Bytes::from_static(br#"{"op":"join"}"#), a.key).await.unwrap();
         broker.announce(&ChannelName::new("nobody").unwrap(), Bytes::from_static(b"{}"), a.key).await.unwrap();

@@ -29,6 +29,10 @@ pub struct NamespaceRules {
     /// to a channel here or leave it (off by default: on a busy channel
     /// every subscribe and unsubscribe becomes a push to every member).
     pub join_leave: bool,
+    /// Every `subscribe` here gets the channel's newest publication in its
+    /// reply, as if it asked with `latest` (state channels: scores, prices,
+    /// documents).
+    pub latest: bool,
 }
 
 impl Default for NamespaceRules {
@@ -41,6 +45,7 @@ impl Default for NamespaceRules {
             history: HistoryLimits::default(),
             ask_backend: true,
             join_leave: false,
+            latest: false,
         }
     }
 }

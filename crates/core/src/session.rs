@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use holdfast_protocol::{
-    decode_frame, ChannelName, ClientReport, Command, ErrorCode, EventKind, JsonText, Member, Reply, Request,
+    decode_frame, ChannelName, ClientReport, Command, ErrorCode, EventKind, JsonText, Latest, Member, Reply, Request,
     SessionRecord, StreamPosition, Transport,
 };
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::AuthError;
 use crate::backend::{Ask, AskKind, RequestContext};
-use crate::broker::{BrokerError, ClientInfo, SessionKey, Subscribed, Subscriber};
+use crate::broker::{BrokerError, ClientInfo, SessionKey, Start, Subscribed, Subscriber};
 use crate::bucket::{Admit, TokenBucket};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::journal::SessionEnd;
@@ -350,8 +350,9 @@ impl Session {
                 self.send(Reply::Refreshed { id: id_or_zero }.encode());
                 Ok(())
             }
-            Command::Subscribe { channel, since, token } => {
-                let asks_here = self.node.namespaces.rules(&channel).ask_backend;
+            Command::Subscribe { channel, since, token, latest } => {
+                let rules = self.node.namespaces.rules(&channel);
+                let (asks_here, latest) = (rules.ask_backend, latest || rules.latest);
                 let backend = self.node.backend_for(AskKind::Subscribe).filter(|_| asks_here).cloned();
                 self.may_subscribe(&channel, token.as_deref(), backend.is_some()).map_err(|(code, m)| (id, code, m))?;
                 let mut channel_info = None;
@@ -364,7 +365,7 @@ impl Session {
                     })?;
                     channel_info = allowed.info;
                 }
-                self.subscribe(id_or_zero, channel, since, channel_info).await
+                self.subscribe(id_or_zero, channel, since, latest, channel_info).await
             }
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
@@ -499,6 +500,7 @@ impl Session {
         id: u64,
         channel: ChannelName,
         since: Option<StreamPosition>,
+        latest: bool,
         channel_info: Option<String>,
     ) -> Result<(), (Option<u64>, ErrorCode, String)> {
         if self.subscriptions.contains(&channel) {
@@ -526,10 +528,12 @@ impl Session {
                 epoch: s.epoch.as_str(),
                 offset: s.offset,
                 recovered: s.recovered,
+                latest: s.latest.as_ref().map(Latest::of),
             }
             .encode()
         };
-        match self.node.broker.subscribe(&channel, subscriber, since.as_ref(), &reply).await {
+        let start = Start { since: since.as_ref(), latest };
+        match self.node.broker.subscribe(&channel, subscriber, start, &reply).await {
             Ok(subscribed) => {
                 if since.is_some() {
                     self.recoveries = self.recoveries.saturating_add(1);

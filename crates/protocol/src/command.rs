@@ -47,6 +47,8 @@ pub enum Command {
         since: Option<StreamPosition>,
         /// A subscribe token for private channels.
         token: Option<String>,
+        /// Whether the reply should carry the channel's newest publication.
+        latest: bool,
     },
     /// Leaves a channel.
     Unsubscribe {
@@ -111,6 +113,8 @@ struct Envelope<'a> {
     ping_interval_ms: Option<&'a RawValue>,
     #[serde(borrow)]
     report: Option<&'a RawValue>,
+    #[serde(borrow)]
+    latest: Option<&'a RawValue>,
     #[serde(borrow)]
     idempotency_key: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -179,6 +183,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
             channel: channel(id, env.channel)?,
             since: optional(id, "since", env.since)?,
             token: optional(id, "token", env.token)?,
+            latest: optional(id, "latest", env.latest)?.unwrap_or(false),
         },
         "unsubscribe" => Command::Unsubscribe { channel: channel(id, env.channel)? },
         "refresh" => Command::Refresh { token: required(id, "token", env.token)? },
@@ -279,7 +284,7 @@ mod tests {
 
         let r = decode_line(r#"{"id":2,"op":"subscribe","channel":"c","since":{"epoch":"e","offset":7}}"#).unwrap();
         let want = StreamPosition { epoch: Epoch::new("e"), offset: Offset(7) };
-        assert!(matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None }
+        assert!(matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None, latest: false }
             if channel.as_str() == "c" && *s == want));
 
         let r = decode_line(r#"{"id":3,"op":"publish","channel":"c","data": {"a": [1, 2]} }"#).unwrap();

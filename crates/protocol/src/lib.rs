@@ -29,7 +29,7 @@ pub use lifecycle::{Batch, EventKind, LifecycleEvent};
 pub use position::{Epoch, Offset, StreamPosition};
 pub use publish::{PublishOptions, Skipped, Version, MAX_IDEMPOTENCY_KEY, MAX_VERSION_EPOCH};
 pub use recovery::{plan_recovery, HistoryWindow, LossReason, Recovery};
-pub use reply::{encode_history, EncodedPublication, JsonText, Member, Reply};
+pub use reply::{encode_history, EncodedPublication, JsonText, Latest, Member, RawJson, Reply};
 pub use report::{ClientReport, Phase, Transport, MAX_REASON, MAX_REPORT};
 
 /// The WebSocket subprotocol of this version.

@@ -42,6 +42,10 @@ pub enum Reply<'a> {
         /// With `since`: whether every missed message follows.
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// With `latest`: the channel's newest publication, unless recovery
+        /// delivers everything missed (then it follows as a message).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latest: Option<Latest<'a>>,
     },
     /// `unsubscribe` done.
     Unsubscribed {
@@ -129,6 +133,38 @@ pub struct Member<'a> {
     /// written as JSON; absent when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<JsonText<'a>>,
+}
+
+/// A channel's newest publication, in a `subscribed` reply: what a client
+/// that shows state needs before the live messages that follow.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Latest<'a> {
+    /// Its offset (the reply's `offset`).
+    pub offset: Offset,
+    /// Its data, exactly as published.
+    pub data: RawJson<'a>,
+}
+
+impl<'a> Latest<'a> {
+    /// The latest of a channel, from its encoded publication.
+    pub fn of(publication: &'a EncodedPublication) -> Latest<'a> {
+        Latest { offset: publication.offset, data: RawJson(publication.data()) }
+    }
+}
+
+/// JSON text written into a frame as it is: published data, which was
+/// checked as JSON (and put on one line) when it was encoded, so numbers
+/// such as `1e400` keep their exact text.
+#[derive(Clone, Copy, Debug)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl Serialize for RawJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&serde_json::value::RawValue>(self.0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => serializer.serialize_none(),
+        }
+    }
 }
 
 /// JSON text carried into a frame as a JSON value (the subscribe proxy's
@@ -257,8 +293,16 @@ mod tests {
             &Reply::error(Some(3), ErrorCode::NotConnected, "send connect first")[..],
             br#"{"op":"error","id":3,"code":"not_connected","message":"send connect first"}"#
         );
-        let r = Reply::Subscribed { id: 1, channel: "c", epoch: "e", offset: Offset(0), recovered: None };
+        let r = Reply::Subscribed { id: 1, channel: "c", epoch: "e", offset: Offset(0), recovered: None, latest: None };
         assert_eq!(&r.encode()[..], br#"{"op":"subscribed","id":1,"channel":"c","epoch":"e","offset":0}"#);
+        let newest = EncodedPublication::new(&ChannelName::new("c").unwrap(), Offset(7), "{\"n\":\n1e400}");
+        let latest = Some(Latest::of(&newest));
+        let r = Reply::Subscribed { id: 2, channel: "c", epoch: "e", offset: Offset(7), recovered: None, latest };
+        assert_eq!(
+            &r.encode()[..],
+            br#"{"op":"subscribed","id":2,"channel":"c","epoch":"e","offset":7,"latest":{"offset":7,"data":{"n": 1e400}}}"#,
+            "the data as published, on one line"
+        );
         let d = Reply::Disconnect { code: 1001, reason: "restart", reconnect: true, reconnect_after_ms: Some(250) };
         assert_eq!(
             &d.encode()[..],

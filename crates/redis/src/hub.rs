@@ -34,10 +34,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use holdfast_core::{BrokerError, ClientInfo, Disconnect, SessionKey, Subscribed, SubscribedReply, Subscriber};
+use holdfast_core::{BrokerError, ClientInfo, Disconnect, SessionKey, Start, Subscribed, SubscribedReply, Subscriber};
 use holdfast_protocol::{
     plan_recovery, ChannelName, CloseCode, EncodedPublication, Epoch, Frame, HistoryWindow, Offset, Recovery,
-    StreamPosition,
 };
 
 const SHARDS: usize = 32;
@@ -175,7 +174,7 @@ impl LocalHub {
         channel: &ChannelName,
         key: SessionKey,
         snapshot: &Snapshot,
-        since: Option<&StreamPosition>,
+        start: Start<'_>,
         reply: SubscribedReply<'_>,
     ) -> Result<Joined, BrokerError> {
         let mut map = self.shard(channel);
@@ -199,15 +198,17 @@ impl LocalHub {
             ch.digest = snapshot.entries.last().filter(|p| p.offset == snapshot.newest).map(digest);
         }
         let member = ch.members.get_mut(&key).ok_or_else(gone)?;
-        let recovery = since.map(|since| {
+        let recovery = start.since.map(|since| {
             let window =
                 HistoryWindow { epoch: &snapshot.epoch, newest: snapshot.newest, oldest_held: snapshot.oldest_held };
             plan_recovery(since, &window)
         });
+        let recovered = recovery.map(|r| matches!(r, Recovery::Recovered { .. }));
         let outcome = Subscribed {
             epoch: snapshot.epoch.clone(),
             offset: snapshot.newest,
-            recovered: recovery.map(|r| matches!(r, Recovery::Recovered { .. })),
+            recovered,
+            latest: start.latest_of(recovered, snapshot.newest, snapshot.entries.last()).cloned(),
         };
         let outbox = &member.subscriber.outbox;
         let _ = outbox.push(reply(&outcome));
@@ -449,8 +450,8 @@ mod tests {
     }
 
     fn join(hub: &LocalHub, sub: &Subscriber, snap: &Snapshot, since: Option<(&str, u64)>) -> Joined {
-        let since = since.map(|(e, o)| StreamPosition { epoch: Epoch::new(e), offset: Offset(o) });
-        hub.complete_join(&ch(), sub.key, snap, since.as_ref(), &reply).unwrap()
+        let since = since.map(|(e, o)| holdfast_protocol::StreamPosition { epoch: Epoch::new(e), offset: Offset(o) });
+        hub.complete_join(&ch(), sub.key, snap, Start { since: since.as_ref(), latest: false }, &reply).unwrap()
     }
 
     #[test]

@@ -59,11 +59,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use holdfast_core::{
     new_epoch, Broker, BrokerError, ChannelInfo, ClientInfo, Disconnect, History, HistoryLimits, Input, Namespaces,
-    Observer, Occupancy, Published, SessionKey, SessionRegistry, Subscribed, SubscribedReply, Subscriber, Target,
+    Observer, Occupancy, Published, SessionKey, SessionRegistry, Start, Subscribed, SubscribedReply, Subscriber,
+    Target,
 };
-use holdfast_protocol::{
-    ChannelName, EncodedPublication, Epoch, Offset, PublishOptions, SessionRecord, Skipped, StreamPosition,
-};
+use holdfast_protocol::{ChannelName, EncodedPublication, Epoch, Offset, PublishOptions, SessionRecord, Skipped};
 use tokio::sync::{mpsc, oneshot};
 
 use commands::Commands;
@@ -299,7 +298,8 @@ impl Shared {
     }
 
     /// Reads a channel's state (creating its epoch if it has none) and the
-    /// history after `since`; with `presence`, records it atomically.
+    /// history after `since` (only the newest entry for [`NEWEST_ONLY`]);
+    /// with `presence`, records it atomically.
     async fn snapshot(
         &self,
         channel: &ChannelName,
@@ -316,7 +316,11 @@ impl Shared {
         call.arg(limits.max_age.as_millis() as u64)
             .arg(self.channel_ttl(limits))
             .arg(new_epoch().as_str())
-            .arg(since.map_or(-1, |o| o.0 as i64))
+            .arg(match since {
+                None => -1,
+                Some(NEWEST_ONLY) => -2,
+                Some(o) => o.0 as i64,
+            })
             .arg(limit.max(1))
             .arg(member)
             .arg(expires)
@@ -551,6 +555,10 @@ fn parse_presence(entry: &str) -> Option<ClientInfo> {
 }
 
 /// Parses a history entry `"<offset> <unix ms> <data>"`.
+/// A `since` for [`Shared::snapshot`] that reads only the newest entry
+/// (no offset is this large).
+const NEWEST_ONLY: Offset = Offset(u64::MAX);
+
 fn parse_entry(channel: &ChannelName, entry: &str) -> Option<EncodedPublication> {
     let mut parts = entry.splitn(3, ' ');
     let offset = parts.next()?.parse().ok()?;
@@ -604,10 +612,17 @@ impl Broker for RedisBroker {
         &self,
         channel: &ChannelName,
         subscriber: Subscriber,
-        since: Option<&StreamPosition>,
+        start: Start<'_>,
         reply: SubscribedReply<'_>,
     ) -> Result<Subscribed, BrokerError> {
         let s = &self.shared;
+        // With `since` the read holds the newest anyway; without, `latest`
+        // reads just that one.
+        let read_from = match (start.since, start.latest) {
+            (Some(since), _) => Some(since.offset),
+            (None, true) => Some(NEWEST_ONLY),
+            (None, false) => None,
+        };
         let key = subscriber.key;
         let info = subscriber.info.clone();
         s.hub.begin_join(channel, subscriber)?;
@@ -616,8 +631,8 @@ impl Broker for RedisBroker {
             self.ensure_subscribed(channel).await?;
             let limit = s.limits(channel).max_len;
             for _ in 0..5 {
-                let snapshot = s.snapshot(channel, since.map(|p| p.offset), limit, Some(&info)).await?;
-                if let Joined::Live(outcome) = s.hub.complete_join(channel, key, &snapshot, since, reply)? {
+                let snapshot = s.snapshot(channel, read_from, limit, Some(&info)).await?;
+                if let Joined::Live(outcome) = s.hub.complete_join(channel, key, &snapshot, start, reply)? {
                     return Ok(outcome);
                 }
             }

@@ -210,7 +210,7 @@ return {epoch, offset, ''}
 "#;
 
 /// KEYS: meta, history, presence. ARGV: max_age_ms, ttl_ms, candidate
-/// epoch, since (-1: no entries), limit, presence member ('' for none),
+/// epoch, since (-1: no entries, -2: the newest only), limit, presence member ('' for none),
 /// presence expiry (unix ms), presence ttl ms.
 /// Returns `{epoch, newest, held, {entries after since}}`.
 const STATE: &str = r#"
@@ -221,7 +221,9 @@ trim_age(KEYS[2], now_ms() - tonumber(ARGV[1]))
 local held = redis.call('LLEN', KEYS[2])
 local entries = {}
 local since = tonumber(ARGV[4])
-if since >= 0 and held > 0 then
+if since == -2 and held > 0 then
+  entries = redis.call('LRANGE', KEYS[2], -1, -1)
+elseif since >= 0 and held > 0 then
   local oldest = newest - held + 1
   local from = since + 1
   if from < oldest then from = oldest end

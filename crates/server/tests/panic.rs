@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use common::TestServer;
 use holdfast_core::{
     Broker, BrokerError, ChannelInfo, ClientInfo, History, HistoryLimits, MemoryBroker, Node, Published, SessionKey,
-    Subscribed, SubscribedReply, Subscriber,
+    Start, Subscribed, SubscribedReply, Subscriber,
 };
-use holdfast_protocol::{ChannelName, Offset, PublishOptions, StreamPosition};
+use holdfast_protocol::{ChannelName, Offset, PublishOptions};
 use holdfast_server::{Metrics, ServerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,10 +38,10 @@ impl Broker for Boom {
         &self,
         channel: &ChannelName,
         subscriber: Subscriber,
-        since: Option<&StreamPosition>,
+        start: Start<'_>,
         reply: SubscribedReply<'_>,
     ) -> Result<Subscribed, BrokerError> {
-        self.0.subscribe(channel, subscriber, since, reply).await
+        self.0.subscribe(channel, subscriber, start, reply).await
     }
 
     async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool {

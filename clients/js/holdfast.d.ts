@@ -94,9 +94,19 @@ export declare class HoldfastClient extends EventTarget {
   connect(): this;
   /** Closes for good (no reconnect); safe while still connecting. */
   close(): void;
-  subscribe(channel: string, onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown }) => void): Subscription;
+  /** With `latest`, the channel's newest publication comes first (`message.latest` true). */
+  subscribe(
+    channel: string,
+    onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown; latest?: true }) => void,
+    options?: { latest?: boolean },
+  ): Subscription;
   unsubscribe(channel: string): Promise<unknown>;
-  publish(channel: string, data: unknown): Promise<{ channel: string; epoch: string; offset: number }>;
+  /** `skipped` says why nothing was published: a repeated `idempotency_key`, or a `version` not newer. */
+  publish(
+    channel: string,
+    data: unknown,
+    options?: { idempotency_key?: string; version?: number; version_epoch?: string },
+  ): Promise<{ channel: string; epoch: string; offset: number; skipped?: 'duplicate' | 'not_newer' }>;
   addEventListener<K extends keyof HoldfastEvents>(
     type: K,
     listener: (event: CustomEvent<HoldfastEvents[K]>) => void,

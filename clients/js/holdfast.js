@@ -263,9 +263,14 @@ export class HoldfastClient extends EventTarget {
     this.#setState('closed', { code: 1000, reconnect: false });
   }
 
-  /** Subscribes; `onMessage(data, message)` gets each publication once, in order. */
-  subscribe(channel, onMessage) {
-    const sub = { position: new Position(), handler: onMessage };
+  /**
+   * Subscribes; `onMessage(data, message)` gets each publication once, in
+   * order. With `{latest: true}` it first gets the channel's newest one
+   * (`message.latest` is true), when the channel has one and no recovery
+   * brings what was missed: state and the updates after it, without a race.
+   */
+  subscribe(channel, onMessage, { latest = false } = {}) {
+    const sub = { position: new Position(), handler: onMessage, latest };
     this.subs.set(channel, sub);
     const done = this.state === 'open' ? this.#subscribe(channel, sub) : Promise.resolve();
     return { ready: done, unsubscribe: () => this.unsubscribe(channel) };
@@ -277,8 +282,16 @@ export class HoldfastClient extends EventTarget {
     return this.state === 'open' ? this.#command({ op: 'unsubscribe', channel }) : Promise.resolve();
   }
 
-  /** Publishes; resolves with {channel, epoch, offset}. Queued while disconnected. */
-  publish(channel, data) { return this.#command({ op: 'publish', channel, data }, { queue: true }); }
+  /**
+   * Publishes; resolves with {channel, epoch, offset, skipped?}. Queued while
+   * disconnected. Options: `idempotency_key` (a retry publishes nothing and
+   * answers the first's offset), `version` and `version_epoch` (skipped
+   * unless newer than the channel's).
+   */
+  publish(channel, data, { idempotency_key, version, version_epoch } = {}) {
+    const options = Object.entries({ idempotency_key, version, version_epoch }).filter(([, v]) => v !== undefined);
+    return this.#command({ op: 'publish', channel, data, ...Object.fromEntries(options) }, { queue: true });
+  }
 
   #setState(state, detail = {}) {
     this.state = state;
@@ -536,6 +549,12 @@ export class HoldfastClient extends EventTarget {
       if ((outcome === 'recovered' || outcome === 'lost') && this.session?.recovering.delete(m.channel)) {
         this.session.lost ||= outcome === 'lost';
       }
+      // The newest publication rides in the reply: its offset is the reply's,
+      // which the position now holds, so it is handed over here.
+      if (sub && m.latest) {
+        const { offset, data } = m.latest;
+        sub.handler?.(data, { op: 'message', channel: m.channel, offset, data, latest: true });
+      }
       // A subscribe worked: a later refusal starts from the shortest delay.
       this.resubscribeDelay = RESUBSCRIBE_FIRST;
     }
@@ -551,6 +570,7 @@ export class HoldfastClient extends EventTarget {
     const cmd = { op: 'subscribe', channel };
     const since = sub.position.since();
     if (since) cmd.since = since;
+    if (sub.latest) cmd.latest = true;
     return this.#command(cmd);
   }
 

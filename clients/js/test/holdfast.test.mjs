@@ -127,6 +127,40 @@ test('client: join and leave are events with the member, for held channels only,
   c.close();
 });
 
+test('client: latest hands the newest state to the handler first; after a recovery the missed messages do', async () => {
+  const c = client();
+  const got = [];
+  c.subscribe('score', (data, m) => got.push([data, m.offset, m.latest === true]), { latest: true });
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  assert.equal(ws.last('subscribe').latest, true);
+  ws.receive({ op: 'subscribed', id: ws.last('subscribe').id, channel: 'score', epoch: 'e', offset: 3,
+    latest: { offset: 3, data: { home: 3 } } });
+  ws.receive({ op: 'message', channel: 'score', offset: 3, data: { home: 3 } });
+  ws.receive({ op: 'message', channel: 'score', offset: 4, data: { home: 4 } });
+  assert.deepEqual(got, [[{ home: 3 }, 3, true], [{ home: 4 }, 4, false]], 'the state once, then updates');
+  ws.drop(1006);
+  await tick();
+  const ws2 = FakeSocket.all[1];
+  ws2.open();
+  ws2.receive({ op: 'connected', id: ws2.last('connect').id, session: 's2', ping_interval_ms: 25000 });
+  await tick();
+  const again = ws2.last('subscribe');
+  assert.deepEqual([again.since, again.latest], [{ epoch: 'e', offset: 4 }, true]);
+  ws2.receive({ op: 'subscribed', id: again.id, channel: 'score', epoch: 'e', offset: 5, recovered: true });
+  ws2.receive({ op: 'message', channel: 'score', offset: 5, data: { home: 5 } });
+  assert.deepEqual(got.at(-1), [{ home: 5 }, 5, false]);
+  const p = c.publish('score', { home: 6 }, { idempotency_key: 'k6', version: 6 });
+  const pub = ws2.last('publish');
+  assert.deepEqual([pub.idempotency_key, pub.version, 'version_epoch' in pub], ['k6', 6, false]);
+  ws2.receive({ op: 'published', id: pub.id, channel: 'score', epoch: 'e', offset: 5, skipped: 'duplicate' });
+  assert.equal((await p).skipped, 'duplicate');
+  c.close();
+});
+
 test('client: no reconnect after a do-not-reconnect code; hint honoured otherwise', async () => {
   const c = client();
   c.connect();

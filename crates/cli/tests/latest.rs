@@ -10,7 +10,8 @@ use common::{api, node_on, scratch, serve, Redis};
 use serde_json::{json, Value};
 
 async fn publish(port: u16, data: Value) -> Value {
-    let (status, answer) = api(port, "POST", "/api/publish", &json!({"channel": "score", "data": data}).to_string()).await;
+    let (status, answer) =
+        api(port, "POST", "/api/publish", &json!({"channel": "score", "data": data}).to_string()).await;
     assert_eq!(status, 200, "{answer}");
     answer
 }

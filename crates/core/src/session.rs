@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 use holdfast_protocol::{
-    decode_frame, ChannelName, ClientReport, Command, ErrorCode, EventKind, JsonText, Latest, Member, Reply, Request,
-    SessionRecord, StreamPosition, Transport,
+    decode_frame, ChannelName, ClientReport, Command, DecodeError, ErrorCode, EventKind, JsonText, Latest, Member,
+    Reply, Request, SessionRecord, StreamPosition, Transport,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,10 +171,22 @@ impl Session {
 
     /// Handles one text frame: one or more commands separated by `\n`.
     pub async fn handle_frame(&mut self, text: &str, now: Instant) -> FrameStats {
+        self.handle_requests(decode_frame(text), now).await
+    }
+
+    /// Handles commands already decoded (or that failed to decode), as one
+    /// frame: what a transport that gets its commands in another form (the
+    /// query of an SSE or long-polling open) hands over without writing
+    /// JSON for the session to read back.
+    pub async fn handle_requests(
+        &mut self,
+        requests: impl IntoIterator<Item = Result<Request, DecodeError>> + Send,
+        now: Instant,
+    ) -> FrameStats {
         self.heartbeat.heard(now);
         self.frame_time = now;
         let mut stats = FrameStats::default();
-        for request in decode_frame(text) {
+        for request in requests {
             stats.commands += 1;
             if stats.commands > MAX_COMMANDS_PER_FRAME as u64 {
                 stats.rate_limited += 1;

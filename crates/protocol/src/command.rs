@@ -165,13 +165,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
         "pong" => return Ok(Request { id, command: Command::Pong }),
         "connect" => {
             let client: Option<String> = optional(id, "client", env.client)?;
-            if client.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_NAME) {
-                return Err(DecodeError::new(
-                    id,
-                    ErrorCode::BadRequest,
-                    format!("field `client` is at most {MAX_CLIENT_NAME} bytes (a name and version)"),
-                ));
-            }
+            check_client(id, client.as_deref())?;
             Command::Connect {
                 token: optional(id, "token", env.token)?,
                 client,
@@ -213,6 +207,45 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
     Ok(Request { id, command })
 }
 
+impl Request {
+    /// A `connect` made of fields read elsewhere (the query of an SSE or
+    /// long-polling open), checked as [`decode_line`] checks them; `report`
+    /// is JSON text.
+    pub fn connect(
+        id: u64,
+        token: Option<String>,
+        client: Option<String>,
+        ping_interval_ms: Option<u64>,
+        report: Option<&str>,
+    ) -> Result<Request, DecodeError> {
+        check_client(Some(id), client.as_deref())?;
+        let report = report.map(ClientReport::decode);
+        Ok(Request { id: Some(id), command: Command::Connect { token, client, ping_interval_ms, report } })
+    }
+
+    /// A `subscribe` made of fields read elsewhere, checked as
+    /// [`decode_line`] checks them.
+    pub fn subscribe(id: u64, channel: &str, since: Option<StreamPosition>) -> Result<Request, DecodeError> {
+        let channel = ChannelName::new(channel).map_err(|e| channel_error(Some(id), e))?;
+        Ok(Request { id: Some(id), command: Command::Subscribe { channel, since, token: None, latest: false } })
+    }
+}
+
+fn check_client(id: Option<u64>, client: Option<&str>) -> Result<(), DecodeError> {
+    if client.is_some_and(|c| c.len() > MAX_CLIENT_NAME) {
+        return Err(DecodeError::new(
+            id,
+            ErrorCode::BadRequest,
+            format!("field `client` is at most {MAX_CLIENT_NAME} bytes (a name and version)"),
+        ));
+    }
+    Ok(())
+}
+
+fn channel_error(id: Option<u64>, e: crate::ChannelNameError) -> DecodeError {
+    DecodeError::new(id, ErrorCode::InvalidChannel, format!("field `channel`: {e}"))
+}
+
 fn required<T: for<'de> Deserialize<'de>>(
     id: Option<u64>,
     name: &str,
@@ -243,8 +276,7 @@ fn typed<T: for<'de> Deserialize<'de>>(id: Option<u64>, name: &str, raw: &RawVal
 
 fn channel(id: Option<u64>, raw: Option<&RawValue>) -> Result<ChannelName, DecodeError> {
     let name: String = required(id, "channel", raw)?;
-    ChannelName::new(&name)
-        .map_err(|e| DecodeError::new(id, ErrorCode::InvalidChannel, format!("field `channel`: {e}")))
+    ChannelName::new(&name).map_err(|e| channel_error(id, e))
 }
 
 #[cfg(test)]
@@ -263,6 +295,21 @@ mod tests {
         let e = err(&format!(r#"{{"id":1,"op":"connect","client":"{fits}x"}}"#));
         assert_eq!((e.id, e.code), (Some(1), ErrorCode::BadRequest), "{}", e.message);
         assert!(e.message.contains("`client`"), "{}", e.message);
+    }
+
+    #[test]
+    fn commands_built_from_fields_are_checked_as_decoded_ones_are() {
+        let long = "c".repeat(MAX_CLIENT_NAME + 1);
+        let decoded = err(&format!(r#"{{"id":1,"op":"connect","client":"{long}"}}"#));
+        let built = Request::connect(1, None, Some(long), None, None).unwrap_err();
+        assert_eq!(built, decoded);
+        let decoded = err(r#"{"id":2,"op":"subscribe","channel":""}"#);
+        assert_eq!(Request::subscribe(2, "", None).unwrap_err(), decoded);
+        let r = Request::connect(1, Some("t".into()), None, Some(5_000), Some("not json")).unwrap();
+        assert!(matches!(r.command, Command::Connect { report: Some(Err(_)), ping_interval_ms: Some(5_000), .. }));
+        let since = StreamPosition { epoch: Epoch::new("e"), offset: Offset(3) };
+        let r = Request::subscribe(4, "news", Some(since.clone())).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { since: Some(ref s), .. } if *s == since));
     }
 
     #[test]

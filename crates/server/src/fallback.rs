@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session, SessionEnd, CONNECTION_LOST};
-use holdfast_protocol::{CloseCode, Ending, ErrorCode};
+use holdfast_protocol::{CloseCode, Ending, Epoch, ErrorCode, Offset, StreamPosition};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 
@@ -187,22 +187,17 @@ async fn open_session(
     let name = if matches!(transport, Transport::Sse) { "sse" } else { "polling" };
     let context = crate::backend::context_of(&state.node, headers, client, name, &state.config.forward_headers);
     let mut session = Session::new(state.node.clone(), Instant::now()).with_context(context).on(wire(transport));
-    let mut connect = serde_json::json!({"id": 1, "op": "connect"});
-    if let Some(c) = &open.client {
-        connect["client"] = c.as_str().into();
-    }
-    if let Some(t) = &open.token {
-        connect["token"] = t.as_str().into();
-    }
-    if let Some(ms) = open.ping_interval_ms {
-        connect["ping_interval_ms"] = ms.into();
-    }
-    if let Some(report) = &open.report {
-        // Not JSON: passed on as a string, which the session counts as an
-        // unreadable report.
-        connect["report"] = serde_json::from_str(report).unwrap_or_else(|_| report.as_str().into());
-    }
-    session.handle_frame(&connect.to_string(), Instant::now()).await;
+    // The query's fields go to the session as a typed `connect`, checked
+    // as a WebSocket client's would be; a report that is not JSON is
+    // counted as unreadable.
+    let connect = holdfast_protocol::Request::connect(
+        1,
+        open.token.clone(),
+        open.client.clone(),
+        open.ping_interval_ms,
+        open.report.as_deref(),
+    );
+    session.handle_requests([connect], Instant::now()).await;
     let Some(id) = session.id().map(str::to_owned) else {
         // The connect was refused (a bad token, say): answer with what the
         // session said, as a WebSocket client would have read it.
@@ -212,11 +207,13 @@ async fn open_session(
         return Err((StatusCode::UNAUTHORIZED, json_array(&batch)).into_response());
     };
     for (i, channel) in open.channels.iter().enumerate() {
-        let mut subscribe = serde_json::json!({"id": i + 2, "op": "subscribe", "channel": channel});
-        if let Some((epoch, offset)) = since.0.get(channel) {
-            subscribe["since"] = serde_json::json!({"epoch": epoch, "offset": offset});
-        }
-        session.handle_frame(&subscribe.to_string(), Instant::now()).await;
+        let at = since
+            .0
+            .get(channel)
+            .map(|(epoch, offset)| StreamPosition { epoch: Epoch::new(epoch.as_str()), offset: Offset(*offset) });
+        session
+            .handle_requests([holdfast_protocol::Request::subscribe(i as u64 + 2, channel, at)], Instant::now())
+            .await;
     }
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let route = Route { input: tx, outbox: session.outbox().clone() };

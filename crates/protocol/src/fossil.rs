@@ -177,26 +177,34 @@ pub fn create_delta(source: &[u8], target: &[u8]) -> Vec<u8> {
 pub fn apply_delta(source: &[u8], delta: &[u8], max_len: usize) -> Result<Vec<u8>, DeltaError> {
     let mut reader = Reader { delta, pos: 0 };
     let declared = reader.number()?;
+    let newline_at = reader.pos;
     if reader.next() != Some(b'\n') {
-        return Err(DeltaError::SizeNotTerminated(reader.pos.saturating_sub(1)));
+        return Err(DeltaError::SizeNotTerminated(newline_at));
     }
-    let capacity = match usize::try_from(declared) {
+    let target_len = match usize::try_from(declared) {
         Ok(len) if len <= max_len => len,
         _ => return Err(DeltaError::TargetTooLarge { declared, max: max_len }),
     };
-    let mut out = Vec::with_capacity(capacity);
+    // Reserve what the inputs make likely, not what the header claims: a
+    // lying header then costs nothing, and `target_len` still bounds growth.
+    let mut out = Vec::with_capacity(target_len.min(source.len().saturating_add(delta.len())));
     loop {
         let at = reader.pos;
+        if at == delta.len() {
+            return Err(DeltaError::Unterminated);
+        }
         let count = reader.number()?;
         // Only the checksum may be outside usize; a count that is cannot fit the output.
         let fits = |out: &Vec<u8>| {
-            usize::try_from(count).ok().filter(|n| out.len().checked_add(*n).is_some_and(|end| end <= capacity))
+            usize::try_from(count).ok().filter(|n| out.len().checked_add(*n).is_some_and(|end| end <= target_len))
         };
+        let command_at = reader.pos;
         match reader.next() {
             Some(b'@') => {
                 let offset = reader.number()?;
+                let comma_at = reader.pos;
                 if reader.next() != Some(b',') {
-                    return Err(DeltaError::CopyNotTerminated(reader.pos.saturating_sub(1)));
+                    return Err(DeltaError::CopyNotTerminated(comma_at));
                 }
                 let Some(n) = fits(&out) else { return Err(DeltaError::OutputTooLong { at, declared }) };
                 let copied = usize::try_from(offset)
@@ -211,11 +219,11 @@ pub fn apply_delta(source: &[u8], delta: &[u8], max_len: usize) -> Result<Vec<u8
                 out.extend_from_slice(inserted);
             }
             Some(b';') => {
-                let trailing = delta.len() - reader.pos;
+                let trailing = delta.len().saturating_sub(reader.pos);
                 if trailing > 0 {
                     return Err(DeltaError::TrailingBytes(trailing));
                 }
-                if out.len() != capacity {
+                if out.len() != target_len {
                     return Err(DeltaError::OutputTooShort { produced: out.len(), declared });
                 }
                 let actual = checksum(&out);
@@ -224,7 +232,7 @@ pub fn apply_delta(source: &[u8], delta: &[u8], max_len: usize) -> Result<Vec<u8
                 }
                 return Ok(out);
             }
-            Some(byte) => return Err(DeltaError::UnknownCommand { at: reader.pos - 1, byte }),
+            Some(byte) => return Err(DeltaError::UnknownCommand { at: command_at, byte }),
             None => return Err(DeltaError::Unterminated),
         }
     }
@@ -420,4 +428,228 @@ fn digit_value(byte: u8) -> Option<u64> {
         _ => return None,
     };
     Some(u64::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64: deterministic pseudo-random numbers without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            if n == 0 {
+                0
+            } else {
+                (self.next() % n as u64) as usize
+            }
+        }
+
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+
+        /// Fewer than `max` random bytes.
+        fn bytes_below(&mut self, max: usize) -> Vec<u8> {
+            let n = self.below(max);
+            self.bytes(n)
+        }
+    }
+
+    /// A JSON document of `rows` rows, row `changed` (if any) with another price.
+    fn json_doc(rows: usize, changed: Option<usize>) -> Vec<u8> {
+        let body: Vec<String> = (0..rows)
+            .map(|i| {
+                let price = if Some(i) == changed { 1 } else { i * 37 % 1000 };
+                format!(r#"{{"id":{i},"name":"row number {i}","price":{price},"tags":["café","naïve"],"active":true}}"#)
+            })
+            .collect();
+        format!(r#"{{"version":7,"rows":[{}]}}"#, body.join(",")).into_bytes()
+    }
+
+    /// `src` with a few runs of bytes inserted, deleted or overwritten.
+    fn edited(rng: &mut Rng, src: &[u8]) -> Vec<u8> {
+        let mut out = src.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(out.len() + 1);
+            let run = rng.bytes_below(40);
+            let run = if run.is_empty() { vec![b'?'] } else { run };
+            match rng.below(3) {
+                0 => drop(out.splice(at..at, run)),
+                1 => drop(out.drain(at..(at + rng.below(60)).min(out.len()))),
+                _ => drop(out.splice(at..(at + run.len()).min(out.len()), run)),
+            }
+        }
+        out
+    }
+
+    /// Pairs of every shape the encoder has a branch for.
+    fn pairs() -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut rng = Rng(42);
+        let doc = json_doc(60, None);
+        let mut pairs = vec![
+            (vec![], vec![]),
+            (vec![], b"hello".to_vec()),
+            (b"hello".to_vec(), vec![]),
+            (doc.clone(), vec![]),
+            (doc.clone(), doc.clone()),
+            (b"0123456789abcdef".to_vec(), b"0123456789abcdef".to_vec()),
+            (vec![b'a'; 5000], [vec![b'a'; 3000], b"b".to_vec(), vec![b'a'; 1999]].concat()),
+        ];
+        for n in 0..150 {
+            let src = if n % 2 == 0 {
+                {
+                    let rows = rng.below(120);
+                    json_doc(rows, None)
+                }
+            } else {
+                rng.bytes_below(4000)
+            };
+            let target = if n % 7 == 0 { rng.bytes_below(3000) } else { edited(&mut rng, &src) };
+            pairs.push((src, target));
+        }
+        pairs
+    }
+
+    #[test]
+    fn round_trips() {
+        for (source, target) in pairs() {
+            let delta = create_delta(&source, &target);
+            assert_eq!(apply_delta(&source, &delta, target.len()).as_deref(), Ok(&target[..]));
+        }
+    }
+
+    #[test]
+    fn one_changed_field_in_5_kb_of_json_is_a_small_delta() {
+        let before = json_doc(60, None);
+        let after = json_doc(60, Some(30));
+        assert!(before.len() > 5000);
+        let delta = create_delta(&before, &after);
+        assert!(delta.len() < 64, "{} bytes: {:?}", delta.len(), String::from_utf8_lossy(&delta));
+        assert_eq!(apply_delta(&before, &delta, after.len()), Ok(after));
+    }
+
+    #[test]
+    fn known_encodings() {
+        assert_eq!(create_delta(b"", b""), b"0\n0:0;");
+        assert_eq!(create_delta(b"short", b"abcd"), b"4\n4:abcd1XObD_;");
+        assert_eq!(checksum(b"abcd"), 0x6162_6364);
+        assert_eq!(checksum(b"abcde"), 0x6162_6364 + 0x6500_0000);
+        let mut out = Vec::new();
+        for v in [0, 63, 64, 4095, u64::MAX] {
+            put_int(&mut out, v);
+            out.push(b' ');
+        }
+        assert_eq!(out, b"0 ~ 10 ~~ F~~~~~~~~~~ ");
+        // A copy from the source, then a literal (both checked against npm fossil-delta).
+        let source = b"the quick brown fox jumps";
+        assert_eq!(create_delta(source, b"the quick brown fox!"), b"K\nJ@0,1:!buHSr;");
+        assert_eq!(apply_delta(source, b"K\nJ@0,1:!buHSr;", 20).as_deref(), Ok(&b"the quick brown fox!"[..]));
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        for (source, target) in pairs().into_iter().take(40) {
+            let delta = create_delta(&source, &target);
+            for end in 0..delta.len() {
+                assert!(apply_delta(&source, &delta[..end], usize::MAX).is_err(), "prefix of {end} bytes accepted");
+            }
+        }
+    }
+
+    /// Applies a corrupted delta: never a panic, and never success with
+    /// anything but the original target (success is possible: changing a
+    /// copy's offset to an equal run of the source changes nothing).
+    fn check_corrupt(source: &[u8], delta: &[u8], target: &[u8]) {
+        if let Ok(out) = apply_delta(source, delta, 1 << 20) {
+            assert!(out == target, "corrupt delta {:?} gave wrong output", String::from_utf8_lossy(delta));
+        }
+    }
+
+    #[test]
+    fn corrupted_deltas_are_refused_or_harmless() {
+        let mut rng = Rng(7);
+        for (source, target) in pairs() {
+            let delta = create_delta(&source, &target);
+            for _ in 0..100 {
+                let mut bad = delta.clone();
+                let at = rng.below(bad.len());
+                match rng.below(5) {
+                    0 => bad[at] ^= 1 + rng.below(255) as u8,
+                    1 => bad[at] = *b"0123456789@,:;~\nzA".get(rng.below(18)).unwrap_or(&b'0'),
+                    2 => drop(bad.remove(at)),
+                    3 => bad.insert(at, rng.next() as u8),
+                    _ => bad.extend(rng.bytes_below(3)),
+                }
+                check_corrupt(&source, &bad, &target);
+            }
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut rng = Rng(99);
+        let source = rng.bytes(300);
+        const TOKENS: [&[u8]; 10] = [b"0", b"~~~~~~~~~~~~", b"A", b"@", b",", b":", b";", b"\n", b"zz", b"1:x"];
+        for _ in 0..20_000 {
+            let delta: Vec<u8> = if rng.below(2) == 0 {
+                rng.bytes_below(40)
+            } else {
+                (0..rng.below(12)).flat_map(|_| TOKENS[rng.below(TOKENS.len())].to_vec()).collect()
+            };
+            let _ = apply_delta(&source, &delta, 1000);
+        }
+    }
+
+    #[test]
+    fn each_malformation_has_its_error() {
+        let src = b"0123456789";
+        let cases: [(&[u8], DeltaError); 13] = [
+            (b"", DeltaError::MissingNumber(0)),
+            (b"\n0;", DeltaError::MissingNumber(0)),
+            (b"~~~~~~~~~~~\n", DeltaError::NumberTooLarge(0)),
+            (b"3", DeltaError::SizeNotTerminated(1)),
+            (b"3:", DeltaError::SizeNotTerminated(1)),
+            (b"3\n3!abc", DeltaError::UnknownCommand { at: 3, byte: b'!' }),
+            (b"3\n3@0;", DeltaError::CopyNotTerminated(5)),
+            (b"3\n3@8,", DeltaError::CopyOutsideSource { at: 2, count: 3, offset: 8, source_len: 10 }),
+            (b"3\n3:ab", DeltaError::InsertPastEnd { at: 4, count: 3 }),
+            (b"3\n4:abcd", DeltaError::OutputTooLong { at: 2, declared: 3 }),
+            (b"3\n2:ab0;", DeltaError::OutputTooShort { produced: 2, declared: 3 }),
+            (b"3\n3@0,", DeltaError::Unterminated),
+            (b"3\n3@0,0;", DeltaError::BadChecksum { expected: 0, actual: 0x3031_3200 }),
+        ];
+        for (delta, want) in cases {
+            assert_eq!(apply_delta(src, delta, 100), Err(want), "{:?}", String::from_utf8_lossy(delta));
+        }
+        let good = create_delta(src, b"012345678901234567890");
+        let mut trailing = good.clone();
+        trailing.push(b'\n');
+        assert_eq!(apply_delta(src, &trailing, 100), Err(DeltaError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn max_len_is_enforced_before_allocating() {
+        let target = json_doc(10, None);
+        let delta = create_delta(b"", &target);
+        assert_eq!(apply_delta(b"", &delta, target.len()).as_deref(), Ok(&target[..]));
+        assert_eq!(
+            apply_delta(b"", &delta, target.len() - 1),
+            Err(DeltaError::TargetTooLarge { declared: target.len() as u64, max: target.len() - 1 })
+        );
+        // A header claiming 64 GiB with a generous cap allocates no more than the inputs: refused cheaply.
+        assert_eq!(
+            apply_delta(b"", b"1000000\n0;", usize::MAX),
+            Err(DeltaError::OutputTooShort { produced: 0, declared: 1 << 36 })
+        );
+    }
 }

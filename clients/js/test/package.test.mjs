@@ -53,7 +53,7 @@ test('package.json: name, version and license of the workspace, an ES module wit
 test('npm pack ships exactly the module, its types, package.json and the README', () => {
   const [packed] = JSON.parse(npm(['pack', '--dry-run', '--json'], pkgDir));
   assert.equal(packed.id, `holdfast-client@${pkg.version}`);
-  assert.deepEqual(packed.files.map((f) => f.path).sort(), ['README.md', 'holdfast-transports.js', 'holdfast.d.ts', 'holdfast.js', 'package.json']);
+  assert.deepEqual(packed.files.map((f) => f.path).sort(), ['README.md', 'holdfast-fossil.js', 'holdfast-transports.js', 'holdfast.d.ts', 'holdfast.js', 'package.json']);
 });
 
 test('a project that installs the tarball imports holdfast-client (offline)', async () => {

@@ -122,7 +122,8 @@ pub enum DeltaError {
 }
 
 /// The delta that turns `source` into `target`, byte-identical to the
-/// reference encoder's (npm `fossil-delta` 2.0.0 `createDelta`).
+/// reference encoder's (npm `fossil-delta` 2.0.0 `createDelta`). The
+/// reference counts in 32 bits; past 4 GiB it wraps and we do not.
 pub fn create_delta(source: &[u8], target: &[u8]) -> Vec<u8> {
     let mut delta = Vec::with_capacity(target.len() + 64);
     put_int(&mut delta, target.len() as u64);

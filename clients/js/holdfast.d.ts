@@ -94,11 +94,15 @@ export declare class HoldfastClient extends EventTarget {
   connect(): this;
   /** Closes for good (no reconnect); safe while still connecting. */
   close(): void;
-  /** With `latest`, the channel's newest publication comes first (`message.latest` true). */
+  /**
+   * With `latest`, the channel's newest publication comes first (`message.latest` true).
+   * With `delta: 'fossil'` (where the namespace offers it) messages travel as
+   * changes from the previous one; `onMessage` still gets whole data.
+   */
   subscribe(
     channel: string,
     onMessage: (data: unknown, message: { channel: string; offset: number; data: unknown; latest?: true }) => void,
-    options?: { latest?: boolean },
+    options?: { latest?: boolean; delta?: 'fossil' },
   ): Subscription;
   unsubscribe(channel: string): Promise<unknown>;
   /** `skipped` says why nothing was published: a repeated `idempotency_key`, or a `version` not newer. */

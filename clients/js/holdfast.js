@@ -19,6 +19,7 @@
 // that off.
 
 import { TRANSPORTS } from './holdfast-transports.js';
+import { applyDelta } from './holdfast-fossil.js';
 
 /** The close-code table; kept equal to crates/protocol/src/close.rs by a test. */
 export const CLOSE_CODES = {
@@ -88,6 +89,9 @@ export class Position {
   }
   since() { return this.epoch === null ? undefined : { epoch: this.epoch, offset: this.offset }; }
 }
+
+const UTF8 = new TextEncoder();
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** A JWT's `exp` (seconds), unverified; undefined for anything else. */
 export function jwtExp(token) {
@@ -268,9 +272,12 @@ export class HoldfastClient extends EventTarget {
    * order. With `{latest: true}` it first gets the channel's newest one
    * (`message.latest` is true), when the channel has one and no recovery
    * brings what was missed: state and the updates after it, without a race.
+   * With `{delta: 'fossil'}`, where the channel's namespace offers it, the
+   * server sends each message as the changes from the one before and this
+   * client rebuilds it: `onMessage` sees whole data either way.
    */
-  subscribe(channel, onMessage, { latest = false } = {}) {
-    const sub = { position: new Position(), handler: onMessage, latest };
+  subscribe(channel, onMessage, { latest = false, delta } = {}) {
+    const sub = { position: new Position(), handler: onMessage, latest, delta, base: null, resyncing: false };
     this.subs.set(channel, sub);
     const done = this.state === 'open' ? this.#subscribe(channel, sub) : Promise.resolve();
     return { ready: done, unsubscribe: () => this.unsubscribe(channel) };
@@ -525,7 +532,10 @@ export class HoldfastClient extends EventTarget {
     if (m.op === 'ping') return this.transport?.send('{"op":"pong"}');
     if (m.op === 'message') {
       const sub = this.subs.get(m.channel);
-      if (sub && sub.position.accept(m)) sub.handler?.(m.data, m);
+      if (!sub || sub.resyncing) return;
+      if (m.delta !== undefined) return this.#deltaMessage(m, sub);
+      sub.base = null; // plain (recovered) data: its exact text is not known here
+      if (sub.position.accept(m)) sub.handler?.(m.data, m);
       return;
     }
     if (m.op === 'join' || m.op === 'leave') {
@@ -542,6 +552,7 @@ export class HoldfastClient extends EventTarget {
       // Synchronously: the recovered messages follow in the same frame and
       // must meet the updated position.
       const sub = this.subs.get(m.channel);
+      if (sub) Object.assign(sub, { base: null, resyncing: false });
       const missed = sub ? m.offset - sub.position.offset : 0;
       const outcome = sub?.position.subscribed(m);
       if (outcome === 'recovered') this.#emit('recovered', { channel: m.channel, missed });
@@ -571,7 +582,32 @@ export class HoldfastClient extends EventTarget {
     const since = sub.position.since();
     if (since) cmd.since = since;
     if (sub.latest) cmd.latest = true;
+    if (sub.delta) cmd.delta = sub.delta;
     return this.#command(cmd);
+  }
+
+  /**
+   * A message of a delta subscription: `data` is the text, whole or as a
+   * Fossil delta against the previous message's. A delta that does not
+   * apply never becomes data: the subscription is dropped and taken again
+   * from the last good position, so recovery brings what it missed.
+   */
+  #deltaMessage(m, sub) {
+    if (m.offset <= sub.position.offset) return; // a duplicate: the base stays
+    let text, data;
+    try {
+      if (m.delta && !(sub.base && m.offset === sub.position.offset + 1)) throw new Error('a delta without its base');
+      text = m.delta ? applyDelta(sub.base, UTF8.encode(m.data)) : UTF8.encode(m.data);
+      data = JSON.parse(STRICT_UTF8.decode(text));
+    } catch (e) {
+      sub.resyncing = true;
+      this.#emit('error', { code: 'delta_failed', channel: m.channel, offset: m.offset, message: e.message });
+      this.#command({ op: 'unsubscribe', channel: m.channel }).catch(() => {});
+      return this.#resubscribe(m.channel, sub);
+    }
+    sub.base = text;
+    sub.position.accept(m);
+    sub.handler?.(data, { op: 'message', channel: m.channel, offset: m.offset, data });
   }
 
   /**

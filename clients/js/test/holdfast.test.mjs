@@ -711,3 +711,59 @@ test('report: false sends none, after a drop or on a fallback', async () => {
   assert.equal(new URL(es.url).searchParams.get('report'), null);
   c.close();
 });
+
+// A Fossil delta by hand: copy `keep` bytes of the source, then insert
+// `tail` (numbers in Fossil's base 64; the checksum sums the target as
+// big-endian 32-bit words).
+function fossilDelta(source, keep, tail) {
+  const b64 = (n) => { const d = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~'; let s = ''; do { s = d[n % 64] + s; n = Math.floor(n / 64); } while (n > 0); return s; };
+  const target = new TextEncoder().encode(source.slice(0, keep) + tail);
+  let sum = 0;
+  for (let i = 0; i < target.length; i += 4) sum = (sum + ((target[i] << 24 | (target[i + 1] ?? 0) << 16 | (target[i + 2] ?? 0) << 8 | (target[i + 3] ?? 0)) >>> 0)) >>> 0;
+  return `${b64(target.length)}\n${b64(keep)}@0,${b64(new TextEncoder().encode(tail).length)}:${tail}${b64(sum)};`;
+}
+
+test('client: delta subscriptions rebuild whole data; a delta that does not apply resubscribes from the last good offset', async () => {
+  const c = client();
+  const got = [];
+  const errors = [];
+  c.addEventListener('error', (e) => errors.push(e.detail));
+  c.subscribe('doc:1', (data, m) => got.push([data, m.offset]), { delta: 'fossil' });
+  c.connect();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.receive({ op: 'connected', id: ws.last('connect').id, session: 's', ping_interval_ms: 25000 });
+  await tick();
+  const sub = ws.last('subscribe');
+  assert.equal(sub.delta, 'fossil');
+  ws.receive({ op: 'subscribed', id: sub.id, channel: 'doc:1', epoch: 'e', offset: 0, delta: 'fossil' });
+  const v1 = '{"title":"draft",  "n": 1.50}';
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 1, delta: false, data: v1 });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 2, delta: true, data: fossilDelta(v1, 24, '2.50}') });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 2, delta: true, data: 'a duplicate is dropped unread' });
+  assert.deepEqual(got, [[{ title: 'draft', n: 1.5 }, 1], [{ title: 'draft', n: 2.5 }, 2]]);
+  const v2 = '{"title":"draft",  "n": 2.50}';
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 3, delta: true, data: fossilDelta(v2, 24, '3.50}').replace('3.50', '9.50') });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 4, delta: true, data: fossilDelta(v2, 24, '4.50}') });
+  assert.equal(got.length, 2, 'a bad checksum never becomes data, and nothing after it is taken');
+  assert.deepEqual(errors.map((e) => [e.code, e.offset]), [['delta_failed', 3]]);
+  await tick();
+  assert.ok(ws.last('unsubscribe', 'doc:1'));
+  const again = ws.last('subscribe');
+  assert.deepEqual([again.since, again.delta], [{ epoch: 'e', offset: 2 }, 'fossil']);
+  ws.receive({ op: 'unsubscribed', id: ws.last('unsubscribe').id, channel: 'doc:1' });
+  ws.receive({ op: 'subscribed', id: again.id, channel: 'doc:1', epoch: 'e', offset: 4, recovered: true, delta: 'fossil' });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 3, data: { title: 'draft', n: 3.5 } });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 4, data: { title: 'draft', n: 4.5 } });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 5, delta: true, data: fossilDelta(v2, 24, '5.50}') });
+  assert.deepEqual(got.slice(2), [[{ title: 'draft', n: 3.5 }, 3], [{ title: 'draft', n: 4.5 }, 4]],
+    'recovered messages come plain and leave no base: a delta after them resyncs again');
+  assert.deepEqual(errors.map((e) => [e.code, e.offset]), [['delta_failed', 3], ['delta_failed', 5]]);
+  await tick();
+  const third = ws.last('subscribe');
+  assert.deepEqual(third.since, { epoch: 'e', offset: 4 });
+  ws.receive({ op: 'subscribed', id: third.id, channel: 'doc:1', epoch: 'e', offset: 4, recovered: true, delta: 'fossil' });
+  ws.receive({ op: 'message', channel: 'doc:1', offset: 5, delta: false, data: '{"n":5}' });
+  assert.deepEqual(got.at(-1), [{ n: 5 }, 5], 'the whole text after the resubscribe is taken');
+  c.close();
+});

@@ -278,6 +278,8 @@ struct NamespaceFile {
     join_leave: Option<bool>,
     /// Whether every subscribe gets the newest publication (default false).
     latest: Option<bool>,
+    /// The delta format subscribers may ask for (default none).
+    delta: Option<holdfast_protocol::DeltaFormat>,
 }
 
 /// How log lines look.
@@ -574,6 +576,7 @@ impl ServeArgs {
                     ask_backend: ns.proxy.unwrap_or(true),
                     join_leave: ns.join_leave.unwrap_or(false),
                     latest: ns.latest.unwrap_or(false),
+                    delta: ns.delta,
                 },
             );
         }

@@ -11,6 +11,7 @@ use holdfast_protocol::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::delta::DeltaState;
 use crate::observer::Observer;
 use crate::occupancy::{LocalOccupancy, Occupancy};
 use crate::outbox::{Disconnect, Outbox};
@@ -43,6 +44,8 @@ pub struct Subscriber {
     pub info: Arc<ClientInfo>,
     /// Where its messages go.
     pub outbox: Arc<Outbox>,
+    /// Whether it takes deltas, and holds the base for the next one.
+    pub delta: DeltaState,
 }
 
 /// The state of a channel a subscriber joined.

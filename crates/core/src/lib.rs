@@ -9,6 +9,7 @@ mod auth;
 mod backend;
 mod broker;
 mod bucket;
+mod delta;
 mod events;
 mod heartbeat;
 mod history;
@@ -30,6 +31,7 @@ pub use broker::{
     Subscriber,
 };
 pub use bucket::{Admit, TokenBucket};
+pub use delta::{Delivery, DeltaState};
 pub use events::{new_event, EventSink};
 pub use heartbeat::{Beat, Heartbeat};
 pub use history::{ChannelHistory, HistoryLimits};

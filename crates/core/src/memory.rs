@@ -47,6 +47,7 @@ use crate::broker::{
     Broker, BrokerError, ChannelInfo, ClientInfo, History, Published, SessionKey, Start, Subscribed, SubscribedReply,
     Subscriber,
 };
+use crate::delta::Delivery;
 use crate::history::{ChannelHistory, HistoryLimits};
 use crate::namespace::{NamespaceRules, Namespaces};
 use crate::recent_keys::RecentKeys;
@@ -64,6 +65,9 @@ struct Channel {
     keys: RecentKeys,
     /// The newest version published, for versioned publishes.
     version: Option<Box<Version>>,
+    /// The last publication, while delta subscribers may need it as the
+    /// base of the next one.
+    delta_base: Option<EncodedPublication>,
 }
 
 impl Channel {
@@ -77,12 +81,15 @@ impl Channel {
             last_active: now,
             keys: RecentKeys::default(),
             version: None,
+            delta_base: None,
         }
     }
 
     /// Bytes held for the node's budget: history and idempotency keys.
     fn held_bytes(&self) -> usize {
-        self.history.bytes() + self.keys.bytes()
+        // A delta base is usually also the newest in history: counted twice,
+        // at most one publication per channel, on the safe side.
+        self.history.bytes() + self.keys.bytes() + self.delta_base.as_ref().map_or(0, |p| p.frame.text().len())
     }
 
     /// Drops history and keys older than the history window.
@@ -259,12 +266,17 @@ impl Broker for MemoryBroker {
         }
         ch.newest = ch.newest.next();
         let publication = EncodedPublication::new(channel, ch.newest, data);
-        for sub in ch.subscribers.values() {
+        let before = ch.held_bytes();
+        let previous = ch.delta_base.take();
+        let mut delivery = Delivery::new(channel, &publication, previous.as_ref());
+        for sub in ch.subscribers.values_mut() {
             // A refused push closes that subscriber's outbox; nobody else waits.
-            let _ = sub.outbox.push(publication.frame.clone());
+            let _ = delivery.push(sub);
+        }
+        if delivery.wants_base() {
+            ch.delta_base = Some(publication.clone());
         }
         let delivered = ch.subscribers.len();
-        let before = ch.held_bytes();
         ch.history.push(publication, now, ch.limits);
         if let Some(key) = &options.idempotency_key {
             ch.keys.insert(key, ch.newest, now);
@@ -481,6 +493,7 @@ mod tests {
             key: SessionKey(key),
             info: Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None }),
             outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
+            delta: Default::default(),
         };
         let reply = |_: &Subscribed| bytes::Bytes::new();
         let latest = Start { since: None, latest: true };
@@ -559,7 +572,12 @@ mod tests {
         }
         let fresh = ChannelName::new("fresh").unwrap();
         let info = Arc::new(ClientInfo { session: "s".into(), user: None, client: None, info: None });
-        let kept = Subscriber { key: SessionKey(1), info, outbox: Arc::new(crate::Outbox::new(1 << 20)) };
+        let kept = Subscriber {
+            key: SessionKey(1),
+            info,
+            outbox: Arc::new(crate::Outbox::new(1 << 20)),
+            delta: Default::default(),
+        };
         broker.subscribe(&fresh, kept, Start::default(), &|_| bytes::Bytes::new()).await.unwrap();
         assert_eq!(broker.history(&ChannelName::new("news").unwrap(), None, 10).await.unwrap().publications.len(), 1);
         broker.sweep(Instant::now());
@@ -578,7 +596,12 @@ mod tests {
         let ch = ChannelName::new("room:1").unwrap();
         let subscriber = |key: u64| {
             let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None });
-            Subscriber { key: SessionKey(key), info, outbox: Arc::new(crate::Outbox::new(1 << 20)) }
+            Subscriber {
+                key: SessionKey(key),
+                info,
+                outbox: Arc::new(crate::Outbox::new(1 << 20)),
+                delta: Default::default(),
+            }
         };
         let (a, b) = (subscriber(1), subscriber(2));
         for s in [&a, &b] {

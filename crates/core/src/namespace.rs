@@ -2,7 +2,7 @@
 //! (`chat:room1` → `chat`) picks the rules that apply to it. Channels
 //! without a `:` follow the default rules.
 
-use holdfast_protocol::ChannelName;
+use holdfast_protocol::{ChannelName, DeltaFormat};
 use std::collections::HashMap;
 
 use crate::history::HistoryLimits;
@@ -33,6 +33,9 @@ pub struct NamespaceRules {
     /// reply, as if it asked with `latest` (state channels: scores, prices,
     /// documents).
     pub latest: bool,
+    /// The delta format subscribers here may ask for (`None`: plain
+    /// messages only; deltas cost the server a diff per publication).
+    pub delta: Option<DeltaFormat>,
 }
 
 impl Default for NamespaceRules {
@@ -46,6 +49,7 @@ impl Default for NamespaceRules {
             ask_backend: true,
             join_leave: false,
             latest: false,
+            delta: None,
         }
     }
 }

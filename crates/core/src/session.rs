@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 use holdfast_protocol::{
-    decode_frame, ChannelName, ClientReport, Command, DecodeError, ErrorCode, EventKind, JsonText, Latest, Member,
-    Reply, Request, SessionRecord, StreamPosition, Transport,
+    decode_frame, ChannelName, ClientReport, Command, DecodeError, DeltaFormat, ErrorCode, EventKind, JsonText, Latest,
+    Member, Reply, Request, SessionRecord, Transport,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use crate::auth::AuthError;
 use crate::backend::{Ask, AskKind, RequestContext};
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Start, Subscribed, Subscriber};
 use crate::bucket::{Admit, TokenBucket};
+use crate::delta::DeltaState;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::journal::SessionEnd;
 use crate::namespace::NamespaceRules;
@@ -362,9 +363,13 @@ impl Session {
                 self.send(Reply::Refreshed { id: id_or_zero }.encode());
                 Ok(())
             }
-            Command::Subscribe { channel, since, token, latest } => {
+            Command::Subscribe { channel, since, token, latest, delta } => {
                 let rules = self.node.namespaces.rules(&channel);
                 let (asks_here, latest) = (rules.ask_backend, latest || rules.latest);
+                // A format the namespace does not offer gets plain messages
+                // (the reply says which it got), not an error: an old
+                // server or config never breaks a newer client.
+                let delta = delta.filter(|f| rules.delta == Some(*f));
                 let backend = self.node.backend_for(AskKind::Subscribe).filter(|_| asks_here).cloned();
                 self.may_subscribe(&channel, token.as_deref(), backend.is_some()).map_err(|(code, m)| (id, code, m))?;
                 let mut channel_info = None;
@@ -377,7 +382,8 @@ impl Session {
                     })?;
                     channel_info = allowed.info;
                 }
-                self.subscribe(id_or_zero, channel, since, latest, channel_info).await
+                let start = Start { since: since.as_ref(), latest };
+                self.subscribe(id_or_zero, channel, start, delta, channel_info).await
             }
             Command::Unsubscribe { channel } => {
                 let Some(i) = self.subscriptions.iter().position(|c| *c == channel) else {
@@ -511,8 +517,8 @@ impl Session {
         &mut self,
         id: u64,
         channel: ChannelName,
-        since: Option<StreamPosition>,
-        latest: bool,
+        start: Start<'_>,
+        delta: Option<DeltaFormat>,
         channel_info: Option<String>,
     ) -> Result<(), (Option<u64>, ErrorCode, String)> {
         if self.subscriptions.contains(&channel) {
@@ -532,7 +538,12 @@ impl Session {
             None => session_info,
             Some(i) => Arc::new(ClientInfo { info: Some(i), ..(*session_info).clone() }),
         };
-        let subscriber = Subscriber { key: self.key, info: info.clone(), outbox: self.outbox.clone() };
+        let subscriber = Subscriber {
+            key: self.key,
+            info: info.clone(),
+            outbox: self.outbox.clone(),
+            delta: DeltaState::starting(delta),
+        };
         let reply = |s: &Subscribed| {
             Reply::Subscribed {
                 id,
@@ -541,13 +552,13 @@ impl Session {
                 offset: s.offset,
                 recovered: s.recovered,
                 latest: s.latest.as_ref().map(Latest::of),
+                delta,
             }
             .encode()
         };
-        let start = Start { since: since.as_ref(), latest };
         match self.node.broker.subscribe(&channel, subscriber, start, &reply).await {
             Ok(subscribed) => {
-                if since.is_some() {
+                if start.since.is_some() {
                     self.recoveries = self.recoveries.saturating_add(1);
                     self.recovery_failures =
                         self.recovery_failures.saturating_add(u16::from(subscribed.recovered == Some(false)));

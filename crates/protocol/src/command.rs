@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{ChannelName, ClientReport, ErrorCode, PublishOptions, StreamPosition};
+use crate::{ChannelName, ClientReport, DeltaFormat, ErrorCode, PublishOptions, StreamPosition};
 
 /// One decoded command with the `id` the reply must carry.
 #[derive(Debug)]
@@ -49,6 +49,8 @@ pub enum Command {
         token: Option<String>,
         /// Whether the reply should carry the channel's newest publication.
         latest: bool,
+        /// The delta format the client can apply, if any.
+        delta: Option<DeltaFormat>,
     },
     /// Leaves a channel.
     Unsubscribe {
@@ -116,6 +118,8 @@ struct Envelope<'a> {
     #[serde(borrow)]
     latest: Option<&'a RawValue>,
     #[serde(borrow)]
+    delta: Option<&'a RawValue>,
+    #[serde(borrow)]
     idempotency_key: Option<&'a RawValue>,
     #[serde(borrow)]
     version: Option<&'a RawValue>,
@@ -178,6 +182,7 @@ pub fn decode_line(line: &str) -> Result<Request, DecodeError> {
             since: optional(id, "since", env.since)?,
             token: optional(id, "token", env.token)?,
             latest: optional(id, "latest", env.latest)?.unwrap_or(false),
+            delta: optional(id, "delta", env.delta)?,
         },
         "unsubscribe" => Command::Unsubscribe { channel: channel(id, env.channel)? },
         "refresh" => Command::Refresh { token: required(id, "token", env.token)? },
@@ -227,7 +232,10 @@ impl Request {
     /// [`decode_line`] checks them.
     pub fn subscribe(id: u64, channel: &str, since: Option<StreamPosition>) -> Result<Request, DecodeError> {
         let channel = ChannelName::new(channel).map_err(|e| channel_error(Some(id), e))?;
-        Ok(Request { id: Some(id), command: Command::Subscribe { channel, since, token: None, latest: false } })
+        Ok(Request {
+            id: Some(id),
+            command: Command::Subscribe { channel, since, token: None, latest: false, delta: None },
+        })
     }
 }
 
@@ -331,8 +339,15 @@ mod tests {
 
         let r = decode_line(r#"{"id":2,"op":"subscribe","channel":"c","since":{"epoch":"e","offset":7}}"#).unwrap();
         let want = StreamPosition { epoch: Epoch::new("e"), offset: Offset(7) };
-        assert!(matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None, latest: false }
-            if channel.as_str() == "c" && *s == want));
+        assert!(
+            matches!(r.command, Command::Subscribe { ref channel, since: Some(ref s), token: None, latest: false, delta: None }
+            if channel.as_str() == "c" && *s == want)
+        );
+        let r = decode_line(r#"{"id":2,"op":"subscribe","channel":"c","delta":"fossil"}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { delta: Some(DeltaFormat::Fossil), .. }));
+        let e = decode_line(r#"{"id":2,"op":"subscribe","channel":"c","delta":"vcdiff"}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(2), ErrorCode::BadRequest));
+        assert!(e.message.contains("`delta`"), "{}", e.message);
 
         let r = decode_line(r#"{"id":3,"op":"publish","channel":"c","data": {"a": [1, 2]} }"#).unwrap();
         match r.command {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::ops::Range;
 
-use crate::{ChannelName, Epoch, ErrorCode, Frame, Offset, Skipped};
+use crate::{ChannelName, DeltaFormat, Epoch, ErrorCode, Frame, Offset, Skipped};
 
 /// Messages the server sends, except `message` (see [`EncodedPublication`]).
 #[derive(Debug, Serialize)]
@@ -46,6 +46,10 @@ pub enum Reply<'a> {
         /// delivers everything missed (then it follows as a message).
         #[serde(skip_serializing_if = "Option::is_none")]
         latest: Option<Latest<'a>>,
+        /// The delta format this subscription's messages use, when the
+        /// client asked for one the namespace allows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delta: Option<DeltaFormat>,
     },
     /// `unsubscribe` done.
     Unsubscribed {
@@ -293,11 +297,27 @@ mod tests {
             &Reply::error(Some(3), ErrorCode::NotConnected, "send connect first")[..],
             br#"{"op":"error","id":3,"code":"not_connected","message":"send connect first"}"#
         );
-        let r = Reply::Subscribed { id: 1, channel: "c", epoch: "e", offset: Offset(0), recovered: None, latest: None };
+        let r = Reply::Subscribed {
+            id: 1,
+            channel: "c",
+            epoch: "e",
+            offset: Offset(0),
+            recovered: None,
+            latest: None,
+            delta: None,
+        };
         assert_eq!(&r.encode()[..], br#"{"op":"subscribed","id":1,"channel":"c","epoch":"e","offset":0}"#);
         let newest = EncodedPublication::new(&ChannelName::new("c").unwrap(), Offset(7), "{\"n\":\n1e400}");
         let latest = Some(Latest::of(&newest));
-        let r = Reply::Subscribed { id: 2, channel: "c", epoch: "e", offset: Offset(7), recovered: None, latest };
+        let r = Reply::Subscribed {
+            id: 2,
+            channel: "c",
+            epoch: "e",
+            offset: Offset(7),
+            recovered: None,
+            latest,
+            delta: None,
+        };
         assert_eq!(
             &r.encode()[..],
             br#"{"op":"subscribed","id":2,"channel":"c","epoch":"e","offset":7,"latest":{"offset":7,"data":{"n": 1e400}}}"#,

@@ -34,7 +34,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use holdfast_core::{BrokerError, ClientInfo, Disconnect, SessionKey, Start, Subscribed, SubscribedReply, Subscriber};
+use holdfast_core::{
+    BrokerError, ClientInfo, Delivery, Disconnect, SessionKey, Start, Subscribed, SubscribedReply, Subscriber,
+};
 use holdfast_protocol::{
     plan_recovery, ChannelName, CloseCode, EncodedPublication, Epoch, Frame, HistoryWindow, Offset, Recovery,
 };
@@ -98,6 +100,9 @@ struct LocalChannel {
     suspect: Option<Offset>,
     /// A digest of the data delivered at `position`, when known.
     digest: Option<u64>,
+    /// The publication delivered at `position`, while delta members may
+    /// need it as the base of the next one.
+    delta_base: Option<EncodedPublication>,
 }
 
 /// What tells one publication's data from another's at the same offset.
@@ -108,14 +113,19 @@ fn digest(p: &EncodedPublication) -> u64 {
 }
 
 impl LocalChannel {
-    fn deliver(&mut self, p: &EncodedPublication) -> usize {
+    fn deliver(&mut self, channel: &ChannelName, p: &EncodedPublication) -> usize {
         let mut n = 0;
+        let previous = self.delta_base.take();
+        let mut delivery = Delivery::new(channel, p, previous.as_ref());
         for m in self.members.values_mut() {
             match &mut m.buffered {
                 Some(buf) => buf.push(p.clone()),
                 // A refused push closes that member's outbox; nobody else waits.
-                None => n += usize::from(m.subscriber.outbox.push(p.frame.clone()).is_ok()),
+                None => n += usize::from(delivery.push(&mut m.subscriber).is_ok()),
             }
+        }
+        if delivery.wants_base() {
+            self.delta_base = Some(p.clone());
         }
         if let Some((_, last)) = &mut self.position {
             *last = p.offset;
@@ -132,6 +142,7 @@ impl LocalChannel {
         self.position = None;
         self.suspect = None;
         self.digest = None;
+        self.delta_base = None;
     }
 }
 
@@ -236,7 +247,7 @@ impl LocalHub {
         match &ch.position {
             None => {
                 ch.position = Some((epoch.clone(), p.offset));
-                Arrival::Delivered(ch.deliver(p))
+                Arrival::Delivered(ch.deliver(channel, p))
             }
             Some((e, _)) if e != epoch => {
                 ch.reset("the channel's history was lost; resubscribe to resync");
@@ -244,7 +255,7 @@ impl LocalHub {
             }
             Some((_, last)) if p.offset <= *last => Arrival::Duplicate,
             Some((_, last)) if p.offset > last.next() => Arrival::Gap { after: *last },
-            Some(_) => Arrival::Delivered(ch.deliver(p)),
+            Some(_) => Arrival::Delivered(ch.deliver(channel, p)),
         }
     }
 
@@ -285,7 +296,7 @@ impl LocalHub {
             if p.offset != next {
                 break;
             }
-            n += ch.deliver(p);
+            n += ch.deliver(channel, p);
             next = next.next();
         }
         if next <= snapshot.newest {
@@ -418,7 +429,7 @@ mod tests {
 
     fn subscriber(key: u64) -> Subscriber {
         let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None });
-        Subscriber { key: SessionKey(key), info, outbox: Arc::new(Outbox::new(1 << 20)) }
+        Subscriber { key: SessionKey(key), info, outbox: Arc::new(Outbox::new(1 << 20)), delta: Default::default() }
     }
 
     fn snapshot(epoch: &str, newest: u64, held: std::ops::RangeInclusive<u64>) -> Snapshot {

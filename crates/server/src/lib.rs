@@ -237,27 +237,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(demo_page))
         // Public code, importable from any page (a module import is a CORS request).
-        .route(
-            "/holdfast.js",
-            get(|| async {
-                let js = asset("text/javascript; charset=utf-8", include_str!("../../../clients/js/holdfast.js"));
-                ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], js)
-            }),
-        )
+        .route("/holdfast.js", get(|| public_code(JS, include_str!("../../../clients/js/holdfast.js"))))
         .route(
             "/holdfast-transports.js",
-            get(|| async {
-                let js =
-                    asset("text/javascript; charset=utf-8", include_str!("../../../clients/js/holdfast-transports.js"));
-                ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], js)
-            }),
+            get(|| public_code(JS, include_str!("../../../clients/js/holdfast-transports.js"))),
         )
+        .route("/holdfast-fossil.js", get(|| public_code(JS, include_str!("../../../clients/js/holdfast-fossil.js"))))
         .route(
             "/holdfast.d.ts",
-            get(|| async {
-                let ts =
-                    asset("application/typescript; charset=utf-8", include_str!("../../../clients/js/holdfast.d.ts"));
-                ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], ts)
+            get(|| {
+                public_code("application/typescript; charset=utf-8", include_str!("../../../clients/js/holdfast.d.ts"))
             }),
         )
         .route("/ws", any(|s: State<AppState>, r: Request<Body>| websocket(s, r, Endpoint::Protocol)))
@@ -367,6 +356,14 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The client's modules, importable from any page (a module import is a
+/// CORS request).
+async fn public_code(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], asset(content_type, body)).into_response()
 }
 
 /// The live status page; its data comes from `/api/status` with the key.

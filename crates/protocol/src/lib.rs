@@ -9,6 +9,7 @@ mod channel;
 mod close;
 mod command;
 mod diagnosis;
+mod encode;
 mod error;
 mod frame;
 mod lifecycle;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use holdfast_protocol::ServerMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -66,7 +67,7 @@ pub(crate) async fn burst_idle(args: &BenchArgs, targets: &[Target], sources: &[
                     for o in protocol.objects(&t) {
                         if let Some(p) = protocol.pong(o) {
                             let _ = s.ws.send(p).await;
-                        } else if wire::contains(o, b"\"op\":\"message\"") {
+                        } else if let Some(ServerMessage::Message { .. }) = wire::message(o) {
                             progress.delivered.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use holdfast_protocol::ServerMessage;
 
 use crate::conn::ReadSize;
 use crate::{
@@ -99,8 +100,8 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
                             if let Some(p) = protocol.pong(o) {
                                 let _ = s.ws.send(p).await;
                             }
-                            if wire::contains(o, b"\"op\":\"disconnect\"") {
-                                hint = wire::number_after(o, b"\"reconnect_after_ms\":");
+                            if let Some(ServerMessage::Disconnect { reconnect_after_ms, .. }) = wire::message(o) {
+                                hint = reconnect_after_ms;
                             }
                         }
                     }

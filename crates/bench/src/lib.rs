@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use holdfast_protocol::ServerMessage;
 
 use conn::ReadSize;
 
@@ -362,9 +363,9 @@ async fn subscribe(
     run_id: &str,
     channels: &[usize],
 ) -> anyhow::Result<Vec<(usize, u64)>> {
-    let mut frame = protocol.command("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}");
+    let mut frame = protocol.command(&wire::connect());
     for (j, c) in channels.iter().enumerate() {
-        let cmd = format!("{{\"id\":{},\"op\":\"subscribe\",\"channel\":\"bench:{run_id}:{c}\"}}", j + 2);
+        let cmd = wire::subscribe(j as u64 + 2, run_id, *c)?;
         if protocol == Protocol::Holdfast {
             frame.push('\n');
             frame.push_str(&cmd);
@@ -381,14 +382,13 @@ async fn subscribe(
             if let Some(p) = protocol.pong(o) {
                 ws.send(p).await?;
             }
-            if wire::contains(o, b"\"op\":\"error\"") {
-                bail!("refused: {}", String::from_utf8_lossy(o));
-            }
-            if wire::contains(o, b"\"op\":\"subscribed\"") {
-                let c = wire::string_after(o, b"\"channel\":\"")
-                    .and_then(wire::channel_index)
-                    .context("subscribed names no bench channel")?;
-                out.push((c, wire::number_after(o, b"\"offset\":").unwrap_or(0)));
+            match wire::message(o) {
+                Some(ServerMessage::Error { .. }) => bail!("refused: {}", String::from_utf8_lossy(o)),
+                Some(ServerMessage::Subscribed { channel, offset, .. }) => {
+                    let c = wire::channel_index(channel.as_bytes()).context("subscribed names no bench channel")?;
+                    out.push((c, offset.0));
+                }
+                _ => {}
             }
         }
     }
@@ -546,7 +546,7 @@ async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) ->
     match args.publish_via {
         Via::Ws => {
             let mut ws = args.protocol.open(target, Ipv4Addr::LOCALHOST, ReadSize::IDLE, false).await?;
-            ws.send(&args.protocol.command("{\"id\":1,\"op\":\"connect\",\"client\":\"holdfast-bench\"}")).await?;
+            ws.send(&args.protocol.command(&wire::connect())).await?;
             let (mut replies, mut sink) = ws.into_split();
             // Replies are read by their own task so writes never wait on them.
             let (protocol, publications) = (args.protocol, plan.publications);
@@ -555,12 +555,13 @@ async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) ->
                 while answered < publications {
                     let Ok(Some(t)) = replies.text().await else { break };
                     for o in protocol.objects(&t) {
-                        if wire::contains(o, b"\"op\":\"published\"") {
-                            answered += 1;
-                        } else if wire::contains(o, b"\"op\":\"error\"") {
-                            answered += 1;
-                            let code = wire::string_after(o, b"\"code\":\"").unwrap_or(b"unknown");
-                            *refused.entry(String::from_utf8_lossy(code).into_owned()).or_default() += 1;
+                        match wire::message(o) {
+                            Some(ServerMessage::Published { .. }) => answered += 1,
+                            Some(ServerMessage::Error { code, .. }) => {
+                                answered += 1;
+                                *refused.entry(code.into_owned()).or_default() += 1;
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -569,11 +570,7 @@ async fn publish(args: &BenchArgs, target: &Target, plan: Plan, run_id: &str) ->
             for k in 0..plan.publications {
                 tokio::time::sleep_until((started + interval * k as u32).into()).await;
                 let c = plan.channel_of_publication(k);
-                let cmd = format!(
-                    "{{\"id\":{},\"op\":\"publish\",\"channel\":\"bench:{run_id}:{c}\",\"data\":{{\"t\":{},\"p\":\"{pad}\"}}}}",
-                    k + 2,
-                    now_ns()
-                );
+                let cmd = wire::publish(k + 2, run_id, c, &format!("{{\"t\":{},\"p\":\"{pad}\"}}", now_ns()))?;
                 sink.text(&args.protocol.command(&cmd)).await?;
             }
             // The refusals are complete once every publication is answered

@@ -5,7 +5,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use anyhow::{bail, Context};
+use std::sync::LazyLock;
+
+use anyhow::{anyhow, bail, Context};
+use holdfast_protocol::{self as protocol, Command, PublishOptions, Reply, ServerMessage};
 use memchr::memmem;
 use tokio::net::TcpSocket;
 
@@ -72,7 +75,7 @@ impl Protocol {
         let host = target.authority();
         let request = match self {
             Protocol::Holdfast => {
-                Request { host: &host, path: &target.path, subprotocol: Some("holdfast.v1.json"), offer_deflate }
+                Request { host: &host, path: &target.path, subprotocol: Some(protocol::SUBPROTOCOL), offer_deflate }
             }
             Protocol::Socketio => {
                 Request { host: &host, path: "/socket.io/?EIO=4&transport=websocket", subprotocol: None, offer_deflate }
@@ -110,13 +113,47 @@ impl Protocol {
         holdfast.into_iter().flatten().chain(socketio)
     }
 
-    /// The reply `object` asks for, if it is a keep-alive ping.
+    /// The reply `object` asks for, if it is a keep-alive ping. Every
+    /// object read is asked, so a ping is recognised as the one line the
+    /// protocol's encoder writes for it rather than by decoding each.
     pub fn pong(self, object: &[u8]) -> Option<&'static str> {
+        static PING: LazyLock<bytes::Bytes> = LazyLock::new(|| Reply::Ping.encode());
+        static PONG: LazyLock<String> = LazyLock::new(|| protocol::Request::pong().encode());
         match self {
-            Protocol::Holdfast => object.starts_with(b"{\"op\":\"ping\"").then_some("{\"op\":\"pong\"}"),
+            Protocol::Holdfast => (object == &PING[..]).then_some(PONG.as_str()),
             Protocol::Socketio => (object == b"2").then_some("3"),
         }
     }
+}
+
+/// The bench's `connect`.
+pub fn connect() -> String {
+    let client = Some("holdfast-bench".to_string());
+    protocol::Request {
+        id: Some(1),
+        command: Command::Connect { token: None, client, ping_interval_ms: None, report: None },
+    }
+    .encode()
+}
+
+/// A `subscribe` to bench channel `index` of run `run_id`.
+pub fn subscribe(id: u64, run_id: &str, index: usize) -> anyhow::Result<String> {
+    let request =
+        protocol::Request::subscribe(id, &format!("bench:{run_id}:{index}"), None).map_err(|e| anyhow!(e.message))?;
+    Ok(request.encode())
+}
+
+/// A `publish` of `data` (JSON text) to bench channel `index` of run `run_id`.
+pub fn publish(id: u64, run_id: &str, index: usize, data: &str) -> anyhow::Result<String> {
+    let channel = format!("bench:{run_id}:{index}");
+    let request =
+        protocol::Request::publish(id, &channel, data, PublishOptions::default()).map_err(|e| anyhow!(e.message))?;
+    Ok(request.encode())
+}
+
+/// An object read as a server message; `None` when it is none.
+pub fn message(object: &[u8]) -> Option<ServerMessage<'_>> {
+    ServerMessage::decode(std::str::from_utf8(object).ok()?).ok()
 }
 
 /// The non-empty newline-separated lines of `frame`, found with memchr (a
@@ -134,23 +171,6 @@ fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
             return Some(line);
         }
     })
-}
-
-/// Whether `needle` occurs in `text`.
-pub fn contains(text: &[u8], needle: &[u8]) -> bool {
-    memmem::find(text, needle).is_some()
-}
-
-/// The unsigned integer right after `key` in `text`: a scan, not a JSON
-/// parse, so the load generator stays cheaper than the server it measures.
-pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
-    digits(&text[memmem::find(text, key)? + key.len()..])
-}
-
-/// The string value right after `key` (`"channel":"`) in `text`.
-pub fn string_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let rest = &text[memmem::find(text, key)? + key.len()..];
-    rest.split(|&b| b == b'"').next()
 }
 
 /// The bench's channels are `bench:RUN:N`: N.
@@ -244,18 +264,25 @@ mod tests {
         let o: Vec<&[u8]> = h.objects(b"{\"op\":\"message\",\"offset\":3}\n{\"op\":\"ping\"}").collect();
         assert_eq!(o.len(), 2);
         assert_eq!(o.iter().find_map(|o| h.pong(o)), Some("{\"op\":\"pong\"}"));
+        assert_eq!(h.pong(b"{\"op\":\"pinged\"}"), None);
         let s = Protocol::Socketio;
         let o: Vec<&[u8]> = s.objects(b"42[\"msg\",{\"op\":\"message\",\"offset\":3}]").collect();
         assert_eq!(o, vec![&b"{\"op\":\"message\",\"offset\":3}"[..]]);
         assert_eq!(s.pong(o[0]), None);
         assert_eq!(s.objects(b"2").find_map(|o| s.pong(o)), Some("3"));
         assert_eq!(s.command("{\"op\":\"pong\"}"), "42[\"cmd\",{\"op\":\"pong\"}]");
-        let line = b"{\"op\":\"message\",\"channel\":\"bench:x:7\",\"offset\":42,\"data\":{\"t\":99}}";
-        assert_eq!(number_after(line, b"\"offset\":"), Some(42));
-        assert_eq!(number_after(line, b"\"t\":"), Some(99));
-        assert_eq!(string_after(line, b"\"channel\":\""), Some(&b"bench:x:7"[..]));
+        let data = format!("{{\"t\":99,\"p\":\"{}\"}}", "x".repeat(3));
+        let publish = publish(2, "x", 7, &data).unwrap();
+        let Ok(protocol::Request { command: Command::Publish { channel, data: sent, .. }, .. }) =
+            protocol::decode_line(&publish)
+        else {
+            panic!("{publish}")
+        };
+        assert_eq!((channel.as_str(), sent.get()), ("bench:x:7", data.as_str()));
+        let published = protocol::EncodedPublication::new(&channel, protocol::Offset(42), sent.get());
+        let line = published.frame.text();
         let d = Scanner::default().delivery(line).unwrap();
-        assert_eq!(d, Delivery { channel: Some(7), offset: 42, sent_ns: 99 });
+        assert_eq!(d, Delivery { channel: Some(7), offset: 42, sent_ns: 99 }, "read as the server writes it");
         assert_eq!(Scanner::in_server_order(line), Some(d), "the one-pass reading");
         let reordered = b"{\"channel\":\"bench:x:7\",\"op\":\"message\",\"data\":{\"p\":\"\",\"t\":99},\"offset\":42}";
         assert_eq!(Scanner::in_server_order(reordered), None);
@@ -263,8 +290,21 @@ mod tests {
         let o: Vec<&[u8]> = h.objects(b"\n{\"a\":1}\n\n{\"b\":2}").collect();
         assert_eq!(o, vec![&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]], "empty lines skipped");
         assert_eq!(Scanner::default().delivery(b"{\"op\":\"subscribed\",\"offset\":1}"), None);
-        assert_eq!(number_after(b"\"t\":x", b"\"t\":"), None, "no digits");
-        assert_eq!(number_after(b"\"t\":99999999999999999999", b"\"t\":"), None, "over u64");
+        assert_eq!(digits(b"x"), None, "no digits");
+        assert_eq!(digits(b"99999999999999999999"), None, "over u64");
+        let subscribed = Reply::Subscribed {
+            id: 2,
+            channel: "bench:x:7",
+            epoch: "e",
+            offset: protocol::Offset(5),
+            recovered: None,
+            latest: None,
+        };
+        assert!(
+            matches!(message(&subscribed.encode()), Some(ServerMessage::Subscribed { offset, .. }) if offset.0 == 5)
+        );
+        assert_eq!(subscribe(2, "x", 7).unwrap(), r#"{"id":2,"op":"subscribe","channel":"bench:x:7"}"#);
+        assert_eq!(connect(), r#"{"id":1,"op":"connect","client":"holdfast-bench"}"#);
         assert!(Target::parse("ws://10.1.1.1:80/ws").is_err());
         assert_eq!(Target::parse("ws://127.0.0.1:80/ws?x=1").unwrap().path, "/ws?x=1");
         assert_eq!(Target::parse("ws://127.0.0.1:80").unwrap().path, "/");

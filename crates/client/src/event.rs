@@ -1,8 +1,10 @@
 //! What the client tells the application: the events of its connection
 //! and subscriptions, and why a call failed.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use holdfast_protocol::Subscriber;
 use serde_json::Value;
 
 /// What happened.
@@ -127,13 +129,12 @@ pub struct Member {
 
 impl Member {
     /// The member a `join` or `leave` push names.
-    pub(crate) fn of(push: &Value) -> Member {
-        let text = |k: &str| push[k].as_str().map(str::to_owned);
+    pub(crate) fn of(member: Subscriber<'_>) -> Member {
         Member {
-            session: text("session").unwrap_or_default(),
-            user: text("user"),
-            client: text("client"),
-            info: push.get("info").filter(|i| !i.is_null()).cloned(),
+            session: member.session.into_owned(),
+            user: member.user.map(Cow::into_owned),
+            client: member.client.map(Cow::into_owned),
+            info: member.info.and_then(|info| serde_json::from_str(info.get()).ok()),
         }
     }
 }

@@ -21,6 +21,7 @@
 
 mod backoff;
 mod event;
+mod outgoing;
 mod position;
 mod report;
 mod token;
@@ -28,14 +29,15 @@ mod transport;
 
 pub use backoff::Backoff;
 pub use event::{Error, Event, Member};
+use outgoing::{passing, send, subscribe, take_id, Cmd, Pending, Retry};
 pub use position::{Position, Resumed};
 use report::{Outage, Recovery, SessionEnd};
 pub use token::{TokenFuture, TokenSource};
 pub use transport::Kind;
-use transport::{Failure, Incoming, Progress, Transport};
+use transport::{Failure, Incoming, Progress};
 
-use holdfast_protocol::{Cause, CloseCode, Epoch, Offset};
-use serde_json::{json, Value};
+use holdfast_protocol::{Cause, ClientReport, CloseCode, Command, Epoch, Request, ServerMessage};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -96,12 +98,6 @@ impl Config {
     }
 }
 
-enum Cmd {
-    Subscribe(String, oneshot::Sender<Result<(), Error>>),
-    Publish(String, Value, oneshot::Sender<Result<u64, Error>>),
-    Close,
-}
-
 /// A running client; see the crate docs.
 pub struct Client {
     commands: mpsc::Sender<Cmd>,
@@ -150,13 +146,6 @@ impl Client {
     pub async fn close(self) {
         let _ = self.commands.send(Cmd::Close).await;
     }
-}
-
-enum Pending {
-    Subscribe(String, Option<oneshot::Sender<Result<(), Error>>>),
-    Publish(oneshot::Sender<Result<u64, Error>>),
-    /// A `refresh` with this token; it applies once the server says so.
-    Refresh(String),
 }
 
 /// What a connection works on that outlives it.
@@ -381,13 +370,17 @@ async fn connection(
         session: None,
         recovered: None,
     };
-    let mut connect = json!({"id": 0, "op": "connect", "client": "holdfast-client/0.1"});
-    if let Some(t) = token.as_deref() {
-        connect["token"] = json!(t);
-    }
-    if let Some(p) = requested_ping {
-        connect["ping_interval_ms"] = json!(p.as_millis() as u64);
-    }
+    // The token as this connection opens with it (a refresh replaces it later).
+    let opening_token = token.clone();
+    let connect = |report: Option<ClientReport>| Request {
+        id: Some(0),
+        command: Command::Connect {
+            token: opening_token.clone(),
+            client: Some("holdfast-client/0.1".into()),
+            ping_interval_ms: requested_ping.map(|p| p.as_millis() as u64),
+            report: report.map(Ok),
+        },
+    };
     let kinds = order(config, *worked);
     // A fallback that goes first because it worked last says why it did.
     let remembered = worked.filter(|k| *k != Kind::WebSocket).and(*worked_because);
@@ -396,17 +389,14 @@ async fn connection(
     // Each attempt's connect reports what failed so far, this race's
     // attempts included, and why it is not on WebSocket.
     let with_report = |fallback: Option<Cause>, failures: &[Failure]| {
-        let mut connect = connect.clone();
-        if config.report_failures {
-            let mut outage = before.clone();
-            for f in failures {
-                Outage::attempt_failed(&mut outage, f);
-            }
-            if let Some(r) = report::report(outage.as_ref(), fallback, Instant::now()) {
-                connect["report"] = serde_json::to_value(r).unwrap_or_default();
-            }
+        if !config.report_failures {
+            return connect(None);
         }
-        connect
+        let mut outage = before.clone();
+        for f in failures {
+            Outage::attempt_failed(&mut outage, f);
+        }
+        connect(report::report(outage.as_ref(), fallback, Instant::now()))
     };
     let race = transport::race(&config.url, &kinds, config.race_delay, remembered, &mut progress, with_report);
     let won = tokio::time::timeout(config.command_timeout, race).await;
@@ -420,25 +410,28 @@ async fn connection(
         }
         return Ended { never_opened: true, ..fail(1006) };
     };
-    if reply["op"] != "connected" {
+    let ServerMessage::Connected { session, ping_interval_ms, .. } = reply else {
         // Refused: no close code, the error code says why.
-        let why = reply["code"].as_str().unwrap_or("refused");
+        let why = match &reply {
+            ServerMessage::Error { code, .. } => code.as_ref(),
+            _ => "refused",
+        };
         Outage::attempt_failed(outage, &Failure::new(link.kind, true, None, why));
         // An expired token is worth another, when there is a way to get it.
-        if reply["code"] == "token_expired" && config.token_source.is_some() {
+        if why == "token_expired" && config.token_source.is_some() {
             return fail(CloseCode::TokenExpired.code());
         }
         // connect was refused (a bad token): no transport will do better.
         return Ended { stop: true, ..fail(4500) };
-    }
+    };
     *worked = Some(link.kind);
     *worked_because = progress.fallback_of(link.kind);
     // Reported (this connect carried it): the record starts over.
     *outage = None;
-    let every = Duration::from_millis(reply["ping_interval_ms"].as_u64().unwrap_or(25_000));
+    let every = Duration::from_millis(ping_interval_ms);
     let interval = Some(every);
     let ping_window = every + config.ping_grace;
-    let session = reply["session"].as_str().unwrap_or_default().to_string();
+    let session = session.into_owned();
     let _ = events.send(Event::Open { session, transport: link.kind.name().to_string() }).await;
     let mut next_id = 1u64;
     let mut pending: HashMap<u64, Pending> = HashMap::new();
@@ -480,7 +473,7 @@ async fn connection(
     loop {
         let m = tokio::select! {
             incoming = link.recv() => match incoming {
-                Incoming::Object(m) => Some(m),
+                Incoming::Message(m) => Some(m),
                 Incoming::Unreadable { line, error } => {
                     let _ = events.send(Event::Unreadable { line, error }).await;
                     None
@@ -509,7 +502,8 @@ async fn connection(
                 match source.get().await {
                     Ok(fresh) => {
                         let id = take_id(&mut next_id);
-                        link.send(json!({"id": id, "op": "refresh", "token": fresh}).to_string()).await;
+                        let refresh = Request { id: Some(id), command: Command::Refresh { token: fresh.clone() } };
+                        link.send(refresh.encode()).await;
                         pending.insert(id, Pending::Refresh(fresh));
                     }
                     Err(error) => {
@@ -530,10 +524,10 @@ async fn connection(
                 // A probe, not a reconnect: nothing to report.
                 let mut probing = Progress::default();
                 let probe = transport::race(&config.url, &[Kind::WebSocket], config.race_delay, None, &mut probing, |_, _| {
-                    connect.clone()
+                    connect(None)
                 });
                 if let Ok(Some((ws, r))) = tokio::time::timeout(config.race_delay, probe).await {
-                    if r["op"] == "connected" {
+                    if matches!(r, ServerMessage::Connected { .. }) {
                         ws.close().await;
                         let from = link.kind.name().to_string();
                         link.close().await;
@@ -550,65 +544,67 @@ async fn connection(
         // Any traffic proves the server is alive, even a line it garbled.
         watchdog = Instant::now() + ping_window;
         let Some(m) = m else { continue };
-        match m["op"].as_str().unwrap_or("") {
-            "ping" => {
-                link.send(r#"{"op":"pong"}"#.to_string()).await;
+        match m {
+            ServerMessage::Ping => {
+                link.send(Request::pong().encode()).await;
             }
-            "disconnect" => hint = m["reconnect_after_ms"].as_u64().map(Duration::from_millis),
-            "message" => {
-                let channel = m["channel"].as_str().unwrap_or_default();
-                let offset = m["offset"].as_u64().unwrap_or(0);
-                if subs.get_mut(channel).is_some_and(|p| p.accept(Offset(offset))) {
-                    let event = Event::Message { channel: channel.to_string(), offset, data: m["data"].clone() };
-                    let _ = events.send(event).await;
-                }
+            ServerMessage::Disconnect { reconnect_after_ms, .. } => {
+                hint = reconnect_after_ms.map(Duration::from_millis);
             }
-            op @ ("join" | "leave") => {
-                let channel = m["channel"].as_str().unwrap_or_default();
-                // One that crossed our own unsubscribe is of no interest.
-                if subs.contains_key(channel) {
-                    let (channel, member) = (channel.to_string(), event::Member::of(&m));
-                    let event = match op {
-                        "join" => Event::Join { channel, member },
-                        _ => Event::Leave { channel, member },
+            ServerMessage::Message { channel, offset, data } => {
+                if subs.get_mut(&*channel).is_some_and(|p| p.accept(offset)) {
+                    let event = match serde_json::from_str(data.get()) {
+                        Ok(data) => Event::Message { channel: channel.into_owned(), offset: offset.0, data },
+                        // Valid JSON that serde_json::Value cannot hold (1e400).
+                        Err(e) => Event::Unreadable { line: transport::excerpt(data.get()), error: e.to_string() },
                     };
                     let _ = events.send(event).await;
                 }
             }
-            _ => {
-                let Some(p) = m["id"].as_u64().and_then(|id| pending.remove(&id)) else { continue };
-                let err = (m["op"] == "error").then(|| Error::Server {
-                    code: m["code"].as_str().unwrap_or_default().into(),
-                    message: m["message"].as_str().unwrap_or_default().into(),
-                });
+            ServerMessage::Join { channel, member } if subs.contains_key(&*channel) => {
+                let _ = events.send(Event::Join { channel: channel.into_owned(), member: Member::of(member) }).await;
+            }
+            ServerMessage::Leave { channel, member } if subs.contains_key(&*channel) => {
+                let _ = events.send(Event::Leave { channel: channel.into_owned(), member: Member::of(member) }).await;
+            }
+            // One that crossed our own unsubscribe is of no interest.
+            ServerMessage::Join { .. } | ServerMessage::Leave { .. } | ServerMessage::Unknown { .. } => {}
+            answer => {
+                let Some(p) = answer.id().and_then(|id| pending.remove(&id)) else { continue };
+                let err = match &answer {
+                    ServerMessage::Error { code, message, .. } => {
+                        Some(Error::Server { code: code.to_string(), message: message.to_string() })
+                    }
+                    _ => None,
+                };
                 match p {
                     Pending::Subscribe(channel, None) if err.is_some() => {
                         // A resubscribe after a reconnect: nobody waits for
                         // its answer, so a refusal must not pass unseen.
-                        let code = m["code"].as_str().unwrap_or_default();
+                        let Some(Error::Server { code, message }) = err else { continue };
                         if code == "already_subscribed" {
                             // A subscribe the application made meanwhile got
                             // there first: the subscription is held.
-                        } else if passing(code) {
+                        } else if passing(&code) {
                             retry.add(channel);
                         } else {
                             recovery.resumed(&channel, false);
                             subs.remove(&channel);
-                            let message = m["message"].as_str().unwrap_or_default().into();
-                            let _ = events.send(Event::SubscribeFailed { channel, code: code.into(), message }).await;
+                            let _ = events.send(Event::SubscribeFailed { channel, code, message }).await;
                         }
                     }
                     Pending::Subscribe(channel, reply) => {
                         if err.is_none() {
                             retry.succeeded();
                         }
-                        if let (None, Some(pos)) = (&err, subs.get_mut(&channel)) {
-                            let epoch = Epoch::new(m["epoch"].as_str().unwrap_or_default());
-                            let resumed = pos.subscribed(
-                                epoch,
-                                Offset(m["offset"].as_u64().unwrap_or(0)),
-                                m["recovered"].as_bool(),
-                            );
+                        let subscribed = match &answer {
+                            ServerMessage::Subscribed { epoch, offset, recovered, .. } => {
+                                Some((Epoch::new(epoch.as_ref()), *offset, *recovered))
+                            }
+                            _ => None,
+                        };
+                        if let (Some((epoch, offset, recovered)), Some(pos)) = (subscribed, subs.get_mut(&channel)) {
+                            let resumed = pos.subscribed(epoch, offset, recovered);
                             if resumed != Resumed::Fresh {
                                 recovery.resumed(&channel, resumed == Resumed::Recovered);
                             }
@@ -626,7 +622,11 @@ async fn connection(
                         }
                     }
                     Pending::Publish(reply) => {
-                        let _ = reply.send(err.map_or(Ok(m["offset"].as_u64().unwrap_or(0)), Err));
+                        let offset = match &answer {
+                            ServerMessage::Published { offset, .. } => offset.0,
+                            _ => 0,
+                        };
+                        let _ = reply.send(err.map_or(Ok(offset), Err));
                     }
                     // Refused: the session lasts until the old token's exp,
                     // then 4004 and a reconnect gets a new one.
@@ -639,102 +639,6 @@ async fn connection(
             }
         }
     }
-}
-
-async fn send(
-    link: &mut Transport,
-    pending: &mut HashMap<u64, Pending>,
-    next_id: &mut u64,
-    subs: &mut BTreeMap<String, Position>,
-    cmd: Cmd,
-) {
-    match cmd {
-        Cmd::Subscribe(channel, reply) => subscribe(link, pending, next_id, subs, channel, Some(reply)).await,
-        Cmd::Publish(channel, data, reply) => {
-            let id = take_id(next_id);
-            pending.insert(id, Pending::Publish(reply));
-            link.send(json!({"id": id, "op": "publish", "channel": channel, "data": data}).to_string()).await;
-        }
-        Cmd::Close => {}
-    }
-}
-
-async fn subscribe(
-    link: &mut Transport,
-    pending: &mut HashMap<u64, Pending>,
-    next_id: &mut u64,
-    subs: &mut BTreeMap<String, Position>,
-    channel: String,
-    reply: Option<oneshot::Sender<Result<(), Error>>>,
-) {
-    let id = take_id(next_id);
-    let mut cmd = json!({"id": id, "op": "subscribe", "channel": channel});
-    if let Some(since) = subs.entry(channel.clone()).or_default().since() {
-        cmd["since"] = json!({"epoch": since.epoch.as_str(), "offset": since.offset.0});
-    }
-    pending.insert(id, Pending::Subscribe(channel, reply));
-    link.send(cmd.to_string()).await;
-}
-
-/// Whether a refused subscribe may work if sent again: the server or what
-/// it depends on was busy or away, not the request wrong.
-fn passing(code: &str) -> bool {
-    matches!(code, "broker_unavailable" | "backend_unavailable" | "rate_limited" | "too_many_channels")
-}
-
-/// Resubscribes refused for a reason that may pass, sent again after a
-/// delay that doubles from 100 ms to 5 s while refusals go on and starts
-/// over after a subscribe works.
-struct Retry {
-    channels: Vec<String>,
-    at: Option<Instant>,
-    delay: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Retry {
-        Retry { channels: Vec::new(), at: None, delay: Retry::FIRST }
-    }
-}
-
-impl Retry {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MOST: Duration = Duration::from_secs(5);
-
-    fn add(&mut self, channel: String) {
-        if !self.channels.contains(&channel) {
-            self.channels.push(channel);
-        }
-        if self.at.is_none() {
-            self.at = Some(Instant::now() + self.delay);
-            self.delay = (self.delay * 2).min(Retry::MOST);
-        }
-    }
-
-    fn waiting(&self) -> bool {
-        self.at.is_some()
-    }
-
-    async fn due(&self) {
-        if let Some(at) = self.at {
-            tokio::time::sleep_until(at.into()).await;
-        }
-    }
-
-    fn take(&mut self) -> Vec<String> {
-        self.at = None;
-        std::mem::take(&mut self.channels)
-    }
-
-    fn succeeded(&mut self) {
-        self.delay = Retry::FIRST;
-    }
-}
-
-fn take_id(next_id: &mut u64) -> u64 {
-    let id = *next_id;
-    *next_id += 1;
-    id
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use holdfast_protocol::Cause;
+use holdfast_protocol::{Cause, Command, Request, ServerMessage};
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -60,9 +60,9 @@ impl Kind {
 /// What a transport's reader brings.
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
-    /// One protocol object.
-    Object(Value),
-    /// Text from the server that is no JSON object: the line cut to
+    /// One server message.
+    Message(ServerMessage<'static>),
+    /// Text from the server that is no server message: the line cut to
     /// [`EXCERPT`] bytes, and why. Reported, so a server bug is seen.
     Unreadable { line: String, error: String },
     /// The transport ended with this code (1006: without a close) and reason.
@@ -209,8 +209,8 @@ pub(crate) async fn race(
     delay: Duration,
     remembered: Option<Cause>,
     progress: &mut Progress,
-    connect: impl Fn(Option<Cause>, &[Failure]) -> Value,
-) -> Option<(Transport, Value)> {
+    connect: impl Fn(Option<Cause>, &[Failure]) -> Request,
+) -> Option<(Transport, ServerMessage<'static>)> {
     let mut attempts = FuturesUnordered::new();
     let mut next = 0;
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -247,7 +247,7 @@ pub(crate) async fn race(
 }
 
 /// Opens one transport and runs `connect`; why not, when it cannot.
-async fn open(url: &str, kind: Kind, connect: Value) -> Result<(Transport, Value), Failure> {
+async fn open(url: &str, kind: Kind, connect: Request) -> Result<(Transport, ServerMessage<'static>), Failure> {
     match kind {
         Kind::WebSocket => open_ws(url, connect).await,
         Kind::Sse | Kind::LongPolling => open_http(url, kind, connect).await,
@@ -266,7 +266,7 @@ fn refused(e: &tungstenite::Error) -> (String, Cause) {
     }
 }
 
-async fn open_ws(url: &str, connect: Value) -> Result<(Transport, Value), Failure> {
+async fn open_ws(url: &str, connect: Request) -> Result<(Transport, ServerMessage<'static>), Failure> {
     let never =
         |(reason, why): (String, Cause)| Failure { why, ..Failure::new(Kind::WebSocket, false, Some(1006), reason) };
     let mut request = url.into_client_request().map_err(|e| never((e.to_string(), Cause::Unknown)))?;
@@ -275,7 +275,7 @@ async fn open_ws(url: &str, connect: Value) -> Result<(Transport, Value), Failur
     // Opened: what fails from here on fails the session, not the upgrade.
     let failed = |code, reason: String| Failure::new(Kind::WebSocket, true, Some(code), reason);
     let (mut sink, mut stream) = ws.split();
-    sink.send(Message::text(connect.to_string())).await.map_err(|e| failed(1006, e.to_string()))?;
+    sink.send(Message::text(connect.encode())).await.map_err(|e| failed(1006, e.to_string()))?;
     let (tx, incoming) = mpsc::channel(256);
     let first = loop {
         match stream.next().await {
@@ -286,7 +286,7 @@ async fn open_ws(url: &str, connect: Value) -> Result<(Transport, Value), Failur
                 let mut first = None;
                 for incoming in lines(&t) {
                     match incoming {
-                        Incoming::Object(v) if first.is_none() => first = Some(v),
+                        Incoming::Message(m) if first.is_none() => first = Some(m),
                         other => tx.try_send(other).map_err(|_| failed(1006, "a first frame too long".into()))?,
                     }
                 }
@@ -329,7 +329,7 @@ fn close_of(frame: Option<tungstenite::protocol::CloseFrame>) -> (u16, String) {
 /// The longest excerpt of an unreadable line kept, in bytes.
 pub const EXCERPT: usize = 200;
 
-/// A WebSocket text frame holds one object per line. Each line is read on
+/// A WebSocket text frame holds one message per line. Each line is read on
 /// its own: one that does not parse (a pretty-printed object torn across
 /// lines, say) becomes [`Incoming::Unreadable`], and the lines after it
 /// still count.
@@ -337,20 +337,11 @@ fn lines(frame: &str) -> impl Iterator<Item = Incoming> + '_ {
     frame.split('\n').filter(|l| !l.trim().is_empty()).map(read)
 }
 
-/// One protocol object, or why `text` is not one.
+/// One server message, or why `text` is not one.
 fn read(text: &str) -> Incoming {
-    match serde_json::from_str(text) {
-        Ok(v) => object(v),
-        Err(e) => unreadable(text, e.to_string()),
-    }
-}
-
-/// Only a JSON object is a protocol object; anything else is reported.
-fn object(v: Value) -> Incoming {
-    if v.is_object() {
-        Incoming::Object(v)
-    } else {
-        unreadable(&v.to_string(), "not a JSON object".into())
+    match ServerMessage::decode(text) {
+        Ok(m) => Incoming::Message(m.into_owned()),
+        Err(e) => unreadable(text, e.0),
     }
 }
 
@@ -360,7 +351,7 @@ fn unreadable(text: &str, error: String) -> Incoming {
 
 /// At most [`EXCERPT`] bytes of `text`, cut on a char boundary and marked
 /// when cut: enough to recognise the line, not a whole publication.
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     if text.len() <= EXCERPT {
         return text.to_string();
     }
@@ -380,23 +371,21 @@ fn authority(url: &str) -> Option<String> {
 
 /// The query that opens a session: the `connect` fields, the report as
 /// its JSON text.
-fn connect_query(connect: &Value) -> String {
+fn connect_query(connect: &Request) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    for key in ["client", "token", "ping_interval_ms", "report"] {
-        match &connect[key] {
-            Value::String(s) => {
-                q.append_pair(key, s);
-            }
-            Value::Null => {}
-            other => {
-                q.append_pair(key, &other.to_string());
+    if let Command::Connect { token, client, ping_interval_ms, report } = &connect.command {
+        let report = report.as_ref().and_then(|r| r.as_ref().ok()).and_then(|r| serde_json::to_string(r).ok());
+        let ping = ping_interval_ms.map(|p| p.to_string());
+        for (key, value) in [("client", client), ("token", token), ("ping_interval_ms", &ping), ("report", &report)] {
+            if let Some(value) = value {
+                q.append_pair(key, value);
             }
         }
     }
     q.finish()
 }
 
-async fn open_http(url: &str, kind: Kind, connect: Value) -> Result<(Transport, Value), Failure> {
+async fn open_http(url: &str, kind: Kind, connect: Request) -> Result<(Transport, ServerMessage<'static>), Failure> {
     let authority = authority(url).ok_or_else(|| Failure::new(kind, false, None, "not a ws:// URL"))?;
     let path = if kind == Kind::Sse { "/sse" } else { "/poll" };
     let target = format!("{path}?{}", connect_query(&connect));
@@ -410,13 +399,16 @@ async fn open_http(url: &str, kind: Kind, connect: Value) -> Result<(Transport, 
     let first = loop {
         match incoming.recv().await {
             Some(Incoming::Opened) => opened = true,
-            Some(Incoming::Object(first)) => break first,
+            Some(Incoming::Message(first)) => break first,
             Some(Incoming::Closed(code, reason)) => return Err(Failure::new(kind, opened, Some(code), reason)),
             Some(Incoming::Unreadable { .. }) => return Err(Failure::new(kind, opened, None, "an unreadable answer")),
             None => return Err(Failure::new(kind, opened, Some(1006), "")),
         }
     };
-    let session = first["session"].as_str().unwrap_or_default().to_string();
+    let session = match &first {
+        ServerMessage::Connected { session, .. } => session.to_string(),
+        _ => String::new(),
+    };
     let writer = Writer::Http { authority, path, session };
     Ok((Transport { kind, writer, incoming }, first))
 }
@@ -451,11 +443,8 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
                     continue;
                 }
                 let incoming = read(&data.join("\n"));
-                if let Incoming::Object(v) = &incoming {
-                    if v["op"] == "disconnect" {
-                        code = v["code"].as_u64().unwrap_or(1006) as u16;
-                        reason = v["reason"].as_str().unwrap_or_default().to_string();
-                    }
+                if let Incoming::Message(ServerMessage::Disconnect { code: said, reason: why, .. }) = &incoming {
+                    (code, reason) = (*said, why.to_string());
                 }
                 if tx.send(incoming).await.is_err() {
                     return Ok(());
@@ -474,7 +463,7 @@ async fn read_sse(authority: String, target: String, tx: mpsc::Sender<Incoming>)
     let _ = tx.send(Incoming::Closed(code, reason)).await;
 }
 
-/// Polls until the session ends; each answer is a JSON array of objects.
+/// Polls until the session ends; each answer is a JSON array of messages.
 async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Incoming>) {
     let (code, reason) = loop {
         let (status, body) = match http(&authority, "GET", &target, Bytes::new()).await {
@@ -485,9 +474,9 @@ async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Inco
         if connecting && status == 200 && tx.send(Incoming::Opened).await.is_err() {
             return;
         }
-        let objects = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(objects)) => objects,
-            Ok(_) => break (1006, format!("HTTP {status}: not a JSON array")),
+        let objects = match serde_json::from_slice::<Vec<&RawValue>>(&body) {
+            Ok(objects) => objects,
+            Err(e) if e.is_data() => break (1006, format!("HTTP {status}: not a JSON array")),
             // One bad object spoils the whole array: say what came, then end.
             Err(e) => {
                 let _ = tx.send(unreadable(&String::from_utf8_lossy(&body), e.to_string())).await;
@@ -498,15 +487,18 @@ async fn read_polls(authority: String, mut target: String, tx: mpsc::Sender<Inco
             break (1006, format!("HTTP {status}"));
         }
         let mut ended = None;
-        for v in objects {
-            if !target.contains("?session=") && v["op"] == "connected" {
-                target = format!("/poll?session={}", v["session"].as_str().unwrap_or_default());
+        for object in objects {
+            let incoming = read(object.get());
+            match &incoming {
+                Incoming::Message(ServerMessage::Connected { session, .. }) if !target.contains("?session=") => {
+                    target = format!("/poll?session={session}");
+                }
+                Incoming::Message(ServerMessage::Disconnect { code, reason, .. }) => {
+                    ended = Some((*code, reason.to_string()));
+                }
+                _ => {}
             }
-            if v["op"] == "disconnect" {
-                let reason = v["reason"].as_str().unwrap_or_default().to_string();
-                ended = Some((v["code"].as_u64().unwrap_or(1006) as u16, reason));
-            }
-            if tx.send(object(v)).await.is_err() {
+            if tx.send(incoming).await.is_err() {
                 return;
             }
         }
@@ -549,10 +541,13 @@ mod tests {
     fn http_targets_come_from_the_websocket_url() {
         assert_eq!(authority("ws://127.0.0.1:8080/ws").as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(authority("wss://x/ws"), None, "TLS is not built into the fallback transports");
-        let q = connect_query(&serde_json::json!({"op": "connect", "client": "a b", "ping_interval_ms": 5000}));
+        let connect = |client: Option<&str>, ping_interval_ms, report: Option<&str>| {
+            Request::connect(0, None, client.map(str::to_owned), ping_interval_ms, report).unwrap()
+        };
+        let q = connect_query(&connect(Some("a b"), Some(5000), None));
         assert_eq!(q, "client=a+b&ping_interval_ms=5000");
-        let q = connect_query(&serde_json::json!({"op": "connect", "report": {"transport": "sse"}}));
-        assert_eq!(q, "report=%7B%22transport%22%3A%22sse%22%7D", "the report as its JSON text");
+        let q = connect_query(&connect(None, None, Some(r#"{"transport":"sse","phase":"open"}"#)));
+        assert_eq!(q, "report=%7B%22transport%22%3A%22sse%22%2C%22phase%22%3A%22open%22%7D", "the report as JSON text");
     }
 
     #[test]
@@ -583,14 +578,14 @@ mod tests {
 
     #[test]
     fn a_bad_line_is_reported_and_the_lines_after_it_still_count() {
-        let frame = "{\"op\":\"message\",\"offset\":1}\n{\"op\":\"message\",\n\n{\"op\":\"ping\"}\n";
+        let frame = "{\"op\":\"refreshed\",\"id\":1}\n{\"op\":\"message\",\n\n{\"op\":\"ping\"}\n";
         let got: Vec<Incoming> = lines(frame).collect();
         assert_eq!(got.len(), 3, "blank lines are no lines: {got:?}");
-        assert_eq!(got[0], Incoming::Object(serde_json::json!({"op": "message", "offset": 1})));
+        assert_eq!(got[0], Incoming::Message(ServerMessage::Refreshed { id: 1 }));
         let Incoming::Unreadable { line, error } = &got[1] else { panic!("not reported: {:?}", got[1]) };
         assert_eq!(line, "{\"op\":\"message\",");
         assert!(error.contains("EOF"), "{error}");
-        assert_eq!(got[2], Incoming::Object(serde_json::json!({"op": "ping"})));
+        assert_eq!(got[2], Incoming::Message(ServerMessage::Ping));
     }
 
     #[test]
@@ -600,7 +595,8 @@ mod tests {
         assert!(line.starts_with("éé") && line.ends_with('…'));
         let Incoming::Unreadable { line, .. } = read("not json") else { panic!("parsed") };
         assert_eq!(line, "not json", "short lines are kept whole");
-        let not_an_object = Incoming::Unreadable { line: "null".into(), error: "not a JSON object".into() };
-        assert_eq!(read("null"), not_an_object, "JSON, but no protocol object");
+        let Incoming::Unreadable { line, error } = read("null") else { panic!("parsed") };
+        assert_eq!(line, "null");
+        assert!(error.contains("not a server message"), "JSON, but no protocol object: {error}");
     }
 }

@@ -250,7 +250,7 @@ fn check_client(id: Option<u64>, client: Option<&str>) -> Result<(), DecodeError
     Ok(())
 }
 
-fn channel_error(id: Option<u64>, e: crate::ChannelNameError) -> DecodeError {
+pub(crate) fn channel_error(id: Option<u64>, e: crate::ChannelNameError) -> DecodeError {
     DecodeError::new(id, ErrorCode::InvalidChannel, format!("field `channel`: {e}"))
 }
 

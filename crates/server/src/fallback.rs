@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session, SessionEnd, CONNECTION_LOST};
-use holdfast_protocol::{CloseCode, Ending, Epoch, ErrorCode, Offset, StreamPosition};
+use holdfast_protocol::{CloseCode, Ending, Epoch, ErrorCode, Offset, ServerMessage, StreamPosition};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 
@@ -131,31 +131,23 @@ impl Positions {
     /// Follows one outgoing frame; returns whether it is a `message` (whose
     /// event then carries the positions).
     fn follow(&mut self, frame: &[u8]) -> bool {
-        if frame.starts_with(br#"{"op":"message""#) {
-            let text = std::str::from_utf8(frame).unwrap_or("");
-            let channel = text.split(r#""channel":""#).nth(1).and_then(|r| r.split('"').next());
-            let offset = text.split(r#""offset":"#).nth(1).and_then(|r| r.split([',', '}']).next()?.parse().ok());
-            if let (Some(c), Some(o)) = (channel, offset) {
-                if let Some(p) = self.0.get_mut(c) {
-                    p.1 = o;
+        let Ok(line) = std::str::from_utf8(frame) else { return false };
+        match ServerMessage::decode(line) {
+            Ok(ServerMessage::Message { channel, offset, .. }) => {
+                if let Some(p) = self.0.get_mut(&*channel) {
+                    p.1 = offset.0;
                 }
+                true
             }
-            return true;
-        }
-        if frame.starts_with(br#"{"op":"subscribed""#) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(frame) {
-                let (Some(c), Some(e), Some(o)) = (v["channel"].as_str(), v["epoch"].as_str(), v["offset"].as_u64())
-                else {
-                    return false;
-                };
-                let recovered = v["recovered"].as_bool() == Some(true);
-                let keep = recovered && self.0.get(c).is_some_and(|(old, _)| old == e);
+            Ok(ServerMessage::Subscribed { channel, epoch, offset, recovered, .. }) => {
+                let keep = recovered == Some(true) && self.0.get(&*channel).is_some_and(|(old, _)| *old == epoch);
                 if !keep {
-                    self.0.insert(c.to_string(), (e.to_string(), o));
+                    self.0.insert(channel.into_owned(), (epoch.into_owned(), offset.0));
                 }
+                false
             }
+            _ => false,
         }
-        false
     }
 }
 

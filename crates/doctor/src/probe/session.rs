@@ -2,6 +2,7 @@
 //! wait and the close, each a stage.
 
 use super::*;
+use holdfast_protocol::{Command, Request, ServerMessage};
 
 type Ws = WebSocketStream<Box<dyn Io>>;
 
@@ -28,27 +29,22 @@ async fn next(ws: &mut Ws, wait: Duration, opened: Instant) -> Incoming {
 /// A holdfast server's answer to the probe's `connect` (id 1): `connected`,
 /// or an `error` refusing the session.
 fn holdfast_answer(text: &str) -> Option<RoundTrip> {
-    text.split('\n').find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        match v["op"].as_str()? {
-            "connected" => Some(RoundTrip::Holdfast {
-                session: v["session"].as_str().unwrap_or_default().to_string(),
-                ping_interval_ms: v["ping_interval_ms"].as_u64().unwrap_or(0),
-            }),
-            "error" if v["id"] == 1 => Some(RoundTrip::Refused {
-                code: v["code"].as_str().unwrap_or_default().to_string(),
-                message: v["message"].as_str().unwrap_or_default().chars().take(200).collect(),
-            }),
-            _ => None,
+    text.split('\n').find_map(|line| match ServerMessage::decode(line).ok()? {
+        ServerMessage::Connected { session, ping_interval_ms, .. } => {
+            Some(RoundTrip::Holdfast { session: session.into_owned(), ping_interval_ms })
         }
+        ServerMessage::Error { id: Some(1), code, message } => {
+            Some(RoundTrip::Refused { code: code.into_owned(), message: message.chars().take(200).collect() })
+        }
+        _ => None,
     })
 }
 
 /// Answers a holdfast protocol ping, as every holdfast client does.
 async fn answer_protocol_ping(ws: &mut Ws, m: &Message) -> bool {
     if let Message::Text(t) = m {
-        if t.split('\n').any(|l| l.trim() == r#"{"op":"ping"}"#) {
-            let _ = ws.send(Message::text(r#"{"op":"pong"}"#)).await;
+        if t.split('\n').any(|l| matches!(ServerMessage::decode(l), Ok(ServerMessage::Ping))) {
+            let _ = ws.send(Message::text(Request::pong().encode())).await;
             return true;
         }
     }
@@ -61,11 +57,9 @@ pub(super) async fn session(run: &mut Run<'_>, ws: &mut Ws, opened: Instant) {
     let t = Instant::now();
     // The token goes in `connect`, where holdfast's clients send it (it
     // also went in the upgrade's Authorization header, for other servers).
-    let mut probe = serde_json::json!({"id": 1, "op": "connect", "client": "holdfast-doctor"});
-    if let Some(token) = &run.args.token {
-        probe["token"] = token.as_str().into();
-    }
-    let probe = probe.to_string();
+    let client = Some("holdfast-doctor".to_string());
+    let connect = Command::Connect { token: run.args.token.clone(), client, ping_interval_ms: None, report: None };
+    let probe = Request { id: Some(1), command: connect }.encode();
     let wait = run.args.timeout.min(Duration::from_secs(3));
     if ws.send(Message::text(probe.as_str())).await.is_err() {
         run.o.end = Some(End::Dropped { after: opened.elapsed() });

@@ -299,6 +299,7 @@ mod tests {
             offset: protocol::Offset(5),
             recovered: None,
             latest: None,
+            delta: None,
         };
         assert!(
             matches!(message(&subscribed.encode()), Some(ServerMessage::Subscribed { offset, .. }) if offset.0 == 5)

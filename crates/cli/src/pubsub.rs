@@ -91,6 +91,9 @@ fn describe(e: &Event) -> String {
             format!("cut after {} s of silence: asking for pings every {} s", silence.as_secs(), to.as_secs())
         }
         Event::Unreadable { line, error } => format!("unreadable line from the server ({error}): {line}"),
+        Event::DeltaFailed { channel, offset, error } => {
+            format!("{channel}: message {offset} could not be rebuilt ({error}); resubscribing from the last good one")
+        }
         Event::Closed { code, meaning, reconnect_in } => {
             format!("closed {code} ({meaning}); reconnecting in {} ms", reconnect_in.map_or(0, |d| d.as_millis()))
         }

@@ -103,6 +103,17 @@ pub enum Event {
         /// Why it is unreadable.
         error: String,
     },
+    /// A delta message could not be rebuilt (no base, a corrupt delta):
+    /// nothing was delivered for it, and the channel is being taken again
+    /// from its last good offset, so recovery brings it whole.
+    DeltaFailed {
+        /// The channel.
+        channel: String,
+        /// The message's offset.
+        offset: u64,
+        /// Why.
+        error: String,
+    },
     /// The connection closed.
     Closed {
         /// The close code (1006: no close frame).

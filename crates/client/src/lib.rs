@@ -29,14 +29,14 @@ mod transport;
 
 pub use backoff::Backoff;
 pub use event::{Error, Event, Member};
-use outgoing::{passing, send, subscribe, take_id, Cmd, Pending, Retry};
+use outgoing::{passing, resync, send, subscribe, take_id, Cmd, Pending, Retry};
 pub use position::{Position, Resumed};
 use report::{Outage, Recovery, SessionEnd};
 pub use token::{TokenFuture, TokenSource};
 pub use transport::Kind;
 use transport::{Failure, Incoming, Progress};
 
-use holdfast_protocol::{Cause, ClientReport, CloseCode, Command, Epoch, Request, ServerMessage};
+use holdfast_protocol::{Cause, ClientReport, CloseCode, Command, DeltaFormat, Epoch, Request, ServerMessage};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -117,8 +117,18 @@ impl Client {
 
     /// Subscribes (now, or as soon as connected) and keeps the subscription across reconnects.
     pub async fn subscribe(&self, channel: &str) -> Result<(), Error> {
+        self.subscribe_with(channel, None).await
+    }
+
+    /// Subscribes asking for `delta` messages: where the channel's
+    /// namespace offers the format, each message travels as the changes
+    /// from the one before and is rebuilt here; events carry whole data
+    /// either way. A message that cannot be rebuilt is never data: it is
+    /// reported ([`Event::DeltaFailed`]) and the channel is taken again
+    /// from its last good offset.
+    pub async fn subscribe_with(&self, channel: &str, delta: Option<DeltaFormat>) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Cmd::Subscribe(channel.to_string(), tx)).await.map_err(|_| Error::Closed)?;
+        self.commands.send(Cmd::Subscribe(channel.to_string(), delta, tx)).await.map_err(|_| Error::Closed)?;
         self.wait(rx).await
     }
 
@@ -318,8 +328,8 @@ fn meaning(code: u16) -> String {
 const MAX_WAITING: usize = 100;
 
 fn queue(waiting: &mut Vec<Cmd>, subs: &mut BTreeMap<String, Position>, cmd: Cmd) {
-    if let Cmd::Subscribe(channel, _) = &cmd {
-        subs.entry(channel.clone()).or_default();
+    if let Cmd::Subscribe(channel, delta, _) = &cmd {
+        subs.entry(channel.clone()).or_insert_with(|| Position::taking(*delta));
     }
     if waiting.len() < MAX_WAITING {
         waiting.push(cmd);
@@ -327,7 +337,7 @@ fn queue(waiting: &mut Vec<Cmd>, subs: &mut BTreeMap<String, Position>, cmd: Cmd
     }
     // Full: fail at once, clearly, rather than let the call wait out its timeout.
     match cmd {
-        Cmd::Subscribe(_, reply) => {
+        Cmd::Subscribe(_, _, reply) => {
             let _ = reply.send(Err(Error::QueueFull(MAX_WAITING)));
         }
         Cmd::Publish(_, _, reply) => {
@@ -441,7 +451,7 @@ async fn connection(
     let queued: Vec<String> = waiting
         .iter()
         .filter_map(|c| match c {
-            Cmd::Subscribe(ch, _) => Some(ch.clone()),
+            Cmd::Subscribe(ch, _, _) => Some(ch.clone()),
             _ => None,
         })
         .collect();
@@ -551,15 +561,23 @@ async fn connection(
             ServerMessage::Disconnect { reconnect_after_ms, .. } => {
                 hint = reconnect_after_ms.map(Duration::from_millis);
             }
-            ServerMessage::Message { channel, offset, data } => {
-                if subs.get_mut(&*channel).is_some_and(|p| p.accept(offset)) {
-                    let event = match serde_json::from_str(data.get()) {
+            ServerMessage::Message { channel, offset, data, delta } => {
+                let Some(position) = subs.get_mut(&*channel) else { continue };
+                let event = match position.read(offset, delta, data.get()) {
+                    Ok(None) => continue,
+                    Ok(Some(text)) => match serde_json::from_str(&text) {
                         Ok(data) => Event::Message { channel: channel.into_owned(), offset: offset.0, data },
                         // Valid JSON that serde_json::Value cannot hold (1e400).
-                        Err(e) => Event::Unreadable { line: transport::excerpt(data.get()), error: e.to_string() },
-                    };
-                    let _ = events.send(event).await;
-                }
+                        Err(e) => Event::Unreadable { line: transport::excerpt(&text), error: e.to_string() },
+                    },
+                    // Never data: taken again from the last good offset.
+                    Err(error) => {
+                        let channel = channel.into_owned();
+                        resync(&mut link, &mut pending, &mut next_id, subs, channel.clone()).await;
+                        Event::DeltaFailed { channel, offset: offset.0, error }
+                    }
+                };
+                let _ = events.send(event).await;
             }
             ServerMessage::Join { channel, member } if subs.contains_key(&*channel) => {
                 let _ = events.send(Event::Join { channel: channel.into_owned(), member: Member::of(member) }).await;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use holdfast_protocol::{DecodeError, PublishOptions, Request};
+use holdfast_protocol::{ChannelName, Command, DecodeError, DeltaFormat, PublishOptions, Request};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -14,7 +14,7 @@ use crate::{Error, Position};
 
 /// A call of the application's, on its way to the connection.
 pub(crate) enum Cmd {
-    Subscribe(String, oneshot::Sender<Result<(), Error>>),
+    Subscribe(String, Option<DeltaFormat>, oneshot::Sender<Result<(), Error>>),
     Publish(String, Value, oneshot::Sender<Result<u64, Error>>),
     Close,
 }
@@ -35,7 +35,10 @@ pub(crate) async fn send(
     cmd: Cmd,
 ) {
     match cmd {
-        Cmd::Subscribe(channel, reply) => subscribe(link, pending, next_id, subs, channel, Some(reply)).await,
+        Cmd::Subscribe(channel, delta, reply) => {
+            subs.entry(channel.clone()).or_insert_with(|| Position::taking(delta));
+            subscribe(link, pending, next_id, subs, channel, Some(reply)).await
+        }
         Cmd::Publish(channel, data, reply) => {
             let id = take_id(next_id);
             match Request::publish(id, &channel, &data.to_string(), PublishOptions::default()) {
@@ -52,6 +55,23 @@ pub(crate) async fn send(
     }
 }
 
+/// Takes a delta subscription again from its last good position after a
+/// message that could not be rebuilt: `unsubscribe` then `subscribe` with
+/// `since`, so recovery brings the message whole. Its messages are dropped
+/// until the new `subscribed` (see [`Position::resync`]).
+pub(crate) async fn resync(
+    link: &mut Transport,
+    pending: &mut HashMap<u64, Pending>,
+    next_id: &mut u64,
+    subs: &mut BTreeMap<String, Position>,
+    channel: String,
+) {
+    let Ok(name) = ChannelName::new(&channel) else { return };
+    let unsubscribe = Request { id: Some(take_id(next_id)), command: Command::Unsubscribe { channel: name } };
+    link.send(unsubscribe.encode()).await;
+    subscribe(link, pending, next_id, subs, channel, None).await;
+}
+
 pub(crate) async fn subscribe(
     link: &mut Transport,
     pending: &mut HashMap<u64, Pending>,
@@ -61,9 +81,12 @@ pub(crate) async fn subscribe(
     reply: Option<oneshot::Sender<Result<(), Error>>>,
 ) {
     let id = take_id(next_id);
-    let since = subs.entry(channel.clone()).or_default().since();
-    match Request::subscribe(id, &channel, since) {
-        Ok(subscribe) => {
+    let position = subs.entry(channel.clone()).or_default();
+    match Request::subscribe(id, &channel, position.since()) {
+        Ok(mut subscribe) => {
+            if let Command::Subscribe { delta, .. } = &mut subscribe.command {
+                *delta = position.delta();
+            }
             pending.insert(id, Pending::Subscribe(channel, reply));
             link.send(subscribe.encode()).await;
         }

@@ -1,7 +1,7 @@
 //! `Position`: where a subscription stands, `(epoch, offset)`, and what
 //! that says about each `subscribed` reply and `message`. Pure.
 
-use holdfast_protocol::{Epoch, Offset, StreamPosition};
+use holdfast_protocol::{DeltaBase, DeltaFormat, Epoch, Offset, StreamPosition};
 
 /// What a `subscribed` reply meant for this subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,9 +19,44 @@ pub enum Resumed {
 pub struct Position {
     epoch: Option<Epoch>,
     offset: Offset,
+    /// The delta format asked for, and the text the next delta applies to.
+    delta: Option<DeltaFormat>,
+    base: DeltaBase,
+    /// A message could not be rebuilt: drop messages until the
+    /// resubscribe's `subscribed`.
+    resyncing: bool,
 }
 
 impl Position {
+    /// A subscription that asks for `delta` messages.
+    pub fn taking(delta: Option<DeltaFormat>) -> Position {
+        Position { delta, ..Position::default() }
+    }
+
+    /// The delta format to ask for.
+    pub fn delta(&self) -> Option<DeltaFormat> {
+        self.delta
+    }
+
+    /// A new message's data as JSON text (whole, or rebuilt from a delta);
+    /// `Ok(None)` for a duplicate or while resyncing. An error leaves the
+    /// offset where it was and starts a resync: the caller resubscribes.
+    pub fn read(&mut self, offset: Offset, delta: Option<bool>, data: &str) -> Result<Option<String>, String> {
+        if self.resyncing || offset <= self.offset {
+            return Ok(None);
+        }
+        match self.base.rebuild(offset, delta, data) {
+            Ok(text) => {
+                self.offset = offset;
+                Ok(Some(text))
+            }
+            Err(e) => {
+                self.resyncing = true;
+                Err(e)
+            }
+        }
+    }
+
     /// `since` for the next subscribe.
     pub fn since(&self) -> Option<StreamPosition> {
         self.epoch.clone().map(|epoch| StreamPosition { epoch, offset: self.offset })
@@ -29,6 +64,9 @@ impl Position {
 
     /// Applies a `subscribed` reply.
     pub fn subscribed(&mut self, epoch: Epoch, offset: Offset, recovered: Option<bool>) -> Resumed {
+        // A new stream: its first delta message comes whole.
+        self.base.clear();
+        self.resyncing = false;
         if recovered == Some(true) {
             return Resumed::Recovered;
         }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
-use crate::{create_delta, ChannelName, EncodedPublication, Frame};
+use crate::{create_delta, ChannelName, EncodedPublication, Frame, Offset};
 
 /// A delta format a subscription may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,10 +81,55 @@ impl EncodedPublication {
     }
 }
 
+/// The client's side of one delta subscription: the text of the last
+/// message, which the next delta applies to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeltaBase {
+    last: Option<(Offset, String)>,
+}
+
+/// The largest text a delta may rebuild (the server's own message limit is
+/// far below it); a delta declaring more is refused before allocating.
+pub const MAX_REBUILT: usize = 64 << 20;
+
+impl DeltaBase {
+    /// A message's data as JSON text: `data` is its raw JSON and `delta`
+    /// its flag (`None` on a plain message, which leaves no base: its exact
+    /// text is not what the server diffed against). An error means the
+    /// message could not be rebuilt (no base, not the offset after it, a
+    /// corrupt delta): it is never data, and the base is gone, so the
+    /// caller resubscribes from its last good offset.
+    pub fn rebuild(&mut self, offset: Offset, delta: Option<bool>, data: &str) -> Result<String, String> {
+        let Some(delta) = delta else {
+            self.last = None;
+            return Ok(data.to_owned());
+        };
+        let last = self.last.take();
+        let text: String = serde_json::from_str(data).map_err(|e| format!("delta data is not a string: {e}"))?;
+        let text = if delta {
+            let (at, base) = last.ok_or("a delta without its base")?;
+            if at.next() != offset {
+                return Err(format!("a delta for offset {} on a base at {}", offset.0, at.0));
+            }
+            let bytes = crate::apply_delta(base.as_bytes(), text.as_bytes(), MAX_REBUILT).map_err(|e| e.to_string())?;
+            String::from_utf8(bytes).map_err(|_| "a delta rebuilt text that is not UTF-8".to_owned())?
+        } else {
+            text
+        };
+        self.last = Some((offset, text.clone()));
+        Ok(text)
+    }
+
+    /// Forgets the base (a new subscribe starts without one).
+    pub fn clear(&mut self) {
+        self.last = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{apply_delta, Offset};
+    use crate::apply_delta;
 
     fn parsed(frame: &Frame) -> serde_json::Value {
         serde_json::from_slice(frame.text()).unwrap()
@@ -139,5 +184,25 @@ mod tests {
         assert_eq!("fossil".parse::<DeltaFormat>(), Ok(DeltaFormat::Fossil));
         assert!("vcdiff".parse::<DeltaFormat>().unwrap_err().contains("fossil"));
         assert_eq!(DeltaFormat::Fossil.as_str(), "fossil");
+    }
+
+    #[test]
+    fn a_client_rebuilds_what_the_server_sent_and_never_takes_a_bad_delta() {
+        let ch = ChannelName::new("doc:1").unwrap();
+        let body = |n: u32| format!("{{\"score\": {n}.0, \"text\":\"{}\"}}", "é lorem ".repeat(300));
+        let p: Vec<_> = (1..=3).map(|n| EncodedPublication::new(&ch, Offset(n as u64), &body(n))).collect();
+        let field = |f: &Frame| parsed(f)["data"].to_string();
+        let mut base = DeltaBase::default();
+        assert_eq!(base.rebuild(Offset(1), Some(false), &field(&p[0].full_text_frame(&ch))).unwrap(), body(1));
+        let d2 = field(&p[1].delta_frame(&ch, &p[0]).unwrap());
+        assert_eq!(base.rebuild(Offset(2), Some(true), &d2).unwrap(), body(2));
+        let d3 = field(&p[2].delta_frame(&ch, &p[1]).unwrap());
+        let corrupt = d3.replacen('3', "4", 1);
+        assert!(base.rebuild(Offset(3), Some(true), &corrupt).is_err(), "the checksum catches it");
+        assert!(base.rebuild(Offset(3), Some(true), &d3).is_err(), "the base went with the failure");
+        assert_eq!(base.rebuild(Offset(3), Some(false), &field(&p[2].full_text_frame(&ch))).unwrap(), body(3));
+        assert!(base.rebuild(Offset(5), Some(true), &d3).is_err(), "not the offset after the base");
+        assert_eq!(base.rebuild(Offset(6), None, "{\"plain\":1}").unwrap(), "{\"plain\":1}");
+        assert!(base.rebuild(Offset(7), Some(true), &d3).is_err(), "a plain message leaves no base");
     }
 }

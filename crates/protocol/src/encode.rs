@@ -7,7 +7,9 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{ChannelName, ClientReport, Command, DecodeError, ErrorCode, PublishOptions, Request, StreamPosition};
+use crate::{
+    ChannelName, ClientReport, Command, DecodeError, DeltaFormat, ErrorCode, PublishOptions, Request, StreamPosition,
+};
 
 /// Every field a command line can have; absent ones are left out, so a
 /// line carries only what its op reads.
@@ -33,6 +35,8 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     latest: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<DeltaFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
@@ -56,11 +60,12 @@ impl Request {
                 line.report = report.as_ref().and_then(|r| r.as_ref().ok());
                 "connect"
             }
-            Command::Subscribe { channel, since, token, latest } => {
+            Command::Subscribe { channel, since, token, latest, delta } => {
                 line.channel = Some(channel.as_str());
                 line.since = since.as_ref();
                 line.token = token.as_deref();
                 line.latest = *latest;
+                line.delta = *delta;
                 "subscribe"
             }
             Command::Unsubscribe { channel } => {
@@ -152,12 +157,13 @@ mod tests {
                 ping_interval_ms: Some(5_000),
                 report: Some(Ok(report)),
             },
-            Command::Subscribe { channel: channel("news"), since: None, token: None, latest: false },
+            Command::Subscribe { channel: channel("news"), since: None, token: None, latest: false, delta: None },
             Command::Subscribe {
                 channel: channel("news"),
                 since: Some(StreamPosition { epoch: Epoch::new("e 1"), offset: Offset(7) }),
                 token: Some("sub".into()),
                 latest: true,
+                delta: Some(DeltaFormat::Fossil),
             },
             Command::Unsubscribe { channel: channel("news") },
             Command::Publish {

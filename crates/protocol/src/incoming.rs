@@ -21,7 +21,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{Offset, Skipped};
+use crate::{DeltaFormat, Offset, Skipped};
 
 /// One message from the server, as read from its line.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +51,8 @@ pub enum ServerMessage<'a> {
         recovered: Option<bool>,
         /// With `latest`: the channel's newest publication.
         latest: Option<Newest<'a>>,
+        /// The delta format this subscription's messages use.
+        delta: Option<DeltaFormat>,
     },
     /// `unsubscribe` done.
     Unsubscribed {
@@ -83,8 +85,13 @@ pub enum ServerMessage<'a> {
         channel: Cow<'a, str>,
         /// Its offset.
         offset: Offset,
-        /// Its data, as published.
+        /// Its data, as published; on a delta subscription a JSON string:
+        /// the whole text (`delta: Some(false)`) or a delta against the
+        /// previous message's (`Some(true)`), read with
+        /// [`DeltaBase`](crate::DeltaBase).
         data: Data<'a>,
+        /// Set on a delta subscription's messages.
+        delta: Option<bool>,
     },
     /// Another session subscribed to a channel this one holds.
     Join {
@@ -212,6 +219,9 @@ struct Envelope<'a> {
     #[serde(borrow)]
     latest: Option<LatestEnvelope<'a>>,
     skipped: Option<Skipped>,
+    /// A format on `subscribed`, a flag on `message`.
+    #[serde(borrow)]
+    delta: Option<&'a RawValue>,
     /// `null` is data too (a publication from the HTTP API may be one).
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
@@ -241,6 +251,11 @@ struct LatestEnvelope<'a> {
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
+}
+
+fn typed<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<T>, MalformedMessage> {
+    raw.map(|r| serde_json::from_str(r.get()).map_err(|e| MalformedMessage(format!("field `{field}`: {e}"))))
+        .transpose()
 }
 
 fn missing(op: &str, field: &str) -> MalformedMessage {
@@ -273,6 +288,7 @@ impl<'a> ServerMessage<'a> {
                 offset: Offset(number(env.offset, "offset")?),
                 recovered: env.recovered,
                 latest: env.latest.map(|l| Newest { offset: Offset(l.offset), data: Data(Cow::Borrowed(l.data)) }),
+                delta: typed(env.delta, "delta")?,
             },
             "unsubscribed" => {
                 ServerMessage::Unsubscribed { id: number(env.id, "id")?, channel: text(env.channel, "channel")? }
@@ -289,6 +305,7 @@ impl<'a> ServerMessage<'a> {
                 channel: text(env.channel, "channel")?,
                 offset: Offset(number(env.offset, "offset")?),
                 data: env.data.map(|r| Data(Cow::Borrowed(r))).ok_or_else(|| missing(&op, "data"))?,
+                delta: typed(env.delta, "delta")?,
             },
             "join" | "leave" => {
                 let member = Subscriber {
@@ -353,21 +370,24 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Connected { id, session, ping_interval_ms, node } => {
                 ServerMessage::Connected { id, session: own(session), ping_interval_ms, node: node.map(own) }
             }
-            ServerMessage::Subscribed { id, channel, epoch, offset, recovered, latest } => ServerMessage::Subscribed {
-                id,
-                channel: own(channel),
-                epoch: own(epoch),
-                offset,
-                recovered,
-                latest: latest.map(|l| Newest { offset: l.offset, data: l.data.into_owned() }),
-            },
+            ServerMessage::Subscribed { id, channel, epoch, offset, recovered, latest, delta } => {
+                ServerMessage::Subscribed {
+                    id,
+                    channel: own(channel),
+                    epoch: own(epoch),
+                    offset,
+                    recovered,
+                    latest: latest.map(|l| Newest { offset: l.offset, data: l.data.into_owned() }),
+                    delta,
+                }
+            }
             ServerMessage::Unsubscribed { id, channel } => ServerMessage::Unsubscribed { id, channel: own(channel) },
             ServerMessage::Published { id, channel, epoch, offset, skipped } => {
                 ServerMessage::Published { id, channel: own(channel), epoch: own(epoch), offset, skipped }
             }
             ServerMessage::Refreshed { id } => ServerMessage::Refreshed { id },
-            ServerMessage::Message { channel, offset, data } => {
-                ServerMessage::Message { channel: own(channel), offset, data: data.into_owned() }
+            ServerMessage::Message { channel, offset, data, delta } => {
+                ServerMessage::Message { channel: own(channel), offset, data: data.into_owned(), delta }
             }
             ServerMessage::Join { channel, member: m } => {
                 ServerMessage::Join { channel: own(channel), member: member(m) }

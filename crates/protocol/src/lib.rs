@@ -26,7 +26,7 @@ pub use cause::Cause;
 pub use channel::{ChannelName, ChannelNameError, MAX_CHANNEL_LEN};
 pub use close::CloseCode;
 pub use command::{decode_frame, decode_line, Command, DecodeError, Request};
-pub use delta::DeltaFormat;
+pub use delta::{DeltaBase, DeltaFormat, MAX_REBUILT};
 pub use diagnosis::{Diagnosis, Ending, Evidence, Finding, SessionRecord, TransportCounts};
 pub use error::ErrorCode;
 pub use fossil::{apply_delta, create_delta, DeltaError};

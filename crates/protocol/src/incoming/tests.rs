@@ -1,5 +1,5 @@
 use super::*;
-use crate::{ChannelName, EncodedPublication, ErrorCode, JsonText, Latest, Member, Reply};
+use crate::{ChannelName, DeltaFormat, EncodedPublication, ErrorCode, JsonText, Latest, Member, Reply};
 
 fn raw(text: &str) -> Data<'_> {
     Data(Cow::Borrowed(serde_json::from_str(text).unwrap()))
@@ -37,6 +37,7 @@ fn every_reply_reads_back() {
             offset: Offset(7),
             recovered: Some(false),
             latest: Some(Latest::of(&newest)),
+            delta: Some(DeltaFormat::Fossil),
         },
         ServerMessage::Subscribed {
             id: 2,
@@ -45,10 +46,19 @@ fn every_reply_reads_back() {
             offset: Offset(7),
             recovered: Some(false),
             latest: Some(Newest { offset: Offset(7), data: raw("{\"n\": 1e400}") }),
+            delta: Some(DeltaFormat::Fossil),
         },
     );
     read(
-        Reply::Subscribed { id: 3, channel: "c", epoch: "e", offset: Offset(0), recovered: None, latest: None },
+        Reply::Subscribed {
+            id: 3,
+            channel: "c",
+            epoch: "e",
+            offset: Offset(0),
+            recovered: None,
+            latest: None,
+            delta: None,
+        },
         ServerMessage::Subscribed {
             id: 3,
             channel: text("c"),
@@ -56,6 +66,7 @@ fn every_reply_reads_back() {
             offset: Offset(0),
             recovered: None,
             latest: None,
+            delta: None,
         },
     );
     read(Reply::Unsubscribed { id: 4, channel: "c" }, ServerMessage::Unsubscribed { id: 4, channel: text("c") });
@@ -96,7 +107,7 @@ fn a_publication_reads_back_with_its_data_as_published() {
     let channel = ChannelName::new("chat:1").unwrap();
     let p = EncodedPublication::new(&channel, Offset(42), r#"{"text":"hi \"you\"","n":1e400}"#);
     let line = std::str::from_utf8(p.frame.text()).unwrap();
-    let want = ServerMessage::Message { channel: text("chat:1"), offset: Offset(42), data: raw(p.data()) };
+    let want = ServerMessage::Message { channel: text("chat:1"), offset: Offset(42), data: raw(p.data()), delta: None };
     let got = ServerMessage::decode(line).unwrap();
     assert_eq!(got, want);
     let ServerMessage::Message { data, channel: name, .. } = got else { unreachable!() };
@@ -104,7 +115,14 @@ fn a_publication_reads_back_with_its_data_as_published() {
     assert!(matches!(name, Cow::Borrowed(_)), "no copy of what needs no unescaping");
     let null = EncodedPublication::new(&channel, Offset(43), "null");
     let got = ServerMessage::decode(std::str::from_utf8(null.frame.text()).unwrap()).unwrap();
-    assert_eq!(got, ServerMessage::Message { channel: text("chat:1"), offset: Offset(43), data: raw("null") });
+    assert_eq!(
+        got,
+        ServerMessage::Message { channel: text("chat:1"), offset: Offset(43), data: raw("null"), delta: None }
+    );
+    let whole = p.full_text_frame(&channel);
+    let got = ServerMessage::decode(std::str::from_utf8(whole.text()).unwrap()).unwrap();
+    let ServerMessage::Message { data, delta: Some(false), .. } = got else { panic!("{got:?}") };
+    assert_eq!(serde_json::from_str::<String>(data.get()).unwrap(), p.data(), "the text as a string");
 }
 
 #[test]

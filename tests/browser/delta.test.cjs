@@ -6,7 +6,8 @@
 // one test, to corrupt a delta on its way in). Checked: the handler gets
 // every version whole and in order, the lines after the first are small
 // deltas; a reconnect recovers the missed versions (plain) and deltas go on
-// after it; a corrupted delta is reported (`delta_failed`), never handed
+// after it, also with publishing going on while the connection drops
+// twice; a corrupted delta is reported (`delta_failed`), never handed
 // over, and the resubscribe brings every version; subscribers without delta,
 // or on a namespace without it, get plain messages.
 // Run by scripts/test: `node --test tests/browser/` with HOLDFAST_BIN set and
@@ -258,6 +259,41 @@ test('a corrupted delta: delta_failed, no wrong data, and the resubscribe brings
     const subscribed = wire.filter((m) => m.op === 'subscribed' && m.channel === channel);
     assert.equal(subscribed.length, 2, 'subscribed, then subscribed again');
     assert.equal(subscribed[1].recovered, true);
+  } finally {
+    await context.close();
+  }
+});
+
+test('publishing without pause while the connection drops and comes back twice: every version, whole, in order', async () => {
+  const { base } = server;
+  const channel = 'doc:4';
+  const { page, context } = await subscriber(browser, base, channel, { delta: 'fossil' });
+  try {
+    const versions = Array.from({ length: 40 }, (_, i) => doc(channel, i + 1));
+    const publishing = (async () => {
+      for (const v of versions) {
+        await publish(base, channel, v);
+        await new Promise((r) => setTimeout(r, 15));
+      }
+    })();
+    for (const after of [8, 24]) {
+      await waitForCount(page, after);
+      await context.setOffline(true);
+      await page.waitForFunction(() => window.client.state === 'reconnecting', null, { timeout: 10000 });
+      await new Promise((r) => setTimeout(r, 80));
+      await context.setOffline(false);
+    }
+    await publishing;
+    await waitForCount(page, versions.length);
+    await new Promise((r) => setTimeout(r, 200));
+
+    const received = await got(page);
+    assert.deepEqual(received.map((r) => r.offset), versions.map((_, i) => i + 1), 'each once, in order');
+    assert.deepEqual(received.map((r) => r.data), versions);
+    assert.deepEqual(await page.evaluate(() => window.errors), []);
+    assert.equal(await page.evaluate(() => window.recovered.length), 2);
+    const forms = (await messageLines(page, channel)).map(({ m }) => (m.delta === undefined ? 'plain' : m.delta ? 'delta' : 'whole'));
+    assert.ok(forms.filter((f) => f === 'delta').length >= 20, `mostly deltas: ${forms.join(' ')}`);
   } finally {
     await context.close();
   }

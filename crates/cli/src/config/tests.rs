@@ -79,6 +79,13 @@ fn namespaces_take_unset_rules_from_the_server() {
     let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
     assert!(r.namespaces.rules(&holdfast_protocol::ChannelName::new("room:1").unwrap()).join_leave);
     assert!(!r.namespaces.rules(&holdfast_protocol::ChannelName::new("other:1").unwrap()).join_leave);
+    std::fs::write(&path, "[namespaces.doc]\ndelta = \"fossil\"\n").unwrap();
+    let r = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+    let doc = holdfast_protocol::ChannelName::new("doc:1").unwrap();
+    assert_eq!(r.namespaces.rules(&doc).delta, Some(holdfast_protocol::DeltaFormat::Fossil));
+    std::fs::write(&path, "[namespaces.doc]\ndelta = \"vcdiff\"\n").unwrap();
+    let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().err().unwrap();
+    assert!(format!("{err:#}").contains("fossil"), "an unknown format names the one there is: {err:#}");
     std::fs::write(&path, "[namespaces.admin]\nprivat = true\n").unwrap();
     let err = ServeArgs { config: Some(path), ..Default::default() }.resolve().err().unwrap();
     assert!(format!("{err:#}").contains("privat"), "{err:#}");

@@ -37,7 +37,7 @@ pub(crate) async fn churn(args: &BenchArgs, target: &Target, sources: &[Ipv4Addr
             let begun = Instant::now();
             let attempt = async {
                 let mut ws = protocol.open(&target, source, ReadSize::IDLE, offer_deflate).await?;
-                subscribe(protocol, &mut ws, &run_id, &[i as usize % 100]).await?;
+                subscribe((protocol, None), &mut ws, &run_id, &[i as usize % 100]).await?;
                 let _ = ws.close().await;
                 anyhow::Ok(())
             };
@@ -115,7 +115,7 @@ pub(crate) async fn storm(args: &BenchArgs, targets: &[Target], sources: &[Ipv4A
                     s = loop {
                         let attempt = async {
                             let mut ws = protocol.open(&target, source, ReadSize::IDLE, offer_deflate).await?;
-                            let channels = subscribe(protocol, &mut ws, &run_id, &channels).await?;
+                            let channels = subscribe((protocol, None), &mut ws, &run_id, &channels).await?;
                             anyhow::Ok(Subscribed { ws, channels })
                         };
                         if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), attempt).await {

@@ -29,6 +29,8 @@
 
 mod burst;
 mod conn;
+mod cpu;
+pub mod delta;
 mod disrupt;
 mod plan;
 mod report;
@@ -43,9 +45,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use holdfast_protocol::ServerMessage;
+use holdfast_protocol::{DeltaFormat, ServerMessage};
 
 use conn::ReadSize;
+use cpu::{rss_kib, CpuWindow};
 
 pub use burst::BurstMemory;
 pub use plan::{share, Plan};
@@ -158,6 +161,11 @@ pub struct BenchArgs {
     /// framing cost alone).
     #[arg(long, value_enum, default_value = "off")]
     pub compression: Switch,
+    /// Subscribers ask for Fossil deltas (`"delta":"fossil"`; the server's
+    /// `bench` namespace must allow them) and rebuild every message's data
+    /// as a client must.
+    #[arg(long, value_enum, default_value = "off")]
+    pub delta: Switch,
     /// Internal: run as subscriber process N of a multi-process run.
     #[arg(long, hide = true)]
     pub subscriber_process: Option<usize>,
@@ -169,6 +177,10 @@ pub struct BenchArgs {
 impl BenchArgs {
     fn offers_deflate(&self) -> bool {
         self.compression == Switch::On
+    }
+
+    fn delta(&self) -> Option<DeltaFormat> {
+        (self.delta == Switch::On).then_some(DeltaFormat::Fossil)
     }
 
     /// Fan-out subscribers are few and busy: a large read chunk gathers
@@ -225,42 +237,6 @@ fn scenario_name(s: Scenario) -> &'static str {
 /// receipts are on the same machine.
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
-}
-
-/// CPU ticks (user + system) of a process, from /proc (100 per second).
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// CPU use of some processes over a window, in % of one core.
-struct CpuWindow {
-    pids: Vec<String>,
-    ticks: u64,
-    started: Instant,
-}
-
-impl CpuWindow {
-    fn start(pids: Vec<String>) -> CpuWindow {
-        let ticks = pids.iter().filter_map(|p| cpu_ticks(p)).sum();
-        CpuWindow { pids, ticks, started: Instant::now() }
-    }
-
-    /// CPU-seconds used since the start.
-    fn cpu_secs(&self) -> f64 {
-        let now: u64 = self.pids.iter().filter_map(|p| cpu_ticks(p)).sum();
-        now.saturating_sub(self.ticks) as f64 / 100.0
-    }
-
-    fn percent(&self) -> f64 {
-        self.cpu_secs() / self.started.elapsed().as_secs_f64().max(1e-3) * 100.0
-    }
 }
 
 fn server_pids(args: &BenchArgs) -> Vec<String> {
@@ -358,14 +334,14 @@ struct Subscribed {
 /// Sends `connect` and one `subscribe` per channel; waits for every
 /// `subscribed` and notes its offset.
 async fn subscribe(
-    protocol: Protocol,
+    (protocol, delta): (Protocol, Option<DeltaFormat>),
     ws: &mut conn::Conn,
     run_id: &str,
     channels: &[usize],
 ) -> anyhow::Result<Vec<(usize, u64)>> {
     let mut frame = protocol.command(&wire::connect());
     for (j, c) in channels.iter().enumerate() {
-        let cmd = wire::subscribe(j as u64 + 2, run_id, *c)?;
+        let cmd = wire::subscribe(j as u64 + 2, run_id, *c, delta)?;
         if protocol == Protocol::Holdfast {
             frame.push('\n');
             frame.push_str(&cmd);
@@ -425,7 +401,7 @@ async fn open_many(
             let attempt = async {
                 let source = sources::pick(sources, i);
                 let mut ws = args.protocol.open(target, source, args.read_size(), args.offers_deflate()).await?;
-                let subscribed = subscribe(args.protocol, &mut ws, run_id, &channels).await?;
+                let subscribed = subscribe((args.protocol, args.delta()), &mut ws, run_id, &channels).await?;
                 anyhow::Ok(Subscribed { ws, channels: subscribed })
             };
             match tokio::time::timeout(Duration::from_secs(20), attempt).await {
@@ -461,7 +437,7 @@ async fn open_many(
 /// Reads one connection until every channel got its last publication (or
 /// `stop`); counts into `report`, latencies into `progress`.
 async fn read_until_done(
-    protocol: Protocol,
+    (protocol, delta): (Protocol, Option<DeltaFormat>),
     mut sub: Subscribed,
     plan: Plan,
     progress: Arc<Progress>,
@@ -471,7 +447,7 @@ async fn read_until_done(
     let mut seqs: Vec<(usize, Sequence, u64)> =
         sub.channels.iter().map(|&(c, at)| (c, Sequence::starting_at(at), at + plan.publications_on(c))).collect();
     let wire_before = sub.ws.read.wire_bytes;
-    let scanner = wire::Scanner::default();
+    let mut reading = delta::Reading::new(delta.is_some());
     loop {
         if seqs.iter().all(|(_, s, last)| s.last() >= *last) {
             break;
@@ -488,7 +464,7 @@ async fn read_until_done(
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let received = sub.ws.read.read_at_ns;
-        let pong = count_frame(protocol, &msg, received, &scanner, &mut seqs, &mut report, &progress);
+        let pong = count_frame(protocol, &msg, received, &mut reading, &mut seqs, &mut report, &progress);
         if let Some(p) = pong {
             let _ = sub.ws.send(p).await;
         }
@@ -505,7 +481,7 @@ fn count_frame(
     protocol: Protocol,
     frame: &[u8],
     received: u64,
-    scanner: &wire::Scanner,
+    reading: &mut delta::Reading,
     seqs: &mut [(usize, Sequence, u64)],
     report: &mut Report,
     progress: &Progress,
@@ -517,7 +493,7 @@ fn count_frame(
             pong = Some(p);
             continue;
         }
-        let Some(d) = scanner.delivery(o) else { continue };
+        let Some(d) = reading.delivery(o, report) else { continue };
         let Some(entry) = seqs.iter_mut().find(|(c, _, _)| Some(*c) == d.channel) else { continue };
         report.delivered += 1;
         progress.delivered.fetch_add(1, Ordering::Relaxed);
@@ -648,7 +624,7 @@ async fn fanout(args: &BenchArgs, targets: &[Target], sources: &[Ipv4Addr]) -> a
     let (stop, _watchdog) = stop_after_silence(progress.clone(), Duration::from_secs(5));
     let readers: Vec<_> = subs
         .into_iter()
-        .map(|s| tokio::spawn(read_until_done(args.protocol, s, plan, progress.clone(), stop.clone())))
+        .map(|s| tokio::spawn(read_until_done((args.protocol, args.delta()), s, plan, progress.clone(), stop.clone())))
         .collect();
     if args.subscriber_process.is_none() {
         let refused = publish(args, &targets[0], plan, &run_id).await?;
@@ -723,6 +699,7 @@ async fn processes(args: &BenchArgs, targets: &[Target], plan: Plan, run_id: &st
             .args(["--concurrency", &args.concurrency.to_string()])
             .args(["--protocol", if args.protocol == Protocol::Socketio { "socketio" } else { "holdfast" }])
             .args(["--compression", if args.offers_deflate() { "on" } else { "off" }])
+            .args(["--delta", if args.delta().is_some() { "on" } else { "off" }])
             .args(["--subscriber-process", &i.to_string(), "--run-id", run_id])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::LazyLock;
 
 use anyhow::{anyhow, bail, Context};
-use holdfast_protocol::{self as protocol, Command, PublishOptions, Reply, ServerMessage};
+use holdfast_protocol::{self as protocol, Command, DeltaFormat, PublishOptions, Reply, ServerMessage};
 use memchr::memmem;
 use tokio::net::TcpSocket;
 
@@ -136,10 +136,14 @@ pub fn connect() -> String {
     .encode()
 }
 
-/// A `subscribe` to bench channel `index` of run `run_id`.
-pub fn subscribe(id: u64, run_id: &str, index: usize) -> anyhow::Result<String> {
-    let request =
+/// A `subscribe` to bench channel `index` of run `run_id`, asking for
+/// `delta` messages if set.
+pub fn subscribe(id: u64, run_id: &str, index: usize, delta: Option<DeltaFormat>) -> anyhow::Result<String> {
+    let mut request =
         protocol::Request::subscribe(id, &format!("bench:{run_id}:{index}"), None).map_err(|e| anyhow!(e.message))?;
+    if let Command::Subscribe { delta: asked, .. } = &mut request.command {
+        *asked = delta;
+    }
     Ok(request.encode())
 }
 
@@ -176,6 +180,12 @@ fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// The bench's channels are `bench:RUN:N`: N.
 pub fn channel_index(name: &[u8]) -> Option<usize> {
     digits(name.rsplit(|&b| b == b':').next()?).map(|n| n as usize)
+}
+
+/// The publisher's send time in a publication's data (`{"t":N,…}`, as
+/// the bench publishes it), for a delta subscriber's rebuilt text.
+pub fn sent_ns(data: &[u8]) -> Option<u64> {
+    digits(data.strip_prefix(b"{\"t\":")?)
 }
 
 /// The decimal number at the start of `text`.
@@ -304,7 +314,16 @@ mod tests {
         assert!(
             matches!(message(&subscribed.encode()), Some(ServerMessage::Subscribed { offset, .. }) if offset.0 == 5)
         );
-        assert_eq!(subscribe(2, "x", 7).unwrap(), r#"{"id":2,"op":"subscribe","channel":"bench:x:7"}"#);
+        assert_eq!(subscribe(2, "x", 7, None).unwrap(), r#"{"id":2,"op":"subscribe","channel":"bench:x:7"}"#);
+        let asks = subscribe(2, "x", 7, Some(DeltaFormat::Fossil)).unwrap();
+        assert!(
+            matches!(
+                protocol::decode_line(&asks).unwrap().command,
+                Command::Subscribe { delta: Some(DeltaFormat::Fossil), .. }
+            ),
+            "{asks}"
+        );
+        assert_eq!(sent_ns(data.as_bytes()), Some(99));
         assert_eq!(connect(), r#"{"id":1,"op":"connect","client":"holdfast-bench"}"#);
         assert!(Target::parse("ws://10.1.1.1:80/ws").is_err());
         assert_eq!(Target::parse("ws://127.0.0.1:80/ws?x=1").unwrap().path, "/ws?x=1");

@@ -12,24 +12,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { prng } from '../clients/js/test/prng.cjs';
 
 const tools = process.env.NODE_TOOLS ?? join(process.env.HOLDFAST_CACHE ?? join(homedir(), '.cache/holdfast'), 'node');
 const pkgDir = join(tools, 'node_modules/fossil-delta');
 const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
 if (pkg.version !== '2.0.0') throw new Error(`fossil-delta ${pkg.version} in ${pkgDir}; the vectors are made with 2.0.0`);
 const { createDelta, applyDelta } = await import(pathToFileURL(join(pkgDir, pkg.main)).href);
-
-/** mulberry32: a small seeded PRNG, so the vectors are the same every run. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const rand = prng(0xf0551);
 const int = (n) => Math.floor(rand() * n);

@@ -7,6 +7,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
+const { prng } = require('../../clients/js/test/prng.cjs');
 
 /** npm fossil-delta is an ES module: resolve it through NODE_PATH, then import it. */
 async function reference() {
@@ -22,17 +23,6 @@ async function reference() {
 }
 
 const ours = () => import(pathToFileURL(path.join(__dirname, '../../clients/js/holdfast-fossil.js')).href);
-
-/** mulberry32: seeded, so a failure reproduces. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const rand = prng(20250101);
 const int = (n) => Math.floor(rand() * n);

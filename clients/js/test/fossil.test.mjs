@@ -6,23 +6,13 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { applyDelta, DEFAULT_MAX_LENGTH } from '../holdfast-fossil.js';
+import { prng } from './prng.cjs';
 
 const fixture = new URL('../../../crates/protocol/tests/fossil_vectors.json', import.meta.url);
 const body = JSON.parse(readFileSync(fixture, 'utf8'));
 const bytes = (b64) => new Uint8Array(Buffer.from(b64, 'base64'));
 const vectors = body.vectors.map((v) => ({ name: v.name, source: bytes(v.source), target: bytes(v.target), delta: bytes(v.delta) }));
 const enc = new TextEncoder();
-
-/** mulberry32: seeded, so a failure reproduces. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('every reference vector applies to its target', () => {
   assert.ok(vectors.length >= 200);

@@ -565,10 +565,10 @@ async fn connection(
                 let Some(position) = subs.get_mut(&*channel) else { continue };
                 let event = match position.read(offset, delta, data.get()) {
                     Ok(None) => continue,
-                    Ok(Some(text)) => match serde_json::from_str(&text) {
+                    Ok(Some(text)) => match serde_json::from_str(text) {
                         Ok(data) => Event::Message { channel: channel.into_owned(), offset: offset.0, data },
                         // Valid JSON that serde_json::Value cannot hold (1e400).
-                        Err(e) => Event::Unreadable { line: transport::excerpt(&text), error: e.to_string() },
+                        Err(e) => Event::Unreadable { line: transport::excerpt(text), error: e.to_string() },
                     },
                     // Never data: taken again from the last good offset.
                     Err(error) => {

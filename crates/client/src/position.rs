@@ -41,7 +41,12 @@ impl Position {
     /// A new message's data as JSON text (whole, or rebuilt from a delta);
     /// `Ok(None)` for a duplicate or while resyncing. An error leaves the
     /// offset where it was and starts a resync: the caller resubscribes.
-    pub fn read(&mut self, offset: Offset, delta: Option<bool>, data: &str) -> Result<Option<String>, String> {
+    pub fn read<'a>(
+        &'a mut self,
+        offset: Offset,
+        delta: Option<bool>,
+        data: &'a str,
+    ) -> Result<Option<&'a str>, String> {
         if self.resyncing || offset <= self.offset {
             return Ok(None);
         }
@@ -79,15 +84,6 @@ impl Position {
             Resumed::Lost
         }
     }
-
-    /// Whether a message is new (and records it); duplicates return false.
-    pub fn accept(&mut self, offset: Offset) -> bool {
-        if offset <= self.offset {
-            return false;
-        }
-        self.offset = offset;
-        true
-    }
 }
 
 #[cfg(test)]
@@ -99,12 +95,25 @@ mod tests {
         let mut p = Position::default();
         assert_eq!(p.since(), None);
         assert_eq!(p.subscribed(Epoch::new("e"), Offset(3), None), Resumed::Fresh);
-        assert!(p.accept(Offset(4)));
-        assert!(!p.accept(Offset(4)));
+        assert_eq!(p.read(Offset(4), None, "1"), Ok(Some("1")));
+        assert_eq!(p.read(Offset(4), None, "1"), Ok(None), "a duplicate");
         assert_eq!(p.since(), Some(StreamPosition { epoch: Epoch::new("e"), offset: Offset(4) }));
         assert_eq!(p.subscribed(Epoch::new("e"), Offset(9), Some(true)), Resumed::Recovered);
         assert_eq!(p.since().unwrap().offset, Offset(4), "recovered messages follow");
         assert_eq!(p.subscribed(Epoch::new("f"), Offset(2), Some(false)), Resumed::Lost);
         assert_eq!(p.since(), Some(StreamPosition { epoch: Epoch::new("f"), offset: Offset(2) }));
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_rebuilt_keeps_the_offset_and_stops_the_stream_until_resubscribed() {
+        let mut p = Position::taking(Some(DeltaFormat::Fossil));
+        p.subscribed(Epoch::new("e"), Offset(0), None);
+        assert_eq!(p.read(Offset(1), Some(false), r#""{\"n\":1}""#), Ok(Some(r#"{"n":1}"#)));
+        assert!(p.read(Offset(2), Some(true), r#""not a delta""#).is_err());
+        assert_eq!(p.since().unwrap().offset, Offset(1), "taken again from the last good one");
+        assert_eq!(p.read(Offset(3), Some(false), r#""{}""#), Ok(None), "nothing until the new subscribed");
+        p.subscribed(Epoch::new("e"), Offset(3), Some(true));
+        assert_eq!(p.read(Offset(2), None, "2"), Ok(Some("2")), "recovered, plain");
+        assert!(p.read(Offset(3), Some(true), r#""1:x0;""#).is_err(), "a plain message leaves no base");
     }
 }

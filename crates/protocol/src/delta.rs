@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
+use crate::reply::MESSAGE_HEAD;
 use crate::{create_delta, ChannelName, EncodedPublication, Frame, Offset};
 
 /// A delta format a subscription may ask for.
@@ -71,7 +72,7 @@ impl EncodedPublication {
     fn text_frame(&self, channel: &ChannelName, delta: bool, text: &[u8]) -> Frame {
         let text = std::str::from_utf8(text).expect("checked as UTF-8");
         let mut buf = Vec::with_capacity(64 + channel.as_str().len() + text.len() + text.len() / 8);
-        buf.extend_from_slice(b"{\"op\":\"message\",\"channel\":\"");
+        buf.extend_from_slice(MESSAGE_HEAD);
         buf.extend_from_slice(channel.as_str().as_bytes());
         write!(buf, "\",\"offset\":{},\"delta\":{delta},\"data\":", self.offset.0)
             .expect("writing to a Vec cannot fail");
@@ -99,10 +100,12 @@ impl DeltaBase {
     /// message could not be rebuilt (no base, not the offset after it, a
     /// corrupt delta): it is never data, and the base is gone, so the
     /// caller resubscribes from its last good offset.
-    pub fn rebuild(&mut self, offset: Offset, delta: Option<bool>, data: &str) -> Result<String, String> {
+    /// The text is `data` itself for a plain message and the kept base
+    /// otherwise: no copy per message.
+    pub fn rebuild<'a>(&'a mut self, offset: Offset, delta: Option<bool>, data: &'a str) -> Result<&'a str, String> {
         let Some(delta) = delta else {
             self.last = None;
-            return Ok(data.to_owned());
+            return Ok(data);
         };
         let last = self.last.take();
         let text: String = serde_json::from_str(data).map_err(|e| format!("delta data is not a string: {e}"))?;
@@ -116,8 +119,7 @@ impl DeltaBase {
         } else {
             text
         };
-        self.last = Some((offset, text.clone()));
-        Ok(text)
+        Ok(&self.last.insert((offset, text)).1)
     }
 
     /// Forgets the base (a new subscribe starts without one).

@@ -199,6 +199,10 @@ impl Reply<'_> {
     }
 }
 
+/// How every `message` line starts: the channel name follows (it never
+/// needs escaping), then `","offset":N,`.
+pub(crate) const MESSAGE_HEAD: &[u8] = b"{\"op\":\"message\",\"channel\":\"";
+
 /// A publication encoded once as a `message` line, shared by every subscriber
 /// and by history. `data` is a range of `frame`, so history reads need no copy.
 #[derive(Clone, Debug)]
@@ -222,7 +226,7 @@ impl EncodedPublication {
     /// becomes a space: the same value, on one line.
     pub fn new(channel: &ChannelName, offset: Offset, data: &str) -> EncodedPublication {
         let mut buf = Vec::with_capacity(48 + channel.as_str().len() + data.len());
-        buf.extend_from_slice(b"{\"op\":\"message\",\"channel\":\"");
+        buf.extend_from_slice(MESSAGE_HEAD);
         buf.extend_from_slice(channel.as_str().as_bytes());
         write!(buf, "\",\"offset\":{},\"data\":", offset.0).expect("writing to a Vec cannot fail");
         let start = buf.len();
@@ -240,6 +244,21 @@ impl EncodedPublication {
     /// The publication's data, as JSON text.
     pub fn data(&self) -> &str {
         std::str::from_utf8(&self.frame.text()[self.data.clone()]).expect("data was a str when encoded")
+    }
+
+    /// The channel and offset of a `message` line this crate wrote (any of
+    /// its forms), read from the line's fixed head without parsing its
+    /// data; `None` for any other line. For the server's SSE stream, which
+    /// follows every frame it sends to every subscriber: a full decode
+    /// there would parse each publication's data once per subscriber.
+    pub fn position_of(line: &[u8]) -> Option<(&str, Offset)> {
+        let rest = line.strip_prefix(MESSAGE_HEAD)?;
+        let end = rest.iter().position(|&b| b == b'"')?;
+        let channel = std::str::from_utf8(&rest[..end]).ok()?;
+        let digits = rest[end..].strip_prefix(b"\",\"offset\":")?;
+        let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        let offset = std::str::from_utf8(&digits[..len]).ok()?.parse().ok()?;
+        Some((channel, Offset(offset)))
     }
 }
 
@@ -276,6 +295,23 @@ mod tests {
         let frame: serde_json::Value = serde_json::from_slice(p.frame.text()).unwrap();
         assert_eq!(frame["data"], serde_json::from_str::<serde_json::Value>(pretty).unwrap());
         assert_eq!(frame["data"]["text"], "a\nb", "an escaped newline inside a string is kept");
+    }
+
+    #[test]
+    fn a_message_line_tells_its_position_without_a_parse() {
+        let ch = ChannelName::new("chat:1").unwrap();
+        let p = EncodedPublication::new(&ch, Offset(42), r#"{"offset":7,"channel":"x"}"#);
+        assert_eq!(EncodedPublication::position_of(p.frame.text()), Some(("chat:1", Offset(42))));
+        let whole = p.full_text_frame(&ch);
+        assert_eq!(EncodedPublication::position_of(whole.text()), Some(("chat:1", Offset(42))), "the delta forms too");
+        for other in [
+            &Reply::Ping.encode()[..],
+            br#"{"op":"subscribed","id":1,"channel":"c","epoch":"e","offset":3}"#,
+            br#"{"op":"message","channel":"c","offset":"#,
+            b"",
+        ] {
+            assert_eq!(EncodedPublication::position_of(other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

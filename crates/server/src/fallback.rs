@@ -40,7 +40,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use holdfast_core::{Batch, Disconnect, Input, Outbox, Route, Session, SessionEnd, CONNECTION_LOST};
-use holdfast_protocol::{CloseCode, Ending, Epoch, ErrorCode, Offset, ServerMessage, StreamPosition};
+use holdfast_protocol::{
+    CloseCode, EncodedPublication, Ending, Epoch, ErrorCode, Offset, ServerMessage, StreamPosition,
+};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 
@@ -131,14 +133,16 @@ impl Positions {
     /// Follows one outgoing frame; returns whether it is a `message` (whose
     /// event then carries the positions).
     fn follow(&mut self, frame: &[u8]) -> bool {
+        // Messages are most of the stream and go to every subscriber: read
+        // their position from the head, never their data.
+        if let Some((channel, offset)) = EncodedPublication::position_of(frame) {
+            if let Some(p) = self.0.get_mut(channel) {
+                p.1 = offset.0;
+            }
+            return true;
+        }
         let Ok(line) = std::str::from_utf8(frame) else { return false };
         match ServerMessage::decode(line) {
-            Ok(ServerMessage::Message { channel, offset, .. }) => {
-                if let Some(p) = self.0.get_mut(&*channel) {
-                    p.1 = offset.0;
-                }
-                true
-            }
             Ok(ServerMessage::Subscribed { channel, epoch, offset, recovered, .. }) => {
                 let keep = recovered == Some(true) && self.0.get(&*channel).is_some_and(|(old, _)| *old == epoch);
                 if !keep {

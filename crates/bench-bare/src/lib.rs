@@ -1,0 +1,286 @@
+//! The shared part of the bare benchmark peers: broadcast servers for
+//! `holdfast bench` that use no holdfast crate and speak just enough of the
+//! protocol (docs/PROTOCOL.md): `connect`, `subscribe`, `unsubscribe`,
+//! `publish` and `pong`. Offsets count per channel from 1; no history, no
+//! auth, no server pings, no HTTP API.
+//!
+//! Everything but the WebSocket library is here: the command line and the
+//! accept loop ([`run`]), the channels ([`Hub`]), one connection's commands
+//! ([`Session`]) and the handshake's rules ([`WS_PATH`], [`subprotocol`]).
+//! Each binary brings its library's handshake, reader and writer:
+//! `bench-bare` on tokio-tungstenite, `bench-tokio-websockets` on
+//! tokio-websockets.
+
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// The subprotocol `holdfast bench` asks for; a client that offers it must get it back.
+pub const SUBPROTOCOL: &str = "holdfast.v1.json";
+
+/// The only path that upgrades to WebSocket.
+pub const WS_PATH: &str = "/ws";
+
+/// Frames queued per connection: about holdfast's 1 MiB outbox at the bench's
+/// default 64-byte payload. A subscriber whose queue is full is dropped from
+/// the channel (holdfast closes it with 4000 `slow_consumer`).
+pub const QUEUE: usize = 8192;
+
+/// holdfast's default `max_message_size`.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// An encoded text frame as the WebSocket library sends it. Made once per
+/// publication from the encoded `String`; each subscriber gets a clone, so
+/// the type must share its bytes (tungstenite's `Utf8Bytes` and
+/// tokio-websockets' `Payload` both wrap `Bytes`).
+pub trait Frame: Clone + From<String> + Send + 'static {}
+
+impl<T: Clone + From<String> + Send + 'static> Frame for T {}
+
+/// A connection's outbound queue.
+pub type Outbox<F> = mpsc::Sender<F>;
+
+/// What the connection's writer takes frames from.
+pub type Queue<F> = mpsc::Receiver<F>;
+
+/// The command line: `--port P` (or `PORT`; default 8080, 0 picks a free one).
+#[derive(Debug, PartialEq)]
+pub struct Options {
+    pub port: u16,
+}
+
+impl Options {
+    /// Reads `args` (without the program name); `env` looks up an
+    /// environment variable. `--name value` and `--name=value` both work.
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Options, String> {
+        let mut port = env("PORT");
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            let mut value = || inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
+            match name.as_str() {
+                "--port" => port = Some(value()?),
+                _ => return Err(format!("unknown argument {arg:?}")),
+            }
+        }
+        let port = port.map_or(Ok(8080), |p| p.parse().map_err(|_| format!("{p:?} is not a port")))?;
+        Ok(Options { port })
+    }
+}
+
+/// Parses the command line, listens on 127.0.0.1, prints `listening on
+/// http://127.0.0.1:PORT` once bound and runs `serve` on a task of its own
+/// for every accepted connection (`TCP_NODELAY` set), with a new [`Session`]
+/// and the queue its writer takes frames from. Exits the process on a bad
+/// command line or when it cannot listen.
+pub async fn run<F, S, Fut>(program: &str, serve: S)
+where
+    F: Frame,
+    S: Fn(TcpStream, Session<F>, Queue<F>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let options = match Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{program}: {e}\nusage: {program} [--port P] (or PORT=P)");
+            std::process::exit(2);
+        }
+    };
+    let listener = match TcpListener::bind(("127.0.0.1", options.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{program}: cannot listen on 127.0.0.1:{}: {e}", options.port);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    println!("listening on http://{addr}");
+    let hub = Arc::new(Hub::default());
+    for conn in 1.. {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                // Nagle's algorithm would hold small frames back for the peer's ACK.
+                let _ = stream.set_nodelay(true);
+                let (session, queue) = Session::new(conn, hub.clone());
+                tokio::spawn(serve(stream, session, queue));
+            }
+            Err(e) => {
+                // Out of file descriptors, most likely: do not spin.
+                eprintln!("{program}: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The holdfast subprotocol when the client offered it among the values of
+/// its `Sec-WebSocket-Protocol` headers (comma-separated lists); clients
+/// offering none, or others only, are accepted without one.
+pub fn subprotocol<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    offered.into_iter().flat_map(|v| v.split(',')).any(|p| p.trim() == SUBPROTOCOL).then_some(SUBPROTOCOL)
+}
+
+struct Channel<F> {
+    /// The newest offset (0: nothing published yet).
+    offset: u64,
+    /// Subscribers by connection number.
+    subscribers: HashMap<u64, Outbox<F>>,
+}
+
+impl<F> Default for Channel<F> {
+    fn default() -> Self {
+        Channel { offset: 0, subscribers: HashMap::new() }
+    }
+}
+
+/// The channels, shared by every connection.
+pub struct Hub<F> {
+    channels: Mutex<HashMap<String, Channel<F>>>,
+}
+
+impl<F> Default for Hub<F> {
+    fn default() -> Self {
+        Hub { channels: Mutex::default() }
+    }
+}
+
+impl<F: Frame> Hub<F> {
+    /// Adds a subscriber; returns the channel's newest offset.
+    fn subscribe(&self, channel: &str, conn: u64, outbox: &Outbox<F>) -> u64 {
+        let mut channels = self.channels.lock().expect("not poisoned");
+        let ch = channels.entry(channel.to_owned()).or_default();
+        ch.subscribers.insert(conn, outbox.clone());
+        ch.offset
+    }
+
+    /// Removes a subscriber; the channel and its offset stay.
+    fn unsubscribe(&self, channel: &str, conn: u64) {
+        if let Some(ch) = self.channels.lock().expect("not poisoned").get_mut(channel) {
+            ch.subscribers.remove(&conn);
+        }
+    }
+
+    /// Assigns the next offset, encodes the message once and queues it for
+    /// every subscriber (dropping those whose queue is full); returns the offset.
+    fn publish(&self, channel: &Value, data: &Value) -> u64 {
+        let name = channel.as_str().unwrap_or_default();
+        let mut channels = self.channels.lock().expect("not poisoned");
+        let ch = channels.entry(name.to_owned()).or_default();
+        ch.offset += 1;
+        let offset = ch.offset;
+        let message = F::from(format!(r#"{{"op":"message","channel":{channel},"offset":{offset},"data":{data}}}"#));
+        ch.subscribers.retain(|_, outbox| outbox.try_send(message.clone()).is_ok());
+        offset
+    }
+}
+
+/// One connection's side of the protocol: runs its commands, queues the
+/// replies, and leaves its channels when dropped.
+pub struct Session<F: Frame> {
+    conn: u64,
+    hub: Arc<Hub<F>>,
+    outbox: Outbox<F>,
+    subscriptions: HashSet<String>,
+}
+
+impl<F: Frame> Session<F> {
+    /// A session for connection number `conn`, and the queue of what it sends.
+    pub fn new(conn: u64, hub: Arc<Hub<F>>) -> (Session<F>, Queue<F>) {
+        let (outbox, queue) = mpsc::channel(QUEUE);
+        (Session { conn, hub, outbox, subscriptions: HashSet::new() }, queue)
+    }
+
+    /// Runs the commands of one text frame (objects separated by `\n`) and
+    /// queues their replies, waiting while the queue is full; false once
+    /// the writer has gone.
+    pub async fn run(&mut self, frame: &str) -> bool {
+        for line in frame.split('\n').filter(|l| !l.trim().is_empty()) {
+            let Some(reply) = self.command(line) else {
+                continue;
+            };
+            if self.outbox.send(F::from(reply)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs one command; returns the reply, if any.
+    fn command(&mut self, line: &str) -> Option<String> {
+        let Ok(cmd) = serde_json::from_str::<Value>(line) else {
+            return Some(r#"{"op":"error","code":"bad_json","message":"not JSON"}"#.to_owned());
+        };
+        let (id, channel, conn) = (&cmd["id"], &cmd["channel"], self.conn);
+        match (cmd["op"].as_str(), channel.as_str()) {
+            (Some("connect"), _) => {
+                Some(format!(r#"{{"op":"connected","id":{id},"session":"{conn}","ping_interval_ms":25000}}"#))
+            }
+            (Some("subscribe"), Some(name)) => {
+                let offset = self.hub.subscribe(name, conn, &self.outbox);
+                self.subscriptions.insert(name.to_owned());
+                Some(format!(r#"{{"op":"subscribed","id":{id},"channel":{channel},"epoch":"peer","offset":{offset}}}"#))
+            }
+            (Some("unsubscribe"), Some(name)) => {
+                self.hub.unsubscribe(name, conn);
+                self.subscriptions.remove(name);
+                Some(format!(r#"{{"op":"unsubscribed","id":{id},"channel":{channel}}}"#))
+            }
+            (Some("publish"), Some(_)) => {
+                let offset = self.hub.publish(channel, &cmd["data"]);
+                Some(format!(r#"{{"op":"published","id":{id},"channel":{channel},"epoch":"peer","offset":{offset}}}"#))
+            }
+            (Some("pong"), _) => None,
+            (Some("subscribe" | "unsubscribe" | "publish"), None) => {
+                Some(format!(r#"{{"op":"error","id":{id},"code":"bad_request","message":"channel must be a string"}}"#))
+            }
+            _ => Some(format!(r#"{{"op":"error","id":{id},"code":"unknown_op","message":"unknown op"}}"#)),
+        }
+    }
+}
+
+impl<F: Frame> Drop for Session<F> {
+    fn drop(&mut self) {
+        for channel in &self.subscriptions {
+            self.hub.unsubscribe(channel, self.conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Options, String> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Options::parse(args.iter().map(|a| a.to_string()), |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn the_port_comes_from_the_flag_then_the_environment_then_the_default() {
+        assert_eq!(parse(&[], &[]), Ok(Options { port: 8080 }));
+        assert_eq!(parse(&[], &[("PORT", "9000")]), Ok(Options { port: 9000 }));
+        assert_eq!(parse(&["--port", "0"], &[("PORT", "9000")]), Ok(Options { port: 0 }));
+        assert_eq!(parse(&["--port=81"], &[]), Ok(Options { port: 81 }));
+        assert!(parse(&["--port"], &[]).is_err());
+        assert!(parse(&["--port", "x"], &[]).is_err());
+        assert!(parse(&["--what"], &[]).is_err());
+    }
+
+    #[test]
+    fn the_subprotocol_is_answered_only_when_offered() {
+        assert_eq!(subprotocol(["chat, holdfast.v1.json"]), Some(SUBPROTOCOL));
+        assert_eq!(subprotocol(["chat", "holdfast.v1.json"]), Some(SUBPROTOCOL));
+        assert_eq!(subprotocol(["chat"]), None);
+        assert_eq!(subprotocol([]), None);
+    }
+}

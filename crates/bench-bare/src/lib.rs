@@ -11,7 +11,8 @@
 //! `bench-bare` on tokio-tungstenite, `bench-tokio-websockets` on
 //! tokio-websockets.
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -171,17 +172,39 @@ impl<F: Frame> Hub<F> {
     }
 
     /// Assigns the next offset, encodes the message once and queues it for
-    /// every subscriber (dropping those whose queue is full); returns the offset.
-    fn publish(&self, channel: &Value, data: &Value) -> u64 {
-        let name = channel.as_str().unwrap_or_default();
+    /// every subscriber (dropping those whose queue is full); returns the
+    /// offset. `channel` is the name and `channel_json` the same as JSON
+    /// text; `data` is JSON text, passed on as sent (as holdfast does).
+    fn publish(&self, channel: &str, channel_json: &str, data: &str) -> u64 {
         let mut channels = self.channels.lock().expect("not poisoned");
-        let ch = channels.entry(name.to_owned()).or_default();
+        let ch = channels.entry(channel.to_owned()).or_default();
         ch.offset += 1;
         let offset = ch.offset;
-        let message = F::from(format!(r#"{{"op":"message","channel":{channel},"offset":{offset},"data":{data}}}"#));
+        let message =
+            F::from(format!(r#"{{"op":"message","channel":{channel_json},"offset":{offset},"data":{data}}}"#));
         ch.subscribers.retain(|_, outbox| outbox.try_send(message.clone()).is_ok());
         offset
     }
+}
+
+/// The fields of a command this peer reads, each as its JSON text: `id`,
+/// `channel` and `data` go back out as they came, and `data` is never
+/// parsed into values (re-encoding it would reorder an object's keys).
+#[derive(Deserialize)]
+struct Command<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The string a JSON text holds; `None` for anything else.
+fn string(json: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(json?.get()).ok()
 }
 
 /// One connection's side of the protocol: runs its commands, queues the
@@ -217,26 +240,28 @@ impl<F: Frame> Session<F> {
 
     /// Runs one command; returns the reply, if any.
     fn command(&mut self, line: &str) -> Option<String> {
-        let Ok(cmd) = serde_json::from_str::<Value>(line) else {
+        let Ok(cmd) = serde_json::from_str::<Command>(line) else {
             return Some(r#"{"op":"error","code":"bad_json","message":"not JSON"}"#.to_owned());
         };
-        let (id, channel, conn) = (&cmd["id"], &cmd["channel"], self.conn);
-        match (cmd["op"].as_str(), channel.as_str()) {
+        let id = cmd.id.map_or("null", RawValue::get);
+        let channel = cmd.channel.map_or("null", RawValue::get);
+        let conn = self.conn;
+        match (string(cmd.op).as_deref(), string(cmd.channel)) {
             (Some("connect"), _) => {
                 Some(format!(r#"{{"op":"connected","id":{id},"session":"{conn}","ping_interval_ms":25000}}"#))
             }
             (Some("subscribe"), Some(name)) => {
-                let offset = self.hub.subscribe(name, conn, &self.outbox);
-                self.subscriptions.insert(name.to_owned());
+                let offset = self.hub.subscribe(&name, conn, &self.outbox);
+                self.subscriptions.insert(name);
                 Some(format!(r#"{{"op":"subscribed","id":{id},"channel":{channel},"epoch":"peer","offset":{offset}}}"#))
             }
             (Some("unsubscribe"), Some(name)) => {
-                self.hub.unsubscribe(name, conn);
-                self.subscriptions.remove(name);
+                self.hub.unsubscribe(&name, conn);
+                self.subscriptions.remove(&name);
                 Some(format!(r#"{{"op":"unsubscribed","id":{id},"channel":{channel}}}"#))
             }
-            (Some("publish"), Some(_)) => {
-                let offset = self.hub.publish(channel, &cmd["data"]);
+            (Some("publish"), Some(name)) => {
+                let offset = self.hub.publish(&name, channel, cmd.data.map_or("null", RawValue::get));
                 Some(format!(r#"{{"op":"published","id":{id},"channel":{channel},"epoch":"peer","offset":{offset}}}"#))
             }
             (Some("pong"), _) => None,
@@ -274,6 +299,58 @@ mod tests {
         assert!(parse(&["--port"], &[]).is_err());
         assert!(parse(&["--port", "x"], &[]).is_err());
         assert!(parse(&["--what"], &[]).is_err());
+    }
+
+    #[test]
+    fn commands_get_their_replies_and_publications_reach_subscribers_as_sent() {
+        let hub = Arc::new(Hub::<String>::default());
+        let (mut a, mut a_queue) = Session::new(1, hub.clone());
+        let (mut b, _b_queue) = Session::new(2, hub.clone());
+        let c = r#""bench:x:0""#;
+        assert_eq!(
+            a.command(r#"{"id":1,"op":"connect","client":"t"}"#).as_deref(),
+            Some(r#"{"op":"connected","id":1,"session":"1","ping_interval_ms":25000}"#)
+        );
+        assert_eq!(
+            a.command(&format!(r#"{{"id":2,"op":"subscribe","channel":{c}}}"#)),
+            Some(format!(r#"{{"op":"subscribed","id":2,"channel":{c},"epoch":"peer","offset":0}}"#))
+        );
+        // The data's keys keep their order and spacing: it is passed on, not re-encoded.
+        let data = r#"{"t":12, "p":"x"}"#;
+        assert_eq!(
+            b.command(&format!(r#"{{"id":"p","op":"publish","channel":{c},"data":{data}}}"#)),
+            Some(format!(r#"{{"op":"published","id":"p","channel":{c},"epoch":"peer","offset":1}}"#))
+        );
+        assert_eq!(
+            a_queue.try_recv().ok(),
+            Some(format!(r#"{{"op":"message","channel":{c},"offset":1,"data":{data}}}"#))
+        );
+        assert_eq!(a.command(r#"{"op":"pong"}"#), None);
+        assert_eq!(
+            a.command(&format!(r#"{{"id":3,"op":"unsubscribe","channel":{c}}}"#)),
+            Some(format!(r#"{{"op":"unsubscribed","id":3,"channel":{c}}}"#))
+        );
+        b.command(&format!(r#"{{"op":"publish","channel":{c},"data":2}}"#));
+        assert!(a_queue.try_recv().is_err(), "unsubscribed");
+        assert_eq!(
+            a.command(r#"{"id":4,"op":"subscribe","channel":7}"#).as_deref(),
+            Some(r#"{"op":"error","id":4,"code":"bad_request","message":"channel must be a string"}"#)
+        );
+        assert_eq!(
+            a.command(r#"{"op":"what"}"#).as_deref(),
+            Some(r#"{"op":"error","id":null,"code":"unknown_op","message":"unknown op"}"#)
+        );
+        assert_eq!(a.command("{").as_deref(), Some(r#"{"op":"error","code":"bad_json","message":"not JSON"}"#));
+    }
+
+    #[test]
+    fn a_dropped_session_leaves_its_channels() {
+        let hub = Arc::new(Hub::<String>::default());
+        let (mut a, _queue) = Session::new(1, hub.clone());
+        a.command(r#"{"op":"subscribe","channel":"c"}"#);
+        assert_eq!(hub.channels.lock().unwrap()["c"].subscribers.len(), 1);
+        drop(a);
+        assert_eq!(hub.channels.lock().unwrap()["c"].subscribers.len(), 0);
     }
 
     #[test]

@@ -48,10 +48,15 @@ pub type Outbox<F> = mpsc::Sender<F>;
 /// What the connection's writer takes frames from.
 pub type Queue<F> = mpsc::Receiver<F>;
 
-/// The command line: `--port P` (or `PORT`; default 8080, 0 picks a free one).
+/// The command line: `--port P` (or `PORT`; default 8080, 0 picks a free
+/// one) and `--pad-to BYTES` (or `PAD_TO`; default 0, no padding).
 #[derive(Debug, PartialEq)]
 pub struct Options {
     pub port: u16,
+    /// Every `message` frame shorter than this many bytes is padded to it
+    /// (see [`message`]), so that a run can compare servers at equal bytes
+    /// per delivery when holdfast's frame is the longer one.
+    pub pad_to: usize,
 }
 
 impl Options {
@@ -61,7 +66,7 @@ impl Options {
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Options, String> {
-        let mut port = env("PORT");
+        let (mut port, mut pad_to) = (env("PORT"), env("PAD_TO"));
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -71,11 +76,13 @@ impl Options {
             let mut value = || inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
             match name.as_str() {
                 "--port" => port = Some(value()?),
+                "--pad-to" => pad_to = Some(value()?),
                 _ => return Err(format!("unknown argument {arg:?}")),
             }
         }
         let port = port.map_or(Ok(8080), |p| p.parse().map_err(|_| format!("{p:?} is not a port")))?;
-        Ok(Options { port })
+        let pad_to = pad_to.map_or(Ok(0), |n| n.parse().map_err(|_| format!("{n:?} is not a number of bytes")))?;
+        Ok(Options { port, pad_to })
     }
 }
 
@@ -93,7 +100,7 @@ where
     let options = match Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{program}: {e}\nusage: {program} [--port P] (or PORT=P)");
+            eprintln!("{program}: {e}\nusage: {program} [--port P] [--pad-to BYTES] (or PORT=P PAD_TO=BYTES)");
             std::process::exit(2);
         }
     };
@@ -106,7 +113,7 @@ where
     };
     let addr = listener.local_addr().expect("a bound listener has an address");
     println!("listening on http://{addr}");
-    let hub = Arc::new(Hub::default());
+    let hub = Arc::new(Hub::new(options.pad_to));
     for conn in 1.. {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -147,15 +154,15 @@ impl<F> Default for Channel<F> {
 /// The channels, shared by every connection.
 pub struct Hub<F> {
     channels: Mutex<HashMap<String, Channel<F>>>,
-}
-
-impl<F> Default for Hub<F> {
-    fn default() -> Self {
-        Hub { channels: Mutex::default() }
-    }
+    /// [`Options::pad_to`].
+    pad_to: usize,
 }
 
 impl<F: Frame> Hub<F> {
+    pub fn new(pad_to: usize) -> Hub<F> {
+        Hub { channels: Mutex::default(), pad_to }
+    }
+
     /// Adds a subscriber; returns the channel's newest offset.
     fn subscribe(&self, channel: &str, conn: u64, outbox: &Outbox<F>) -> u64 {
         let mut channels = self.channels.lock().expect("not poisoned");
@@ -180,11 +187,23 @@ impl<F: Frame> Hub<F> {
         let ch = channels.entry(channel.to_owned()).or_default();
         ch.offset += 1;
         let offset = ch.offset;
-        let message =
-            F::from(format!(r#"{{"op":"message","channel":{channel_json},"offset":{offset},"data":{data}}}"#));
+        let message = F::from(message(channel_json, offset, data, self.pad_to));
         ch.subscribers.retain(|_, outbox| outbox.try_send(message.clone()).is_ok());
         offset
     }
+}
+
+/// A `message` frame, `{"op":"message","channel":C,"offset":K,"data":D}`
+/// (`C` and `D` as JSON text). When shorter than `pad_to` bytes it is padded
+/// to exactly `pad_to` with spaces before its closing brace: whitespace any
+/// JSON parser skips, and which fills any shortfall exactly (a `"pad"`
+/// field could not fill one under the 9 bytes of `,"pad":""`).
+pub fn message(channel: &str, offset: u64, data: &str, pad_to: usize) -> String {
+    let mut frame = format!(r#"{{"op":"message","channel":{channel},"offset":{offset},"data":{data}"#);
+    let padding = pad_to.saturating_sub(frame.len() + 1);
+    frame.extend(std::iter::repeat_n(' ', padding));
+    frame.push('}');
+    frame
 }
 
 /// The fields of a command this peer reads, each as its JSON text: `id`,
@@ -292,18 +311,32 @@ mod tests {
 
     #[test]
     fn the_port_comes_from_the_flag_then_the_environment_then_the_default() {
-        assert_eq!(parse(&[], &[]), Ok(Options { port: 8080 }));
-        assert_eq!(parse(&[], &[("PORT", "9000")]), Ok(Options { port: 9000 }));
-        assert_eq!(parse(&["--port", "0"], &[("PORT", "9000")]), Ok(Options { port: 0 }));
-        assert_eq!(parse(&["--port=81"], &[]), Ok(Options { port: 81 }));
+        assert_eq!(parse(&[], &[]), Ok(Options { port: 8080, pad_to: 0 }));
+        assert_eq!(parse(&[], &[("PORT", "9000"), ("PAD_TO", "140")]), Ok(Options { port: 9000, pad_to: 140 }));
+        assert_eq!(parse(&["--port", "0", "--pad-to=120"], &[("PORT", "9000")]), Ok(Options { port: 0, pad_to: 120 }));
+        assert_eq!(parse(&["--port=81", "--pad-to", "0"], &[("PAD_TO", "9")]), Ok(Options { port: 81, pad_to: 0 }));
         assert!(parse(&["--port"], &[]).is_err());
         assert!(parse(&["--port", "x"], &[]).is_err());
+        assert!(parse(&["--pad-to", "-1"], &[]).is_err());
         assert!(parse(&["--what"], &[]).is_err());
     }
 
     #[test]
+    fn a_message_is_padded_to_exactly_the_size_asked_when_shorter() {
+        let plain = message(r#""c""#, 7, r#"{"t":1}"#, 0);
+        assert_eq!(plain, r#"{"op":"message","channel":"c","offset":7,"data":{"t":1}}"#);
+        for pad_to in [plain.len() + 1, plain.len() + 2, 140] {
+            let padded = message(r#""c""#, 7, r#"{"t":1}"#, pad_to);
+            assert_eq!(padded.len(), pad_to);
+            let value: serde_json::Value = serde_json::from_str(&padded).expect("still JSON");
+            assert_eq!(value, serde_json::from_str::<serde_json::Value>(&plain).expect("JSON"));
+        }
+        assert_eq!(message(r#""c""#, 7, r#"{"t":1}"#, 10), plain, "never cut");
+    }
+
+    #[test]
     fn commands_get_their_replies_and_publications_reach_subscribers_as_sent() {
-        let hub = Arc::new(Hub::<String>::default());
+        let hub = Arc::new(Hub::<String>::new(0));
         let (mut a, mut a_queue) = Session::new(1, hub.clone());
         let (mut b, _b_queue) = Session::new(2, hub.clone());
         let c = r#""bench:x:0""#;
@@ -345,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_dropped_session_leaves_its_channels() {
-        let hub = Arc::new(Hub::<String>::default());
+        let hub = Arc::new(Hub::<String>::new(0));
         let (mut a, _queue) = Session::new(1, hub.clone());
         a.command(r#"{"op":"subscribe","channel":"c"}"#);
         assert_eq!(hub.channels.lock().unwrap()["c"].subscribers.len(), 1);

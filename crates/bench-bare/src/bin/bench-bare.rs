@@ -3,9 +3,11 @@
 //! holdfast crate; the protocol subset, the channels and the command line
 //! are the crate's ([`holdfast_bench_bare`]).
 //!
-//! Usage: `bench-bare [--port P]` (or `PORT=P`; default 8080). It listens on
-//! 127.0.0.1, serves WebSocket on `/ws` and prints
-//! `listening on http://127.0.0.1:PORT` once bound.
+//! Usage: `bench-bare [--port P] [--pad-to BYTES]` (or `PORT=P`,
+//! `PAD_TO=BYTES`; default port 8080, no padding). It listens on 127.0.0.1,
+//! serves WebSocket on `/ws` and prints `listening on http://127.0.0.1:PORT`
+//! once bound. `--pad-to` pads every `message` frame shorter than BYTES to
+//! BYTES ([`holdfast_bench_bare::message`]).
 
 use futures_util::{SinkExt, StreamExt};
 use holdfast_bench_bare::{Queue, Session, MAX_MESSAGE_SIZE, WS_PATH};

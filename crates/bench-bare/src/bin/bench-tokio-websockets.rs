@@ -4,9 +4,11 @@
 //! crate; the protocol subset, the channels and the command line are the
 //! crate's ([`holdfast_bench_bare`]), the same as `bench-bare`'s.
 //!
-//! Usage: `bench-tokio-websockets [--port P]` (or `PORT=P`; default 8080).
-//! It listens on 127.0.0.1, serves WebSocket on `/ws` and prints
-//! `listening on http://127.0.0.1:PORT` once bound.
+//! Usage: `bench-tokio-websockets [--port P] [--pad-to BYTES]` (or `PORT=P`,
+//! `PAD_TO=BYTES`; default port 8080, no padding). It listens on 127.0.0.1,
+//! serves WebSocket on `/ws` and prints `listening on http://127.0.0.1:PORT`
+//! once bound. `--pad-to` pads every `message` frame shorter than BYTES to
+//! BYTES ([`holdfast_bench_bare::message`]).
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};

@@ -12,14 +12,23 @@ import statistics
 import sys
 from collections import defaultdict
 
-PEERS = ["holdfast", "bare", "node-ws", "socketio", "python-websockets"]
+PEERS = ["holdfast", "bare", "tokio-websockets", "uws", "node-ws", "socketio", "python-websockets"]
 NAMES = {
     "holdfast": "holdfast",
     "bare": "bare tokio-tungstenite",
+    "tokio-websockets": "bare tokio-websockets",
+    "uws": "uWebSockets.js",
     "node-ws": "Node ws",
     "socketio": "Socket.IO 4.8",
     "python-websockets": "Python websockets",
 }
+
+
+def label(peer, rows):
+    """The peer's name, with the size its message frames were padded to
+    (scripts/bench-peers' PAD_TO) when its records say so."""
+    pads = sorted({r.get("pad_to") or 0 for r in rows if r.get("peer") == peer} - {0})
+    return NAMES[peer] + (f" ({' / '.join(str(p) for p in pads)} B)" if pads else "")
 
 
 # A ceiling step passes when every connection opened, nothing was lost and
@@ -46,6 +55,8 @@ def med(rows, f):
 
 def main(path, svg_path, ceiling_path=None):
     runs = load(path)
+    rows = read_rows(path)
+    names = {p: label(p, rows) for p in PEERS}
     peers = [p for p in PEERS if any(k[0] == p for k in runs)]
     rates = sorted({k[2] for k in runs if k[1] == "fanout"})
     print("### Idle connections\n")
@@ -61,7 +72,7 @@ def main(path, svg_path, ceiling_path=None):
         rate = med(rows, lambda r: r["connect_rate"])
         cpu = med(rows, lambda r: (r.get("server") or {}).get("cpu_percent", 0))
         opened = min(r["opened"] for r in rows)
-        print(f"| {NAMES[p]} | {rss / 1000:.1f} KB | {rss / base:.2f}× | {rate:,.0f}/s | {cpu:.1f} % | {rows[0]['connections'] - opened} not opened |")
+        print(f"| {names[p]} | {rss / 1000:.1f} KB | {rss / base:.2f}× | {rate:,.0f}/s | {cpu:.1f} % | {rows[0]['connections'] - opened} not opened |")
     print("\n### Fan-out to one channel\n")
     header = " | ".join(f"{r}/s: deliveries/s, p99, load CPU" for r in rates)
     print(f"| server | {header} | best kept up | vs bare |")
@@ -85,9 +96,9 @@ def main(path, svg_path, ceiling_path=None):
             lost = max(r["lost"] for r in rows)
             cells.append(f"{d / 1000:,.1f} k, {p99:,.0f} ms, {load_cpu:.0f} %" + (f", lost {lost}" if lost else ""))
         ratio = best.get(p, 0) / best["bare"] if best.get("bare") else 0
-        print(f"| {NAMES[p]} | " + " | ".join(cells) + f" | {best.get(p, 0) / 1000:,.1f} k | {ratio:.2f}× |")
+        print(f"| {names[p]} | " + " | ".join(cells) + f" | {best.get(p, 0) / 1000:,.1f} k | {ratio:.2f}× |")
     rss = {p: med(idle[p], lambda r: (r.get("server") or {}).get("rss_bytes_per_connection", 0)) for p in peers}
-    write_svg(svg_path, peers, best, rss, ceilings(ceiling_path) if ceiling_path else {})
+    write_svg(svg_path, peers, names, best, rss, ceilings(ceiling_path) if ceiling_path else {})
 
 
 def read_rows(path):
@@ -126,7 +137,7 @@ def ceilings(path):
     return out
 
 
-def write_svg(path, peers, best, rss, ceiling):
+def write_svg(path, peers, names, best, rss, ceiling):
     """Horizontal bar charts: the fan-out ceiling (when measured), best
     fan-out deliveries/s kept up and idle RSS per connection."""
     width, bar, gap, left = 760, 22, 8, 190
@@ -147,7 +158,7 @@ def write_svg(path, peers, best, rss, ceiling):
             v = values[p]
             w = (width - left - 110) * v / top
             color = "#2a7" if p == "holdfast" else "#789"
-            parts.append(f'<text x="10" y="{y + 16}">{NAMES[p]}</text>')
+            parts.append(f'<text x="10" y="{y + 16}">{html.escape(names[p])}</text>')
             parts.append(f'<rect x="{left}" y="{y + 2}" width="{w:.0f}" height="{bar}" fill="{color}"/>')
             parts.append(f'<text x="{left + w + 6:.0f}" y="{y + 18}">{fmt(v)}</text>')
             y += bar + gap
@@ -163,7 +174,8 @@ def last(path):
     """One line about the newest run, while the script runs."""
     r = json.loads(open(path).read().splitlines()[-1])
     s = r.get("server") or {}
-    print(f"  {r['peer']:<18} {r['workload']:<7} rate {r['rate']:>5}: opened {r['opened']:>6} "
+    peer = r["peer"] + (f" ({r['pad_to']} B)" if r.get("pad_to") else "")
+    print(f"  {peer:<24} {r['workload']:<7} rate {r['rate']:>5}: opened {r['opened']:>6} "
           f"in {r['connect_secs']:.2f} s, {r['deliveries_per_sec']:>9.0f} deliveries/s, "
           f"p99 {r['latency']['p99'] / 1000:>7.1f} ms, lost {r['lost']}, "
           f"RSS/conn {s.get('rss_bytes_per_connection', 0):>6.0f} B, server CPU {s.get('cpu_percent', 0):>4.0f} %, "
@@ -205,17 +217,19 @@ def ceiling(path):
         best[p] = med(at_ceiling, lambda r: r["deliveries_per_sec"])
         gen_fail = med(failing, lambda r: r["load_cpu_percent"]) if failing else None
         if gen_fail is not None and gen_fail >= GENERATOR_BUSY:
-            notes.append(f"{NAMES[p]}: the generator was at {gen_fail:.0f} % of its core where the step failed, "
+            notes.append(f"{label(p, rows)}: the generator was at {gen_fail:.0f} % of its core where the step failed, "
                          "so this ceiling may be the generator's.")
         p50 = med(at80, lambda r: r["latency"]["p50"]) / 1000
         p99 = med(at80, lambda r: r["latency"]["p99"]) / 1000
         gen80 = med(at80, lambda r: r["load_cpu_percent"])
         srv80 = med(at80, lambda r: (r.get("server") or {}).get("cpu_percent", 0))
         fail_cell = f"{gen_fail:.0f} %" if gen_fail is not None else "none failed: the ceiling is above the last step"
-        print(f"| {NAMES[p]} | {rate:,.0f}/s ({', '.join(str(x) for x in rates)}) | {best[p] / 1000:,.0f} k | "
+        print(f"| {label(p, rows)} | {rate:,.0f}/s ({', '.join(str(x) for x in rates)}) | {best[p] / 1000:,.0f} k | "
               f"{fail_cell} | {p50:.1f} / {p99:.1f} ms | {gen80:.0f} % | {srv80:.0f} % |")
-    if "holdfast" in best and best.get("bare"):
-        print(f"\nholdfast's ceiling in deliveries/s: {best['holdfast'] / best['bare']:.2f}× the bare server's.")
+    others = [p for p in peers if p != "holdfast" and best.get(p)]
+    if "holdfast" in best and others:
+        ratios = ", ".join(f"{best['holdfast'] / best[p]:.2f}× {label(p, rows)}'s" for p in others)
+        print(f"\nholdfast's ceiling in deliveries/s: {ratios}.")
     for n in notes:
         print(n)
 

@@ -5,13 +5,15 @@
 #                            when it is missing, into
 #                            ${HOLDFAST_CACHE:-$HOME/.cache/holdfast}/peers:
 #       node-ws/ socketio/   node_modules from the peer's package.json and
-#                            package-lock.json (npm ci), linked into
+#       uws/                 package-lock.json (npm ci), linked into
 #                            bench/peers/NAME/node_modules (ESM imports do not
 #                            read NODE_PATH)
 #       py/                  Python venv with bench/peers/python-websockets/requirements.txt
-#     and builds target/release/bench-bare (cargo) for `bare`; `holdfast`
-#     needs target/release/holdfast, which it does not build.
-#   start_peer NAME PORT     starts one of holdfast|node-ws|socketio|python-websockets|bare
+#     and builds target/release/bench-bare and bench-tokio-websockets (cargo)
+#     for `bare` and `tokio-websockets`; `holdfast` needs
+#     target/release/holdfast, which it does not build.
+#   start_peer NAME PORT     starts one of holdfast|node-ws|socketio|python-websockets|
+#                            bare|tokio-websockets|uws
 #                            on 127.0.0.1:PORT (0: any free port) in the background,
 #                            pinned to CPU 0 (taskset -c 0), with stdout and stderr in
 #                            $PEER_LOG_DIR/NAME.out and .err (default: a directory
@@ -19,7 +21,10 @@
 #                            `listening on http://127.0.0.1:PORT` line and sets
 #                            PEER_PID and PEER_PORT. Returns 1 with the reason (and
 #                            the peer's stderr) when it does not come up; the caller
-#                            stops it with `kill "$PEER_PID"`.
+#                            stops it with `kill "$PEER_PID"`. With PAD_TO=BYTES
+#                            set, the bare peers (all but holdfast, socketio and
+#                            python-websockets) pad every `message` frame shorter
+#                            than BYTES to BYTES (their --pad-to).
 #
 # Each environment gets a `.complete` stamp holding its recipe as its last
 # step (as in tools.sh): a missing or different stamp means it is rebuilt,
@@ -35,7 +40,10 @@ PEERS_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS_SRC="$PEERS_REPO/bench/peers"
 PEERS_CACHE="$HOLDFAST_CACHE/peers"
 PEERS_PY="$PEERS_CACHE/py"
-PEERS_ALL=(holdfast node-ws socketio python-websockets bare)
+PEERS_ALL=(holdfast node-ws socketio python-websockets bare tokio-websockets uws)
+
+# The peers that take --pad-to (PAD_TO): the bare broadcast servers.
+PEERS_PADDED=(node-ws bare tokio-websockets uws)
 
 # The recipe of a node peer: Node's version and a hash of its package files.
 node_peer_recipe() {
@@ -55,7 +63,7 @@ python_peer_recipe() {
   echo "$1 $(tr '\n' ' ' <"$PEERS_SRC/python-websockets/requirements.txt")"
 }
 
-# node_modules for a node peer (node-ws or socketio).
+# node_modules for a node peer (node-ws, socketio or uws).
 ensure_node_peer() {
   local name="$1" dir="$PEERS_CACHE/$1"
   command -v node >/dev/null && command -v npm >/dev/null ||
@@ -104,9 +112,9 @@ ensure_peers() {
         [ -x "$PEERS_REPO/target/release/holdfast" ] ||
           die "target/release/holdfast is missing: run 'cargo build --release -p holdfast'"
         ;;
-      node-ws | socketio) ensure_node_peer "$name" ;;
+      node-ws | socketio | uws) ensure_node_peer "$name" ;;
       python-websockets) ensure_python_peer ;;
-      bare)
+      bare | tokio-websockets)
         (cd "$PEERS_REPO" && cargo build --release -q -p holdfast-bench-bare) ||
           die "'cargo build --release -p holdfast-bench-bare' failed"
         ;;
@@ -127,7 +135,7 @@ peer_command() {
       PEER_CMD=("$PEERS_REPO/target/release/holdfast" serve --listen "127.0.0.1:$port" --api-key bench --allow-client-publish true
         --commands-per-second 0 --connect-rate-per-ip 1000000 --max-connections-per-ip 1000000)
       ;;
-    node-ws | socketio)
+    node-ws | socketio | uws)
       command -v node >/dev/null || die "node is missing: install Node.js 20 (apt-get install -y nodejs npm)"
       node_peer_ready "$name" && [ -d "$PEERS_SRC/$name/node_modules" ] ||
         die "the $name peer's packages are missing or stale:" \
@@ -142,11 +150,13 @@ peer_command() {
           "(pip install -r bench/peers/python-websockets/requirements.txt)"
       PEER_CMD=("$PEERS_PY/bin/python" "$PEERS_SRC/python-websockets/server.py" --port "$port")
       ;;
-    bare)
-      [ -x "$PEERS_REPO/target/release/bench-bare" ] ||
-        die "target/release/bench-bare is missing:" \
-          "run 'cargo build --release -p holdfast-bench-bare' (or ensure_peers bare)"
-      PEER_CMD=("$PEERS_REPO/target/release/bench-bare" --port "$port")
+    bare | tokio-websockets)
+      local bin=bench-bare
+      [ "$name" = tokio-websockets ] && bin=bench-tokio-websockets
+      [ -x "$PEERS_REPO/target/release/$bin" ] ||
+        die "target/release/$bin is missing:" \
+          "run 'cargo build --release -p holdfast-bench-bare' (or ensure_peers $name)"
+      PEER_CMD=("$PEERS_REPO/target/release/$bin" --port "$port")
       ;;
     *) die "unknown peer '$name' (one of: ${PEERS_ALL[*]})" ;;
   esac
@@ -157,6 +167,9 @@ start_peer() {
   [ -n "$name" ] && [ -n "$port" ] || die "usage: start_peer NAME PORT (NAME: ${PEERS_ALL[*]})"
   command -v taskset >/dev/null || die "taskset is missing: install it with 'apt-get install -y util-linux'"
   peer_command "$name" "$port"
+  if [ "${PAD_TO:-0}" != 0 ]; then
+    [[ " ${PEERS_PADDED[*]} " == *" $name "* ]] && PEER_CMD+=(--pad-to "$PAD_TO")
+  fi
   PEER_LOG_DIR="${PEER_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/holdfast-peers.XXXXXX")}"
   mkdir -p "$PEER_LOG_DIR"
   out="$PEER_LOG_DIR/$name.out"

@@ -4,10 +4,11 @@ unsubscribe, pong, and POST /api/publish where the peer has it.
 
     python check.py --peer NAME --port PORT
 
-NAME is holdfast, node-ws, socketio, python-websockets or bare; socketio is
-spoken as raw Engine.IO v4 frames over WebSocket, as the bench does. Run it
-with the peers' venv (websockets), e.g. through check/run.sh. Prints one
-`ok:` line per check and exits 1 at the first failure.
+NAME is holdfast, node-ws, socketio, python-websockets, bare, tokio-websockets
+or uws; socketio is spoken as raw Engine.IO v4 frames over WebSocket, as the
+bench does. Run it with the peers' venv (websockets), e.g. through
+check/run.sh. Prints one `ok:` line per check and exits 1 at the first
+failure.
 """
 
 import argparse
@@ -233,7 +234,7 @@ async def check(peer, port):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    peers = ["holdfast", "node-ws", "socketio", "python-websockets", "bare"]
+    peers = ["holdfast", "node-ws", "socketio", "python-websockets", "bare", "tokio-websockets", "uws"]
     parser.add_argument("--peer", required=True, choices=peers)
     parser.add_argument("--port", required=True, type=int)
     args = parser.parse_args()

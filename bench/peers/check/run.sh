@@ -4,6 +4,7 @@
 # loopback port, runs check.py against it, stops it by PID.
 #
 #   bench/peers/check/run.sh                      all: holdfast node-ws socketio python-websockets bare
+#                                                 tokio-websockets uws
 #   bench/peers/check/run.sh node-ws bare         only those
 #
 # Prints the peers' `ok:` lines and a closing `N passed, N failed`; exits 1

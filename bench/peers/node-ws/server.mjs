@@ -5,9 +5,12 @@
 // and POST /api/publish; offsets count per channel from 1; no history, no
 // auth (any Authorization header is accepted), no pings.
 //
-//   node server.mjs [--port P]     (or PORT=P; default 8080)
+//   node server.mjs [--port P] [--pad-to BYTES]    (or PORT=P, PAD_TO=BYTES;
+//                                                   default 8080, no padding)
 //
-// prints `listening on http://127.0.0.1:PORT` once bound.
+// prints `listening on http://127.0.0.1:PORT` once bound. `--pad-to` pads
+// every `message` frame shorter than BYTES to exactly BYTES, with spaces
+// before its closing brace (as the Rust peers do).
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { WebSocketServer } from "ws";
@@ -15,8 +18,18 @@ import { WebSocketServer } from "ws";
 const SUBPROTOCOL = "holdfast.v1.json";
 const MAX_MESSAGE_SIZE = 64 * 1024; // holdfast's default max_message_size
 
-const { values } = parseArgs({ options: { port: { type: "string", default: process.env.PORT ?? "8080" } } });
+const { values } = parseArgs({
+  options: {
+    port: { type: "string", default: process.env.PORT ?? "8080" },
+    "pad-to": { type: "string", default: process.env.PAD_TO ?? "0" },
+  },
+});
 const port = Number(values.port);
+const padTo = Number(values["pad-to"]);
+if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isInteger(padTo) || padTo < 0) {
+  console.error("usage: node server.mjs [--port P] [--pad-to BYTES] (or PORT=P PAD_TO=BYTES)");
+  process.exit(2);
+}
 
 /** @type {Map<string, {offset: number, subscribers: Set<import("ws").WebSocket>}>} */
 const channels = new Map();
@@ -28,11 +41,18 @@ function channel(name) {
   return ch;
 }
 
+/** A `message` frame, padded to `padTo` bytes when shorter. */
+function message(name, offset, data) {
+  const json = JSON.stringify({ op: "message", channel: name, offset, data: data ?? null });
+  const short = padTo - Buffer.byteLength(json);
+  return short > 0 ? json.slice(0, -1) + " ".repeat(short) + "}" : json;
+}
+
 function publish(name, data) {
   const ch = channel(name);
   const offset = ++ch.offset;
   // Encoded once: every subscriber gets the same Buffer.
-  const frame = Buffer.from(JSON.stringify({ op: "message", channel: name, offset, data: data ?? null }));
+  const frame = Buffer.from(message(name, offset, data));
   for (const ws of ch.subscribers) ws.send(frame, { binary: false });
   return offset;
 }

@@ -20,7 +20,10 @@ use std::sync::Arc;
 /// connections cost 6.2 KB of RSS each with it, 5.0 KB with jemalloc, for
 /// the same heap (docs/PERFORMANCE.md, 2026-12-07). Why not mimalloc: v3
 /// kept 5.9 KB, and with v2 (5.1 KB) the load generator's fan-out p99
-/// went from ~0.1 s to 0.7 s.
+/// went from ~0.1 s to 0.7 s. Built without the `jemalloc` feature, the
+/// binary uses the system's malloc (for valgrind's massif, which sees
+/// only that one).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -26,6 +26,7 @@ use holdfast_websocket::deflate::{self, Agreement};
 use holdfast_websocket::{close, Message, MessageReader, Opcode, ReadError, ServerHeader};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -80,7 +81,7 @@ pub struct FrameReader<R> {
     messages: MessageReader,
     message_timeout: Duration,
     /// When the message under way must be complete; `None` between messages.
-    due: Option<tokio::time::Instant>,
+    due: Option<Pin<Box<tokio::time::Sleep>>>,
     /// `buf` was grown past two read chunks, for a frame larger than one.
     wide: bool,
 }
@@ -100,10 +101,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next message. Cancel-safe: the only await is a read into the
-    /// buffer, which keeps whatever arrived, and the deadline lives in
-    /// `self`.
+    /// The next message. Cancel-safe: whatever arrived is in the buffer,
+    /// and the deadline lives in `self`.
+    ///
+    /// Why by hand (`poll_next`): as an `async fn` its future, with the
+    /// read's and the timer's, sat in the task of every idle connection,
+    /// which waits here (120 bytes); this one holds a reference.
     pub async fn next(&mut self) -> Result<Message, ReadFailure> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, ReadFailure>> {
         loop {
             let before = self.buf.len();
             let read = self.messages.read(&mut self.buf);
@@ -115,29 +123,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     if !self.messages.in_message() {
                         self.due = None;
                     }
-                    return Ok(message);
+                    return Poll::Ready(Ok(message));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ReadFailure::Invalid(e)),
+                Err(e) => return Poll::Ready(Err(ReadFailure::Invalid(e))),
             }
             if self.due.is_none() && (self.messages.in_message() || !self.buf.is_empty()) {
-                self.due = Some(tokio::time::Instant::now() + self.message_timeout);
+                // Boxed: the timer is needed only while a message is under
+                // way; inline, it would widen every idle connection.
+                self.due = Some(Box::pin(tokio::time::sleep(self.message_timeout)));
             }
             let wanted = self.messages.needed(&self.buf).saturating_sub(self.buf.len()).max(READ_CHUNK);
-            let read = fill(&mut self.io, &mut self.buf, wanted, &mut self.wide);
-            let read = match self.due {
-                None => read.await,
-                // Boxed: the timer is needed only while a message is under
-                // way; inline, it would widen the task of every idle
-                // connection, which waits here.
-                Some(due) => match Box::pin(tokio::time::timeout_at(due, read)).await {
-                    Ok(read) => read,
-                    Err(_) => return Err(ReadFailure::Invalid(self.overdue())),
-                },
-            };
-            match read {
-                Ok(0) | Err(_) => return Err(ReadFailure::Gone),
-                Ok(_) => {}
+            match poll_fill(&mut self.io, cx, &mut self.buf, wanted, &mut self.wide) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(ReadFailure::Gone)),
+                Poll::Ready(Ok(_)) => {}
+                // As `tokio::time::timeout`: the read first, then the clock.
+                Poll::Pending => {
+                    if let Some(due) = &mut self.due {
+                        ready!(due.as_mut().poll(cx));
+                        return Poll::Ready(Err(ReadFailure::Invalid(self.overdue())));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -173,28 +180,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// Reads more bytes into `buf`, reserving `wanted` for a frame under way.
 /// With nothing buffered, the read goes through a chunk on the stack and
 /// `buf` gets only the bytes that came: a connection that waits for its
-/// next frame (an idle one, most of its life) holds no buffer.
-/// Cancel-safe: bytes read are in `buf` before the read returns.
-async fn fill<R: AsyncRead + Unpin>(
+/// next frame (an idle one, most of its life) holds no buffer. Bytes read
+/// are in `buf` when this returns, so nothing is lost if it is not polled
+/// again.
+fn poll_fill<R: AsyncRead + Unpin>(
     io: &mut R,
+    cx: &mut Context<'_>,
     buf: &mut BytesMut,
     wanted: usize,
     wide: &mut bool,
-) -> std::io::Result<usize> {
+) -> Poll<std::io::Result<usize>> {
     if buf.is_empty() {
         *wide = false;
-        return std::future::poll_fn(|cx| {
-            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
-            let mut read = ReadBuf::uninit(&mut chunk);
-            ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
-            buf.extend_from_slice(read.filled());
-            Poll::Ready(Ok(read.filled().len()))
-        })
-        .await;
+        let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        return Poll::Ready(Ok(read.filled().len()));
     }
     buf.reserve(wanted);
     *wide = buf.capacity() > 2 * READ_CHUNK;
-    io.read_buf(buf).await
+    // `read_buf`'s future keeps nothing between polls: made for one poll,
+    // it reads as the awaited one would.
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
 }
 
 /// One end of a connection whose reader and writer run in the same task

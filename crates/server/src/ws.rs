@@ -97,22 +97,29 @@ fn disconnect_for(e: ReadError) -> Disconnect {
 }
 
 /// Serves the holdfast protocol on an upgraded connection until it closes.
-pub async fn serve_protocol(
+///
+/// Why not an `async fn`: rustc keeps an async fn's arguments in its future
+/// apart from the values made of them, for the connection's whole life;
+/// this future holds only what the connection uses (the session is made,
+/// and registered, when this is called).
+pub fn serve_protocol(
     io: Io,
     settings: Settings,
     node: Arc<Node>,
     metrics: Arc<Metrics>,
     context: Option<Box<RequestContext>>,
     addr: Option<ClientAddr>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     metrics.connection_opened(Transport::WebSocket);
     let io = Mutex::new(io);
-    let (mut reader, mut writer) = settings.split(&io, &metrics);
     let mut session = Session::new(node, Instant::now()).with_context(context);
-    let served = AssertUnwindSafe(serve_session(&mut reader, &mut writer, &mut session, &metrics)).catch_unwind();
-    // Passed on, not bound: a `let` of the outcome would hold its slot
-    // (the close's words) through the whole life of the connection above.
-    Box::pin(end_session(served.await, session, &mut writer, addr, &metrics)).await;
+    async move {
+        let (mut reader, mut writer) = settings.split(&io, &metrics);
+        let served = AssertUnwindSafe(serve_session(&mut reader, &mut writer, &mut session, &metrics)).catch_unwind();
+        // Passed on, not bound: a `let` of the outcome would hold its slot
+        // (the close's words) through the whole life of the connection above.
+        Box::pin(end_session(served.await, session, &mut writer, addr, &metrics)).await;
+    }
 }
 
 /// After the connection: tells the peer of a panic (see `panicked`),

@@ -13,6 +13,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The allocator for the whole binary (server and bench alike): jemalloc.
+/// An idle WebSocket connection is a few small long-lived allocations,
+/// made while thousands of short-lived handshake buffers come and go;
+/// glibc's malloc kept the pages those left behind: 10,000 idle
+/// connections cost 6.2 KB of RSS each with it, 5.0 KB with jemalloc, for
+/// the same heap (docs/PERFORMANCE.md, 2026-12-07). Why not mimalloc: v3
+/// kept 5.9 KB, and with v2 (5.1 KB) the load generator's fan-out p99
+/// went from ~0.1 s to 0.7 s. Built without the `jemalloc` feature, the
+/// binary uses the system's malloc (for valgrind's massif, which sees
+/// only that one).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A real-time WebSocket gateway that survives production.
 #[derive(Parser)]
 #[command(name = "holdfast", version, about)]

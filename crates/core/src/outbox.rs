@@ -10,12 +10,12 @@
 //!   the outbox switches to closing with [`CloseCode::SlowConsumer`], dropping
 //!   what it held (the client will recover from history after reconnecting);
 //! - once closing, nothing more is queued, and the close reason never changes;
-//! - an idle outbox holds no heap buffer (`VecDeque::new` allocates nothing).
+//! - an idle outbox holds no heap buffer: [`Outbox::take`] hands the queue's
+//!   buffer over with its frames (`Vec::new` allocates nothing).
 
 use bytes::Bytes;
 use holdfast_protocol::{CloseCode, Frame};
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
@@ -71,9 +71,12 @@ pub struct Batch {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Frame>,
+    /// Pushed at the back and taken whole, never one by one: a `Vec`.
+    queue: Vec<Frame>,
     bytes: usize,
-    closing: Option<Disconnect>,
+    /// Boxed: set once, at the end, and 40 bytes smaller in every
+    /// connection's outbox until then.
+    closing: Option<Box<Disconnect>>,
     pong: Option<Bytes>,
 }
 
@@ -99,16 +102,16 @@ impl Outbox {
             return Err(Refused);
         }
         if s.bytes + frame.text().len() > self.max_bytes {
-            s.queue = VecDeque::new();
+            s.queue = Vec::new();
             s.bytes = 0;
-            s.closing = Some(Disconnect::slow_consumer());
+            s.closing = Some(Box::new(Disconnect::slow_consumer()));
             drop(s);
             self.ready.notify_waiters();
             return Err(Refused);
         }
         s.bytes += frame.text().len();
         let was_empty = s.queue.is_empty();
-        s.queue.push_back(frame);
+        s.queue.push(frame);
         drop(s);
         if was_empty {
             self.ready.notify_waiters();
@@ -128,7 +131,7 @@ impl Outbox {
         let mut s = self.state.lock().expect("outbox lock poisoned");
         let first = s.closing.is_none();
         if first {
-            s.closing = Some(disconnect);
+            s.closing = Some(Box::new(disconnect));
         }
         drop(s);
         self.ready.notify_waiters();
@@ -160,15 +163,21 @@ impl Outbox {
     }
 
     /// Takes everything queued, moving frames into `batch`.
+    ///
+    /// Why the queue's buffer goes with them: a buffer kept for the next
+    /// frame is held by every idle connection (160 bytes for the first
+    /// four frames); the writer drops it once written, and the next push
+    /// makes a new one, one allocation per batch.
     pub fn take(&self, batch: &mut Batch) {
         let mut s = self.state.lock().expect("outbox lock poisoned");
-        batch.frames.extend(s.queue.drain(..));
-        s.bytes = 0;
-        if s.queue.capacity() > 64 {
-            // Give back a burst's memory: idle connections should hold none.
-            s.queue = VecDeque::new();
+        let queue = std::mem::take(&mut s.queue);
+        if batch.frames.is_empty() {
+            batch.frames = queue;
+        } else {
+            batch.frames.extend(queue);
         }
-        batch.disconnect = s.closing.clone();
+        s.bytes = 0;
+        batch.disconnect = s.closing.as_deref().cloned();
         batch.pong = s.pong.take();
     }
 
@@ -225,6 +234,21 @@ mod tests {
         o.take(&mut b);
         assert_eq!(b.frames, vec![Frame::from(Bytes::from_static(b"a"))]);
         assert_eq!(b.disconnect.unwrap().code, CloseCode::GoingAway);
+    }
+
+    #[test]
+    fn a_taken_outbox_keeps_no_buffer() {
+        let o = Outbox::new(100);
+        for _ in 0..3 {
+            o.push(Bytes::from_static(b"a")).unwrap();
+        }
+        let mut b = Batch::default();
+        o.take(&mut b);
+        assert_eq!(b.frames.len(), 3);
+        assert_eq!(o.state.lock().unwrap().queue.capacity(), 0, "the buffer went with the frames");
+        o.push(Bytes::from_static(b"b")).unwrap();
+        o.take(&mut b);
+        assert_eq!(b.frames.len(), 4, "a batch not yet written keeps its frames");
     }
 
     /// An outbox and a task already waiting on `ready()`.

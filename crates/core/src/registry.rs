@@ -9,13 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::broker::SessionKey;
+use crate::broker::{ClientInfo, SessionKey};
 use crate::outbox::{Disconnect, Outbox};
 
+/// Why the identity is the session's own `ClientInfo` and not copies of
+/// its id and user: every connection has an entry for its whole life, and
+/// the copies cost ~100 bytes each (an `Arc<str>` allocation, and twice
+/// the entry in a table sized for all connections).
 struct Entry {
     outbox: Arc<Outbox>,
-    session: Option<Arc<str>>,
-    user: Option<Arc<str>>,
+    identity: Option<Arc<ClientInfo>>,
 }
 
 /// What a request-based session's task receives.
@@ -78,22 +81,21 @@ impl SessionRegistry {
     /// Adds a connection and returns its key.
     pub fn register(&self, outbox: Arc<Outbox>) -> SessionKey {
         let key = SessionKey(self.next_key.fetch_add(1, Ordering::Relaxed));
-        self.lock().insert(key, Entry { outbox, session: None, user: None });
+        self.lock().insert(key, Entry { outbox, identity: None });
         key
     }
 
     /// Records the session id and user of a connection once it connected.
-    pub fn set_identity(&self, key: SessionKey, session: &str, user: Option<&str>) {
+    pub fn set_identity(&self, key: SessionKey, identity: &Arc<ClientInfo>) {
         if let Some(e) = self.lock().get_mut(&key) {
-            e.session = Some(Arc::from(session));
-            e.user = user.map(Arc::from);
+            e.identity = Some(identity.clone());
         }
     }
 
     /// Removes a connection.
     pub fn unregister(&self, key: SessionKey) {
-        if let Some(Entry { session: Some(id), .. }) = self.lock().remove(&key) {
-            self.routes().remove(&id);
+        if let Some(Entry { identity: Some(info), .. }) = self.lock().remove(&key) {
+            self.routes().remove(info.session.as_str());
         }
     }
 
@@ -131,9 +133,10 @@ impl SessionRegistry {
     /// sits here until its closing handshake ends, and is not counted again).
     pub fn disconnect(&self, target: Target<'_>, disconnect: &Disconnect) -> usize {
         let map = self.lock();
-        let hit = |e: &&Entry| match target {
-            Target::User(u) => e.user.as_deref() == Some(u),
-            Target::Session(s) => e.session.as_deref() == Some(s),
+        let hit = |e: &&Entry| match (target, e.identity.as_deref()) {
+            (Target::User(u), Some(info)) => info.user.as_deref() == Some(u),
+            (Target::Session(s), Some(info)) => info.session == s,
+            (_, None) => false,
         };
         map.values().filter(hit).filter(|e| e.outbox.start_closing(disconnect.clone())).count()
     }

@@ -332,7 +332,7 @@ impl Session {
                     }
                     .encode(),
                 );
-                self.node.sessions.set_identity(self.key, &info.session, info.user.as_deref());
+                self.node.sessions.set_identity(self.key, &info);
                 self.node.journal.opened(self.transport);
                 if let Some((mut event, sink)) = self.node.event(EventKind::Connect) {
                     event.session = Some(info.session.clone());

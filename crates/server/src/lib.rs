@@ -306,8 +306,9 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
     let span =
         tracing::info_span!("conn", id = next_connection_id(), peer = %peer.map(|p| p.to_string()).unwrap_or_default());
     // Only what the connection uses: what it captures stays in its task
-    // for its whole life (the whole `AppState` was 24 bytes more).
-    let (node, metrics) = (state.node, state.metrics);
+    // for its whole life, even once moved on (the whole `AppState` was 24
+    // bytes more); boxed, what serves it once upgraded costs a pointer there.
+    let serve = Box::new((settings, state.node, state.metrics, context, addr));
     let connection = async move {
         let _ticket = ticket;
         let upgraded = match on_upgrade.await {
@@ -318,6 +319,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
             }
         };
         let io = TokioIo::new(upgraded);
+        let (settings, node, metrics, context, addr) = *serve;
         match endpoint {
             Endpoint::Protocol => ws::serve_protocol(io, settings, node, metrics, context, addr).await,
             // Boxed: the diagnostic echo is rare, and inline its future

@@ -5,8 +5,14 @@
 //!
 //! Why buffers are made and dropped per use: most connections are idle
 //! most of the time, and a buffer kept for the connection's life is what
-//! idle memory is made of. The reader holds one small read chunk while it
-//! waits; the writer holds nothing between batches.
+//! idle memory is made of. The reader holds nothing while it waits for a
+//! frame (it reads into a chunk on the stack and keeps only what came);
+//! the writer holds nothing between batches.
+//!
+//! Why the reader and writer share the socket through a [`Half`] and not
+//! `tokio::io::split`: they run in the same task, so the lock between
+//! them can live in that task instead of in an `Arc` of its own (80 bytes
+//! per connection).
 //!
 //! Why the reader keeps a clock: holdfast-websocket has none, and a message
 //! under way is memory held for the peer (up to `max_message_size`). A
@@ -20,11 +26,13 @@ use holdfast_websocket::deflate::{self, Agreement};
 use holdfast_websocket::{close, Message, MessageReader, Opcode, ReadError, ServerHeader};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::metrics::Metrics;
 
@@ -36,9 +44,9 @@ pub type Io = TokioIo<Upgraded>;
 /// Why 512 bytes: inbound traffic is small commands (a `publish` with 64
 /// bytes of data is ~150 bytes), and a larger frame reserves its whole
 /// length at once from its header, so only chatty clients pay more reads.
-/// Measured per subscribed idle connection with the tungstenite stack this
-/// replaced (10,000, docs/PERFORMANCE.md): 2 KiB 7.8 KB, 1 KiB 7.0 KB,
-/// 512 B 6.4 KB, 256 B 6.2 KB.
+/// Between frames the chunk is on the stack, not in the connection: an
+/// idle connection holds no read buffer (it held these 512 bytes until
+/// 2026-12-07, docs/PERFORMANCE.md).
 const READ_CHUNK: usize = 512;
 
 /// Past this many bytes a batch is written before more is copied in, so a
@@ -58,7 +66,8 @@ pub enum ReadFailure {
 /// ### Invariants
 ///
 /// - While it waits for bytes, `buf` holds at most the frame it is filling
-///   and a read chunk: once frames are taken out of a buffer grown past two
+///   and a read chunk, and nothing when no frame is under way (the read
+///   goes through a chunk on the stack): once frames are taken out of a buffer grown past two
 ///   chunks, what is left moves into a buffer of its own, so the allocation
 ///   grown for a large frame is not kept for the bytes after it (nor kept
 ///   alive beside the copy [`MessageReader`] makes of a fragment).
@@ -72,7 +81,7 @@ pub struct FrameReader<R> {
     messages: MessageReader,
     message_timeout: Duration,
     /// When the message under way must be complete; `None` between messages.
-    due: Option<tokio::time::Instant>,
+    due: Option<Pin<Box<tokio::time::Sleep>>>,
     /// `buf` was grown past two read chunks, for a frame larger than one.
     wide: bool,
 }
@@ -92,10 +101,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next message. Cancel-safe: the only await is a read into the
-    /// buffer, which keeps whatever arrived, and the deadline lives in
-    /// `self`.
+    /// The next message. Cancel-safe: whatever arrived is in the buffer,
+    /// and the deadline lives in `self`.
+    ///
+    /// Why by hand (`poll_next`): as an `async fn` its future, with the
+    /// read's and the timer's, sat in the task of every idle connection,
+    /// which waits here (120 bytes); this one holds a reference.
     pub async fn next(&mut self) -> Result<Message, ReadFailure> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, ReadFailure>> {
         loop {
             let before = self.buf.len();
             let read = self.messages.read(&mut self.buf);
@@ -107,31 +123,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     if !self.messages.in_message() {
                         self.due = None;
                     }
-                    return Ok(message);
+                    return Poll::Ready(Ok(message));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ReadFailure::Invalid(e)),
+                Err(e) => return Poll::Ready(Err(ReadFailure::Invalid(e))),
             }
             if self.due.is_none() && (self.messages.in_message() || !self.buf.is_empty()) {
-                self.due = Some(tokio::time::Instant::now() + self.message_timeout);
+                // Boxed: the timer is needed only while a message is under
+                // way; inline, it would widen every idle connection.
+                self.due = Some(Box::pin(tokio::time::sleep(self.message_timeout)));
             }
             let wanted = self.messages.needed(&self.buf).saturating_sub(self.buf.len()).max(READ_CHUNK);
-            self.buf.reserve(wanted);
-            self.wide = self.buf.capacity() > 2 * READ_CHUNK;
-            let read = self.io.read_buf(&mut self.buf);
-            let read = match self.due {
-                None => read.await,
-                // Boxed: the timer is needed only while a message is under
-                // way; inline, it would widen the task of every idle
-                // connection, which waits here.
-                Some(due) => match Box::pin(tokio::time::timeout_at(due, read)).await {
-                    Ok(read) => read,
-                    Err(_) => return Err(ReadFailure::Invalid(self.overdue())),
-                },
-            };
-            match read {
-                Ok(0) | Err(_) => return Err(ReadFailure::Gone),
-                Ok(_) => {}
+            match poll_fill(&mut self.io, cx, &mut self.buf, wanted, &mut self.wide) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(ReadFailure::Gone)),
+                Poll::Ready(Ok(_)) => {}
+                // As `tokio::time::timeout`: the read first, then the clock.
+                Poll::Pending => {
+                    if let Some(due) = &mut self.due {
+                        ready!(due.as_mut().poll(cx));
+                        return Poll::Ready(Err(ReadFailure::Invalid(self.overdue())));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -161,6 +174,79 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reason: format!("message not completed within {:?}", self.message_timeout).into(),
             in_close_frame: false,
         }
+    }
+}
+
+/// Reads more bytes into `buf`, reserving `wanted` for a frame under way.
+/// With nothing buffered, the read goes through a chunk on the stack and
+/// `buf` gets only the bytes that came: a connection that waits for its
+/// next frame (an idle one, most of its life) holds no buffer. Bytes read
+/// are in `buf` when this returns, so nothing is lost if it is not polled
+/// again.
+fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    wanted: usize,
+    wide: &mut bool,
+) -> Poll<std::io::Result<usize>> {
+    if buf.is_empty() {
+        *wide = false;
+        let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        return Poll::Ready(Ok(read.filled().len()));
+    }
+    buf.reserve(wanted);
+    *wide = buf.capacity() > 2 * READ_CHUNK;
+    // `read_buf`'s future keeps nothing between polls: made for one poll,
+    // it reads as the awaited one would.
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
+}
+
+/// One end of a connection whose reader and writer run in the same task
+/// (see the module docs): the socket is locked for one poll at a time,
+/// so the lock is never contended.
+pub struct Half<'a, T>(&'a Mutex<T>);
+
+impl<T> Half<'_, T> {
+    fn io(&self) -> std::sync::MutexGuard<'_, T> {
+        // A panic inside a poll of the socket leaves it as usable as any
+        // socket: the connection still sends its close (see `ws::panicked`).
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Half<'_, T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io()).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Half<'_, T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.io()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io()).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.io()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io().is_write_vectored()
     }
 }
 
@@ -319,18 +405,18 @@ fn poll_write_some<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Splits an upgraded connection into its reader and writer.
+/// Splits an upgraded connection into its reader and writer, both in the
+/// task that holds `io`.
 pub fn split(
-    io: Io,
+    io: &Mutex<Io>,
     max_message: usize,
     message_timeout: Duration,
     agreement: Option<Agreement>,
     threshold: usize,
     metrics: Arc<Metrics>,
-) -> (FrameReader<ReadHalf<Io>>, FrameWriter<WriteHalf<Io>>) {
-    let (read, write) = tokio::io::split(io);
-    let reader = FrameReader::new(read, max_message, agreement.is_some(), message_timeout);
-    (reader, FrameWriter::new(write, agreement, threshold, metrics))
+) -> (FrameReader<Half<'_, Io>>, FrameWriter<Half<'_, Io>>) {
+    let reader = FrameReader::new(Half(io), max_message, agreement.is_some(), message_timeout);
+    (reader, FrameWriter::new(Half(io), agreement, threshold, metrics))
 }
 
 #[cfg(test)]
@@ -385,6 +471,21 @@ mod tests {
 
     fn reader(bytes: Vec<u8>) -> FrameReader<Feed> {
         FrameReader::new(Feed { bytes, at: 0 }, 64 * 1024, false, Duration::from_secs(10))
+    }
+
+    /// A reader waiting for its next frame holds no buffer: before the
+    /// first frame, and after a whole message (it held a 512-byte read
+    /// chunk in both until 2026-12-07).
+    #[tokio::test]
+    async fn a_reader_between_frames_holds_no_buffer() {
+        assert_eq!(held(&mut reader(Vec::new())), 0);
+        let mut bytes = Vec::new();
+        frame(&mut bytes, 0x81, br#"{"op":"ping"}"#);
+        frame(&mut bytes, 0x81, br#"{"op":"pong"}"#);
+        let mut both = reader(bytes);
+        assert!(matches!(both.next().await, Ok(Message::Text(t)) if &t[..] == br#"{"op":"ping"}"#));
+        assert!(matches!(both.next().await, Ok(Message::Text(t)) if &t[..] == br#"{"op":"pong"}"#));
+        assert_eq!(held(&mut both), 0);
     }
 
     /// Takes `budget` bytes, then is full (`Pending`) until given more.
@@ -492,7 +593,9 @@ mod tests {
         // Before: 122,888 B, 123,392 B and 61,441 B (the read buffer kept
         // the fragment's allocation beside its copy, the copy doubled to
         // 120 KiB for one more byte, and the bytes after a message kept the
-        // message's allocation). Now 61,952 B, 66,048 B and 1,017 B.
+        // message's allocation). Then 61,952 B, 66,048 B and 1,017 B; since
+        // the read chunk is on the stack between frames (2026-12-07)
+        // 61,440 B, 65,536 B and 514 B.
         println!("held: {after_fragment} B, {after_pings} B, {after_message} B");
         let limit = 64 * 1024 + 2 * READ_CHUNK; // 66,560 bytes
         assert!(after_fragment <= limit, "{after_fragment} B held for a 60 KiB fragment");

@@ -157,8 +157,12 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
             let verdict = holdfast_doctor::fleet::explain(finding);
             (verdict.summary, verdict.fix)
         });
-        let server =
-            holdfast_server::ServerConfig { explain: Some(explain), finding_words: Some(finding_words), workers, ..cfg.server };
+        let server = holdfast_server::ServerConfig {
+            explain: Some(explain),
+            finding_words: Some(finding_words),
+            workers,
+            ..cfg.server
+        };
         holdfast_server::run(listener, node, server, metrics, shutdown_signal()).await?;
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)

@@ -55,8 +55,8 @@ pub use listener::tls_acceptor;
 pub use metrics::{Metrics, Transport};
 pub use origin::OriginPolicy;
 pub use upgrade::{Endpoint, RejectCause};
-pub use workers::Workers;
 pub use webhook::{signature, Backoff, Closed, WebhookConfig, WebhookRoutes, Webhooks, DEFAULT_QUEUE_BYTES};
+pub use workers::Workers;
 
 /// Settings of the network edge (session settings live in the [`Node`]).
 #[derive(Clone)]

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// the kernel spreads new connections over them, one per core.
     #[arg(long, env = "HOLDFAST_REUSE_PORT")]
     pub reuse_port: Option<bool>,
+    /// Threads serving connections, each its own single-threaded runtime
+    /// (0: one per core this process may run on).
+    #[arg(long, env = "HOLDFAST_THREADS")]
+    pub threads: Option<usize>,
     /// Broker: `memory` (embedded, default); `redis[s]://[USER:PASS@]HOST:PORT/DB`;
     /// `redis[s]-sentinel://[USER:PASS@]HOST:PORT,…/MASTER_NAME`;
     /// `redis[s]-cluster://[USER:PASS@]HOST:PORT,…` (`rediss`: TLS).
@@ -200,6 +204,7 @@ pub struct FileConfig {
     broker: Option<String>,
     broker_ca_file: Option<PathBuf>,
     reuse_port: Option<bool>,
+    threads: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     presence_ttl: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
@@ -304,6 +309,7 @@ const FILE_KEYS: &[&str] = &[
     "broker",
     "broker_ca_file",
     "reuse_port",
+    "threads",
     "presence_ttl",
     "ping_interval",
     "pong_timeout",
@@ -413,6 +419,8 @@ pub struct Resolved {
     pub presence_ttl: Option<Duration>,
     /// Bind with SO_REUSEPORT.
     pub reuse_port: bool,
+    /// Threads serving connections (at least 1).
+    pub threads: usize,
     /// Network-edge settings.
     pub server: ServerConfig,
     /// Session settings.
@@ -617,6 +625,10 @@ impl ServeArgs {
             broker_ca,
             presence_ttl,
             reuse_port: self.reuse_port.or(file.reuse_port).unwrap_or(false),
+            threads: match self.threads.or(file.threads).unwrap_or(0) {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
             node_limits: NodeLimits {
                 history_bytes: self
                     .history_budget_mb
@@ -658,6 +670,8 @@ impl ServeArgs {
                 trusted_proxies,
                 webhook,
                 webhook_namespaces,
+                // Started by `serve`, which owns their threads.
+                workers: holdfast_server::Workers::default(),
                 limits: Limits {
                     max_connections: match self.max_connections.or(file.max_connections).unwrap_or(0) {
                         0 => {

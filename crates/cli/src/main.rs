@@ -141,7 +141,11 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         config::LogFormat::Text => logs.init(),
         config::LogFormat::Json => logs.json().with_current_span(true).init(),
     }
-    let rt = tokio::runtime::Runtime::new()?;
+    // One single-threaded runtime per thread (holdfast_server::Workers
+    // says why): this one accepts and runs the node's own tasks, the rest
+    // only serve connections.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let workers = holdfast_server::Workers::start(cfg.threads - 1)?;
     rt.block_on(async move {
         let listener =
             listen(cfg.listen, cfg.reuse_port).with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -167,8 +171,12 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
             let verdict = holdfast_doctor::fleet::explain(finding);
             (verdict.summary, verdict.fix)
         });
-        let server =
-            holdfast_server::ServerConfig { explain: Some(explain), finding_words: Some(finding_words), ..cfg.server };
+        let server = holdfast_server::ServerConfig {
+            explain: Some(explain),
+            finding_words: Some(finding_words),
+            workers,
+            ..cfg.server
+        };
         holdfast_server::run(listener, node, server, metrics, shutdown_signal()).await?;
         tracing::info!("drained; bye");
         Ok(ExitCode::SUCCESS)

@@ -26,6 +26,7 @@ mod origin;
 mod rejections;
 mod upgrade;
 mod webhook;
+mod workers;
 mod ws;
 mod wsio;
 
@@ -55,6 +56,7 @@ pub use metrics::{Metrics, Transport};
 pub use origin::OriginPolicy;
 pub use upgrade::{Endpoint, RejectCause};
 pub use webhook::{signature, Backoff, Closed, WebhookConfig, WebhookRoutes, Webhooks, DEFAULT_QUEUE_BYTES};
+pub use workers::Workers;
 
 /// Settings of the network edge (session settings live in the [`Node`]).
 #[derive(Clone)]
@@ -100,6 +102,9 @@ pub struct ServerConfig {
     /// Namespaces whose channel events go to a URL of their own instead
     /// (one sender per distinct URL; see [`WebhookRoutes`]).
     pub webhook_namespaces: std::collections::BTreeMap<String, WebhookConfig>,
+    /// The runtimes connections are spread over, besides the one `run` is
+    /// called on (none by default: every connection runs there).
+    pub workers: Workers,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +125,7 @@ impl Default for ServerConfig {
             trusted_proxies: TrustedProxies::default(),
             webhook: None,
             webhook_namespaces: Default::default(),
+            workers: Workers::default(),
         }
     }
 }
@@ -174,6 +180,7 @@ pub async fn run(
     let drain_window = state.config.drain_window;
     let handshake_timeout = state.config.handshake_timeout;
     let state_tls = state.config.tls.clone();
+    let workers = state.config.workers.clone();
     let gate = listener::Gate {
         admission: admission.clone(),
         trusted: Arc::new(state.config.trusted_proxies.clone()),
@@ -181,7 +188,7 @@ pub async fn run(
     };
     let app = router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(listener::serve(listener, app, state_tls, handshake_timeout, gate, stop_rx));
+    let server = tokio::spawn(listener::serve(listener, app, state_tls, handshake_timeout, gate, workers, stop_rx));
     let sweeper = tokio::spawn({
         let node = node.clone();
         async move {

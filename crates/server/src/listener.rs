@@ -29,6 +29,7 @@ use tower_service::Service;
 use crate::admission::{Admission, SocketTicket};
 use crate::client_addr::{ClientAddr, TrustedProxies};
 use crate::metrics::Metrics;
+use crate::workers::Workers;
 
 /// How long open connections get to finish once the listener closes.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -67,19 +68,22 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: Duration,
     gate: Gate,
+    workers: Workers,
     mut stop: watch::Receiver<bool>,
 ) {
-    tokio::spawn(accept(listener, app, tls, handshake_timeout, gate, stop.clone()));
+    tokio::spawn(accept(listener, app, tls, handshake_timeout, gate, workers, stop.clone()));
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Accepts until the sender of `stop` is dropped.
+/// Accepts until the sender of `stop` is dropped; each connection runs on
+/// one of `workers`' runtimes.
 async fn accept(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: Duration,
     gate: Gate,
+    workers: Workers,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_fd_warning: Option<Instant> = None;
@@ -106,7 +110,7 @@ async fn accept(
         let tls = tls.clone();
         let stop = stop.clone();
         let trusted = gate.trusted.clone();
-        tokio::spawn(async move {
+        workers.spawn(tcp, move |tcp| async move {
             let _place = place;
             match tls {
                 None => serve_connection(tcp, peer, trusted, app, handshake_timeout, stop).await,

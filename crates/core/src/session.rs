@@ -567,6 +567,11 @@ impl Session {
                 // After the broker queued our `subscribed`: the others hear
                 // of a member that is really there.
                 self.announce(true, &channel, Some(&info)).await;
+                // Grown by doubling from one: a `Vec` starts at four (64
+                // bytes), kept by every connection subscribed to one channel.
+                if self.subscriptions.len() == self.subscriptions.capacity() {
+                    self.subscriptions.reserve_exact(self.subscriptions.len().max(1));
+                }
                 self.subscriptions.push(channel);
                 Ok(())
             }

@@ -326,7 +326,9 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
             }
         };
         let io = TokioIo::new(upgraded);
-        let (settings, node, metrics, context, addr) = *serve;
+        // Moved out through a call, so the box is freed now: `*serve`
+        // would leave it allocated until the connection ends.
+        let (settings, node, metrics, context, addr) = unboxed(serve);
         match endpoint {
             Endpoint::Protocol => ws::serve_protocol(io, settings, node, metrics, context, addr).await,
             // Boxed: the diagnostic echo is rare, and inline its future
@@ -336,6 +338,13 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
     };
     tokio::spawn(tracing::Instrument::instrument(connection, span));
     upgrade::switching_protocols(&accepted)
+}
+
+/// A box's value, the box freed at once (see `websocket`): taking the box
+/// is the point, so clippy's `boxed_local` does not apply.
+#[allow(clippy::boxed_local)]
+fn unboxed<T>(b: Box<T>) -> T {
+    *b
 }
 
 fn next_connection_id() -> u64 {

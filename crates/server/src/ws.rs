@@ -580,8 +580,9 @@ mod tests {
     /// is as large as the largest state it can be in, rare ones included.
     /// 2026-12-07: the reader's `next` 120 → 24 bytes (by hand), the
     /// writer's loop 536 → 176 (a batch is written in a boxed future), the
-    /// frames' future 1,152 → 552; the task of a connection went from
-    /// 2,176 to 1,664 bytes (docs/PERFORMANCE.md). Printed with
+    /// frames' future 1,152 → 552; with the changes after it, the task of
+    /// a connection went from 2,176 to 1,408 bytes (docs/PERFORMANCE.md,
+    /// "Issue 30"). Printed with
     /// `--nocapture`; the bounds keep what was won.
     #[tokio::test]
     async fn an_idle_connection_holds_few_bytes_inline() {

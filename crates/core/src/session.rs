@@ -54,8 +54,6 @@ pub struct Session {
     /// `handle_frame`).
     subscribe_allowance: u32,
     token_expires: Option<Instant>,
-    /// When the frame being handled arrived (commands see one clock).
-    frame_time: Instant,
     /// The request that opened the session, for the backend; `None`
     /// without one (nothing kept per idle connection).
     context: Option<Box<RequestContext>>,
@@ -91,7 +89,6 @@ impl Session {
             bucket,
             subscribe_allowance,
             token_expires: None,
-            frame_time: now,
             context: None,
             transport: Transport::Websocket,
             opened: now,
@@ -185,7 +182,6 @@ impl Session {
         now: Instant,
     ) -> FrameStats {
         self.heartbeat.heard(now);
-        self.frame_time = now;
         let mut stats = FrameStats::default();
         for request in requests {
             stats.commands += 1;
@@ -321,7 +317,8 @@ impl Session {
                     .map(|ms| Duration::from_millis(ms).clamp(MIN_PING_INTERVAL.min(configured), configured))
                     .unwrap_or(configured);
                 if interval < configured {
-                    self.heartbeat.set_interval(interval, self.frame_time);
+                    // When the frame arrived: `handle_requests` heard it then.
+                    self.heartbeat.set_interval(interval, self.heartbeat.last_heard());
                 }
                 self.send(
                     Reply::Connected {

@@ -36,6 +36,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use futures_util::future::Either;
 use holdfast_core::Node;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -318,32 +319,34 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
     let serve = Box::new((settings, state.node, state.metrics, context, addr));
     let connection = async move {
         let _ticket = ticket;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
+        // The upgraded socket is bound only inside the arm: a local's room
+        // lasts to the end of its block, awaits included.
+        let serving = match on_upgrade.await {
+            Ok(upgraded) => match endpoint {
+                Endpoint::Protocol => Either::Left(ws::serve_protocol(TokioIo::new(upgraded), serve)),
+                // Boxed: the diagnostic echo is rare, and inline its future
+                // would widen every protocol connection's task to its size.
+                Endpoint::Echo => {
+                    let (settings, node, metrics, _, _) = unboxed(serve);
+                    Either::Right(Box::pin(ws::serve_echo(TokioIo::new(upgraded), settings, node, metrics)))
+                }
+            },
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed after 101");
                 return;
             }
         };
-        let io = TokioIo::new(upgraded);
-        // Moved out through a call, so the box is freed now: `*serve`
-        // would leave it allocated until the connection ends.
-        let (settings, node, metrics, context, addr) = unboxed(serve);
-        match endpoint {
-            Endpoint::Protocol => ws::serve_protocol(io, settings, node, metrics, context, addr).await,
-            // Boxed: the diagnostic echo is rare, and inline its future
-            // would widen every protocol connection's task to its size.
-            Endpoint::Echo => Box::pin(ws::serve_echo(io, settings, node, metrics)).await,
-        }
+        serving.await
     };
     tokio::spawn(tracing::Instrument::instrument(connection, span));
     upgrade::switching_protocols(&accepted)
 }
 
-/// A box's value, the box freed at once (see `websocket`): taking the box
-/// is the point, so clippy's `boxed_local` does not apply.
+/// A box's value, the box freed at once: `*b` on a captured box would
+/// leave it allocated until the connection ends. Taking the box is the
+/// point, so clippy's `boxed_local` does not apply.
 #[allow(clippy::boxed_local)]
-fn unboxed<T>(b: Box<T>) -> T {
+pub(crate) fn unboxed<T>(b: Box<T>) -> T {
     *b
 }
 

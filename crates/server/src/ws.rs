@@ -77,15 +77,16 @@ enum ReadEnd {
     PeerClosed(Option<(u16, String)>),
     /// The socket ended without a close frame.
     PeerGone,
-    /// The peer sent something that ends the connection with this code.
-    Fail(Disconnect),
+    /// The peer sent something that ends the connection with this code
+    /// (boxed: rare, and every connection's future has room for it).
+    Fail(Box<Disconnect>),
 }
 
 impl From<ReadFailure> for ReadEnd {
     fn from(f: ReadFailure) -> ReadEnd {
         match f {
             ReadFailure::Gone => ReadEnd::PeerGone,
-            ReadFailure::Invalid(e) => ReadEnd::Fail(disconnect_for(e)),
+            ReadFailure::Invalid(e) => ReadEnd::Fail(Box::new(disconnect_for(e))),
         }
     }
 }
@@ -96,25 +97,29 @@ fn disconnect_for(e: ReadError) -> Disconnect {
     Disconnect::new(code, e.reason)
 }
 
+/// What serves a connection once upgraded; boxed until then (see
+/// `websocket` in lib.rs).
+pub type Opened = (Settings, Arc<Node>, Arc<Metrics>, Option<Box<RequestContext>>, Option<ClientAddr>);
+
 /// Serves the holdfast protocol on an upgraded connection until it closes.
 ///
-/// Why not an `async fn`: rustc keeps an async fn's arguments in its future
-/// apart from the values made of them, for the connection's whole life;
-/// this future holds only what the connection uses (the session is made,
-/// and registered, when this is called).
-pub fn serve_protocol(
-    io: Io,
-    settings: Settings,
-    node: Arc<Node>,
-    metrics: Arc<Metrics>,
-    context: Option<Box<RequestContext>>,
-    addr: Option<ClientAddr>,
-) -> impl std::future::Future<Output = ()> + Send {
-    metrics.connection_opened(Transport::WebSocket);
+/// Why not an `async fn`, and why `opened` comes boxed: what a future is
+/// given stays in it for the connection's whole life, apart from the
+/// values made of it, even once moved on (rustc does not reuse that
+/// room); this one is given the socket and a pointer, and the settings,
+/// once the reader and writer are made of them, take no room.
+pub fn serve_protocol(io: Io, opened: Box<Opened>) -> impl std::future::Future<Output = ()> + Send {
     let io = Mutex::new(io);
-    let mut session = Session::new(node, Instant::now()).with_context(context);
     async move {
-        let (mut reader, mut writer) = settings.split(&io, &metrics);
+        // In a block of its own: a local's room lasts to the end of its
+        // block, awaits included, even once it is moved on.
+        let (mut reader, mut writer, mut session, metrics, addr) = {
+            let (settings, node, metrics, context, addr) = crate::unboxed(opened);
+            metrics.connection_opened(Transport::WebSocket);
+            let session = Session::new(node, Instant::now()).with_context(context);
+            let (reader, writer) = settings.split(&io, &metrics);
+            (reader, writer, session, metrics, addr)
+        };
         let served = AssertUnwindSafe(serve_session(&mut reader, &mut writer, &mut session, &metrics)).catch_unwind();
         // Passed on, not bound: a `let` of the outcome would hold its slot
         // (the close's words) through the whole life of the connection above.
@@ -235,7 +240,10 @@ async fn close_frames<W: AsyncWrite + Unpin>(
             write_what_is_queued(writer, &outbox).await;
             Closed::dropped()
         }
-        Err(ReadEnd::Fail(d)) => Closed::by_server(send_close(writer, &d).await, d.reason),
+        Err(ReadEnd::Fail(d)) => {
+            let code = send_close(writer, &d).await;
+            Closed::by_server(code, d.reason)
+        }
     }
 }
 
@@ -270,12 +278,15 @@ async fn read_protocol<R: AsyncRead + Unpin>(
 ) -> ReadEnd {
     // No arm for "outbox closing" here: once the writer has sent the close
     // frame, this loop is what reads the peer's close reply.
+    // Boxed and reset, not made each turn: inline, the timer (112 bytes)
+    // would widen the task of every idle connection, which waits here.
+    let mut timer = Box::pin(sleep_until(session.deadline().into()));
     loop {
-        let deadline = session.deadline();
+        timer.as_mut().reset(session.deadline().into());
         let next = tokio::select! {
             biased;
             next = reader.next() => next,
-            () = sleep_until(deadline.into()) => {
+            () = &mut timer => {
                 session.tick(Instant::now());
                 continue;
             }
@@ -285,7 +296,8 @@ async fn read_protocol<R: AsyncRead + Unpin>(
             Ok(Message::Text(bytes)) => {
                 // The reader checked the UTF-8; this check is for the type.
                 let Ok(text) = std::str::from_utf8(&bytes) else {
-                    return ReadEnd::Fail(Disconnect::new(CloseCode::InvalidPayload, "text frame is not valid UTF-8"));
+                    let d = Disconnect::new(CloseCode::InvalidPayload, "text frame is not valid UTF-8");
+                    return ReadEnd::Fail(Box::new(d));
                 };
                 // Boxed: the command's future (~900 bytes) would otherwise
                 // sit in every idle connection's task, which waits here.
@@ -295,10 +307,10 @@ async fn read_protocol<R: AsyncRead + Unpin>(
                 metrics.rate_limited(stats.rate_limited);
             }
             Ok(Message::Binary(_)) => {
-                return ReadEnd::Fail(Disconnect::new(
+                return ReadEnd::Fail(Box::new(Disconnect::new(
                     CloseCode::UnsupportedData,
                     "binary frames are not supported: send JSON text frames",
-                ))
+                )))
             }
             Ok(Message::Ping(payload)) => {
                 outbox.pong(payload);
@@ -580,8 +592,9 @@ mod tests {
     /// is as large as the largest state it can be in, rare ones included.
     /// 2026-12-07: the reader's `next` 120 → 24 bytes (by hand), the
     /// writer's loop 536 → 176 (a batch is written in a boxed future), the
-    /// frames' future 1,152 → 552; with the changes after it, the task of
-    /// a connection went from 2,176 to 1,408 bytes (docs/PERFORMANCE.md,
+    /// frames' future 1,152 → 552, then 472 with the heartbeat's timer
+    /// boxed (read_protocol 320 → 160); with the rest, the task of a
+    /// connection went from 2,176 to 1,280 bytes (docs/PERFORMANCE.md,
     /// "Issue 30"). Printed with
     /// `--nocapture`; the bounds keep what was won.
     #[tokio::test]
@@ -598,9 +611,9 @@ mod tests {
         let serving = size_of_future(serve_session(&mut reader, &mut writer, &mut session, &metrics));
         println!("next {next} B, read_protocol {reading} B, write_outbox {writing} B, serve_session {serving} B");
         assert!(next <= 32, "FrameReader::next: {next} B");
-        assert!(reading <= 256, "read_protocol: {reading} B");
+        assert!(reading <= 192, "read_protocol: {reading} B");
         assert!(writing <= 192, "write_outbox: {writing} B");
-        assert!(serving <= 600, "serve_session: {serving} B");
+        assert!(serving <= 512, "serve_session: {serving} B");
     }
 
     fn size_of_future<F: std::future::Future>(f: F) -> usize {

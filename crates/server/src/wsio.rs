@@ -279,7 +279,9 @@ impl Deflate {
 ///   frame's bytes as the rest of the cut one.
 pub struct FrameWriter<W> {
     io: W,
-    deflate: Option<Deflate>,
+    /// Boxed: most connections agree none, and every one keeps its
+    /// writer for its whole life (24 bytes inline).
+    deflate: Option<Box<Deflate>>,
     /// Frames queued; `buf[..sent]` is on the socket already.
     buf: Vec<u8>,
     sent: usize,
@@ -295,7 +297,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// A writer that deflates data frames of `threshold` bytes or more when
     /// `agreement` is set.
     pub fn new(io: W, agreement: Option<Agreement>, threshold: usize, metrics: Arc<Metrics>) -> FrameWriter<W> {
-        let deflate = agreement.map(|a| Deflate { window_bits: a.server_window_bits, threshold, metrics });
+        let deflate = agreement.map(|a| Box::new(Deflate { window_bits: a.server_window_bits, threshold, metrics }));
         FrameWriter { io, deflate, buf: Vec::new(), sent: 0, large: Bytes::new(), flushed: Instant::now() }
     }
 

@@ -42,7 +42,9 @@ pub struct MessageReader {
     sender: Sender,
     max_message: usize,
     deflate: bool,
-    partial: Option<Partial>,
+    /// Boxed: rare (a fragmented message under way), and a server keeps a
+    /// reader per connection for its whole life (40 bytes inline).
+    partial: Option<Box<Partial>>,
 }
 
 impl MessageReader {
@@ -130,7 +132,7 @@ impl MessageReader {
                 if !h.fin {
                     return Ok(None);
                 }
-                let partial = self.partial.take().expect("checked above");
+                let partial = *self.partial.take().expect("checked above");
                 return self.finish(partial.text, partial.compressed, partial.data.into()).map(Some);
             }
             Opcode::Text => true,
@@ -146,7 +148,7 @@ impl MessageReader {
         if text && !h.rsv1 {
             check_utf8(&partial.data, &mut partial.utf8_checked, false)?;
         }
-        self.partial = Some(partial);
+        self.partial = Some(Box::new(partial));
         Ok(None)
     }
 

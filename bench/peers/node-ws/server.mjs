@@ -12,24 +12,13 @@
 // every `message` frame shorter than BYTES to exactly BYTES, with spaces
 // before its closing brace (as the Rust peers do).
 import http from "node:http";
-import { parseArgs } from "node:util";
+import { messageFrame, peerOptions } from "../options.mjs";
 import { WebSocketServer } from "ws";
 
 const SUBPROTOCOL = "holdfast.v1.json";
 const MAX_MESSAGE_SIZE = 64 * 1024; // holdfast's default max_message_size
 
-const { values } = parseArgs({
-  options: {
-    port: { type: "string", default: process.env.PORT ?? "8080" },
-    "pad-to": { type: "string", default: process.env.PAD_TO ?? "0" },
-  },
-});
-const port = Number(values.port);
-const padTo = Number(values["pad-to"]);
-if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isInteger(padTo) || padTo < 0) {
-  console.error("usage: node server.mjs [--port P] [--pad-to BYTES] (or PORT=P PAD_TO=BYTES)");
-  process.exit(2);
-}
+const { port, padTo } = peerOptions();
 
 /** @type {Map<string, {offset: number, subscribers: Set<import("ws").WebSocket>}>} */
 const channels = new Map();
@@ -41,12 +30,8 @@ function channel(name) {
   return ch;
 }
 
-/** A `message` frame, padded to `padTo` bytes when shorter. */
-function message(name, offset, data) {
-  const json = JSON.stringify({ op: "message", channel: name, offset, data: data ?? null });
-  const short = padTo - Buffer.byteLength(json);
-  return short > 0 ? json.slice(0, -1) + " ".repeat(short) + "}" : json;
-}
+/** A `message` frame for this peer's padding. */
+const message = (name, offset, data) => messageFrame(name, offset, data, padTo);
 
 function publish(name, data) {
   const ch = channel(name);

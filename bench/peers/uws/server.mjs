@@ -14,7 +14,7 @@
 // prints `listening on http://127.0.0.1:PORT` once bound. `--pad-to` pads
 // every `message` frame shorter than BYTES to exactly BYTES, with spaces
 // before its closing brace (as the Rust peers do).
-import { parseArgs } from "node:util";
+import { messageFrame, peerOptions } from "../options.mjs";
 import uWS from "uwebsockets";
 
 const SUBPROTOCOL = "holdfast.v1.json";
@@ -23,29 +23,14 @@ const MAX_MESSAGE_SIZE = 64 * 1024; // holdfast's default max_message_size
 // that subscriber's publications (the bench counts them lost) until it drains.
 const MAX_BACKPRESSURE = 1024 * 1024;
 
-const { values } = parseArgs({
-  options: {
-    port: { type: "string", default: process.env.PORT ?? "8080" },
-    "pad-to": { type: "string", default: process.env.PAD_TO ?? "0" },
-  },
-});
-const port = Number(values.port);
-const padTo = Number(values["pad-to"]);
-if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isInteger(padTo) || padTo < 0) {
-  console.error("usage: node server.mjs [--port P] [--pad-to BYTES] (or PORT=P PAD_TO=BYTES)");
-  process.exit(2);
-}
+const { port, padTo } = peerOptions();
 
 /** The newest offset of each channel (absent: nothing published yet). */
 const offsets = new Map();
 let sessions = 0;
 
-/** A `message` frame, padded to `padTo` bytes when shorter. */
-function message(name, offset, data) {
-  const json = JSON.stringify({ op: "message", channel: name, offset, data: data ?? null });
-  const short = padTo - Buffer.byteLength(json);
-  return short > 0 ? json.slice(0, -1) + " ".repeat(short) + "}" : json;
-}
+/** A `message` frame for this peer's padding. */
+const message = (name, offset, data) => messageFrame(name, offset, data, padTo);
 
 function publish(name, data) {
   const offset = (offsets.get(name) ?? 0) + 1;

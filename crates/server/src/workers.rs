@@ -67,8 +67,9 @@ impl Workers {
     {
         let load = |h: &Handle| h.metrics().num_alive_tasks();
         let here = load(&Handle::current());
-        let elsewhere = self.threads.iter().map(|w| &w.handle).min_by_key(|h| load(h)).filter(|h| load(h) < here);
-        let Some(there) = elsewhere else {
+        // Each load read once: a runtime's count moves while we look.
+        let elsewhere = self.threads.iter().map(|w| (load(&w.handle), &w.handle)).min_by_key(|(n, _)| *n);
+        let Some((_, there)) = elsewhere.filter(|(n, _)| *n < here) else {
             tokio::spawn(serve(tcp));
             return;
         };

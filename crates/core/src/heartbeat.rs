@@ -5,7 +5,14 @@
 //! The server pings every `interval`. Any inbound traffic proves the peer is
 //! alive (a pong, a command, a WebSocket pong frame): what we detect is a
 //! dead peer, not a rude one. A peer silent for `timeout` after a ping is dead.
+//!
+//! Pings fall due on a grid every connection shares ([`ping_grid`]): the
+//! pings of connections opened apart are sent in one wake-up of the
+//! runtime, and their pongs read in a few, instead of one timer firing,
+//! one write and one poll of the sockets for each. At 100,000 idle
+//! connections that is most of what keeping them costs the server.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What the connection should do now.
@@ -38,7 +45,7 @@ impl Heartbeat {
             interval_ms: millis(interval),
             timeout_ms: millis(timeout),
             last_heard: now,
-            next_ping: now + interval,
+            next_ping: on_grid(now + interval, interval),
             ping_sent: None,
         }
     }
@@ -46,7 +53,7 @@ impl Heartbeat {
     /// Pings every `interval` from now on (a client asked for a shorter one).
     pub fn set_interval(&mut self, interval: Duration, now: Instant) {
         self.interval_ms = millis(interval);
-        self.next_ping = self.next_ping.min(now + interval);
+        self.next_ping = self.next_ping.min(on_grid(now + interval, interval));
     }
 
     /// The peer sent something.
@@ -89,11 +96,31 @@ impl Heartbeat {
         }
         if now >= self.next_ping {
             self.ping_sent = Some(now);
-            self.next_ping = now + self.interval();
+            self.next_ping = on_grid(now + self.interval(), self.interval());
             return Beat::Ping;
         }
         Beat::Wait
     }
+}
+
+/// How far apart the instants pings may fall due on: a hundredth of the
+/// interval, at most 250 ms (at 25 s, 1,000 pings a burst for 100,000
+/// connections, a few milliseconds of writing). A ping is at most that
+/// much late; a short interval (tests, a client's `ping_interval_ms`)
+/// keeps a fine grid.
+pub fn ping_grid(interval: Duration) -> Duration {
+    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(250))
+}
+
+/// `t` rounded up onto the grid for `interval`. The grid's origin is the
+/// first instant any heartbeat asked for, shared by the whole process.
+fn on_grid(t: Instant, interval: Duration) -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let grid = ping_grid(interval).as_nanos();
+    let Some(since) = t.checked_duration_since(origin) else { return t };
+    let late = (grid - since.as_nanos() % grid) % grid;
+    t + Duration::from_nanos(late as u64)
 }
 
 /// A duration in whole milliseconds, at most `u32::MAX` (49 days).
@@ -106,27 +133,57 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    /// The grid for the tests' 10 s interval.
+    const GRID: Duration = Duration::from_millis(100);
 
     #[test]
     fn pings_on_interval_while_the_peer_answers() {
         let t = Instant::now();
         let mut h = Heartbeat::new(10 * S, 3 * S, t);
         assert_eq!(h.poll(t + 5 * S), Beat::Wait);
-        assert_eq!(h.deadline(), t + 10 * S);
-        assert_eq!(h.poll(t + 10 * S), Beat::Ping);
-        assert_eq!(h.deadline(), t + 13 * S);
-        h.heard(t + 11 * S);
-        assert_eq!(h.deadline(), t + 20 * S);
-        assert_eq!(h.poll(t + 13 * S), Beat::Wait);
-        assert_eq!(h.poll(t + 20 * S), Beat::Ping);
+        let first = h.deadline();
+        assert!(first >= t + 10 * S && first < t + 10 * S + GRID, "{:?}", first - t);
+        assert_eq!(h.poll(first), Beat::Ping);
+        assert_eq!(h.deadline(), first + 3 * S);
+        h.heard(first + S);
+        let second = h.deadline();
+        assert!(second >= first + 10 * S && second < first + 10 * S + GRID, "{:?}", second - first);
+        assert_eq!(h.poll(first + 3 * S), Beat::Wait);
+        assert_eq!(h.poll(second), Beat::Ping);
     }
 
     #[test]
     fn a_silent_peer_is_dead_after_the_timeout() {
         let t = Instant::now();
         let mut h = Heartbeat::new(10 * S, 3 * S, t);
-        assert_eq!(h.poll(t + 10 * S), Beat::Ping);
-        assert_eq!(h.poll(t + 12 * S), Beat::Wait);
-        assert_eq!(h.poll(t + 13 * S), Beat::Dead);
+        let due = h.deadline();
+        assert_eq!(h.poll(due), Beat::Ping);
+        assert_eq!(h.poll(due + 2 * S), Beat::Wait);
+        assert_eq!(h.poll(due + 3 * S), Beat::Dead);
+    }
+
+    #[test]
+    fn connections_opened_apart_are_pinged_together() {
+        let t = Instant::now();
+        let grid = ping_grid(10 * S);
+        let opened = [t, t + grid / 3, t + grid / 2, t + grid - Duration::from_nanos(1)];
+        let due: Vec<Instant> = opened.iter().map(|&at| Heartbeat::new(10 * S, 3 * S, at).deadline()).collect();
+        // Four instants within one grid step fall due on at most two
+        // grid points (the step may straddle one), each at most a step late.
+        let mut points = due.clone();
+        points.dedup();
+        assert!(points.len() <= 2, "{due:?}");
+        for (at, d) in opened.iter().zip(&due) {
+            assert!(*d >= *at + 10 * S && *d < *at + 10 * S + grid);
+        }
+        assert_eq!(points[points.len() - 1] - points[0], if points.len() == 2 { grid } else { Duration::ZERO });
+    }
+
+    #[test]
+    fn the_grid_is_fine_for_short_intervals_and_capped_for_long_ones() {
+        assert_eq!(ping_grid(Duration::from_millis(200)), Duration::from_millis(2));
+        assert_eq!(ping_grid(25 * S), Duration::from_millis(250));
+        assert_eq!(ping_grid(600 * S), Duration::from_millis(250));
+        assert_eq!(ping_grid(Duration::from_millis(10)), Duration::from_millis(1));
     }
 }

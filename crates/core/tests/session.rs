@@ -75,9 +75,12 @@ async fn a_silent_peer_is_closed_with_heartbeat_timeout() {
     ));
     let t = Instant::now();
     let mut s = Session::new(node, t);
-    s.tick(t + Duration::from_secs(10));
+    // Due 10 s on, rounded up onto the pings' shared grid.
+    let due = s.deadline();
+    assert!(due >= t + Duration::from_secs(10) && due <= t + Duration::from_millis(10_100));
+    s.tick(due);
     assert_eq!(drain(&s)[0]["op"], "ping");
-    s.tick(t + Duration::from_secs(13));
+    s.tick(due + Duration::from_secs(3));
     let mut b = Batch::default();
     s.outbox().take(&mut b);
     assert_eq!(b.disconnect.unwrap().code, CloseCode::HeartbeatTimeout);
@@ -149,7 +152,9 @@ async fn a_client_may_ask_for_more_frequent_pings_within_bounds() {
     let mut s = Session::new(node.clone(), t);
     s.handle_frame(r#"{"id":1,"op":"connect","ping_interval_ms":8000}"#, t).await;
     assert_eq!(drain(&s)[0]["ping_interval_ms"], 8000);
-    s.tick(t + Duration::from_secs(8));
+    // 8 s on, rounded up onto the pings' grid (80 ms for 8 s).
+    assert!(s.deadline() < t + Duration::from_millis(8_080), "the shorter interval applies");
+    s.tick(s.deadline());
     assert_eq!(drain(&s)[0]["op"], "ping", "the shorter interval applies");
 
     let mut s = Session::new(node.clone(), t);

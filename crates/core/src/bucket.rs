@@ -22,8 +22,10 @@ pub enum Admit {
 /// A token bucket with a flood detector.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
+    /// As configured, not as `f64`s: every connection's task holds its
+    /// bucket for its whole life.
+    rate: u32,
+    burst: u32,
     tokens: f64,
     last: Instant,
     refused_in_a_row: u32,
@@ -33,13 +35,7 @@ impl TokenBucket {
     /// `rate` commands per second after a burst of `burst`. A rate of 0
     /// means unlimited.
     pub fn new(rate: u32, burst: u32, now: Instant) -> TokenBucket {
-        TokenBucket {
-            rate: rate as f64,
-            burst: burst.max(1) as f64,
-            tokens: burst.max(1) as f64,
-            last: now,
-            refused_in_a_row: 0,
-        }
+        TokenBucket { rate, burst: burst.max(1), tokens: burst.max(1).into(), last: now, refused_in_a_row: 0 }
     }
 
     /// When a token was last asked for.
@@ -50,18 +46,18 @@ impl TokenBucket {
     /// Whether a command now would get a token (without taking it).
     pub fn has_token(&mut self, now: Instant) -> bool {
         self.refill(now);
-        self.rate == 0.0 || self.tokens >= 1.0
+        self.rate == 0 || self.tokens >= 1.0
     }
 
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(self.burst.into());
     }
 
     /// Takes a token for one command.
     pub fn admit(&mut self, now: Instant) -> Admit {
-        if self.rate == 0.0 {
+        if self.rate == 0 {
             return Admit::Yes;
         }
         self.refill(now);
@@ -71,7 +67,7 @@ impl TokenBucket {
             return Admit::Yes;
         }
         self.refused_in_a_row += 1;
-        if self.refused_in_a_row as f64 > self.burst {
+        if self.refused_in_a_row > self.burst {
             Admit::Disconnect
         } else {
             Admit::Refuse

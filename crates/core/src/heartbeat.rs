@@ -29,13 +29,14 @@ pub enum Beat {
 /// Heartbeat state of one connection.
 #[derive(Clone, Debug)]
 pub struct Heartbeat {
-    /// Milliseconds, not `Duration`s (16 bytes each): every connection's
-    /// task holds its heartbeat for its whole life.
+    /// Milliseconds, not `Duration`s or `Instant`s (16 bytes each): every
+    /// connection's task holds its heartbeat for its whole life.
     interval_ms: u32,
     timeout_ms: u32,
-    last_heard: Instant,
-    next_ping: Instant,
-    ping_sent: Option<Instant>,
+    last_heard: Stamp,
+    next_ping: Stamp,
+    /// When the unanswered ping went out; 0 when none is.
+    ping_sent: Stamp,
 }
 
 impl Heartbeat {
@@ -44,63 +45,96 @@ impl Heartbeat {
         Heartbeat {
             interval_ms: millis(interval),
             timeout_ms: millis(timeout),
-            last_heard: now,
-            next_ping: on_grid(now + interval, interval),
-            ping_sent: None,
+            last_heard: Stamp::floor(now),
+            next_ping: Stamp::ceil(on_grid(now + interval, interval)),
+            ping_sent: Stamp::NONE,
         }
     }
 
     /// Pings every `interval` from now on (a client asked for a shorter one).
     pub fn set_interval(&mut self, interval: Duration, now: Instant) {
         self.interval_ms = millis(interval);
-        self.next_ping = self.next_ping.min(on_grid(now + interval, interval));
+        self.next_ping = self.next_ping.min(Stamp::ceil(on_grid(now + interval, interval)));
     }
 
     /// The peer sent something.
     pub fn heard(&mut self, now: Instant) {
-        self.last_heard = now;
-        self.ping_sent = None;
+        self.last_heard = Stamp::floor(now);
+        self.ping_sent = Stamp::NONE;
     }
 
-    /// When the peer last sent something.
+    /// When the peer last sent something (to the millisecond).
     pub fn last_heard(&self) -> Instant {
-        self.last_heard
+        self.last_heard.instant()
     }
 
     /// When [`Heartbeat::poll`] next has something to say.
     pub fn deadline(&self) -> Instant {
+        self.deadline_stamp().instant()
+    }
+
+    fn deadline_stamp(&self) -> Stamp {
         match self.ping_sent {
-            Some(sent) => sent + self.timeout(),
-            None => self.next_ping,
+            Stamp::NONE => self.next_ping,
+            sent => sent.after(self.timeout_ms),
         }
+    }
+
+    /// Advances the state to `now`.
+    pub fn poll(&mut self, now: Instant) -> Beat {
+        let at = Stamp::floor(now);
+        if self.ping_sent != Stamp::NONE {
+            // Hearing anything clears `ping_sent`: still set, the peer has
+            // said nothing since the ping.
+            if at < self.deadline_stamp() {
+                return Beat::Wait;
+            }
+            return Beat::Dead;
+        }
+        if at >= self.next_ping {
+            // Never 0 (that means none): the origin is before any ping.
+            self.ping_sent = Stamp(at.0.max(1));
+            self.next_ping = Stamp::ceil(on_grid(now + self.interval(), self.interval()));
+            return Beat::Ping;
+        }
+        Beat::Wait
     }
 
     fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms.into())
     }
+}
 
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.into())
+/// An instant as milliseconds since the process's [`origin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(u64);
+
+impl Stamp {
+    const NONE: Stamp = Stamp(0);
+
+    fn floor(t: Instant) -> Stamp {
+        Stamp(t.checked_duration_since(origin()).map_or(0, |d| d.as_millis() as u64))
     }
 
-    /// Advances the state to `now`.
-    pub fn poll(&mut self, now: Instant) -> Beat {
-        if let Some(sent) = self.ping_sent {
-            if self.last_heard < sent && now >= sent + self.timeout() {
-                return Beat::Dead;
-            }
-            if now < sent + self.timeout() {
-                return Beat::Wait;
-            }
-            self.ping_sent = None;
-        }
-        if now >= self.next_ping {
-            self.ping_sent = Some(now);
-            self.next_ping = on_grid(now + self.interval(), self.interval());
-            return Beat::Ping;
-        }
-        Beat::Wait
+    fn ceil(t: Instant) -> Stamp {
+        let since = t.checked_duration_since(origin()).unwrap_or_default();
+        Stamp(since.as_nanos().div_ceil(1_000_000) as u64)
     }
+
+    fn after(self, ms: u32) -> Stamp {
+        Stamp(self.0 + u64::from(ms))
+    }
+
+    fn instant(self) -> Instant {
+        origin() + Duration::from_millis(self.0)
+    }
+}
+
+/// The first instant any heartbeat asked for, shared by the whole process:
+/// the pings' grid starts there, and stamps count from it.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
 /// How far apart the instants pings may fall due on: a hundredth of the
@@ -115,8 +149,7 @@ pub fn ping_grid(interval: Duration) -> Duration {
 /// `t` rounded up onto the grid for `interval`. The grid's origin is the
 /// first instant any heartbeat asked for, shared by the whole process.
 fn on_grid(t: Instant, interval: Duration) -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    let origin = *ORIGIN.get_or_init(Instant::now);
+    let origin = origin();
     let grid = ping_grid(interval).as_nanos();
     let Some(since) = t.checked_duration_since(origin) else { return t };
     let late = (grid - since.as_nanos() % grid) % grid;

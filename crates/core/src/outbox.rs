@@ -16,7 +16,8 @@
 use bytes::Bytes;
 use holdfast_protocol::{CloseCode, Frame};
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 /// Why and how the server ends a connection; becomes a `disconnect` message
@@ -78,6 +79,14 @@ struct State {
     /// connection's outbox until then.
     closing: Option<Box<Disconnect>>,
     pong: Option<Bytes>,
+    /// The connection's writer, waiting in [`Outbox::poll_ready`].
+    writer: Option<Waker>,
+}
+
+impl State {
+    fn has_work(&self) -> bool {
+        !self.queue.is_empty() || self.closing.is_some() || self.pong.is_some()
+    }
 }
 
 /// A connection's outbound queue; see the module docs.
@@ -105,16 +114,14 @@ impl Outbox {
             s.queue = Vec::new();
             s.bytes = 0;
             s.closing = Some(Box::new(Disconnect::slow_consumer()));
-            drop(s);
-            self.ready.notify_waiters();
+            self.wake(s);
             return Err(Refused);
         }
         s.bytes += frame.text().len();
         let was_empty = s.queue.is_empty();
         s.queue.push(frame);
-        drop(s);
         if was_empty {
-            self.ready.notify_waiters();
+            self.wake(s);
         }
         Ok(())
     }
@@ -133,8 +140,7 @@ impl Outbox {
         if first {
             s.closing = Some(Box::new(disconnect));
         }
-        drop(s);
-        self.ready.notify_waiters();
+        self.wake(s);
         first
     }
 
@@ -142,8 +148,9 @@ impl Outbox {
     /// answered (RFC 6455 5.5.3 allows that), so a ping flood holds one
     /// control payload (at most 125 bytes), not a queue.
     pub fn pong(&self, payload: Bytes) {
-        self.state.lock().expect("outbox lock poisoned").pong = Some(payload);
-        self.ready.notify_waiters();
+        let mut s = self.state.lock().expect("outbox lock poisoned");
+        s.pong = Some(payload);
+        self.wake(s);
     }
 
     /// Bytes queued right now.
@@ -181,9 +188,38 @@ impl Outbox {
         batch.pong = s.pong.take();
     }
 
-    /// Waits until there is something to take. Cancel-safe.
+    /// Wakes whoever waits for work: the writer, then every `ready` or
+    /// `closing` waiter.
+    fn wake(&self, mut s: MutexGuard<'_, State>) {
+        let writer = s.writer.take();
+        drop(s);
+        if let Some(w) = writer {
+            w.wake();
+        }
+        self.ready.notify_waiters();
+    }
+
+    /// Waits until there is something to take. Cancel-safe; any number of
+    /// tasks may wait.
     pub async fn ready(&self) {
-        self.wait_for(|s| !s.queue.is_empty() || s.closing.is_some() || s.pong.is_some()).await
+        self.wait_for(State::has_work).await
+    }
+
+    /// [`Outbox::ready`] for the connection's one writer, as a poll: the
+    /// writer's waker waits in the outbox, not a `Notified` (~120 bytes,
+    /// with its own lock and list) in the task of every idle connection.
+    /// A second task polling it would take the first one's place, so only
+    /// the task that owns the connection may.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock().expect("outbox lock poisoned");
+        if s.has_work() {
+            return Poll::Ready(());
+        }
+        match &mut s.writer {
+            Some(w) => w.clone_from(cx.waker()),
+            none => *none = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Waits until the outbox is closing. Cancel-safe.
@@ -282,5 +318,42 @@ mod tests {
         let mut again = Batch::default();
         o.take(&mut again);
         assert_eq!(again.pong, None, "a pong is answered once");
+    }
+
+    /// An outbox and its writer already waiting in `poll_ready`.
+    async fn writer_waiting() -> (std::sync::Arc<Outbox>, tokio::task::JoinHandle<()>) {
+        let o = std::sync::Arc::new(Outbox::new(4));
+        let o2 = o.clone();
+        let writer = tokio::spawn(async move { std::future::poll_fn(|cx| o2.poll_ready(cx)).await });
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "nothing to write yet");
+        (o, writer)
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_on_every_kind_of_work() {
+        let (o, writer) = writer_waiting().await;
+        o.push(Bytes::from_static(b"a")).unwrap();
+        writer.await.unwrap();
+        let (o, writer) = writer_waiting().await;
+        o.pong(Bytes::from_static(b"p"));
+        writer.await.unwrap();
+        let (o, writer) = writer_waiting().await;
+        o.close(Disconnect::new(CloseCode::GoingAway, "restart"));
+        writer.await.unwrap();
+        let (o, writer) = writer_waiting().await;
+        assert_eq!(o.push(Bytes::from_static(b"too long")), Err(Refused));
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_writer_and_other_waiters_all_wake() {
+        let (o, writer) = writer_waiting().await;
+        let o2 = o.clone();
+        let closing = tokio::spawn(async move { o2.closing().await });
+        tokio::task::yield_now().await;
+        o.close(Disconnect::new(CloseCode::GoingAway, "restart"));
+        writer.await.unwrap();
+        closing.await.unwrap();
     }
 }

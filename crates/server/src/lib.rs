@@ -315,8 +315,7 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
     // in the subscriber (its slot, its formatted fields and their map),
     // 14 % of an idle connection, for the few lines a healthy connection
     // logs; a disabled one is `Span::none()`, inline and empty.
-    let span =
-        tracing::debug_span!("conn", id = next_connection_id(), peer = %peer.map(|p| p.to_string()).unwrap_or_default());
+    let span = tracing::debug_span!("conn", id = next_connection_id(), peer = %peer.map(|p| p.to_string()).unwrap_or_default());
     // Only what the connection uses: what it captures stays in its task
     // for its whole life, even once moved on (the whole `AppState` was 24
     // bytes more); boxed, what serves it once upgraded costs a pointer there.
@@ -342,7 +341,13 @@ async fn websocket(State(state): State<AppState>, mut req: Request<Body>, endpoi
         };
         serving.await
     };
-    tokio::spawn(tracing::Instrument::instrument(connection, span));
+    // Spawned bare unless the span is on: `Instrumented` would carry the
+    // empty span (40 bytes) in the task of every connection.
+    if span.is_disabled() {
+        tokio::spawn(connection);
+    } else {
+        tokio::spawn(tracing::Instrument::instrument(connection, span));
+    }
     upgrade::switching_protocols(&accepted)
 }
 

@@ -79,7 +79,9 @@ pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     messages: MessageReader,
-    message_timeout: Duration,
+    /// Milliseconds, not a `Duration` (16 bytes): every connection's task
+    /// holds its reader.
+    message_timeout_ms: u32,
     /// When the message under way must be complete; `None` between messages.
     due: Option<Pin<Box<tokio::time::Sleep>>>,
     /// `buf` was grown past two read chunks, for a frame larger than one.
@@ -95,10 +97,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             io,
             buf: BytesMut::new(),
             messages: MessageReader::new(max_message, deflate),
-            message_timeout,
+            message_timeout_ms: u32::try_from(message_timeout.as_millis()).unwrap_or(u32::MAX),
             due: None,
             wide: false,
         }
+    }
+
+    fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms.into())
     }
 
     /// The next message. Cancel-safe: whatever arrived is in the buffer,
@@ -131,7 +137,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.due.is_none() && (self.messages.in_message() || !self.buf.is_empty()) {
                 // Boxed: the timer is needed only while a message is under
                 // way; inline, it would widen every idle connection.
-                self.due = Some(Box::pin(tokio::time::sleep(self.message_timeout)));
+                self.due = Some(Box::pin(tokio::time::sleep(self.message_timeout())));
             }
             let wanted = self.messages.needed(&self.buf).saturating_sub(self.buf.len()).max(READ_CHUNK);
             match poll_fill(&mut self.io, cx, &mut self.buf, wanted, &mut self.wide) {
@@ -171,7 +177,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Not 1008: a client on a slow link is not breaking a policy,
             // and must reconnect.
             code: CloseCode::MessageTimeout.code(),
-            reason: format!("message not completed within {:?}", self.message_timeout).into(),
+            reason: format!("message not completed within {:?}", self.message_timeout()).into(),
             in_close_frame: false,
         }
     }

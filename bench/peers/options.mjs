@@ -1,6 +1,5 @@
-// What the Node peers (node-ws, uws) share: their command line and the
-// `message` frame every subscriber gets. A plain relative import, so it
-// needs neither peer's node_modules.
+// The command line the `ws`-style Node peers (node-ws, uws) share. A plain
+// relative import, so it needs neither peer's node_modules.
 import { parseArgs } from "node:util";
 
 /** `--port P` (or PORT, default 8080) and `--pad-to BYTES` (or PAD_TO, default 0); exits 2 on a bad value. */
@@ -18,11 +17,4 @@ export function peerOptions() {
     process.exit(2);
   }
   return { port, padTo };
-}
-
-/** A `message` frame, padded to `padTo` bytes (spaces before its closing brace) when shorter. */
-export function messageFrame(name, offset, data, padTo) {
-  const json = JSON.stringify({ op: "message", channel: name, offset, data: data ?? null });
-  const short = padTo - Buffer.byteLength(json);
-  return short > 0 ? json.slice(0, -1) + " ".repeat(short) + "}" : json;
 }

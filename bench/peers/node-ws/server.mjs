@@ -12,7 +12,8 @@
 // every `message` frame shorter than BYTES to exactly BYTES, with spaces
 // before its closing brace (as the Rust peers do).
 import http from "node:http";
-import { messageFrame, peerOptions } from "../options.mjs";
+import { peerOptions } from "../options.mjs";
+import { answerLines, generalReply, messageFrame, parseJson } from "../protocol.mjs";
 import { WebSocketServer } from "ws";
 
 const SUBPROTOCOL = "holdfast.v1.json";
@@ -44,21 +45,9 @@ function publish(name, data) {
 
 /** Runs one command; returns the reply object, if any. */
 function command(ws, cmd, subscriptions) {
-  if (cmd === null || typeof cmd !== "object") return { op: "error", code: "bad_request", message: "not an object" };
+  const general = generalReply(cmd, () => String(++sessions));
+  if (general !== undefined) return general;
   const { id, op, channel: name } = cmd;
-  switch (op) {
-    case "connect":
-      return { op: "connected", id, session: String(++sessions), ping_interval_ms: 25000 };
-    case "pong":
-      return null;
-    case "subscribe":
-    case "unsubscribe":
-    case "publish":
-      break;
-    default:
-      return { op: "error", id, code: "unknown_op", message: "unknown op" };
-  }
-  if (typeof name !== "string") return { op: "error", id, code: "bad_request", message: "channel must be a string" };
   if (op === "subscribe") {
     const ch = channel(name);
     ch.subscribers.add(ws);
@@ -73,13 +62,6 @@ function command(ws, cmd, subscriptions) {
   return { op: "published", id, channel: name, epoch: "peer", offset: publish(name, cmd.data) };
 }
 
-function parse(line) {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-}
 
 // POST /api/publish {"channel", "data"} → {"channel", "epoch", "offset"}.
 function api(req, res) {
@@ -97,7 +79,7 @@ function api(req, res) {
     else chunks.push(chunk);
   });
   req.on("end", () => {
-    const body = parse(Buffer.concat(chunks).toString());
+    const body = parseJson(Buffer.concat(chunks).toString());
     if (typeof body?.channel !== "string") {
       return answer(400, { error: { code: "bad_request", message: "channel must be a string" } });
     }
@@ -120,12 +102,8 @@ wss.on("connection", (ws) => {
   const subscriptions = new Set();
   ws.on("message", (data, isBinary) => {
     if (isBinary) return;
-    for (const line of data.toString().split("\n")) {
-      if (!line.trim()) continue;
-      const cmd = parse(line);
-      const reply =
-        cmd === undefined ? { op: "error", code: "bad_json", message: "not JSON" } : command(ws, cmd, subscriptions);
-      if (reply) ws.send(JSON.stringify(reply));
+    for (const reply of answerLines(data.toString(), (cmd) => command(ws, cmd, subscriptions))) {
+      ws.send(JSON.stringify(reply));
     }
   });
   ws.on("close", () => {

@@ -19,6 +19,7 @@
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { Server } from "socket.io";
+import { generalReply } from "../protocol.mjs";
 
 const MAX_MESSAGE_SIZE = 64 * 1024; // holdfast's default max_message_size
 
@@ -37,21 +38,9 @@ function publish(channel, data) {
 
 /** Runs one command; returns the reply object, if any. */
 function command(socket, cmd) {
-  if (cmd === null || typeof cmd !== "object") return { op: "error", code: "bad_request", message: "not an object" };
+  const general = generalReply(cmd, () => socket.id);
+  if (general !== undefined) return general;
   const { id, op, channel } = cmd;
-  switch (op) {
-    case "connect":
-      return { op: "connected", id, session: socket.id, ping_interval_ms: 25000 };
-    case "pong":
-      return null;
-    case "subscribe":
-    case "unsubscribe":
-    case "publish":
-      break;
-    default:
-      return { op: "error", id, code: "unknown_op", message: "unknown op" };
-  }
-  if (typeof channel !== "string") return { op: "error", id, code: "bad_request", message: "channel must be a string" };
   if (op === "subscribe") {
     socket.join(channel);
     return { op: "subscribed", id, channel, epoch: "peer", offset: offsets.get(channel) ?? 0 };

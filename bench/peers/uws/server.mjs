@@ -14,7 +14,8 @@
 // prints `listening on http://127.0.0.1:PORT` once bound. `--pad-to` pads
 // every `message` frame shorter than BYTES to exactly BYTES, with spaces
 // before its closing brace (as the Rust peers do).
-import { messageFrame, peerOptions } from "../options.mjs";
+import { peerOptions } from "../options.mjs";
+import { answerLines, generalReply, messageFrame } from "../protocol.mjs";
 import uWS from "uwebsockets";
 
 const SUBPROTOCOL = "holdfast.v1.json";
@@ -41,21 +42,9 @@ function publish(name, data) {
 
 /** Runs one command; returns the reply object, if any. */
 function command(ws, cmd) {
-  if (cmd === null || typeof cmd !== "object") return { op: "error", code: "bad_request", message: "not an object" };
+  const general = generalReply(cmd, () => String(ws.getUserData().session));
+  if (general !== undefined) return general;
   const { id, op, channel: name } = cmd;
-  switch (op) {
-    case "connect":
-      return { op: "connected", id, session: String(ws.getUserData().session), ping_interval_ms: 25000 };
-    case "pong":
-      return null;
-    case "subscribe":
-    case "unsubscribe":
-    case "publish":
-      break;
-    default:
-      return { op: "error", id, code: "unknown_op", message: "unknown op" };
-  }
-  if (typeof name !== "string") return { op: "error", id, code: "bad_request", message: "channel must be a string" };
   if (op === "subscribe") {
     ws.subscribe(name);
     return { op: "subscribed", id, channel: name, epoch: "peer", offset: offsets.get(name) ?? 0 };
@@ -67,13 +56,6 @@ function command(ws, cmd) {
   return { op: "published", id, channel: name, epoch: "peer", offset: publish(name, cmd.data) };
 }
 
-function parse(line) {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-}
 
 const app = uWS.App();
 app.ws("/ws", {
@@ -98,11 +80,8 @@ app.ws("/ws", {
   message: (ws, data, isBinary) => {
     if (isBinary) return;
     // `data` is only valid during this call: decoded now.
-    for (const line of Buffer.from(data).toString().split("\n")) {
-      if (!line.trim()) continue;
-      const cmd = parse(line);
-      const reply = cmd === undefined ? { op: "error", code: "bad_json", message: "not JSON" } : command(ws, cmd);
-      if (reply) ws.send(JSON.stringify(reply), false);
+    for (const reply of answerLines(Buffer.from(data).toString(), (cmd) => command(ws, cmd))) {
+      ws.send(JSON.stringify(reply), false);
     }
   },
   // uWS unsubscribes a closed connection from its topics itself.

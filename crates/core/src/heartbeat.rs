@@ -46,7 +46,7 @@ impl Heartbeat {
             interval_ms: millis(interval),
             timeout_ms: millis(timeout),
             last_heard: Stamp::floor(now),
-            next_ping: Stamp::ceil(on_grid(now + interval, interval)),
+            next_ping: next_due(now, interval),
             ping_sent: Stamp::NONE,
         }
     }
@@ -54,7 +54,7 @@ impl Heartbeat {
     /// Pings every `interval` from now on (a client asked for a shorter one).
     pub fn set_interval(&mut self, interval: Duration, now: Instant) {
         self.interval_ms = millis(interval);
-        self.next_ping = self.next_ping.min(Stamp::ceil(on_grid(now + interval, interval)));
+        self.next_ping = self.next_ping.min(next_due(now, interval));
     }
 
     /// The peer sent something.
@@ -94,7 +94,7 @@ impl Heartbeat {
         if at >= self.next_ping {
             // Never 0 (that means none): the origin is before any ping.
             self.ping_sent = Stamp(at.0.max(1));
-            self.next_ping = Stamp::ceil(on_grid(now + self.interval(), self.interval()));
+            self.next_ping = next_due(now, self.interval());
             return Beat::Ping;
         }
         Beat::Wait
@@ -138,22 +138,19 @@ fn origin() -> Instant {
 }
 
 /// How far apart the instants pings may fall due on: a hundredth of the
-/// interval, at most 250 ms (at 25 s, 1,000 pings a burst for 100,000
-/// connections, a few milliseconds of writing). A ping is at most that
-/// much late; a short interval (tests, a client's `ping_interval_ms`)
-/// keeps a fine grid.
+/// interval in whole milliseconds, at most 250 ms (at 25 s, 1,000 pings a
+/// burst for 100,000 connections, a few milliseconds of writing). A ping
+/// is at most that much late; a short interval (tests, a client's
+/// `ping_interval_ms`) keeps a fine grid.
 pub fn ping_grid(interval: Duration) -> Duration {
-    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(250))
+    Duration::from_millis((millis(interval) / 100).clamp(1, 250).into())
 }
 
-/// `t` rounded up onto the grid for `interval`. The grid's origin is the
-/// first instant any heartbeat asked for, shared by the whole process.
-fn on_grid(t: Instant, interval: Duration) -> Instant {
-    let origin = origin();
-    let grid = ping_grid(interval).as_nanos();
-    let Some(since) = t.checked_duration_since(origin) else { return t };
-    let late = (grid - since.as_nanos() % grid) % grid;
-    t + Duration::from_nanos(late as u64)
+/// When the ping after `now` is due: `interval` on, rounded up onto the
+/// grid, which counts from the process's [`origin`] like every stamp.
+fn next_due(now: Instant, interval: Duration) -> Stamp {
+    let grid = ping_grid(interval).as_millis() as u64;
+    Stamp(Stamp::ceil(now + interval).0.div_ceil(grid) * grid)
 }
 
 /// A duration in whole milliseconds, at most `u32::MAX` (49 days).

@@ -319,6 +319,7 @@ impl Broker for MemoryBroker {
         });
         let recovered = recovery.map(|r| matches!(r, Recovery::Recovered { .. }));
         let outcome = Subscribed {
+            channel: channel.clone(),
             epoch: ch.epoch.clone(),
             offset: ch.newest,
             recovered,
@@ -334,7 +335,8 @@ impl Broker for MemoryBroker {
             }
         }
         ch.subscribers.insert(subscriber.key, subscriber);
-        Ok(outcome)
+        let (name, _) = map.get_key_value(channel).expect("the channel was made above, under this lock");
+        Ok(Subscribed { channel: name.clone(), ..outcome })
     }
 
     async fn unsubscribe(&self, channel: &ChannelName, key: SessionKey) -> bool {
@@ -491,7 +493,7 @@ mod tests {
         let ch = ChannelName::new("score").unwrap();
         let sub = |key| Subscriber {
             key: SessionKey(key),
-            info: Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None }),
+            info: Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None }),
             outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
             delta: Default::default(),
         };
@@ -513,6 +515,25 @@ mod tests {
         let other = StreamPosition { epoch: Epoch::new("gone"), offset: Offset(9) };
         let lost = broker.subscribe(&ch, sub(5), Start { since: Some(&other), latest: true }, &reply).await.unwrap();
         assert_eq!((lost.recovered, lost.latest.map(|p| p.offset)), (Some(false), Some(Offset(2))));
+    }
+
+    #[tokio::test]
+    async fn subscribers_share_the_brokers_copy_of_the_name() {
+        let broker = bounded(NodeLimits::default());
+        let sub = |key| Subscriber {
+            key: SessionKey(key),
+            info: Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None }),
+            outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
+            delta: Default::default(),
+        };
+        let reply = |_: &Subscribed| bytes::Bytes::new();
+        // Each parsed from its own command, as sessions do.
+        let (a, b) = (ChannelName::new("room").unwrap(), ChannelName::new("room").unwrap());
+        let first = broker.subscribe(&a, sub(1), Start::default(), &reply).await.unwrap();
+        let second = broker.subscribe(&b, sub(2), Start::default(), &reply).await.unwrap();
+        assert!(!std::ptr::eq(a.as_str(), b.as_str()));
+        assert!(std::ptr::eq(first.channel.as_str(), second.channel.as_str()), "one allocation for both");
+        assert_eq!(second.channel, b);
     }
 
     /// The attack: 64 KB publications to ever new channels took a
@@ -595,7 +616,7 @@ mod tests {
         let broker = MemoryBroker::new(HistoryLimits::default());
         let ch = ChannelName::new("room:1").unwrap();
         let subscriber = |key: u64| {
-            let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None });
+            let info = Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None });
             Subscriber {
                 key: SessionKey(key),
                 info,

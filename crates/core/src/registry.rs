@@ -95,7 +95,7 @@ impl SessionRegistry {
     /// Removes a connection.
     pub fn unregister(&self, key: SessionKey) {
         if let Some(Entry { identity: Some(info), .. }) = self.lock().remove(&key) {
-            self.routes().remove(info.session.as_str());
+            self.routes().remove(&*info.session);
         }
     }
 
@@ -135,7 +135,7 @@ impl SessionRegistry {
         let map = self.lock();
         let hit = |e: &&Entry| match (target, e.identity.as_deref()) {
             (Target::User(u), Some(info)) => info.user.as_deref() == Some(u),
-            (Target::Session(s), Some(info)) => info.session == s,
+            (Target::Session(s), Some(info)) => &*info.session == s,
             (_, None) => false,
         };
         map.values().filter(hit).filter(|e| e.outbox.start_closing(disconnect.clone())).count()

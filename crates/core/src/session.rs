@@ -118,7 +118,7 @@ impl Session {
 
     /// The session id sent in `connected`, once connected.
     pub fn id(&self) -> Option<&str> {
-        self.info.as_deref().map(|i| i.session.as_str())
+        self.info.as_deref().map(|i| &*i.session)
     }
 
     /// The session's outbound queue.
@@ -308,7 +308,12 @@ impl Session {
                     }
                 }
                 let session = new_session_id(self.node.broker.session_prefix());
-                let info = Arc::new(ClientInfo { session, user, client, info: None });
+                let info = Arc::new(ClientInfo {
+                    session: session.into(),
+                    user: user.map(Into::into),
+                    client: client.map(Into::into),
+                    info: None,
+                });
                 // A client behind a proxy that cuts idle connections may ask
                 // for more frequent pings: never less often than configured,
                 // never more often than MIN_PING_INTERVAL.
@@ -332,9 +337,9 @@ impl Session {
                 self.node.sessions.set_identity(self.key, &info);
                 self.node.journal.opened(self.transport);
                 if let Some((mut event, sink)) = self.node.event(EventKind::Connect) {
-                    event.session = Some(info.session.clone());
-                    event.user = info.user.clone();
-                    event.client = info.client.clone();
+                    event.session = Some(info.session.to_string());
+                    event.user = info.user.as_deref().map(String::from);
+                    event.client = info.client.as_deref().map(String::from);
                     event.transport = Some(self.transport);
                     self.node.session_opened(event, sink).await;
                 }
@@ -533,7 +538,7 @@ impl Session {
         // session's info, so presence shows them for this channel only.
         let info = match channel_info {
             None => session_info,
-            Some(i) => Arc::new(ClientInfo { info: Some(i), ..(*session_info).clone() }),
+            Some(i) => Arc::new(ClientInfo { info: Some(i.into()), ..(*session_info).clone() }),
         };
         let subscriber = Subscriber {
             key: self.key,
@@ -569,7 +574,7 @@ impl Session {
                 if self.subscriptions.len() == self.subscriptions.capacity() {
                     self.subscriptions.reserve_exact(self.subscriptions.len().max(1));
                 }
-                self.subscriptions.push(channel);
+                self.subscriptions.push(subscribed.channel);
                 Ok(())
             }
             Err(BrokerError::AlreadySubscribed(c)) => {
@@ -587,8 +592,8 @@ impl Session {
     async fn channel_event(&self, kind: EventKind, channel: &ChannelName) {
         let Some((mut event, sink)) = self.node.event(kind) else { return };
         let Some(info) = self.info.as_deref() else { return };
-        event.session = Some(info.session.clone());
-        event.user = info.user.clone();
+        event.session = Some(info.session.to_string());
+        event.user = info.user.as_deref().map(String::from);
         event.channel = Some(channel.as_str().to_owned());
         sink.emit(event);
         match kind {
@@ -652,8 +657,8 @@ impl Session {
             self.announce(false, channel, None).await;
         }
         if let Some((mut event, sink)) = self.node.event(EventKind::Disconnect) {
-            event.session = Some(info.session.clone());
-            event.user = info.user.clone();
+            event.session = Some(info.session.to_string());
+            event.user = info.user.as_deref().map(String::from);
             event.transport = Some(self.transport);
             event.code = Some(end.code);
             event.reason = Some(end.bounded_reason().to_owned());
@@ -663,8 +668,8 @@ impl Session {
         self.node.session_closed(&info.session, info.user.as_deref()).await;
         let now_ms = crate::journal::unix_ms();
         let record = SessionRecord {
-            session: info.session.clone(),
-            user: info.user.clone(),
+            session: info.session.to_string(),
+            user: info.user.as_deref().map(String::from),
             node: self.node.name.clone(),
             transport: self.transport,
             opened_ms: now_ms.saturating_sub(lived.as_millis() as u64),

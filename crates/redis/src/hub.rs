@@ -190,6 +190,7 @@ impl LocalHub {
     ) -> Result<Joined, BrokerError> {
         let mut map = self.shard(channel);
         let gone = || BrokerError::Unavailable("subscription ended while joining".into());
+        let name = map.get_key_value(channel).ok_or_else(gone)?.0.clone();
         let ch = map.get_mut(channel).ok_or_else(gone)?;
         let first_buffered = ch.members.get(&key).ok_or_else(gone)?.buffered.as_ref().and_then(|b| b.first());
         match &ch.position {
@@ -216,6 +217,7 @@ impl LocalHub {
         });
         let recovered = recovery.map(|r| matches!(r, Recovery::Recovered { .. }));
         let outcome = Subscribed {
+            channel: name,
             epoch: snapshot.epoch.clone(),
             offset: snapshot.newest,
             recovered,
@@ -428,7 +430,7 @@ mod tests {
     }
 
     fn subscriber(key: u64) -> Subscriber {
-        let info = Arc::new(ClientInfo { session: format!("s{key}"), user: None, client: None, info: None });
+        let info = Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None });
         Subscriber { key: SessionKey(key), info, outbox: Arc::new(Outbox::new(1 << 20)), delta: Default::default() }
     }
 
@@ -492,6 +494,23 @@ mod tests {
         assert!(matches!(join(&hub, &a, &snapshot("e", 7, 1..=7), None), Joined::Live(_)));
         assert!(matches!(join(&hub, &b, &snapshot("e", 5, 1..=5), None), Joined::ReadAgain));
         assert!(matches!(join(&hub, &b, &snapshot("e", 7, 1..=7), None), Joined::Live(_)));
+    }
+
+    #[test]
+    fn members_share_the_hubs_copy_of_the_name() {
+        let hub = LocalHub::default();
+        let (a, b) = (subscriber(1), subscriber(2));
+        hub.begin_join(&ch(), a.clone()).unwrap();
+        hub.begin_join(&ch(), b.clone()).unwrap();
+        let live = |j| match j {
+            Joined::Live(outcome) => outcome.channel,
+            Joined::ReadAgain => panic!("read again"),
+        };
+        let first = live(join(&hub, &a, &snapshot("e", 1, 1..=1), None));
+        let second = live(join(&hub, &b, &snapshot("e", 1, 1..=1), None));
+        // `ch()` parses a new name for every call, as sessions do.
+        assert!(std::ptr::eq(first.as_str(), second.as_str()), "one allocation for both");
+        assert!(!std::ptr::eq(first.as_str(), ch().as_str()));
     }
 
     #[test]
@@ -619,7 +638,7 @@ mod tests {
         hub.begin_join(&ch(), a.clone()).unwrap();
         assert!(matches!(hub.begin_join(&ch(), a.clone()), Err(BrokerError::AlreadySubscribed(_))));
         assert!(hub.has(&ch()));
-        assert_eq!(hub.leave(&ch(), a.key).unwrap().session, "s1");
+        assert_eq!(hub.leave(&ch(), a.key).unwrap().session.as_ref(), "s1");
         assert!(!hub.has(&ch()));
         assert!(hub.leave(&ch(), a.key).is_none());
     }

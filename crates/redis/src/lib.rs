@@ -547,10 +547,10 @@ fn presence_entry(info: &ClientInfo) -> String {
 fn parse_presence(entry: &str) -> Option<ClientInfo> {
     let v: serde_json::Value = serde_json::from_str(entry).ok()?;
     Some(ClientInfo {
-        session: v["session"].as_str()?.to_owned(),
-        user: v["user"].as_str().map(str::to_owned),
-        client: v["client"].as_str().map(str::to_owned),
-        info: v["info"].as_str().map(str::to_owned),
+        session: v["session"].as_str()?.into(),
+        user: v["user"].as_str().map(Into::into),
+        client: v["client"].as_str().map(Into::into),
+        info: v["info"].as_str().map(Into::into),
     })
 }
 

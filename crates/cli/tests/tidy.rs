@@ -40,8 +40,9 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-/// tokio features core may use: synchronisation only, never sockets.
-const CORE_TOKIO_FEATURES: &[&str] = &["sync", "macros"];
+/// tokio features core may use: synchronisation, and the timer its alarms
+/// sleep on (`Alarms::fire`), never sockets.
+const CORE_TOKIO_FEATURES: &[&str] = &["sync", "macros", "time"];
 
 fn manifest(name: &str) -> toml::Table {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name).join("Cargo.toml");

@@ -5,6 +5,7 @@
 //! No sockets, no HTTP, no JSON of its own (the wire format belongs to
 //! `holdfast-protocol`). Everything here is tested without a network.
 
+mod alarm;
 mod auth;
 mod backend;
 mod broker;
@@ -24,6 +25,7 @@ mod recent_keys;
 mod registry;
 mod session;
 
+pub use alarm::{Alarms, Tick};
 pub use auth::{AuthError, Authenticator, Identity};
 pub use backend::{Allowed, Ask, AskKind, Backend, Denied, RequestContext};
 pub use broker::{

@@ -426,6 +426,16 @@ mod tests {
     use holdfast_protocol::StreamPosition;
     use std::time::Duration;
 
+    /// A subscriber with its own outbox.
+    fn sub(key: u64) -> Subscriber {
+        Subscriber {
+            key: SessionKey(key),
+            info: Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None }),
+            outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
+            delta: Default::default(),
+        }
+    }
+
     fn bounded(limits: NodeLimits) -> MemoryBroker {
         let rules = NamespaceRules::default();
         MemoryBroker::with_limits(Namespaces::new(rules, HashMap::new()), limits)
@@ -491,12 +501,6 @@ mod tests {
     async fn latest_hands_over_the_newest_unless_recovery_queued_it() {
         let broker = bounded(NodeLimits::default());
         let ch = ChannelName::new("score").unwrap();
-        let sub = |key| Subscriber {
-            key: SessionKey(key),
-            info: Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None }),
-            outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
-            delta: Default::default(),
-        };
         let reply = |_: &Subscribed| bytes::Bytes::new();
         let latest = Start { since: None, latest: true };
         let none = broker.subscribe(&ch, sub(1), latest, &reply).await.unwrap();
@@ -520,12 +524,6 @@ mod tests {
     #[tokio::test]
     async fn subscribers_share_the_brokers_copy_of_the_name() {
         let broker = bounded(NodeLimits::default());
-        let sub = |key| Subscriber {
-            key: SessionKey(key),
-            info: Arc::new(ClientInfo { session: format!("s{key}").into(), user: None, client: None, info: None }),
-            outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
-            delta: Default::default(),
-        };
         let reply = |_: &Subscribed| bytes::Bytes::new();
         // Each parsed from its own command, as sessions do.
         let (a, b) = (ChannelName::new("room").unwrap(), ChannelName::new("room").unwrap());

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::alarm::Alarms;
 use crate::auth::Authenticator;
 use crate::backend::{AskKind, Backend};
 use crate::broker::Broker;
@@ -82,6 +83,9 @@ pub struct Node {
     pub namespaces: Namespaces,
     /// How this node's sessions ended.
     pub journal: Journal,
+    /// Wakes each session's task at its deadline (pings, pong timeouts,
+    /// token expiry) from one timer.
+    pub alarms: Alarms,
 }
 
 impl Node {
@@ -104,6 +108,7 @@ impl Node {
                 Default::default(),
             ),
             journal: Journal::new(JournalLimits::default(), unix_ms()),
+            alarms: Alarms::default(),
         }
     }
 

@@ -15,8 +15,10 @@ use holdfast_protocol::{
     Member, Reply, Request, SessionRecord, Transport,
 };
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::alarm::Tick;
 use crate::auth::AuthError;
 use crate::backend::{Ask, AskKind, RequestContext};
 use crate::broker::{BrokerError, ClientInfo, SessionKey, Start, Subscribed, Subscriber};
@@ -66,6 +68,19 @@ pub struct Session {
     /// (small: every idle connection's task holds them).
     recoveries: u16,
     recovery_failures: u16,
+    /// Where this session's alarm is set in `node.alarms`.
+    alarm: Tick,
+    /// `tick` closed the session (a silent peer, an expired token): nothing
+    /// more falls due, and the deadline that passed must not fire again.
+    timed_out: bool,
+}
+
+impl Drop for Session {
+    /// A session's alarm holds its task's waker: left set, it would keep
+    /// the ended connection's memory until the alarm fired.
+    fn drop(&mut self) {
+        self.node.alarms.cancel(self.key.0, &mut self.alarm);
+    }
 }
 
 /// What a backend hears of a session opened without a context.
@@ -95,6 +110,8 @@ impl Session {
             report: None,
             recoveries: 0,
             recovery_failures: 0,
+            alarm: Tick::NONE,
+            timed_out: false,
         }
     }
 
@@ -128,17 +145,29 @@ impl Session {
 
     /// When [`Session::tick`] should next run: the next heartbeat step or
     /// the token's expiry, whichever comes first.
-    pub fn deadline(&self) -> Instant {
-        match self.token_expires {
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.timed_out {
+            return None;
+        }
+        Some(match self.token_expires {
             Some(exp) => exp.min(self.heartbeat.deadline()),
             None => self.heartbeat.deadline(),
-        }
+        })
+    }
+
+    /// Ready when the deadline has passed: call [`Session::tick`]. Until
+    /// then the task is woken when it passes, by the node's one timer
+    /// ([`crate::Alarms`]), so a connection keeps no timer of its own.
+    pub fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline();
+        self.node.alarms.poll(self.key.0, &mut self.alarm, deadline, cx)
     }
 
     /// Advances the heartbeat: queues a `ping` when due, closes the outbox
     /// when the peer went silent.
     pub fn tick(&mut self, now: Instant) {
         if self.token_expires.is_some_and(|exp| now >= exp) {
+            self.timed_out = true;
             self.outbox.close(Disconnect::new(
                 CloseCode::TokenExpired,
                 "token expired: send refresh with a new token before exp",
@@ -151,6 +180,7 @@ impl Session {
                 let _ = self.outbox.push(Bytes::from_static(br#"{"op":"ping"}"#));
             }
             Beat::Dead => {
+                self.timed_out = true;
                 self.outbox.close(Disconnect::new(CloseCode::HeartbeatTimeout, "no pong within pong_timeout"))
             }
         }
@@ -637,7 +667,7 @@ impl Session {
     /// Leaves every channel and the registry, and records how the session
     /// ended (`end`) in the node's journal. Call exactly once, when the
     /// connection is gone.
-    pub async fn finish(self, end: SessionEnd) {
+    pub async fn finish(mut self, end: SessionEnd) {
         // First: should a broker call below fail hard (a panic), the drain
         // must not wait for this session.
         self.node.sessions.unregister(self.key);
@@ -684,7 +714,7 @@ impl Session {
             recoveries: self.recoveries.into(),
             recovery_failures: self.recovery_failures.into(),
             cause: holdfast_protocol::Cause::Unknown,
-            report: self.report.map(|r| *r),
+            report: self.report.take().map(|r| *r),
         };
         let complete = self.node.journal.ended(&end, record, now_ms);
         self.node.record_ends(&complete).await;

@@ -44,7 +44,7 @@ use holdfast_protocol::{
     CloseCode, EncodedPublication, Ending, Epoch, ErrorCode, Offset, ServerMessage, StreamPosition,
 };
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout};
+use tokio::time::timeout;
 
 use crate::api::ApiError;
 use crate::client_addr::ClientAddr;
@@ -292,7 +292,6 @@ async fn serve_commands(
 ) -> bool {
     let outbox = session.outbox().clone();
     loop {
-        let deadline = session.deadline();
         tokio::select! {
             next = input.recv() => match next {
                 Some(Input::Commands(text)) => {
@@ -306,7 +305,7 @@ async fn serve_commands(
                 Some(Input::Heard) => session.heard(Instant::now()),
                 None => return false,
             },
-            () = sleep_until(deadline.into()) => session.tick(Instant::now()),
+            () = std::future::poll_fn(|cx| session.poll_deadline(cx)) => session.tick(Instant::now()),
             () = outbox.closing() => return false,
         }
     }

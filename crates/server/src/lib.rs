@@ -190,6 +190,11 @@ pub async fn run(
     let app = router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(listener::serve(listener, app, state_tls, handshake_timeout, gate, workers, stop_rx));
+    // Every session's heartbeat and token expiry go off from here.
+    let alarms = tokio::spawn({
+        let node = node.clone();
+        async move { node.alarms.fire().await }
+    });
     let sweeper = tokio::spawn({
         let node = node.clone();
         async move {
@@ -215,6 +220,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drain(&node, drain_window).await;
     sweeper.abort();
+    alarms.abort();
     node.close_journal().await;
     if let Some(webhooks) = webhooks {
         // The drain's own disconnects are in the queue by now: give them

@@ -101,28 +101,7 @@ async fn echo_returns_text_and_binary_and_pings_generic_clients() {
 #[tokio::test]
 async fn echo_drops_a_peer_that_never_reads_or_answers() {
     let server = TestServer::start(fast_heartbeat()).await;
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(
-        format!(
-            "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            server.addr
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    // Read the 101 and nothing more.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await.expect("101 in 5 s").unwrap();
-        assert_eq!(n, 1, "EOF in the handshake: {}", String::from_utf8_lossy(&head));
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the RFC 6455 accept key: {head}");
+    let mut s = raw_upgrade(&server, "/echo").await;
     let started = Instant::now();
     assert_eq!(server.metrics.open_connections(holdfast_server::Transport::Echo), 1);
 
@@ -149,4 +128,71 @@ async fn echo_drops_a_peer_that_never_reads_or_answers() {
     let close = rest.windows(4).rposition(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 4001);
     assert!(close.is_some(), "no close 4001 among {rest:02x?}");
     server.stop().await;
+}
+
+/// A peer that went silent on `/ws` and does not answer the close either:
+/// the server waits its close grace (2 s) for the reply, then drops the
+/// socket, waiting rather than spinning. The deadline that had passed used
+/// to fire again on every turn of the reader for the whole grace, a core's
+/// worth of CPU per dead connection (found reading the code for issue 30).
+#[tokio::test]
+async fn a_dead_peer_that_never_answers_the_close_costs_no_cpu_while_the_grace_runs() {
+    let server = TestServer::start(fast_heartbeat()).await;
+    let mut s = raw_upgrade(&server, "/ws").await;
+    // The server runs on this thread (a current-thread runtime), so this
+    // thread's CPU time is the server's.
+    let (cpu_before, started) = (thread_cpu(), Instant::now());
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed within 5 s") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (cpu, elapsed) = (thread_cpu() - cpu_before, started.elapsed());
+    let close = rest.windows(4).rposition(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 4001);
+    assert!(close.is_some(), "no close 4001 among {rest:02x?}");
+    // Ping at 0.2 s, dead at 0.5 s, then the 2 s grace.
+    assert!(elapsed >= Duration::from_secs(2), "the grace was cut short: {elapsed:?}");
+    assert!(cpu < elapsed / 4, "{cpu:?} of CPU in {elapsed:?}");
+    server.stop().await;
+}
+
+/// Opens `path` by hand and reads the 101: a peer that then does only what
+/// the test says.
+async fn raw_upgrade(server: &TestServer, path: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Read the 101 and nothing more.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await.expect("101 in 5 s").unwrap();
+        assert_eq!(n, 1, "EOF in the handshake: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the RFC 6455 accept key: {head}");
+    s
+}
+
+/// This thread's CPU time (user and system), from /proc.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc/thread-self/stat");
+    // The fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the whole line, in clock ticks (100 a second).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
 }

@@ -40,9 +40,10 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-/// tokio features core may use: synchronisation, and the timer its alarms
-/// sleep on (`Alarms::fire`), never sockets.
-const CORE_TOKIO_FEATURES: &[&str] = &["sync", "macros", "time"];
+/// tokio features core may use: synchronisation, the timer its alarms
+/// sleep on (`Alarms::fire`) and the task budget they keep (`rt`'s
+/// `task::coop`), never sockets.
+const CORE_TOKIO_FEATURES: &[&str] = &["sync", "macros", "time", "rt"];
 
 fn manifest(name: &str) -> toml::Table {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name).join("Cargo.toml");

@@ -668,6 +668,8 @@ impl Session {
     /// ended (`end`) in the node's journal. Call exactly once, when the
     /// connection is gone.
     pub async fn finish(mut self, end: SessionEnd) {
+        // Nothing falls due any more: no wake-up while the awaits below run.
+        self.node.alarms.cancel(self.key.0, &mut self.alarm);
         // First: should a broker call below fail hard (a panic), the drain
         // must not wait for this session.
         self.node.sessions.unregister(self.key);

@@ -22,27 +22,28 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
 
-/// A deadline as whole milliseconds since the alarms' origin; [`Tick::NONE`]
-/// when no alarm is set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Tick(u64);
+use crate::clock::Stamp;
+
+/// Where a session's alarm is set: a deadline to the millisecond, or
+/// [`Tick::NONE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tick(Stamp);
 
 impl Tick {
     /// No alarm set.
-    pub const NONE: Tick = Tick(u64::MAX);
+    pub const NONE: Tick = Tick(Stamp(u64::MAX));
 }
 
 /// The wakers due at each tick; see the module docs.
 pub struct Alarms {
-    origin: Instant,
     /// Wakers by tick, each with its owner's id.
-    due: Mutex<BTreeMap<u64, Vec<(u64, Waker)>>>,
-    /// Every tick up to this one has been fired (its wakers woken).
+    due: Mutex<BTreeMap<Stamp, Vec<(u64, Waker)>>>,
+    /// Every tick up to this one (a `Stamp`) has been fired.
     fired_through: AtomicU64,
-    /// The tick the firing task sleeps until (`u64::MAX`: none).
+    /// The tick (a `Stamp`) the firing task sleeps until; `u64::MAX`: none.
     armed: AtomicU64,
     /// Tells the firing task that an earlier tick was set.
     earlier: Notify,
@@ -51,7 +52,6 @@ pub struct Alarms {
 impl Default for Alarms {
     fn default() -> Alarms {
         Alarms {
-            origin: Instant::now(),
             due: Mutex::default(),
             fired_through: AtomicU64::new(0),
             armed: AtomicU64::new(u64::MAX),
@@ -74,8 +74,8 @@ impl Alarms {
             self.cancel(id, set);
             return Poll::Pending;
         };
-        let tick = self.tick_ceil(deadline);
-        if tick <= self.fired_through.load(Ordering::Acquire) {
+        let tick = Stamp::ceil(deadline);
+        if tick.0 <= self.fired_through.load(Ordering::Acquire) {
             // Passed: the next deadline is the caller's to set. Within the
             // task's budget, as tokio's own timers: a caller that failed to
             // move its deadline on yields now and then instead of spinning.
@@ -89,7 +89,7 @@ impl Alarms {
             *set = Tick(tick);
             // Under the lock, which the firing task holds to arm itself. A
             // tick it already fired is fired again at once: it is first.
-            if tick < self.armed.load(Ordering::Acquire) {
+            if tick.0 < self.armed.load(Ordering::Acquire) {
                 self.earlier.notify_one();
             }
         }
@@ -114,12 +114,12 @@ impl Alarms {
             let first = {
                 let due = self.lock();
                 let first = due.keys().next().copied();
-                self.armed.store(first.unwrap_or(u64::MAX), Ordering::Release);
+                self.armed.store(first.map_or(u64::MAX, |t| t.0), Ordering::Release);
                 first
             };
             match first {
                 Some(tick) => tokio::select! {
-                    () = tokio::time::sleep_until(self.instant(tick).into()) => {}
+                    () = tokio::time::sleep_until(tick.instant().into()) => {}
                     () = earlier => continue,
                 },
                 None => {
@@ -129,12 +129,12 @@ impl Alarms {
             }
             {
                 let mut due = self.lock();
-                let now = self.tick_floor(Instant::now());
-                let later = due.split_off(&(now + 1));
+                let now = Stamp::floor(Instant::now());
+                let later = due.split_off(&Stamp(now.0 + 1));
                 let passed = std::mem::replace(&mut *due, later);
                 // Never backwards, even with a second firing task: a
                 // session whose tick was fired must see it as passed.
-                self.fired_through.fetch_max(now, Ordering::Release);
+                self.fired_through.fetch_max(now.0, Ordering::Release);
                 woken.extend(passed.into_values().flatten().map(|(_, waker)| waker));
             }
             // Outside the lock: a woken task may set its next alarm at once.
@@ -143,34 +143,17 @@ impl Alarms {
     }
 
     /// How many alarms are set.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
     }
 
-    /// Whether no alarm is set.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Vec<(u64, Waker)>>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Stamp, Vec<(u64, Waker)>>> {
         self.due.lock().expect("alarms poisoned")
-    }
-
-    fn tick_ceil(&self, t: Instant) -> u64 {
-        let since = t.saturating_duration_since(self.origin);
-        since.as_nanos().div_ceil(1_000_000) as u64
-    }
-
-    fn tick_floor(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.origin).as_millis() as u64
-    }
-
-    fn instant(&self, tick: u64) -> Instant {
-        self.origin + Duration::from_millis(tick)
     }
 }
 
-fn remove(due: &mut BTreeMap<u64, Vec<(u64, Waker)>>, id: u64, at: Tick) {
+fn remove(due: &mut BTreeMap<Stamp, Vec<(u64, Waker)>>, id: u64, at: Tick) {
     if let Some(wakers) = due.get_mut(&at.0) {
         if let Some(i) = wakers.iter().position(|(owner, _)| *owner == id) {
             wakers.swap_remove(i);
@@ -186,6 +169,7 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
     use std::sync::Arc;
+    use std::time::Duration;
 
     /// Alarms with their firing task running.
     fn started() -> Arc<Alarms> {
@@ -210,7 +194,7 @@ mod tests {
         assert!(Instant::now() >= deadline, "{:?}", Instant::now() - start);
         // Late by the firing task's turn at most (a loaded machine is slow).
         assert!(Instant::now() < deadline + Duration::from_millis(250), "{:?}", Instant::now() - start);
-        assert!(alarms.is_empty(), "fired alarms leave the map");
+        assert!(alarms.len() == 0, "fired alarms leave the map");
     }
 
     #[tokio::test]
@@ -227,11 +211,11 @@ mod tests {
         // Moved once more, with this task's waker (the one waker a task has).
         wait(&alarms, 7, &mut set, start + Duration::from_millis(600)).await;
         assert!(Instant::now() >= start + Duration::from_millis(600));
-        assert!(alarms.is_empty());
+        assert!(alarms.len() == 0);
         // None cancels.
         assert_eq!(alarms.poll(7, &mut set, Some(start + Duration::from_secs(9)), &mut cx), Poll::Pending);
         assert_eq!(alarms.poll(7, &mut set, None, &mut cx), Poll::Pending);
-        assert!(alarms.is_empty() && set == Tick::NONE);
+        assert!(alarms.len() == 0 && set == Tick::NONE);
     }
 
     #[tokio::test]
@@ -258,7 +242,7 @@ mod tests {
         let fired = fired.lock().unwrap();
         assert_eq!(fired.len(), 50);
         assert!(fired.windows(2).all(|w| w[0] / 2 <= w[1] / 2), "{fired:?}");
-        assert!(alarms.is_empty());
+        assert!(alarms.len() == 0);
     }
 
     #[tokio::test]

@@ -12,8 +12,9 @@
 //! one write and one poll of the sockets for each. At 100,000 idle
 //! connections that is most of what keeping them costs the server.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::clock::Stamp;
 
 /// What the connection should do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,38 +106,6 @@ impl Heartbeat {
     }
 }
 
-/// An instant as milliseconds since the process's [`origin`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Stamp(u64);
-
-impl Stamp {
-    const NONE: Stamp = Stamp(0);
-
-    fn floor(t: Instant) -> Stamp {
-        Stamp(t.checked_duration_since(origin()).map_or(0, |d| d.as_millis() as u64))
-    }
-
-    fn ceil(t: Instant) -> Stamp {
-        let since = t.checked_duration_since(origin()).unwrap_or_default();
-        Stamp(since.as_nanos().div_ceil(1_000_000) as u64)
-    }
-
-    fn after(self, ms: u32) -> Stamp {
-        Stamp(self.0 + u64::from(ms))
-    }
-
-    fn instant(self) -> Instant {
-        origin() + Duration::from_millis(self.0)
-    }
-}
-
-/// The first instant any heartbeat asked for, shared by the whole process:
-/// the pings' grid starts there, and stamps count from it.
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
 /// How far apart the instants pings may fall due on: a hundredth of the
 /// interval in whole milliseconds, at most 250 ms (at 25 s, 1,000 pings a
 /// burst for 100,000 connections, a few milliseconds of writing). A ping
@@ -147,7 +116,7 @@ pub fn ping_grid(interval: Duration) -> Duration {
 }
 
 /// When the ping after `now` is due: `interval` on, rounded up onto the
-/// grid, which counts from the process's [`origin`] like every stamp.
+/// grid, which counts from the process's clock origin like every stamp.
 fn next_due(now: Instant, interval: Duration) -> Stamp {
     let grid = ping_grid(interval).as_millis() as u64;
     Stamp(Stamp::ceil(now + interval).0.div_ceil(grid) * grid)

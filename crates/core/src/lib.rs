@@ -10,6 +10,7 @@ mod auth;
 mod backend;
 mod broker;
 mod bucket;
+mod clock;
 mod delta;
 mod events;
 mod heartbeat;

@@ -116,17 +116,8 @@ async fn echo_drops_a_peer_that_never_reads_or_answers() {
 
     // The socket really is closed: what the server sent (pings, the close
     // frame) is followed by EOF or a reset, at once.
-    let mut rest = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await.expect("socket closed") {
-            Ok(0) | Err(_) => break,
-            Ok(n) => rest.extend_from_slice(&buf[..n]),
-        }
-    }
-    // The last frame is a close frame (0x88) carrying 4001.
-    let close = rest.windows(4).rposition(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 4001);
-    assert!(close.is_some(), "no close 4001 among {rest:02x?}");
+    let rest = read_until_closed(&mut s, Duration::from_millis(500)).await;
+    assert!(closed_with(&rest, 4001), "no close 4001 among {rest:02x?}");
     server.stop().await;
 }
 
@@ -142,17 +133,9 @@ async fn a_dead_peer_that_never_answers_the_close_costs_no_cpu_while_the_grace_r
     // The server runs on this thread (a current-thread runtime), so this
     // thread's CPU time is the server's.
     let (cpu_before, started) = (thread_cpu(), Instant::now());
-    let mut rest = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed within 5 s") {
-            Ok(0) | Err(_) => break,
-            Ok(n) => rest.extend_from_slice(&buf[..n]),
-        }
-    }
+    let rest = read_until_closed(&mut s, Duration::from_secs(5)).await;
     let (cpu, elapsed) = (thread_cpu() - cpu_before, started.elapsed());
-    let close = rest.windows(4).rposition(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 4001);
-    assert!(close.is_some(), "no close 4001 among {rest:02x?}");
+    assert!(closed_with(&rest, 4001), "no close 4001 among {rest:02x?}");
     // Ping at 0.2 s, dead at 0.5 s, then the 2 s grace.
     assert!(elapsed >= Duration::from_secs(2), "the grace was cut short: {elapsed:?}");
     assert!(cpu < elapsed / 4, "{cpu:?} of CPU in {elapsed:?}");
@@ -185,6 +168,24 @@ async fn raw_upgrade(server: &TestServer, path: &str) -> tokio::net::TcpStream {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the RFC 6455 accept key: {head}");
     s
+}
+
+/// Reads what the server sends until it closes the socket (EOF or a
+/// reset), each read within `wait`.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, wait: Duration) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(wait, s.read(&mut buf)).await.expect("the socket closed in time") {
+            Ok(0) | Err(_) => return rest,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Whether the bytes hold a close frame (0x88) carrying `code`.
+fn closed_with(bytes: &[u8], code: u16) -> bool {
+    bytes.windows(4).any(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == code)
 }
 
 /// This thread's CPU time (user and system), from /proc.
